@@ -1,0 +1,24 @@
+//! cdc-processor: PostgreSQL change events from SQS into ClickHouse, mirrored and denormalized.
+//!
+//! # Layout
+//!
+//! ```text
+//! SqsEvent ──► sqs::message::Message ──► decode ──► change::ChangeEvent
+//!                                                        │
+//!                        mirror (one row per source row, version = source position)
+//!                                                        │
+//!                 sink (ClickHouse: one RowBinary INSERT per table, FINAL lookups)
+//!                                                        │
+//!                 fact (re-derive every sales_fact row the changes touch)
+//!                                                        │
+//!        handler ──► MessageOutcome per message ──► sqs (batch response, backoff, DLQ)
+//! ```
+//!
+//! `tables` names the four source tables; `error` holds the one classification
+//! (transient / poison / systemic) every stage's error maps to.
+
+pub mod change;
+pub mod decode;
+pub mod error;
+pub mod sqs;
+pub mod tables;
