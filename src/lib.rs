@@ -11,14 +11,16 @@
 //!                                                        │
 //!                 fact (re-derive every sales_fact row the changes touch)
 //!                                                        │
-//!        handler ──► MessageOutcome per message ──► sqs (batch response, backoff, DLQ)
+//!  pipeline ──► MessageOutcome per message ──► handler / sqs (batch response, backoff, DLQ)
 //! ```
 //!
 //! `tables` names the four source tables; `error` holds the one classification
 //! (transient / poison / systemic) every stage's error maps to.
 
 pub mod change;
+pub mod config;
 pub mod decode;
 pub mod error;
+pub mod pipeline;
 pub mod sqs;
 pub mod tables;
