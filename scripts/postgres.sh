@@ -55,8 +55,16 @@ init_cluster() {
   echo "postgres: initdb in $dir/data" >&2
   as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
     || { tail -n 20 "$dir/initdb.log" >&2; return 1; }
-  cat >>"$dir/data/postgresql.conf" <<CONF
-# cdc-processor: a private cluster for logical decoding
+  echo "include_if_exists = 'cdc.conf'" >>"$dir/data/postgresql.conf"
+}
+
+# Rewritten on every start, so a changed setting here reaches an existing cluster.
+# synchronous_commit stays on: logical decoding reads WAL only up to the flushed position, so an
+# asynchronous commit would reach the capture up to 3 x wal_writer_delay late. fsync=off keeps the
+# flush cheap (a throwaway cluster: durability across a machine crash is not needed).
+write_config() {
+  cat >"$dir/cdc.conf.tmp" <<CONF
+# cdc-processor: a private cluster for logical decoding (written by scripts/postgres.sh)
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
@@ -66,17 +74,20 @@ max_wal_senders = 16
 max_connections = 100
 shared_buffers = 128MB
 fsync = off
-synchronous_commit = off
+synchronous_commit = on
 full_page_writes = off
 timezone = 'UTC'
 log_timezone = 'UTC'
 CONF
+  if [ "$(id -u)" = 0 ]; then chown "$run_user" "$dir/cdc.conf.tmp"; fi
+  mv "$dir/cdc.conf.tmp" "$dir/data/cdc.conf"
 }
 
 start() {
   install
   if ready; then echo "postgres: already answering on 127.0.0.1:$port" >&2; return 0; fi
   init_cluster
+  write_config
   echo "postgres: starting on 127.0.0.1:$port (state in $dir)" >&2
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port" -w -t 60 start >/dev/null \
     || { echo "postgres: did not start; last log lines:" >&2; tail -n 20 "$dir/server.log" >&2 || true; return 1; }
