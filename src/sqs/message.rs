@@ -6,6 +6,7 @@
 
 use aws_lambda_events::sqs::SqsMessage;
 
+use crate::change::Op;
 use crate::error::ErrorClass;
 
 /// A non-empty SQS message id. An empty or unknown `itemIdentifier` in a batch response makes
@@ -50,6 +51,8 @@ impl Message {
     /// Builds a message from a Lambda SQS record; `None` when the record has no usable id (such a
     /// record cannot be reported, so the caller must fail the invocation instead).
     pub fn from_lambda(record: &SqsMessage) -> Option<Message> {
+        // A FIFO record carries MessageGroupId among its system attributes (Lambda event
+        // format); the `.fifo` ARN suffix is checked by `sqs::batch::is_fifo`.
         let id = MessageId::new(record.message_id.clone()?)?;
         let receive_count = record
             .attributes
@@ -81,5 +84,59 @@ pub enum MessageOutcome {
 impl MessageOutcome {
     pub fn is_failure(&self) -> bool {
         matches!(self, MessageOutcome::Failed { .. })
+    }
+
+    /// `delivered`, `skipped`, `transient`, `poison` or `systemic`: the `outcome` dimension of
+    /// the metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MessageOutcome::Delivered => "delivered",
+            MessageOutcome::Skipped(_) => "skipped",
+            MessageOutcome::Failed { class, .. } => class.as_str(),
+        }
+    }
+}
+
+/// An outcome plus what the pipeline knows about the message, for metrics and logs only (the
+/// SQS rules look at `outcome` alone). Never holds row values or bodies.
+///
+/// The handler accepts `Process` returning either `Vec<MessageOutcome>` (every detail unknown)
+/// or `Vec<MessageReport>`: it converts each item with `Into<MessageReport>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageReport {
+    pub outcome: MessageOutcome,
+    /// The source table (`orders`), when the body was decoded far enough to know it.
+    pub table: Option<String>,
+    /// The change's operation, when known.
+    pub op: Option<Op>,
+    /// Commit time of the change in the source database, µs since the epoch (Debezium
+    /// `source.ts_us`/`ts_ms`, DMS `commit-timestamp`, platform `eventTimestamp`): the freshness
+    /// metric is `now − commit_time`.
+    pub commit_time_us: Option<i64>,
+    /// Rows this message put into ClickHouse (mirror rows; facts are counted by the pipeline's
+    /// own log line).
+    pub rows_inserted: u64,
+    /// The platform envelope's `correlationId` (or Debezium `txId`), for log correlation.
+    pub correlation_id: Option<String>,
+}
+
+impl MessageReport {
+    pub fn new(outcome: MessageOutcome) -> Self {
+        Self { outcome, table: None, op: None, commit_time_us: None, rows_inserted: 0, correlation_id: None }
+    }
+
+    /// The table, from the report or else from the failure.
+    pub fn table(&self) -> Option<&str> {
+        match (&self.table, &self.outcome) {
+            (Some(t), _) => Some(t),
+            (None, MessageOutcome::Failed { table: Some(t), .. }) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl From<MessageOutcome> for MessageReport {
+    fn from(outcome: MessageOutcome) -> Self {
+        MessageReport::new(outcome)
     }
 }
