@@ -17,6 +17,7 @@
 //! `tables` names the four source tables; `error` holds the one classification
 //! (transient / poison / systemic) every stage's error maps to.
 
+pub mod capture;
 pub mod change;
 pub mod config;
 pub mod decode;

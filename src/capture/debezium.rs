@@ -1,0 +1,839 @@
+//! wal2json records → Debezium PostgreSQL connector events, with the JSON converter's schema block.
+//!
+//! Enters: [`Record`]s in slot order. Leaves: [`Event`]s whose `body` is what Debezium Server's SQS
+//! sink would send with `schemas.enable=true`: `{"schema": {...}, "payload": {...}}`.
+//!
+//! Encodings follow the connector's defaults (`decimal.handling.mode=precise`,
+//! `time.precision.mode=adaptive`): NUMERIC(p,s) as `org.apache.kafka.connect.data.Decimal` (base64
+//! of the big-endian two's-complement unscaled integer), unconstrained NUMERIC as
+//! `io.debezium.data.VariableScaleDecimal`, TIMESTAMPTZ as `io.debezium.time.ZonedTimestamp` (ISO-8601
+//! UTC), TIMESTAMP as `io.debezium.time.MicroTimestamp`, DATE as `io.debezium.time.Date`.
+//! `source.lsn` is the change's own WAL position, `source.ts_ms`/`ts_us` the commit time, `txId` the
+//! transaction id. UPDATE/DELETE `before` carries what PostgreSQL logged as the old image: the key
+//! columns under REPLICA IDENTITY DEFAULT. A primary-key change becomes delete (old key) + create
+//! (new key), as the connector emits it (the tombstone between them is not sent: SQS has no empty
+//! bodies). TRUNCATE becomes op `t`.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
+
+use super::wal2json::{Column, Record, parse_lsn};
+use crate::change::Decimal;
+
+/// The connector version this capture imitates, reported in `source.version`.
+pub const CONNECTOR_VERSION: &str = "2.7.3.Final";
+
+/// Sentinels the connector uses for `infinity` / `-infinity` MicroTimestamps.
+const POSITIVE_INFINITY_US: i64 = 9_223_372_036_825_200_000;
+const NEGATIVE_INFINITY_US: i64 = -9_223_372_036_832_400_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// A delete or truncate of a table whose columns the converter has not learned yet: the caller
+    /// reads them from the catalog ([`TableDef`]) and converts the record again.
+    #[error("no column definitions for table {schema}.{table}")]
+    UnknownTable { schema: String, table: String },
+    #[error("malformed wal2json record: {0}")]
+    Malformed(&'static str),
+    #[error("column {column}: cannot encode value of type {type_name}: {reason}")]
+    BadValue { column: String, type_name: String, reason: &'static str },
+}
+
+/// How one PostgreSQL column is encoded in the Debezium event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    Int16,
+    Int32,
+    Int64,
+    Bool,
+    Float32,
+    Float64,
+    /// NUMERIC(p, s).
+    Decimal { precision: u32, scale: u32 },
+    /// NUMERIC without a typmod.
+    VariableDecimal,
+    /// TIMESTAMPTZ.
+    ZonedTimestamp,
+    /// TIMESTAMP (without time zone).
+    MicroTimestamp,
+    Date,
+    Uuid,
+    Json,
+    /// TEXT, VARCHAR and every type not listed: the server's text form.
+    Text,
+}
+
+impl FieldType {
+    /// From wal2json's `type` (PostgreSQL's `format_type` with typmod).
+    pub fn from_pg(type_name: &str) -> FieldType {
+        let t = type_name.trim();
+        match t {
+            "smallint" | "int2" => FieldType::Int16,
+            "integer" | "int" | "int4" => FieldType::Int32,
+            "bigint" | "int8" => FieldType::Int64,
+            "boolean" | "bool" => FieldType::Bool,
+            "real" | "float4" => FieldType::Float32,
+            "double precision" | "float8" => FieldType::Float64,
+            "numeric" | "decimal" => FieldType::VariableDecimal,
+            "date" => FieldType::Date,
+            "uuid" => FieldType::Uuid,
+            "json" | "jsonb" => FieldType::Json,
+            _ if t.starts_with("timestamp") && t.ends_with("with time zone") => FieldType::ZonedTimestamp,
+            _ if t.starts_with("timestamp") => FieldType::MicroTimestamp,
+            _ if t.starts_with("numeric(") || t.starts_with("decimal(") => {
+                let inner = t.split_once('(').and_then(|(_, r)| r.strip_suffix(')'));
+                let mut parts = inner.unwrap_or("").split(',').map(|p| p.trim().parse::<u32>());
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(precision)), Some(Ok(scale))) => FieldType::Decimal { precision, scale },
+                    (Some(Ok(precision)), None) => FieldType::Decimal { precision, scale: 0 },
+                    _ => FieldType::VariableDecimal,
+                }
+            }
+            _ => FieldType::Text,
+        }
+    }
+
+    /// The field's entry in the schema block, without `optional` and `field`.
+    fn schema_parts(self) -> (&'static str, Option<&'static str>, Option<String>) {
+        match self {
+            FieldType::Int16 => ("int16", None, None),
+            FieldType::Int32 => ("int32", None, None),
+            FieldType::Int64 => ("int64", None, None),
+            FieldType::Bool => ("boolean", None, None),
+            FieldType::Float32 => ("float", None, None),
+            FieldType::Float64 => ("double", None, None),
+            FieldType::Decimal { precision, scale } => (
+                "bytes",
+                Some("org.apache.kafka.connect.data.Decimal"),
+                Some(format!(r#"{{"scale":"{scale}","connect.decimal.precision":"{precision}"}}"#)),
+            ),
+            FieldType::VariableDecimal => ("struct", Some("io.debezium.data.VariableScaleDecimal"), None),
+            FieldType::ZonedTimestamp => ("string", Some("io.debezium.time.ZonedTimestamp"), None),
+            FieldType::MicroTimestamp => ("int64", Some("io.debezium.time.MicroTimestamp"), None),
+            FieldType::Date => ("int32", Some("io.debezium.time.Date"), None),
+            FieldType::Uuid => ("string", Some("io.debezium.data.Uuid"), None),
+            FieldType::Json => ("string", Some("io.debezium.data.Json"), None),
+            FieldType::Text => ("string", None, None),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    /// PostgreSQL's type name with typmod, as wal2json and `format_type` print it.
+    pub type_name: String,
+    pub field_type: FieldType,
+    pub optional: bool,
+}
+
+impl ColumnDef {
+    pub fn new(name: impl Into<String>, type_name: impl Into<String>, optional: bool) -> Self {
+        let type_name = type_name.into();
+        Self { name: name.into(), field_type: FieldType::from_pg(&type_name), type_name, optional }
+    }
+}
+
+/// One table's columns, key and (serialized once) schema block.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<ColumnDef>,
+    pub key: Vec<String>,
+    schema_json: String,
+}
+
+impl TableDef {
+    pub fn new(server: &str, schema: &str, table: &str, columns: Vec<ColumnDef>, key: Vec<String>) -> Self {
+        let schema_json = envelope_schema(server, schema, table, &columns);
+        Self { schema: schema.to_string(), table: table.to_string(), columns, key, schema_json }
+    }
+
+    fn same_columns(&self, columns: &[Column<'_>]) -> bool {
+        self.columns.len() == columns.len()
+            && self.columns.iter().zip(columns).all(|(d, c)| {
+                d.name == c.name && c.type_name.as_deref().is_none_or(|t| t == d.type_name)
+            })
+    }
+
+    fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// One Debezium event ready to publish.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The change's own WAL position (`source.lsn`).
+    pub lsn: u64,
+    /// `schema.table`.
+    pub table: String,
+    /// Debezium `op`: `c`, `u`, `d`, `t`, `r`.
+    pub op: &'static str,
+    /// The message body: `{"schema": ..., "payload": ...}`.
+    pub body: String,
+}
+
+/// Turns wal2json records into Debezium events; remembers table definitions and the last commit.
+#[derive(Debug)]
+pub struct Converter {
+    server: String,
+    database: String,
+    tables: HashMap<(String, String), TableDef>,
+    last_commit_lsn: Option<u64>,
+}
+
+impl Converter {
+    /// `server` is the connector's `topic.prefix` (`source.name`), `database` the source database.
+    pub fn new(server: impl Into<String>, database: impl Into<String>) -> Self {
+        Self { server: server.into(), database: database.into(), tables: HashMap::new(), last_commit_lsn: None }
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub fn knows_table(&self, schema: &str, table: &str) -> bool {
+        self.tables.contains_key(&(schema.to_string(), table.to_string()))
+    }
+
+    pub fn add_table(&mut self, def: TableDef) {
+        self.tables.insert((def.schema.clone(), def.table.clone()), def);
+    }
+
+    /// Converts one record. `now_us` is the processing time (top-level `ts_ms`, as the connector
+    /// reports it). Begin/commit records only update the converter's state and yield nothing.
+    pub fn convert(&mut self, record: &Record<'_>, now_us: i64) -> Result<Vec<Event>, ConvertError> {
+        let action = record.action.as_str();
+        match action {
+            "B" | "M" => return Ok(Vec::new()),
+            "C" => {
+                self.last_commit_lsn = record.lsn.as_deref().and_then(parse_lsn);
+                return Ok(Vec::new());
+            }
+            "I" | "U" | "D" | "T" => {}
+            _ => return Err(ConvertError::Malformed("unknown action")),
+        }
+        let schema = record.schema.as_deref().ok_or(ConvertError::Malformed("change without schema"))?;
+        let table = record.table.as_deref().ok_or(ConvertError::Malformed("change without table"))?;
+        let lsn = record.lsn.as_deref().and_then(parse_lsn).ok_or(ConvertError::Malformed("change without lsn"))?;
+        let commit_us = record
+            .timestamp
+            .as_deref()
+            .and_then(parse_timestamptz_us)
+            .ok_or(ConvertError::Malformed("change without commit timestamp (include-timestamp)"))?;
+        let ctx = SourceCtx { lsn, commit_us, xid: record.xid, now_us };
+
+        if let Some(columns) = record.columns.as_deref() {
+            self.learn(schema, table, columns, record.pk.as_deref());
+        }
+        let key = (schema.to_string(), table.to_string());
+        let Some(def) = self.tables.get(&key) else {
+            return Err(ConvertError::UnknownTable { schema: schema.to_string(), table: table.to_string() });
+        };
+
+        let mut events = Vec::with_capacity(1);
+        match action {
+            "I" => {
+                let after = row(def, record.columns.as_deref().unwrap_or_default())?;
+                events.push(self.event(def, &ctx, "c", None, Some(after)));
+            }
+            "U" => {
+                let columns = record.columns.as_deref().ok_or(ConvertError::Malformed("update without columns"))?;
+                let after = row(def, columns)?;
+                let before = match record.identity.as_deref() {
+                    Some(identity) => Some(row(def, identity)?),
+                    None => Some(key_row(def, columns)?),
+                };
+                let key_changed = record.identity.as_deref().is_some_and(|identity| {
+                    def.key.iter().any(|k| raw_of(identity, k) != raw_of(columns, k))
+                });
+                if key_changed {
+                    events.push(self.event(def, &ctx, "d", before, None));
+                    events.push(self.event(def, &ctx, "c", None, Some(after)));
+                } else {
+                    events.push(self.event(def, &ctx, "u", before, Some(after)));
+                }
+            }
+            "D" => {
+                let identity = record.identity.as_deref().ok_or(ConvertError::Malformed("delete without identity"))?;
+                let before = row(def, identity)?;
+                events.push(self.event(def, &ctx, "d", Some(before), None));
+            }
+            _ => events.push(self.event(def, &ctx, "t", None, None)),
+        }
+        Ok(events)
+    }
+
+    /// A snapshot read (`op` = `r`) of one row given as PostgreSQL text values (None = NULL).
+    /// `lsn` is the slot's consistent point, below every streamed change's position, so a streamed
+    /// change always out-ranks the snapshot image of the same row downstream.
+    pub fn snapshot_event(
+        &self,
+        schema: &str,
+        table: &str,
+        values: &[Option<String>],
+        lsn: u64,
+        snapshot: &str,
+        now_us: i64,
+    ) -> Result<Event, ConvertError> {
+        let def = self
+            .tables
+            .get(&(schema.to_string(), table.to_string()))
+            .ok_or_else(|| ConvertError::UnknownTable { schema: schema.to_string(), table: table.to_string() })?;
+        let mut after = Vec::with_capacity(def.columns.len());
+        for (col, text) in def.columns.iter().zip(values) {
+            let value = match text {
+                None => serde_json::Value::Null,
+                Some(t) => encode_text(col, t)?,
+            };
+            after.push((col.name.clone(), value));
+        }
+        let ctx = SourceCtx { lsn, commit_us: now_us, xid: None, now_us };
+        let mut event = self.event_with_snapshot(def, &ctx, "r", None, Some(after), snapshot);
+        event.op = "r";
+        Ok(event)
+    }
+
+    fn learn(&mut self, schema: &str, table: &str, columns: &[Column<'_>], pk: Option<&[super::wal2json::PkColumn]>) {
+        let key = (schema.to_string(), table.to_string());
+        if self.tables.get(&key).is_some_and(|d| d.same_columns(columns)) {
+            return;
+        }
+        let defs = columns
+            .iter()
+            .map(|c| ColumnDef::new(c.name.clone(), c.type_name.clone().unwrap_or_else(|| "text".into()), c.optional.unwrap_or(true)))
+            .collect();
+        let key_cols = match pk {
+            Some(pk) => pk.iter().map(|p| p.name.clone()).collect(),
+            None => self.tables.get(&key).map(|d| d.key.clone()).unwrap_or_default(),
+        };
+        let def = TableDef::new(&self.server, schema, table, defs, key_cols);
+        self.tables.insert(key, def);
+    }
+
+    fn event(&self, def: &TableDef, ctx: &SourceCtx, op: &'static str, before: Option<RowValues>, after: Option<RowValues>) -> Event {
+        self.event_with_snapshot(def, ctx, op, before, after, "false")
+    }
+
+    fn event_with_snapshot(
+        &self,
+        def: &TableDef,
+        ctx: &SourceCtx,
+        op: &'static str,
+        before: Option<RowValues>,
+        after: Option<RowValues>,
+        snapshot: &str,
+    ) -> Event {
+        let sequence = format!(
+            "[{},\"{}\"]",
+            self.last_commit_lsn.map_or_else(|| "null".to_string(), |l| format!("\"{l}\"")),
+            ctx.lsn
+        );
+        let payload = Payload {
+            before: before.as_deref().map(RowJson),
+            after: after.as_deref().map(RowJson),
+            source: Source {
+                version: CONNECTOR_VERSION,
+                connector: "postgresql",
+                name: &self.server,
+                ts_ms: ctx.commit_us.div_euclid(1000),
+                snapshot,
+                db: &self.database,
+                sequence,
+                ts_us: ctx.commit_us,
+                ts_ns: ctx.commit_us.saturating_mul(1000),
+                schema: &def.schema,
+                table: &def.table,
+                tx_id: ctx.xid,
+                lsn: ctx.lsn,
+                xmin: None,
+            },
+            transaction: None,
+            op,
+            ts_ms: ctx.now_us.div_euclid(1000),
+            ts_us: ctx.now_us,
+            ts_ns: ctx.now_us.saturating_mul(1000),
+        };
+        // Serializing plain structs and JSON values cannot fail.
+        let payload = serde_json::to_string(&payload).unwrap_or_default();
+        let body = format!(r#"{{"schema":{},"payload":{}}}"#, def.schema_json, payload);
+        Event { lsn: ctx.lsn, table: format!("{}.{}", def.schema, def.table), op, body }
+    }
+}
+
+struct SourceCtx {
+    lsn: u64,
+    commit_us: i64,
+    xid: Option<u64>,
+    now_us: i64,
+}
+
+type RowValues = Vec<(String, serde_json::Value)>;
+
+/// A row image in column order (the JSON converter writes struct fields in schema order).
+struct RowJson<'a>(&'a [(String, serde_json::Value)]);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    before: Option<RowJson<'a>>,
+    after: Option<RowJson<'a>>,
+    source: Source<'a>,
+    transaction: Option<()>,
+    op: &'a str,
+    ts_ms: i64,
+    ts_us: i64,
+    ts_ns: i64,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    version: &'a str,
+    connector: &'a str,
+    name: &'a str,
+    ts_ms: i64,
+    snapshot: &'a str,
+    db: &'a str,
+    sequence: String,
+    ts_us: i64,
+    ts_ns: i64,
+    schema: &'a str,
+    table: &'a str,
+    #[serde(rename = "txId")]
+    tx_id: Option<u64>,
+    lsn: u64,
+    xmin: Option<u64>,
+}
+
+fn raw_of<'a>(columns: &'a [Column<'_>], name: &str) -> Option<&'a str> {
+    columns.iter().find(|c| c.name == name).and_then(|c| c.value).map(RawValue::get)
+}
+
+/// The image wal2json gave, in its column order, each value encoded by its table column's type.
+fn row(def: &TableDef, columns: &[Column<'_>]) -> Result<RowValues, ConvertError> {
+    columns
+        .iter()
+        .map(|c| {
+            let col = def.column(&c.name).cloned().unwrap_or_else(|| {
+                ColumnDef::new(c.name.clone(), c.type_name.clone().unwrap_or_else(|| "text".into()), true)
+            });
+            Ok((c.name.clone(), encode_raw(&col, c.value)?))
+        })
+        .collect()
+}
+
+/// The key columns of a row image (the `before` of an update whose old key was not logged).
+fn key_row(def: &TableDef, columns: &[Column<'_>]) -> Result<RowValues, ConvertError> {
+    let keys: Vec<&Column<'_>> = columns.iter().filter(|c| def.key.iter().any(|k| *k == c.name)).collect();
+    keys.into_iter()
+        .map(|c| {
+            let col = def.column(&c.name).cloned().unwrap_or_else(|| ColumnDef::new(c.name.clone(), "text", false));
+            Ok((c.name.clone(), encode_raw(&col, c.value)?))
+        })
+        .collect()
+}
+
+fn bad(col: &ColumnDef, reason: &'static str) -> ConvertError {
+    ConvertError::BadValue { column: col.name.clone(), type_name: col.type_name.clone(), reason }
+}
+
+/// Encodes wal2json's raw JSON value (numbers unquoted, everything else a JSON string).
+fn encode_raw(col: &ColumnDef, raw: Option<&RawValue>) -> Result<serde_json::Value, ConvertError> {
+    let Some(raw) = raw else { return Ok(serde_json::Value::Null) };
+    let text = raw.get();
+    if text == "null" {
+        return Ok(serde_json::Value::Null);
+    }
+    // Strings arrive JSON-escaped; numbers and booleans as bare tokens.
+    let unquoted: std::borrow::Cow<'_, str> = if text.starts_with('"') {
+        match serde_json::from_str::<String>(text) {
+            Ok(s) => s.into(),
+            Err(_) => return Err(bad(col, "invalid JSON string")),
+        }
+    } else {
+        text.into()
+    };
+    encode_text(col, &unquoted)
+}
+
+/// Encodes one value given in PostgreSQL's text form.
+fn encode_text(col: &ColumnDef, text: &str) -> Result<serde_json::Value, ConvertError> {
+    use serde_json::Value as J;
+    Ok(match col.field_type {
+        FieldType::Int16 | FieldType::Int32 | FieldType::Int64 => {
+            J::from(text.parse::<i64>().map_err(|_| bad(col, "not an integer"))?)
+        }
+        FieldType::Bool => match text {
+            "true" | "t" => J::Bool(true),
+            "false" | "f" => J::Bool(false),
+            _ => return Err(bad(col, "not a boolean")),
+        },
+        FieldType::Float32 | FieldType::Float64 => match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => J::from(f),
+            _ => J::String(text.to_string()),
+        },
+        FieldType::Decimal { scale, .. } => {
+            if text == "NaN" {
+                J::String("NaN".into())
+            } else {
+                let d = Decimal::parse(text).ok_or_else(|| bad(col, "not a decimal"))?;
+                let d = d.rescale(scale).ok_or_else(|| bad(col, "decimal does not fit its scale"))?;
+                J::String(decimal_base64(d.unscaled))
+            }
+        }
+        FieldType::VariableDecimal => {
+            if text == "NaN" {
+                J::String("NaN".into())
+            } else {
+                let d = Decimal::parse(text).ok_or_else(|| bad(col, "not a decimal"))?;
+                serde_json::json!({ "scale": d.scale, "value": decimal_base64(d.unscaled) })
+            }
+        }
+        FieldType::ZonedTimestamp => match text {
+            "infinity" | "-infinity" => J::String(text.to_string()),
+            _ => J::String(zoned_iso(parse_timestamptz_us(text).ok_or_else(|| bad(col, "not a timestamptz"))?)),
+        },
+        FieldType::MicroTimestamp => match text {
+            "infinity" => J::from(POSITIVE_INFINITY_US),
+            "-infinity" => J::from(NEGATIVE_INFINITY_US),
+            _ => J::from(parse_timestamp_us(text).ok_or_else(|| bad(col, "not a timestamp"))?),
+        },
+        FieldType::Date => {
+            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad(col, "not a date"))?;
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+            J::from((date - epoch).num_days())
+        }
+        FieldType::Uuid | FieldType::Json | FieldType::Text => J::String(text.to_string()),
+    })
+}
+
+/// Base64 of the minimal big-endian two's-complement bytes of `unscaled` (Java's
+/// `BigInteger.toByteArray`, which Kafka Connect's `Decimal` logical type uses).
+pub fn decimal_base64(unscaled: i128) -> String {
+    let bytes = unscaled.to_be_bytes();
+    let mut start = 0;
+    while start + 1 < bytes.len() {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0x00 && next & 0x80 == 0) || (b == 0xFF && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    base64::engine::general_purpose::STANDARD.encode(&bytes[start..])
+}
+
+/// Parses PostgreSQL's ISO text of a TIMESTAMPTZ (`2026-11-22 02:14:32.019849+00`, offsets as
+/// `+05:30` too) into microseconds since the epoch.
+pub fn parse_timestamptz_us(text: &str) -> Option<i64> {
+    let t = text.trim();
+    // PostgreSQL prints the offset as +HH, +HH:MM or +HH:MM:SS; chrono wants +HH:MM.
+    let split = t.rfind(['+', '-']).filter(|&i| i > 10)?;
+    let (local, offset) = t.split_at(split);
+    let offset = match offset.len() {
+        3 => format!("{offset}:00"),
+        6 => offset.to_string(),
+        9 => offset.get(..6)?.to_string(),
+        _ => return None,
+    };
+    let dt = DateTime::parse_from_str(&format!("{local}{offset}"), "%Y-%m-%d %H:%M:%S%.f%:z").ok()?;
+    Some(dt.timestamp_micros())
+}
+
+/// Parses PostgreSQL's ISO text of a TIMESTAMP without time zone into microseconds since the epoch.
+pub fn parse_timestamp_us(text: &str) -> Option<i64> {
+    let dt = NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    Some(dt.and_utc().timestamp_micros())
+}
+
+/// Debezium's ZonedTimestamp text for an instant: ISO-8601 in UTC with `Z`, the fraction printed
+/// with as many digits as needed (Java's `ISO_OFFSET_DATE_TIME`).
+pub fn zoned_iso(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    let Some(dt) = DateTime::from_timestamp(secs, 0) else { return String::new() };
+    let base = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if micros == 0 {
+        format!("{base}Z")
+    } else {
+        let frac = format!("{micros:06}");
+        format!("{base}.{}Z", frac.trim_end_matches('0'))
+    }
+}
+
+fn field_schema(col: &ColumnDef) -> String {
+    let (ty, name, parameters) = col.field_type.schema_parts();
+    let field = serde_json::to_string(&col.name).unwrap_or_default();
+    let mut out = String::with_capacity(160);
+    out.push_str(&format!(r#"{{"type":"{ty}","#));
+    if col.field_type == FieldType::VariableDecimal {
+        out.push_str(r#""fields":[{"type":"int32","optional":false,"field":"scale"},{"type":"bytes","optional":false,"field":"value"}],"#);
+    }
+    out.push_str(&format!(r#""optional":{}"#, col.optional));
+    if let Some(name) = name {
+        out.push_str(&format!(r#","name":"{name}","version":1"#));
+    }
+    if col.field_type == FieldType::VariableDecimal {
+        out.push_str(r#","doc":"Variable scaled decimal""#);
+    }
+    if let Some(parameters) = parameters {
+        out.push_str(&format!(r#","parameters":{parameters}"#));
+    }
+    out.push_str(&format!(r#","field":{field}}}"#));
+    out
+}
+
+/// The schema block of the connector's envelope for one table, as the JSON converter writes it.
+fn envelope_schema(server: &str, schema: &str, table: &str, columns: &[ColumnDef]) -> String {
+    let fields: Vec<String> = columns.iter().map(field_schema).collect();
+    let fields = fields.join(",");
+    let value_name = serde_json::to_string(&format!("{server}.{schema}.{table}.Value")).unwrap_or_default();
+    let envelope_name = serde_json::to_string(&format!("{server}.{schema}.{table}.Envelope")).unwrap_or_default();
+    let value = |field: &str| format!(r#"{{"type":"struct","fields":[{fields}],"optional":true,"name":{value_name},"field":"{field}"}}"#);
+    let source = concat!(
+        r#"{"type":"struct","fields":["#,
+        r#"{"type":"string","optional":false,"field":"version"},"#,
+        r#"{"type":"string","optional":false,"field":"connector"},"#,
+        r#"{"type":"string","optional":false,"field":"name"},"#,
+        r#"{"type":"int64","optional":false,"field":"ts_ms"},"#,
+        r#"{"type":"string","optional":true,"name":"io.debezium.data.Enum","version":1,"parameters":{"allowed":"true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},"default":"false","field":"snapshot"},"#,
+        r#"{"type":"string","optional":false,"field":"db"},"#,
+        r#"{"type":"string","optional":true,"field":"sequence"},"#,
+        r#"{"type":"int64","optional":true,"field":"ts_us"},"#,
+        r#"{"type":"int64","optional":true,"field":"ts_ns"},"#,
+        r#"{"type":"string","optional":false,"field":"schema"},"#,
+        r#"{"type":"string","optional":false,"field":"table"},"#,
+        r#"{"type":"int64","optional":true,"field":"txId"},"#,
+        r#"{"type":"int64","optional":true,"field":"lsn"},"#,
+        r#"{"type":"int64","optional":true,"field":"xmin"}"#,
+        r#"],"optional":false,"name":"io.debezium.connector.postgresql.Source","field":"source"}"#
+    );
+    let transaction = concat!(
+        r#"{"type":"struct","fields":["#,
+        r#"{"type":"string","optional":false,"field":"id"},"#,
+        r#"{"type":"int64","optional":false,"field":"total_order"},"#,
+        r#"{"type":"int64","optional":false,"field":"data_collection_order"}"#,
+        r#"],"optional":true,"name":"event.block","version":1,"field":"transaction"}"#
+    );
+    format!(
+        concat!(
+            r#"{{"type":"struct","fields":[{before},{after},{source},{transaction},"#,
+            r#"{{"type":"string","optional":false,"field":"op"}},"#,
+            r#"{{"type":"int64","optional":true,"field":"ts_ms"}},"#,
+            r#"{{"type":"int64","optional":true,"field":"ts_us"}},"#,
+            r#"{{"type":"int64","optional":true,"field":"ts_ns"}}"#,
+            r#"],"optional":false,"name":{envelope},"version":2}}"#
+        ),
+        before = value("before"),
+        after = value("after"),
+        source = source,
+        transaction = transaction,
+        envelope = envelope_name,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value as J;
+
+    const INSERT: &str = r#"{"action":"I","xid":744,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/1932850","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"name","type":"text","value":"A \"b\"","optional":true},{"name":"category","type":"text","value":"cat","optional":true},{"name":"price","type":"numeric(12,2)","value":4.82,"optional":true},{"name":"created_at","type":"timestamp with time zone","value":"2026-11-22 02:14:32.019849+00","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
+
+    fn convert(conv: &mut Converter, data: &str) -> Vec<Event> {
+        let record: Record<'_> = serde_json::from_str(data).unwrap();
+        conv.convert(&record, 1_800_000_000_123_456).unwrap()
+    }
+
+    fn body(event: &Event) -> J {
+        serde_json::from_str(&event.body).unwrap()
+    }
+
+    #[test]
+    fn decimal_bytes_are_minimal_twos_complement() {
+        assert_eq!(decimal_base64(482), "AeI=");
+        assert_eq!(decimal_base64(0), "AA==");
+        assert_eq!(decimal_base64(127), "fw==");
+        assert_eq!(decimal_base64(128), "AIA=");
+        assert_eq!(decimal_base64(-1), "/w==");
+        assert_eq!(decimal_base64(-100), "nA==");
+        assert_eq!(decimal_base64(-128), "gA==");
+        assert_eq!(decimal_base64(-129), "/38=");
+        // 123456789012.34 → 12345678901234 = 0x0B3A73CE2FF2
+        assert_eq!(decimal_base64(12_345_678_901_234), "Czpzzi/y");
+    }
+
+    #[test]
+    fn timestamps_parse_and_print_like_debezium() {
+        let us = parse_timestamptz_us("2026-11-22 02:14:32.019849+00").unwrap();
+        assert_eq!(zoned_iso(us), "2026-11-22T02:14:32.019849Z");
+        assert_eq!(parse_timestamptz_us("2026-11-22 07:44:32.019849+05:30"), Some(us));
+        assert_eq!(zoned_iso(parse_timestamptz_us("2026-11-22 02:14:32+00").unwrap()), "2026-11-22T02:14:32Z");
+        assert_eq!(zoned_iso(parse_timestamptz_us("2026-11-22 02:14:32.5-01").unwrap()), "2026-11-22T03:14:32.5Z");
+        assert_eq!(parse_timestamp_us("1970-01-01 00:00:01.000002"), Some(1_000_002));
+    }
+
+    #[test]
+    fn insert_becomes_create_with_schema_envelope() {
+        let mut conv = Converter::new("cdc", "sales");
+        let events = convert(&mut conv, INSERT);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].lsn, 0x1932850);
+        assert_eq!(events[0].op, "c");
+        let v = body(&events[0]);
+        let p = &v["payload"];
+        assert_eq!(p["op"], "c");
+        assert_eq!(p["before"], J::Null);
+        assert_eq!(p["after"]["id"], 1);
+        assert_eq!(p["after"]["name"], "A \"b\"");
+        assert_eq!(p["after"]["price"], "AeI=");
+        assert_eq!(p["after"]["created_at"], "2026-11-22T02:14:32.019849Z");
+        let s = &p["source"];
+        assert_eq!(s["connector"], "postgresql");
+        assert_eq!(s["name"], "cdc");
+        assert_eq!(s["db"], "sales");
+        assert_eq!(s["schema"], "public");
+        assert_eq!(s["table"], "products");
+        assert_eq!(s["txId"], 744);
+        assert_eq!(s["lsn"], 0x1932850u64);
+        assert_eq!(s["snapshot"], "false");
+        assert_eq!(s["ts_us"], 1_795_313_672_020_628i64);
+        assert_eq!(s["ts_ms"], 1_795_313_672_020i64);
+        assert_eq!(p["ts_ms"], 1_800_000_000_123i64);
+
+        let schema = &v["schema"];
+        assert_eq!(schema["name"], "cdc.public.products.Envelope");
+        let fields = schema["fields"].as_array().unwrap();
+        let names: Vec<&str> = fields.iter().map(|f| f["field"].as_str().unwrap()).collect();
+        assert_eq!(names, ["before", "after", "source", "transaction", "op", "ts_ms", "ts_us", "ts_ns"]);
+        let after = &fields[1];
+        assert_eq!(after["name"], "cdc.public.products.Value");
+        let price = after["fields"].as_array().unwrap().iter().find(|f| f["field"] == "price").unwrap();
+        assert_eq!(price["type"], "bytes");
+        assert_eq!(price["name"], "org.apache.kafka.connect.data.Decimal");
+        assert_eq!(price["parameters"]["scale"], "2");
+        assert_eq!(price["parameters"]["connect.decimal.precision"], "12");
+        let created = after["fields"].as_array().unwrap().iter().find(|f| f["field"] == "created_at").unwrap();
+        assert_eq!(created["name"], "io.debezium.time.ZonedTimestamp");
+        assert_eq!(created["type"], "string");
+        let id = &after["fields"][0];
+        assert_eq!((id["type"].as_str(), id["optional"].as_bool()), (Some("int64"), Some(false)));
+        assert_eq!(fields[2]["name"], "io.debezium.connector.postgresql.Source");
+    }
+
+    #[test]
+    fn update_carries_key_only_before_and_negative_decimal() {
+        let mut conv = Converter::new("cdc", "sales");
+        convert(&mut conv, INSERT);
+        let update = r#"{"action":"U","xid":745,"timestamp":"2026-11-22 02:14:32.021758+00","lsn":"0/1932978","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"name","type":"text","value":"x","optional":true},{"name":"category","type":"text","value":"cat","optional":true},{"name":"price","type":"numeric(12,2)","value":-1.00,"optional":true},{"name":"created_at","type":"timestamp with time zone","value":null,"optional":true}],"identity":[{"name":"id","type":"bigint","value":1}],"pk":[{"name":"id","type":"bigint"}]}"#;
+        let events = convert(&mut conv, update);
+        assert_eq!(events.len(), 1);
+        let p = &body(&events[0])["payload"];
+        assert_eq!(p["op"], "u");
+        assert_eq!(p["before"], serde_json::json!({"id": 1}));
+        assert_eq!(p["after"]["price"], "nA==");
+        assert_eq!(p["after"]["created_at"], J::Null);
+        assert_eq!(p["source"]["lsn"], 0x1932978u64);
+    }
+
+    #[test]
+    fn key_change_becomes_delete_then_create() {
+        let mut conv = Converter::new("cdc", "sales");
+        convert(&mut conv, INSERT);
+        let update = r#"{"action":"U","xid":746,"timestamp":"2026-11-22 02:16:51.991293+00","lsn":"0/1955CB0","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":2,"optional":false},{"name":"name","type":"text","value":"x","optional":true},{"name":"category","type":"text","value":"cat","optional":true},{"name":"price","type":"numeric(12,2)","value":4.82,"optional":true},{"name":"created_at","type":"timestamp with time zone","value":null,"optional":true}],"identity":[{"name":"id","type":"bigint","value":1}],"pk":[{"name":"id","type":"bigint"}]}"#;
+        let events = convert(&mut conv, update);
+        let ops: Vec<&str> = events.iter().map(|e| e.op).collect();
+        assert_eq!(ops, ["d", "c"]);
+        assert_eq!(body(&events[0])["payload"]["before"], serde_json::json!({"id": 1}));
+        assert_eq!(body(&events[1])["payload"]["after"]["id"], 2);
+    }
+
+    #[test]
+    fn delete_and_truncate_need_known_columns() {
+        let mut conv = Converter::new("cdc", "sales");
+        let delete = r#"{"action":"D","xid":746,"timestamp":"2026-11-22 02:14:32.021908+00","lsn":"0/1932BB0","schema":"public","table":"products","identity":[{"name":"id","type":"bigint","value":1}],"pk":[{"name":"id","type":"bigint"}]}"#;
+        let record: Record<'_> = serde_json::from_str(delete).unwrap();
+        assert!(matches!(conv.convert(&record, 0), Err(ConvertError::UnknownTable { .. })));
+        conv.add_table(TableDef::new(
+            "cdc",
+            "public",
+            "products",
+            vec![
+                ColumnDef::new("id", "bigint", false),
+                ColumnDef::new("name", "text", true),
+                ColumnDef::new("category", "text", true),
+                ColumnDef::new("price", "numeric(12,2)", true),
+                ColumnDef::new("created_at", "timestamp with time zone", true),
+            ],
+            vec!["id".into()],
+        ));
+        let events = convert(&mut conv, delete);
+        let p = &body(&events[0])["payload"];
+        assert_eq!(p["op"], "d");
+        assert_eq!(p["before"], serde_json::json!({"id": 1}));
+        assert_eq!(p["after"], J::Null);
+
+        let truncate = r#"{"action":"T","xid":747,"timestamp":"2026-11-22 02:14:32.023047+00","lsn":"0/1933AB8","schema":"public","table":"products"}"#;
+        let events = convert(&mut conv, truncate);
+        let p = &body(&events[0])["payload"];
+        assert_eq!(p["op"], "t");
+        assert_eq!((p["before"].clone(), p["after"].clone()), (J::Null, J::Null));
+        assert_eq!(p["source"]["table"], "products");
+    }
+
+    #[test]
+    fn begin_and_commit_yield_nothing_and_commit_sets_sequence() {
+        let mut conv = Converter::new("cdc", "sales");
+        assert!(convert(&mut conv, r#"{"action":"B","xid":1,"lsn":"0/10"}"#).is_empty());
+        assert!(convert(&mut conv, r#"{"action":"C","xid":1,"lsn":"0/20"}"#).is_empty());
+        let events = convert(&mut conv, INSERT);
+        let seq = body(&events[0])["payload"]["source"]["sequence"].as_str().unwrap().to_string();
+        assert_eq!(seq, format!("[\"32\",\"{}\"]", 0x1932850));
+    }
+
+    #[test]
+    fn snapshot_read_from_text_values() {
+        let mut conv = Converter::new("cdc", "sales");
+        convert(&mut conv, INSERT);
+        let values = vec![
+            Some("7".to_string()),
+            Some("n".to_string()),
+            None,
+            Some("0.10".to_string()),
+            Some("2026-11-22 02:14:32+00".to_string()),
+        ];
+        let event = conv.snapshot_event("public", "products", &values, 99, "true", 5_000).unwrap();
+        let p = &body(&event)["payload"];
+        assert_eq!(p["op"], "r");
+        assert_eq!(p["source"]["snapshot"], "true");
+        assert_eq!(p["source"]["lsn"], 99);
+        assert_eq!(p["after"]["price"], "Cg==");
+        assert_eq!(p["after"]["category"], J::Null);
+    }
+
+    #[test]
+    fn field_types_from_postgres_names() {
+        assert_eq!(FieldType::from_pg("numeric(12,2)"), FieldType::Decimal { precision: 12, scale: 2 });
+        assert_eq!(FieldType::from_pg("numeric"), FieldType::VariableDecimal);
+        assert_eq!(FieldType::from_pg("timestamp with time zone"), FieldType::ZonedTimestamp);
+        assert_eq!(FieldType::from_pg("timestamp(3) with time zone"), FieldType::ZonedTimestamp);
+        assert_eq!(FieldType::from_pg("timestamp without time zone"), FieldType::MicroTimestamp);
+        assert_eq!(FieldType::from_pg("character varying(20)"), FieldType::Text);
+        assert_eq!(FieldType::from_pg("integer"), FieldType::Int32);
+    }
+}
