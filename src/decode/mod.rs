@@ -1,1 +1,333 @@
-//! Decoders: one SQS message body in, one [`crate::change::Decoded`] or a classified error out.
+//! Decoders: one SQS message body in, one [`Decoded`] or one classified [`DecodeError`] out.
+//!
+//! ```text
+//! body ─► wrapper (SNS / EventBridge, unwrapped a bounded number of times)
+//!      ─► sniff the envelope ─┬─► debezium  (with or without the schema block; schema_cache)
+//!                             ├─► dms       (data + metadata)
+//!                             └─► platform  (DatabaseChangeCaptured)
+//!      ─► encoding (each column value typed once, from its JSON text) ─► ChangeEvent
+//! ```
+//!
+//! Every body is decoded on its own: nothing but the schema cache is shared, and a bad body
+//! never affects another. Bodies that are valid but carry no row change (tombstones,
+//! heartbeats, transaction boundaries, logical messages, DMS control records, unknown tables)
+//! become [`Decoded::Skipped`]. Every error is poison (the body can never decode) and has a
+//! stable code; no input can make the decoder panic.
+
+mod debezium;
+mod dms;
+pub mod encoding;
+mod platform;
+mod raw;
+mod schema_cache;
+mod wrapper;
+
+use serde_json::value::RawValue;
+
+use crate::change::{Decoded, Row, Skipped, TableRef};
+use crate::error::{Classify, ErrorClass};
+use crate::tables::{SourceTable, TableSpec};
+use encoding::{FieldType, ValueError, decode_value};
+use raw::RawObject;
+use schema_cache::{RowPlan, SchemaCache};
+
+/// How wrappers (SNS in EventBridge in SNS...) may nest before the body is rejected.
+const MAX_WRAP_DEPTH: usize = 4;
+
+/// Decoder settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// When true, a change to a table outside `tables.rs` is an error (`table.unknown`);
+    /// by default it is acknowledged as [`Skipped::UnknownTable`].
+    pub reject_unknown_tables: bool,
+}
+
+/// Decodes message bodies. Holds the Debezium schema cache; `Send + Sync`, share it via `Arc`.
+pub struct Decoder {
+    options: DecodeOptions,
+    schemas: SchemaCache,
+}
+
+/// Why a body cannot be decoded. Every variant is [`ErrorClass::Poison`]: decoding is a pure
+/// function of the body, so a retry can never succeed. Messages never contain row values.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not valid JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("body is not a known change-event envelope")]
+    UnknownEnvelope,
+    #[error("envelope lacks required field `{0}`")]
+    MissingField(&'static str),
+    #[error("envelope field `{0}` is malformed")]
+    BadField(&'static str),
+    #[error("wrappers nested more than {MAX_WRAP_DEPTH} deep")]
+    WrapperTooDeep,
+    #[error("Debezium schema block not understood: {0}")]
+    BadSchema(&'static str),
+    #[error("unknown operation `{0}`")]
+    UnknownOp(String),
+    #[error("change to unknown table `{0}`")]
+    UnknownTable(String),
+    #[error("no source position to use as version (`{0}`)")]
+    MissingVersion(&'static str),
+    #[error("column `{column}`: {error}")]
+    Value {
+        column: String,
+        #[source]
+        error: ValueError,
+    },
+}
+
+impl Classify for DecodeError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Poison
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            DecodeError::NotJson(_) => "body.not_json",
+            DecodeError::UnknownEnvelope => "envelope.unknown",
+            DecodeError::MissingField(_) => "envelope.missing_field",
+            DecodeError::BadField(_) => "envelope.bad_field",
+            DecodeError::WrapperTooDeep => "envelope.too_deep",
+            DecodeError::BadSchema(_) => "schema.invalid",
+            DecodeError::UnknownOp(_) => "op.unknown",
+            DecodeError::UnknownTable(_) => "table.unknown",
+            DecodeError::MissingVersion(_) => "version.missing",
+            DecodeError::Value { error, .. } => error.code(),
+        }
+    }
+}
+
+/// Every code [`DecodeError::code`] can return, for dashboards and tests.
+pub const ERROR_CODES: &[&str] = &[
+    "body.not_json",
+    "envelope.unknown",
+    "envelope.missing_field",
+    "envelope.bad_field",
+    "envelope.too_deep",
+    "schema.invalid",
+    "op.unknown",
+    "table.unknown",
+    "version.missing",
+    "value.bad_decimal",
+    "value.decimal_overflow",
+    "value.bad_timestamp",
+    "value.bad_bytes",
+    "value.type_mismatch",
+    "value.out_of_range",
+];
+
+/// What an enclosing wrapper knows that the inner body may lack.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outer<'a> {
+    /// EventBridge's `time`: the platform envelope's `eventTimestamp` when the detail has none.
+    time: Option<&'a str>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(DecodeOptions::default())
+    }
+}
+
+impl Decoder {
+    pub fn new(options: DecodeOptions) -> Self {
+        Self { options, schemas: SchemaCache::new() }
+    }
+
+    pub fn options(&self) -> DecodeOptions {
+        self.options
+    }
+
+    /// Distinct Debezium schema blocks currently cached.
+    pub fn cached_schemas(&self) -> usize {
+        self.schemas.len()
+    }
+
+    /// Decodes one SQS message body.
+    pub fn decode(&self, body: &str) -> Result<Decoded, DecodeError> {
+        self.decode_at(body, 0, Outer::default())
+    }
+
+    fn decode_at(&self, body: &str, depth: usize, outer: Outer<'_>) -> Result<Decoded, DecodeError> {
+        let body = body.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        // Debezium Server's SQS sink sends a tombstone (the null value after a delete) as an
+        // empty body; a converter may spell it `null`.
+        if body.is_empty() || body == "null" {
+            return Ok(Decoded::Skipped(Skipped::Tombstone));
+        }
+        if !body.starts_with('{') {
+            return match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+                Ok(_) => Err(DecodeError::UnknownEnvelope),
+                Err(e) => Err(DecodeError::NotJson(e)),
+            };
+        }
+        let top = RawObject::parse(body).map_err(DecodeError::NotJson)?;
+
+        if let Some(inner) = wrapper::unwrap(&top)? {
+            if depth >= MAX_WRAP_DEPTH {
+                return Err(DecodeError::WrapperTooDeep);
+            }
+            let outer = Outer { time: inner.time.as_deref().or(outer.time) };
+            return self.decode_at(&inner.body, depth + 1, outer);
+        }
+        if top.has("tableName") {
+            let meta = object(&top, "metadata")?;
+            return platform::decode(self, &top, meta.as_ref(), outer);
+        }
+        if top.has("schema") || top.has("payload") {
+            let Some(payload) = top.get_some("payload") else {
+                // JsonConverter's envelope around a null value: a tombstone.
+                return if top.has("payload") {
+                    Ok(Decoded::Skipped(Skipped::Tombstone))
+                } else {
+                    Err(DecodeError::MissingField("payload"))
+                };
+            };
+            let payload = parse_object(payload, "payload")?;
+            if payload.has("tableName") {
+                let meta = object(&top, "metadata")?;
+                return platform::decode(self, &payload, meta.as_ref(), outer);
+            }
+            let plan = match top.get_some("schema") {
+                Some(schema) => Some(self.schemas.plan(schema.get())?),
+                None => None,
+            };
+            let row_plan = plan.as_ref().and_then(|p| p.row.as_ref());
+            return debezium::decode_payload(self, &payload, row_plan);
+        }
+        if top.has("metadata") {
+            if let Some(data) = object(&top, "data")?
+                && data.has("tableName")
+            {
+                let meta = object(&top, "metadata")?;
+                return platform::decode(self, &data, meta.as_ref(), outer);
+            }
+            return dms::decode(self, &top);
+        }
+        if debezium::looks_like_payload(&top) {
+            return debezium::decode_payload(self, &top, None);
+        }
+        Err(DecodeError::UnknownEnvelope)
+    }
+
+    /// Finds a known table, or says what to do with an unknown one.
+    fn resolve_table(&self, schema: Option<&str>, name: &str) -> Result<Resolved, DecodeError> {
+        // The platform and DMS may name a table `schema.table`.
+        let (qualifier, name) = match name.rsplit_once('.') {
+            Some((q, n)) => (Some(q), n),
+            None => (None, name),
+        };
+        let schema = schema.or(qualifier).filter(|s| !s.is_empty()).unwrap_or("public");
+        match SourceTable::from_name(name) {
+            Some(table) => {
+                let spec = table.spec();
+                Ok(Resolved::Known(TableRef::new(schema, spec.name), spec))
+            }
+            None if self.options.reject_unknown_tables => Err(DecodeError::UnknownTable(truncate(name, 128))),
+            None => Ok(Resolved::Unknown),
+        }
+    }
+}
+
+enum Resolved {
+    Known(TableRef, &'static TableSpec),
+    Unknown,
+}
+
+/// Decodes one row image (`before`, `after`, DMS `data`...). Column types come from the schema
+/// plan when there is one, else from the table's known columns, else the natural JSON mapping.
+/// `base64` says whether a decimal column without a plan may be base64 (Debezium precise mode).
+fn decode_row(
+    raw: &RawValue,
+    field: &'static str,
+    plan: Option<&RowPlan>,
+    spec: &TableSpec,
+    base64: bool,
+) -> Result<Row, DecodeError> {
+    let obj = parse_object(raw, field)?;
+    let mut row = Row::with_capacity(obj.len());
+    for (position, (name, value)) in obj.iter().enumerate() {
+        let kind = spec.column(name).map(|c| c.kind);
+        let derived;
+        let ty = match plan.and_then(|p| p.get(position, name)) {
+            Some(ty) => ty,
+            None => {
+                derived = kind.map_or(FieldType::Natural, |k| FieldType::from_kind(k, base64));
+                &derived
+            }
+        };
+        let value = decode_value(ty, kind, value)
+            .map_err(|error| DecodeError::Value { column: truncate(name, 64), error })?;
+        row.push(name, value);
+    }
+    Ok(row)
+}
+
+/// An optional member that must be an object when present and not null.
+fn object<'a>(obj: &RawObject<'a>, field: &'static str) -> Result<Option<RawObject<'a>>, DecodeError> {
+    obj.get_some(field).map(|raw| parse_object(raw, field)).transpose()
+}
+
+fn parse_object<'a>(raw: &'a RawValue, field: &'static str) -> Result<RawObject<'a>, DecodeError> {
+    if !raw::is_object(raw) {
+        return Err(DecodeError::BadField(field));
+    }
+    RawObject::parse(raw.get()).map_err(|_| DecodeError::BadField(field))
+}
+
+/// An optional string member.
+fn string<'a>(obj: &RawObject<'a>, field: &'static str) -> Result<Option<std::borrow::Cow<'a, str>>, DecodeError> {
+    obj.get_some(field).map(|raw| raw::as_str(raw).ok_or(DecodeError::BadField(field))).transpose()
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (names from the input that go into
+/// error messages).
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("").to_owned()
+}
+
+/// Parses a PostgreSQL LSN `XXXXXXXX/XXXXXXXX` (hex, 1-8 digits each) into its u64 position.
+pub fn parse_pg_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    let part = |p: &str| {
+        if p.is_empty() || p.len() > 8 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(p, 16).ok()
+    };
+    Some((u64::from(part(hi)?) << 32) | u64::from(part(lo)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Decoder>();
+        assert_send_sync::<DecodeError>();
+    }
+
+    #[test]
+    fn lsn_parsing() {
+        assert_eq!(parse_pg_lsn("0/16B3748"), Some(0x16B3748));
+        assert_eq!(parse_pg_lsn("00000001/00000002"), Some((1 << 32) | 2));
+        assert_eq!(parse_pg_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        assert_eq!(parse_pg_lsn("1/"), None);
+        assert_eq!(parse_pg_lsn("123456789/0"), None);
+        assert_eq!(parse_pg_lsn("+1/0"), None);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}
