@@ -25,3 +25,7 @@ pub mod error;
 pub mod pipeline;
 pub mod sqs;
 pub mod tables;
+pub mod handler;
+pub mod lambda;
+pub mod secrets;
+pub mod telemetry;

@@ -100,8 +100,7 @@ impl MessageOutcome {
 /// An outcome plus what the pipeline knows about the message, for metrics and logs only (the
 /// SQS rules look at `outcome` alone). Never holds row values or bodies.
 ///
-/// The handler accepts `Process` returning either `Vec<MessageOutcome>` (every detail unknown)
-/// or `Vec<MessageReport>`: it converts each item with `Into<MessageReport>`.
+/// `Process::process` returns one per message; a bare outcome converts with `From`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageReport {
     pub outcome: MessageOutcome,

@@ -1,0 +1,116 @@
+//! Exponential backoff with jitter for messages that failed transiently.
+//!
+//! Enters: a message's `ApproximateReceiveCount`. Leaves: the visibility timeout (seconds) to set
+//! with `ChangeMessageVisibility`, i.e. when SQS hands the message out again.
+//!
+//! Why: with partial batch responses Lambda does not slow its polling when invocations fail
+//! (NOTES §2), and a failed message otherwise comes back after the queue's fixed visibility
+//! timeout, so a ClickHouse outage would burn through `maxReceiveCount` and push healthy messages
+//! into the DLQ. Growing the delay with each receive spreads those receives over minutes.
+
+use std::time::Duration;
+
+/// SQS rejects visibility timeouts above 12 hours.
+pub const MAX_VISIBILITY_SECONDS: u32 = 43_200;
+
+/// `delay(n) = min(cap, base × 2^(n−1))`, then "equal jitter": a uniform value in
+/// `[delay/2, delay]`, so messages that failed together do not all come back together, yet no
+/// retry comes back almost at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    /// 30 s doubling up to 15 min: with `maxReceiveCount` 5 a message survives an outage of
+    /// about 7.5 minutes (30 + 60 + 120 + 240 s) before the queue redrives it.
+    fn default() -> Self {
+        Self { base: Duration::from_secs(30), cap: Duration::from_secs(900) }
+    }
+}
+
+impl Backoff {
+    /// From `BACKOFF_BASE_SECONDS` and `BACKOFF_CAP_SECONDS`, defaults otherwise.
+    pub fn from_env() -> Self {
+        let default = Self::default();
+        let secs = |name: &str, d: Duration| {
+            std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(d)
+        };
+        Self { base: secs("BACKOFF_BASE_SECONDS", default.base), cap: secs("BACKOFF_CAP_SECONDS", default.cap) }
+    }
+
+    /// The delay before jitter for the `receive_count`-th receive (1 = first delivery), in
+    /// whole seconds, never above the cap nor above SQS's 12-hour limit.
+    pub fn ceiling_seconds(&self, receive_count: u32) -> u32 {
+        let cap = self.cap.as_secs().min(MAX_VISIBILITY_SECONDS as u64);
+        let exponent = receive_count.saturating_sub(1).min(32);
+        let delay = self.base.as_secs().saturating_mul(1u64 << exponent);
+        delay.min(cap) as u32
+    }
+
+    /// The visibility timeout to set, jittered.
+    pub fn visibility_seconds(&self, receive_count: u32) -> u32 {
+        self.jittered(receive_count, rand::random_range(0.0..=1.0))
+    }
+
+    /// Deterministic core of [`Self::visibility_seconds`]: `unit` in `[0, 1]` picks the point in
+    /// `[ceiling/2, ceiling]`.
+    pub fn jittered(&self, receive_count: u32, unit: f64) -> u32 {
+        let ceiling = self.ceiling_seconds(receive_count);
+        let half = ceiling / 2;
+        let spread = (ceiling - half) as f64 * unit.clamp(0.0, 1.0);
+        half + spread.round() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff(base: u64, cap: u64) -> Backoff {
+        Backoff { base: Duration::from_secs(base), cap: Duration::from_secs(cap) }
+    }
+
+    #[test]
+    fn doubles_per_receive_up_to_the_cap() {
+        let b = backoff(30, 900);
+        let schedule: Vec<u32> = (1..=7).map(|n| b.ceiling_seconds(n)).collect();
+        assert_eq!(schedule, vec![30, 60, 120, 240, 480, 900, 900]);
+    }
+
+    #[test]
+    fn receive_count_zero_is_treated_as_first() {
+        assert_eq!(backoff(10, 100).ceiling_seconds(0), 10);
+    }
+
+    #[test]
+    fn huge_receive_counts_do_not_overflow() {
+        assert_eq!(backoff(30, 900).ceiling_seconds(u32::MAX), 900);
+        assert_eq!(backoff(u64::MAX, u64::MAX).ceiling_seconds(64), MAX_VISIBILITY_SECONDS);
+    }
+
+    #[test]
+    fn cap_never_exceeds_sqs_limit() {
+        assert_eq!(backoff(3600, 86_400).ceiling_seconds(10), MAX_VISIBILITY_SECONDS);
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_full_delay() {
+        let b = backoff(30, 900);
+        assert_eq!(b.jittered(3, 0.0), 60);
+        assert_eq!(b.jittered(3, 1.0), 120);
+        for n in 1..10 {
+            for _ in 0..100 {
+                let v = b.visibility_seconds(n);
+                let ceiling = b.ceiling_seconds(n);
+                assert!(v >= ceiling / 2 && v <= ceiling, "{v} outside [{}, {ceiling}]", ceiling / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_base_means_immediate_retry() {
+        assert_eq!(backoff(0, 900).visibility_seconds(4), 0);
+    }
+}
