@@ -1,0 +1,443 @@
+//! The AWS side against real AWS APIs: moto's server (SQS with redrive policies, Secrets
+//! Manager) on 127.0.0.1, started by `scripts/moto.sh` (which pip-installs it when missing) and
+//! stopped again if this test started it. Nothing is skipped: if moto cannot start, the test fails.
+//!
+//! The pipeline here is a fake driven by message bodies (`ok:…`, `poison:…`, `flaky:…`,
+//! `auth:…`): these tests are about SQS and Secrets Manager behaviour; the real pipeline against
+//! ClickHouse is tested by `tests/it`.
+//!
+//! One test function runs the scenarios in sequence so moto is started and stopped once, and
+//! so the log capture (marker values must never appear in a log line) sees all of them.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use cdc_processor::config::ClickHouseSettings;
+use cdc_processor::error::ErrorClass;
+use cdc_processor::handler::{Handler, HandlerConfig};
+use cdc_processor::pipeline::{Process, SystemicError};
+use cdc_processor::secrets::{AwsSecretStore, CredentialSource, SecretCache};
+use cdc_processor::sqs::backoff::Backoff;
+use cdc_processor::sqs::message::{Message, MessageOutcome, MessageReport};
+use cdc_processor::sqs::poll::{PollArgs, poll};
+use cdc_processor::sqs::queue::SqsQueue;
+use cdc_processor::sqs::redrive::{RedriveArgs, redrive};
+
+/// Planted in bodies and in the secret: must never reach a log line.
+const ROW_MARKER: &str = "ROWVALUE-MARKER-5b1e9c";
+const SECRET_MARKER: &str = "SECRET-MARKER-a77f04";
+
+// ---------------------------------------------------------------------------------------------
+// moto
+
+struct Moto {
+    endpoint: String,
+    started_here: bool,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::env::var("MOTO_PORT").unwrap_or_else(|_| "5000".into());
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto.sh"))
+            .arg("start")
+            .env("MOTO_PORT", &port)
+            .output()
+            .expect("run scripts/moto.sh");
+        assert!(out.status.success(), "scripts/moto.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let started_here = String::from_utf8_lossy(&out.stdout).trim() == "started";
+        Moto { endpoint: format!("http://127.0.0.1:{port}"), started_here }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if self.started_here {
+            let port = self.endpoint.rsplit(':').next().unwrap_or("5000").to_string();
+            let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto.sh"))
+                .arg("stop")
+                .env("MOTO_PORT", port)
+                .status();
+        }
+    }
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .test_credentials()
+        .load()
+        .await
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), rand::random_range(0..u32::MAX))
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, attributes: &[(QueueAttributeName, String)]) -> String {
+    let mut req = sqs.create_queue().queue_name(name);
+    for (k, v) in attributes {
+        req = req.attributes(k.clone(), v);
+    }
+    req.send().await.expect("create queue").queue_url().expect("queue url").to_string()
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes");
+    out.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).expect("arn").clone()
+}
+
+/// Source queue with a redrive policy to a fresh DLQ; returns (source url, dlq url).
+async fn queue_pair(sqs: &aws_sdk_sqs::Client, max_receive_count: u32) -> (String, String) {
+    let dlq = create_queue(sqs, &unique("cdc-dlq"), &[]).await;
+    let dlq_arn = queue_arn(sqs, &dlq).await;
+    let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}).to_string();
+    let source = create_queue(
+        sqs,
+        &unique("cdc-events"),
+        &[(QueueAttributeName::RedrivePolicy, policy), (QueueAttributeName::VisibilityTimeout, "30".into())],
+    )
+    .await;
+    (source, dlq)
+}
+
+async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> String {
+    sqs.send_message().queue_url(url).message_body(body).send().await.expect("send").message_id().unwrap().to_string()
+}
+
+/// Every message currently in the queue (drained with visibility 30 s, not deleted).
+async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        if out.messages().is_empty() {
+            break;
+        }
+        all.extend(out.messages().iter().cloned());
+    }
+    all
+}
+
+fn attr(m: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_string)
+}
+
+// ---------------------------------------------------------------------------------------------
+// a fake pipeline
+
+/// Bodies: `ok:<k>` delivered; `poison:<k>` poison; `flaky:<k>` transient on the first receive,
+/// delivered after; `auth:<k>` an authentication failure unless the password is `rotated`.
+struct FakePipeline {
+    password: String,
+    delivered: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Process for FakePipeline {
+    async fn process(&self, messages: &[Message], _deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
+        let mut reports = Vec::new();
+        for m in messages {
+            *self.attempts.lock().unwrap().entry(m.body.clone()).or_default() += 1;
+            let (kind, _) = m.body.split_once(':').unwrap_or((m.body.as_str(), ""));
+            let outcome = match kind {
+                "poison" => MessageOutcome::Failed { class: ErrorClass::Poison, code: "body.not_json", table: Some("orders".into()) },
+                "flaky" if m.receive_count < 2 => {
+                    MessageOutcome::Failed { class: ErrorClass::Transient, code: "clickhouse.network", table: Some("orders".into()) }
+                }
+                "auth" if self.password != "rotated" => {
+                    return Err(SystemicError { code: "clickhouse.auth", detail: "authentication failed".into(), is_auth: true });
+                }
+                _ => MessageOutcome::Delivered,
+            };
+            if outcome == MessageOutcome::Delivered {
+                self.delivered.lock().unwrap().push(m.body.clone());
+            }
+            reports.push(MessageReport::new(outcome));
+        }
+        Ok(reports)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Record {
+    delivered: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Record {
+    fn factory(&self) -> impl Fn(ClickHouseSettings) -> std::future::Ready<Result<FakePipeline, SystemicError>> + Send + Sync + use<> {
+        let record = self.clone();
+        move |settings: ClickHouseSettings| {
+            std::future::ready(Ok(FakePipeline {
+                password: settings.password,
+                delivered: record.delivered.clone(),
+                attempts: record.attempts.clone(),
+            }))
+        }
+    }
+    fn delivered(&self) -> Vec<String> {
+        let mut d = self.delivered.lock().unwrap().clone();
+        d.sort();
+        d
+    }
+}
+
+fn fast_config(source: &str, dlq: Option<&str>) -> HandlerConfig {
+    HandlerConfig {
+        source_queue_url: Some(source.to_string()),
+        dead_letter_queue_url: dlq.map(str::to_string),
+        // Seconds, not minutes, so the test drains quickly; the schedule itself is unit-tested.
+        backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(2) },
+        ..HandlerConfig::default()
+    }
+}
+
+fn drain_args(source: &str) -> PollArgs {
+    PollArgs {
+        batch_size: 10,
+        wait_time_seconds: 1,
+        visibility_timeout: 30,
+        until_empty: true,
+        duration: Some(90),
+        ..PollArgs::new(source)
+    }
+}
+
+struct StaticSecret(ClickHouseSettings);
+
+impl CredentialSource for StaticSecret {
+    async fn current(&self) -> Result<ClickHouseSettings, cdc_processor::secrets::SecretError> {
+        Ok(self.0.clone())
+    }
+    async fn refresh(&self) -> Result<ClickHouseSettings, cdc_processor::secrets::SecretError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn local_settings() -> ClickHouseSettings {
+    ClickHouseSettings { url: "http://127.0.0.1:8123".into(), user: "cdc".into(), password: "x".into(), database: "analytics".into() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// log capture
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "current_thread")]
+async fn aws_side_against_moto() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_current_span(true)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let moto = Moto::start();
+    let config = sdk_config(&moto.endpoint).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+
+    poll_drains_with_redrive_policy(&sqs).await;
+    poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(&sqs).await;
+    secret_cache_and_rotation(&secrets).await;
+    rotation_mid_run_causes_no_dead_letter(&sqs, &secrets).await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.lines().count() > 10, "the handler logged: {text}");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(!line.contains(ROW_MARKER), "a row value reached the log: {line}");
+        assert!(!line.contains(SECRET_MARKER), "a secret reached the log: {line}");
+    }
+    assert!(text.contains("request_id"), "invocation span carries the request id");
+    assert!(text.contains("message_id"), "failures carry the message id");
+}
+
+/// Good, poison, flaky and duplicate messages; no DLQ URL configured, so poison reaches the DLQ
+/// only through the queue's redrive policy after `maxReceiveCount` receives.
+async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
+    let (source, dlq) = queue_pair(sqs, 3).await;
+    let mut good = Vec::new();
+    for i in 0..5 {
+        let body = format!("ok:{i}:{ROW_MARKER}");
+        send(sqs, &source, &body).await;
+        good.push(body);
+    }
+    // A duplicate (Debezium Server retried a send): both copies are processed, harmlessly.
+    send(sqs, &source, &good[0]).await;
+    let flaky = format!("flaky:1:{ROW_MARKER}");
+    send(sqs, &source, &flaky).await;
+    let poison = format!("poison:1:{ROW_MARKER}");
+    send(sqs, &source, &poison).await;
+
+    let record = Record::default();
+    let handler = Handler::new(record.factory(), StaticSecret(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, None));
+    let summary = poll(&drain_args(&source), &handler).await.expect("poll");
+
+    let mut expected = good.clone();
+    expected.push(good[0].clone());
+    expected.push(flaky.clone());
+    expected.sort();
+    assert_eq!(record.delivered(), expected, "every good change delivered (the duplicate twice), nothing lost");
+    assert_eq!(record.attempts.lock().unwrap()[&poison], 3, "poison received maxReceiveCount times");
+    assert!(peek_all(sqs, &source).await.is_empty(), "source queue drained: {summary:?}");
+    let dead = peek_all(sqs, &dlq).await;
+    assert_eq!(dead.len(), 1, "only the poison message is dead-lettered");
+    assert_eq!(dead[0].body(), Some(poison.as_str()));
+    assert_eq!(summary.deleted, 7);
+}
+
+/// With `DEAD_LETTER_QUEUE_URL` the poison goes to the DLQ on its first receive, with its
+/// diagnostics and original attributes; `redrive` then moves it back without the diagnostics.
+async fn poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(sqs: &aws_sdk_sqs::Client) {
+    let (source, dlq) = queue_pair(sqs, 5).await;
+    let poison = format!("poison:2:{ROW_MARKER}");
+    let poison_id = sqs
+        .send_message()
+        .queue_url(&source)
+        .message_body(&poison)
+        .message_attributes("source", MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+    send(sqs, &source, &format!("ok:2:{ROW_MARKER}")).await;
+
+    let record = Record::default();
+    let handler =
+        Handler::new(record.factory(), StaticSecret(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));
+    let summary = poll(&drain_args(&source), &handler).await.expect("poll");
+    assert_eq!(summary.deleted, 2, "poison acknowledged once dead-lettered: {summary:?}");
+    assert_eq!(record.attempts.lock().unwrap()[&poison], 1, "dead-lettered at once");
+
+    let dead = peek_all(sqs, &dlq).await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.body(), Some(poison.as_str()));
+    assert_eq!(attr(m, "error_code").as_deref(), Some("body.not_json"));
+    assert_eq!(attr(m, "error_class").as_deref(), Some("poison"));
+    assert_eq!(attr(m, "table").as_deref(), Some("orders"));
+    assert_eq!(attr(m, "original_message_id"), Some(poison_id));
+    assert_eq!(attr(m, "receive_count").as_deref(), Some("1"));
+    assert_eq!(attr(m, "source").as_deref(), Some("debezium"), "original attributes kept");
+    // Make it visible again for the redrive.
+    sqs.change_message_visibility()
+        .queue_url(&dlq)
+        .receipt_handle(m.receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+
+    let moved = redrive(&SqsQueue::new(sqs.clone()), &RedriveArgs::new(&dlq, &source)).await.expect("redrive");
+    assert_eq!(moved, 1);
+    assert!(peek_all(sqs, &dlq).await.is_empty(), "DLQ emptied");
+    let back = peek_all(sqs, &source).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body(), Some(poison.as_str()));
+    assert_eq!(attr(&back[0], "source").as_deref(), Some("debezium"));
+    assert_eq!(attr(&back[0], "error_code"), None, "diagnostics dropped on redrive");
+}
+
+async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, password: &str) -> String {
+    secrets
+        .create_secret()
+        .name(unique("cdc/clickhouse"))
+        .secret_string(secret_json(password))
+        .send()
+        .await
+        .expect("create secret")
+        .arn()
+        .unwrap()
+        .to_string()
+}
+
+fn secret_json(password: &str) -> String {
+    serde_json::json!({"host": "127.0.0.1", "port": 8123, "username": "cdc", "password": password, "database": "analytics"}).to_string()
+}
+
+async fn rotate(secrets: &aws_sdk_secretsmanager::Client, arn: &str, password: &str) {
+    secrets.put_secret_value().secret_id(arn).secret_string(secret_json(password)).send().await.expect("rotate");
+}
+
+async fn secret_cache_and_rotation(secrets: &aws_sdk_secretsmanager::Client) {
+    let arn = create_secret(secrets, &format!("first-{SECRET_MARKER}")).await;
+    let cache = SecretCache::new(AwsSecretStore::new(secrets.clone()), &arn, Duration::from_secs(300));
+    let first = cache.current().await.expect("fetch");
+    assert_eq!(first.url, "http://127.0.0.1:8123");
+    assert_eq!(first.password, format!("first-{SECRET_MARKER}"));
+    rotate(secrets, &arn, &format!("second-{SECRET_MARKER}")).await;
+    assert_eq!(cache.current().await.unwrap().password, first.password, "served from cache within the TTL");
+    assert_eq!(cache.refresh().await.unwrap().password, format!("second-{SECRET_MARKER}"));
+
+    let missing = SecretCache::new(AwsSecretStore::new(secrets.clone()), "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope", Duration::ZERO);
+    let err = missing.current().await.unwrap_err();
+    tracing::warn!(error = %err, "expected failure");
+}
+
+/// The secret is rotated while the function holds the old password: ClickHouse (the fake) says
+/// "authentication failed", the handler fetches the secret again and retries; nothing reaches
+/// the DLQ even though the DLQ URL is configured.
+async fn rotation_mid_run_causes_no_dead_letter(sqs: &aws_sdk_sqs::Client, secrets: &aws_sdk_secretsmanager::Client) {
+    let arn = create_secret(secrets, &format!("old-{SECRET_MARKER}")).await;
+    let (source, dlq) = queue_pair(sqs, 2).await;
+    let record = Record::default();
+    let cache = SecretCache::new(AwsSecretStore::new(secrets.clone()), &arn, Duration::from_secs(300));
+    let handler = Handler::new(record.factory(), cache, SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));
+    handler.warm_up().await.expect("warm up with the old secret");
+    rotate(secrets, &arn, "rotated").await;
+    let bodies: Vec<String> = (0..4).map(|i| format!("auth:{i}:{ROW_MARKER}")).collect();
+    for b in &bodies {
+        send(sqs, &source, b).await;
+    }
+    let summary = poll(&drain_args(&source), &handler).await.expect("poll");
+    assert_eq!(summary.failed_invocations, 0, "{summary:?}");
+    let mut expected = bodies.clone();
+    expected.sort();
+    assert_eq!(record.delivered(), expected);
+    assert!(peek_all(sqs, &dlq).await.is_empty(), "rotation dead-lettered nothing");
+    assert!(peek_all(sqs, &source).await.is_empty());
+}
