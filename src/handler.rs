@@ -600,8 +600,8 @@ mod tests {
         let calls = h.queue.calls();
         let [Call::Visibility(url, handle, seconds)] = calls.as_slice() else { panic!("{calls:?}") };
         assert_eq!((url.as_str(), handle.as_str()), (QUEUE_URL, "rh-a"));
-        // Third receive: ceiling 120 s with the default backoff, jittered into [60, 120].
-        assert!((60..=120).contains(seconds), "{seconds}");
+        // Third receive: ceiling 240 s with the default backoff, jittered into [120, 240].
+        assert!((120..=240).contains(seconds), "{seconds}");
     }
 
     #[tokio::test]

@@ -23,10 +23,12 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 30 s doubling up to 15 min: with `maxReceiveCount` 5 a message survives an outage of
-    /// about 7.5 minutes (30 + 60 + 120 + 240 s) before the queue redrives it.
+    /// 60 s doubling up to 1 h. A full outage reaches the DLQ after the sum of the delays of
+    /// `maxReceiveCount − 1` receives: 15 min at 5 (60 + 120 + 240 + 480 s), about 4 h at 10.
+    /// Without the backoff a failed message would come back after the queue's visibility
+    /// timeout every time; the backoff retries a blip sooner and an outage ever later.
     fn default() -> Self {
-        Self { base: Duration::from_secs(30), cap: Duration::from_secs(900) }
+        Self { base: Duration::from_secs(60), cap: Duration::from_secs(3600) }
     }
 }
 
