@@ -262,8 +262,7 @@ where
                 return Err(e);
             }
         };
-        let outcomes: Vec<_> = reports.iter().map(|r| r.outcome.clone()).collect();
-        let plan = match batch::plan(&messages, &outcomes) {
+        let plan = match batch::plan(&messages, reports.iter().map(|r| &r.outcome)) {
             Ok(plan) => plan,
             Err(e) => {
                 self.back_off_all(&messages).await;

@@ -56,12 +56,15 @@ pub fn is_fifo(messages: &[Message]) -> bool {
     messages.iter().any(|m| m.group_id.is_some() || m.source_arn.as_deref().is_some_and(|arn| arn.ends_with(".fifo")))
 }
 
-/// Decides every message's disposition. `outcomes[i]` belongs to `messages[i]`.
+/// Decides every message's disposition. The i-th outcome belongs to `messages[i]`.
 ///
 /// On FIFO queues messages are taken in batch order (Lambda delivers each group's messages in
 /// order within a batch); a message without a group id on a FIFO batch forms a group of its own
 /// key `""`, which keeps the rule conservative if SQS ever omitted the attribute.
-pub fn plan(messages: &[Message], outcomes: &[MessageOutcome]) -> Result<Vec<Disposition>, BatchError> {
+pub fn plan<'a>(
+    messages: &[Message],
+    outcomes: impl ExactSizeIterator<Item = &'a MessageOutcome>,
+) -> Result<Vec<Disposition>, BatchError> {
     if messages.len() != outcomes.len() {
         return Err(BatchError::OutcomeCount { expected: messages.len(), got: outcomes.len() });
     }
@@ -146,8 +149,8 @@ pub(crate) mod tests {
     #[test]
     fn standard_queue_fails_only_the_failed_messages() {
         let messages: Vec<_> = ["a", "b", "c", "d"].iter().map(|id| message(id, None)).collect();
-        let outcomes = vec![OK, transient(), MessageOutcome::Skipped("tombstone"), poison()];
-        let plan = plan(&messages, &outcomes).unwrap();
+        let outcomes = [OK, transient(), MessageOutcome::Skipped("tombstone"), poison()];
+        let plan = plan(&messages, outcomes.iter()).unwrap();
         assert_eq!(plan[0], Disposition::Ack);
         assert_eq!(plan[1], Disposition::Retry);
         assert_eq!(plan[2], Disposition::Ack);
@@ -158,7 +161,7 @@ pub(crate) mod tests {
     #[test]
     fn all_succeeded_is_an_empty_list() {
         let messages = vec![message("a", None), message("b", None)];
-        let plan = plan(&messages, &[OK, OK]).unwrap();
+        let plan = plan(&messages, [OK, OK].iter()).unwrap();
         let json = serde_json::to_value(response(&messages, std::iter::empty())).unwrap();
         assert_eq!(json, serde_json::json!({"batchItemFailures": []}));
         assert_eq!(failed_ids(&messages, &plan), Vec::<String>::new());
@@ -174,8 +177,8 @@ pub(crate) mod tests {
             message("a3", Some("A")),
             message("b3", Some("B")),
         ];
-        let outcomes = vec![OK, OK, transient(), OK, OK, OK];
-        let plan = plan(&messages, &outcomes).unwrap();
+        let outcomes = [OK, OK, transient(), OK, OK, OK];
+        let plan = plan(&messages, outcomes.iter()).unwrap();
         assert_eq!(plan[4], Disposition::Blocked { by: 2 });
         assert_eq!(failed_ids(&messages, &plan), vec!["a2", "a3"]);
     }
@@ -183,7 +186,7 @@ pub(crate) mod tests {
     #[test]
     fn fifo_poison_blocks_its_group_too() {
         let messages = vec![message("a1", Some("A")), message("a2", Some("A")), message("b1", Some("B"))];
-        let plan = plan(&messages, &[poison(), OK, OK]).unwrap();
+        let plan = plan(&messages, [poison(), OK, OK].iter()).unwrap();
         assert!(matches!(plan[0], Disposition::Poison { .. }));
         assert_eq!(plan[1], Disposition::Blocked { by: 0 });
         assert_eq!(plan[2], Disposition::Ack);
@@ -197,7 +200,7 @@ pub(crate) mod tests {
             m.source_arn = Some("arn:aws:sqs:us-east-1:123456789012:cdc.fifo".into());
         }
         assert!(is_fifo(&messages));
-        let plan = plan(&messages, &[transient(), OK]).unwrap();
+        let plan = plan(&messages, [transient(), OK].iter()).unwrap();
         assert_eq!(plan[1], Disposition::Blocked { by: 0 });
     }
 
@@ -214,13 +217,13 @@ pub(crate) mod tests {
     #[test]
     fn standard_queue_never_blocks() {
         let messages = vec![message("a", None), message("b", None)];
-        assert_eq!(plan(&messages, &[transient(), OK]).unwrap()[1], Disposition::Ack);
+        assert_eq!(plan(&messages, [transient(), OK].iter()).unwrap()[1], Disposition::Ack);
     }
 
     #[test]
     fn outcome_count_mismatch_is_an_error() {
         let messages = vec![message("a", None)];
-        assert_eq!(plan(&messages, &[]), Err(BatchError::OutcomeCount { expected: 1, got: 0 }));
+        assert_eq!(plan(&messages, [].iter()), Err(BatchError::OutcomeCount { expected: 1, got: 0 }));
     }
 
     #[test]
