@@ -181,14 +181,21 @@ pub fn id_list(ids: &[i64]) -> String {
     out
 }
 
-/// The newest row (tombstones included) of each listed key of a mirror table, every column.
-/// Row layout: key, the other columns in spec order, `_version`, `_is_deleted`, with timestamps
-/// as Int64 microseconds.
+/// The newest version and deletion flag of each listed key of a mirror table, with the column
+/// values of its newest LIVE version. Row layout: key, the other columns in spec order,
+/// `_version`, `_is_deleted`, with timestamps as Int64 microseconds.
+///
+/// A deleted row keeps the values it had before its deletion (a Debezium delete carries only
+/// the key): the fact derivation needs a deleted item's order and product, and a deleted
+/// order's customer, to count their versions; otherwise the deletion's version sum could fall
+/// below that of the live fact it must replace. Old versions survive until a merge; by then
+/// the derivations that needed them have run, and a later one through a merged tombstone only
+/// yields a lower-versioned deletion, which cannot displace the stored one.
 pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64]) -> String {
     let spec = table.spec();
     let mut select = vec![spec.key.to_string()];
     for column in &spec.columns[1..] {
-        let latest = format!("argMax({}, _version)", column.name);
+        let latest = format!("argMaxIf({}, _version, _is_deleted = 0)", column.name);
         select.push(match column.kind {
             ColumnKind::Timestamp => dialect.micros_of(&latest),
             _ => latest,

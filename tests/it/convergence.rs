@@ -222,12 +222,18 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     let expected = history.expected_facts();
     let actual = current_facts(a.warehouse()).await;
     let (missing, extra, wrong) = diff(&expected, &actual);
-    drop_database(&database).await;
-    if (missing, extra, wrong) != (0, 0, 0) {
-        return Err(format!("{missing} missing, {extra} extra, {wrong} wrong of {} expected facts", expected.len()));
+    if std::env::var("CONVERGENCE_KEEP").is_err() {
+        drop_database(&database).await;
+    } else {
+        eprintln!("kept database {database}");
     }
-    if expected.is_empty() && seed % HISTORIES < 5 {
-        return Err("history produced no facts: the generator is too destructive".into());
+    if (missing, extra, wrong) != (0, 0, 0) {
+        let extra_ids: Vec<i64> = actual.keys().filter(|k| !expected.contains_key(k)).copied().collect();
+        let missing_ids: Vec<i64> = expected.keys().filter(|k| !actual.contains_key(k)).copied().collect();
+        return Err(format!(
+            "{missing} missing {missing_ids:?}, {extra} extra {extra_ids:?}, {wrong} wrong of {} expected facts",
+            expected.len()
+        ));
     }
     Ok(())
 }
@@ -236,10 +242,20 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
 async fn sales_fact_converges_under_any_delivery_schedule() {
     let seeds: Vec<u64> = match std::env::var("CONVERGENCE_SEED") {
         Ok(seed) => vec![seed.parse().expect("CONVERGENCE_SEED is a number")],
-        Err(_) => (0..SCHEDULES).collect(),
+        Err(_) => {
+            let n = std::env::var("CONVERGENCE_SCHEDULES").ok().and_then(|n| n.parse().ok()).unwrap_or(SCHEDULES);
+            (0..n).collect()
+        }
     };
     let results: Vec<(u64, Result<(), String>)> = futures::stream::iter(seeds)
-        .map(|seed| async move { (seed, run_schedule(seed).await) })
+        .map(|seed| async move {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(std::time::Duration::from_secs(120), run_schedule(seed))
+                .await
+                .unwrap_or_else(|_| Err("did not finish within 120 s".into()));
+            eprintln!("schedule {seed}: {:?} in {:?}", result.as_ref().map(|_| "ok"), started.elapsed());
+            (seed, result)
+        })
         .buffer_unordered(PARALLEL_SCHEDULES)
         .collect()
         .await;
@@ -269,4 +285,18 @@ fn histories_cover_every_table_and_operation() {
         }
     }
     assert!(seen.contains("tombstone"));
+    // Most histories must end with facts, or the comparison would prove little.
+    let with_facts = (0..HISTORIES).filter(|s| !generate_history(*s).expected_facts().is_empty()).count();
+    assert!(with_facts * 4 >= HISTORIES as usize * 3, "only {with_facts} of {HISTORIES} histories end with facts");
+}
+
+#[test]
+#[ignore = "debugging aid: prints one history"]
+fn print_history() {
+    let seed: u64 = std::env::var("CONVERGENCE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    for body in generate_history(seed % HISTORIES).events {
+        if body.is_empty() { println!("(tombstone)"); continue; }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        println!("{} {} {} before={} after={}", v["source"]["lsn"], v["source"]["table"], v["op"], v["before"], v["after"]);
+    }
 }
