@@ -10,6 +10,7 @@ pub mod retry;
 pub mod rowbinary;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +32,9 @@ pub struct Warehouse {
     database: String,
     dialect: OnceCell<Dialect>,
     schema_ready: OnceCell<()>,
+    /// Statements sent (each attempt counts): lets tests check that the round trips of an
+    /// invocation do not grow with its batch.
+    statements: AtomicU64,
 }
 
 impl Warehouse {
@@ -48,11 +52,21 @@ impl Warehouse {
             database: settings.database.clone(),
             dialect: OnceCell::new(),
             schema_ready: OnceCell::new(),
+            statements: AtomicU64::new(0),
         }
     }
 
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// How many statements this warehouse has sent so far.
+    pub fn statements_sent(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The server's dialect, asked once.
@@ -67,6 +81,7 @@ impl Warehouse {
     }
 
     pub async fn server_version(&self) -> Result<String, SinkError> {
+        self.count_statement();
         let version: String = self
             .client
             .query("SELECT version()")
@@ -91,11 +106,13 @@ impl Warehouse {
     }
 
     pub async fn execute(&self, sql: &str) -> Result<(), SinkError> {
+        self.count_statement();
         self.client.query(sql).execute().await.map_err(SinkError::from_client)
     }
 
     /// One `INSERT ... FORMAT RowBinary` of pre-encoded rows.
     pub async fn insert_rowbinary(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
+        self.count_statement();
         let sql = dialect::insert_statement(&self.database, table, columns);
         let mut insert = self.client.insert_formatted_with(sql).with_timeouts(
             Some(Duration::from_secs(30)),
@@ -112,6 +129,7 @@ impl Warehouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
+        self.count_statement();
         self.client
             .query(sql)
             .with_setting("wait_end_of_query", "1")
@@ -119,6 +137,22 @@ impl Warehouse {
             .fetch_all::<T>()
             .await
             .map_err(SinkError::from_client)
+    }
+
+    /// Runs a SELECT and returns its result as TabSeparated text (reports, tests).
+    pub async fn fetch_tsv(&self, sql: &str) -> Result<String, SinkError> {
+        self.count_statement();
+        let mut cursor = self
+            .client
+            .query(sql)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_bytes("TabSeparated")
+            .map_err(SinkError::from_client)?;
+        let mut out = Vec::new();
+        while let Some(chunk) = cursor.next().await.map_err(SinkError::from_client)? {
+            out.extend_from_slice(&chunk);
+        }
+        String::from_utf8(out).map_err(|_| SinkError::Protocol("result is not UTF-8".into()))
     }
 
     /// The latest truncation position per source table (absent: never truncated).

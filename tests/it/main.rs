@@ -1,5 +1,6 @@
 //! Integration tests against the real ClickHouse server (started by the README's test command).
 
 mod chdb;
+mod clickhouse;
 mod convergence;
 mod support;

@@ -142,7 +142,9 @@ pub struct SourceDb {
     pub orders: BTreeMap<i64, Order>,
     pub items: BTreeMap<i64, Item>,
     pub events: Vec<String>,
-    lsn: u64,
+    pub lsn: u64,
+    /// While set, new rows are emitted as snapshot reads (`op` = `r`).
+    pub snapshot: bool,
 }
 
 impl SourceDb {
@@ -152,31 +154,45 @@ impl SourceDb {
         33_000_000 + self.lsn
     }
 
+    fn op_for(&self, exists: bool) -> &'static str {
+        match (exists, self.snapshot) {
+            (true, _) => "u",
+            (false, true) => "r",
+            (false, false) => "c",
+        }
+    }
+
+    /// The position the next change will get.
+    pub fn peek_lsn(&self) -> u64 {
+        let mut copy = self.clone();
+        copy.next_lsn()
+    }
+
     fn emit(&mut self, table: &str, op: &str, before: Option<Json>, after: Option<Json>) {
         let lsn = self.next_lsn();
         self.events.push(debezium_body(table, op, before, after, lsn));
     }
 
     pub fn upsert_customer(&mut self, c: Customer) {
-        let op = if self.customers.contains_key(&c.id) { "u" } else { "c" };
+        let op = self.op_for(self.customers.contains_key(&c.id));
         let before = (op == "u").then(|| json!({"id": c.id}));
         self.emit("customers", op, before, Some(c.json()));
         self.customers.insert(c.id, c);
     }
     pub fn upsert_product(&mut self, p: Product) {
-        let op = if self.products.contains_key(&p.id) { "u" } else { "c" };
+        let op = self.op_for(self.products.contains_key(&p.id));
         let before = (op == "u").then(|| json!({"id": p.id}));
         self.emit("products", op, before, Some(p.json()));
         self.products.insert(p.id, p);
     }
     pub fn upsert_order(&mut self, o: Order) {
-        let op = if self.orders.contains_key(&o.id) { "u" } else { "c" };
+        let op = self.op_for(self.orders.contains_key(&o.id));
         let before = (op == "u").then(|| json!({"id": o.id}));
         self.emit("orders", op, before, Some(o.json()));
         self.orders.insert(o.id, o);
     }
     pub fn upsert_item(&mut self, i: Item) {
-        let op = if self.items.contains_key(&i.id) { "u" } else { "c" };
+        let op = self.op_for(self.items.contains_key(&i.id));
         let before = (op == "u").then(|| json!({"id": i.id}));
         self.emit("order_items", op, before, Some(i.json()));
         self.items.insert(i.id, i);

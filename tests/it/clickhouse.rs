@@ -1,0 +1,264 @@
+//! The pipeline against the real ClickHouse server: every operation on every table, dimensions
+//! arriving before and after their facts, TOAST, truncation, key changes, poison isolation,
+//! systemic faults, and round trips that do not grow with the batch.
+
+use std::time::Instant;
+
+use cdc_processor::decode::DecodeOptions;
+use cdc_processor::error::ErrorClass;
+use cdc_processor::pipeline::{Pipeline, Process};
+use cdc_processor::sink::Warehouse;
+use cdc_processor::sqs::message::{Message, MessageOutcome, MessageReport};
+use serde_json::json;
+
+use crate::support::*;
+
+async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
+    let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
+    pipeline.process(&messages, deadline()).await.expect("no systemic fault")
+}
+
+fn assert_all_ok(reports: &[MessageReport]) {
+    for (i, r) in reports.iter().enumerate() {
+        assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
+    }
+}
+
+async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
+    let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
+    pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
+}
+
+fn customer(id: i64, name: &str) -> Customer {
+    Customer { id, email: format!("c{id}@x.io"), name: name.into(), country: "UK".into(), city: "London".into(), created_at_us: 1_704_067_200_000_000 }
+}
+fn product(id: i64, name: &str, price_cents: i64) -> Product {
+    Product { id, name: name.into(), category: "Home".into(), price_cents, created_at_us: 1_704_067_200_000_000 }
+}
+fn order(id: i64, customer_id: i64, status: &str) -> Order {
+    Order { id, customer_id, order_date_us: 1_704_070_800_500_000, status: status.into(), total_cents: 1_446 }
+}
+fn item(id: i64, order_id: i64, product_id: i64, quantity: i32, price_cents: i64) -> Item {
+    Item { id, order_id, product_id, quantity, price_cents }
+}
+
+#[tokio::test]
+async fn every_operation_on_every_table_reaches_mirrors_and_facts() {
+    let (pipeline, database) = fresh_pipeline("ops").await;
+    let mut db = SourceDb { snapshot: true, ..SourceDb::default() };
+    // A snapshot read of one complete fact, then creates of another.
+    db.upsert_customer(customer(11, "Bob"));
+    db.upsert_product(product(12, "Desk", 10_000));
+    db.upsert_order(order(13, 11, "paid"));
+    db.upsert_item(item(14, 13, 12, 1, 9_999));
+    db.snapshot = false;
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 482));
+    db.upsert_order(order(3, 1, "pending"));
+    db.upsert_item(item(4, 3, 2, 3, 482));
+    assert!(db.events[0].contains(r#""op":"r""#));
+    assert_all_ok(&run(&pipeline, &db.events).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT order_item_id, quantity, unit_price, revenue, order_status, customer_name, product_name FROM DB.sales_fact_current ORDER BY order_item_id").await,
+        "4\t3\t4.820000\t14.460000\tpending\tAda\tLamp\n14\t1\t99.990000\t99.990000\tpaid\tBob\tDesk\n"
+    );
+
+    // Updates on every table reach the fact.
+    let before = db.events.len();
+    db.upsert_customer(Customer { city: "Paris".into(), country: "FR".into(), ..customer(1, "Ada L.") });
+    db.upsert_product(Product { category: "Lighting".into(), ..product(2, "Lamp XL", 482) });
+    db.upsert_order(order(3, 1, "shipped"));
+    db.upsert_item(item(4, 3, 2, 5, 500));
+    assert_all_ok(&run(&pipeline, &db.events[before..]).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT quantity, unit_price, revenue, order_status, customer_name, customer_country, customer_city, product_name, product_category FROM DB.sales_fact_current WHERE order_item_id = 4").await,
+        "5\t5.000000\t25.000000\tshipped\tAda L.\tFR\tParis\tLamp XL\tLighting\n"
+    );
+    assert_eq!(tsv(&pipeline, "SELECT name, city FROM DB.customers_current").await, "Ada L.\tParis\nBob\tLondon\n");
+
+    // Deletes on every table: each removes the facts it touches, and the mirror row.
+    let deletes = [("order_items", 14), ("orders", 3)];
+    for (table, id) in deletes {
+        let before = db.events.len();
+        db.delete(table, id);
+        assert_all_ok(&run(&pipeline, &db.events[before..]).await);
+    }
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    let before = db.events.len();
+    db.delete("customers", 11);
+    db.delete("products", 12);
+    assert_all_ok(&run(&pipeline, &db.events[before..]).await);
+    for (table, left) in [("customers", "1\n"), ("products", "1\n"), ("orders", "1\n"), ("order_items", "1\n")] {
+        assert_eq!(tsv(&pipeline, &format!("SELECT count() FROM DB.{table}_current")).await, left, "{table}");
+    }
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn facts_appear_whichever_side_arrives_first() {
+    let (pipeline, database) = fresh_pipeline("late").await;
+    let mut db = SourceDb::default();
+    db.upsert_item(item(40, 30, 20, 2, 1_000));
+    db.upsert_order(order(30, 10, "paid"));
+    db.upsert_customer(customer(10, "Cy"));
+    db.upsert_product(product(20, "Pen", 1_000));
+    // Facts first, dimensions later, one invocation each.
+    for (i, body) in db.events.iter().enumerate() {
+        assert_all_ok(&run(&pipeline, std::slice::from_ref(body)).await);
+        let expected = if i == 3 { "1\n" } else { "0\n" };
+        assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, expected, "after event {i}");
+    }
+    // And the reverse: dimensions first, then the item.
+    let before = db.events.len();
+    db.upsert_item(item(41, 30, 20, 1, 1_000));
+    assert_all_ok(&run(&pipeline, &db.events[before..]).await);
+    assert_eq!(tsv(&pipeline, "SELECT order_item_id, customer_name, product_name FROM DB.sales_fact_current ORDER BY 1").await, "40\tCy\tPen\n41\tCy\tPen\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn toast_placeholder_keeps_the_stored_value() {
+    let (pipeline, database) = fresh_pipeline("toast").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "A very long description", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    db.upsert_item(item(4, 3, 2, 1, 100));
+    assert_all_ok(&run(&pipeline, &db.events).await);
+
+    let mut after = product(2, "", 250).json();
+    after["name"] = json!("__debezium_unavailable_value");
+    let lsn = db.peek_lsn();
+    let update = debezium_body("products", "u", Some(json!({"id": 2})), Some(after.clone()), lsn);
+    assert_all_ok(&run(&pipeline, &[update]).await);
+    assert_eq!(tsv(&pipeline, "SELECT name, price FROM DB.products_current").await, "A very long description\t2.500000\n");
+    assert_eq!(tsv(&pipeline, "SELECT product_name FROM DB.sales_fact_current").await, "A very long description\n");
+
+    // A placeholder whose earlier value has not arrived yet is retried, never stored.
+    let orphan = debezium_body("products", "u", Some(json!({"id": 77})), Some({ let mut a = after; a["id"] = json!(77); a }), lsn + 1);
+    let reports = run(&pipeline, &[orphan]).await;
+    assert_eq!(reports[0].outcome, MessageOutcome::Failed { class: ErrorClass::Transient, code: "toast.base_missing", table: Some("products".into()) });
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.products WHERE id = 77").await, "0\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn truncate_removes_rows_as_of_its_position() {
+    let (pipeline, database) = fresh_pipeline("trunc").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    db.upsert_item(item(4, 3, 2, 1, 100));
+    assert_all_ok(&run(&pipeline, &db.events).await);
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "1\n");
+
+    let at = db.peek_lsn() + 100;
+    let truncate = debezium_body("order_items", "t", None, None, at);
+    let late_old_item = debezium_body("order_items", "c", None, Some(item(5, 3, 2, 1, 100).json()), at - 50);
+    let new_item = debezium_body("order_items", "c", None, Some(item(6, 3, 2, 2, 100).json()), at + 50);
+    assert_all_ok(&run(&pipeline, &[truncate]).await);
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    // An insert from before the truncation, delivered after it, stays truncated.
+    assert_all_ok(&run(&pipeline, &[late_old_item, new_item]).await);
+    assert_eq!(tsv(&pipeline, "SELECT order_item_id, quantity FROM DB.sales_fact_current").await, "6\t2\n");
+    assert_eq!(tsv(&pipeline, "SELECT id FROM DB.order_items_current").await, "6\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn primary_key_change_moves_the_fact() {
+    let (pipeline, database) = fresh_pipeline("key").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    db.upsert_item(item(4, 3, 2, 1, 100));
+    // Debezium: delete of the old key, tombstone, create of the new key.
+    db.delete("order_items", 4);
+    db.upsert_item(item(5, 3, 2, 1, 100));
+    // Deliver the new key before the old key's delete.
+    let mut events = db.events.clone();
+    events.reverse();
+    assert_all_ok(&run(&pipeline, &events).await);
+    assert_eq!(tsv(&pipeline, "SELECT order_item_id FROM DB.sales_fact_current").await, "5\n");
+
+    // The same for a customer: its orders' facts disappear with the old key.
+    let before = db.events.len();
+    db.delete("customers", 1);
+    db.upsert_customer(customer(9, "Ada"));
+    assert_all_ok(&run(&pipeline, &db.events[before..]).await);
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn one_poison_message_in_a_thousand_fails_alone() {
+    let (pipeline, database) = fresh_pipeline("poison").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    for id in 0..996 {
+        db.upsert_item(item(100 + id, 3, 2, 1, 100));
+    }
+    let mut bodies = db.events.clone();
+    // An undecodable precise decimal: valid JSON, valid envelope, poison value.
+    let mut bad = item(99, 3, 2, 1, 100).json();
+    bad["price"] = json!("not base64!");
+    bodies.insert(500, debezium_body("order_items", "c", None, Some(bad), 5_000_000));
+    assert_eq!(bodies.len(), 1_000);
+
+    let started = pipeline.warehouse().statements_sent();
+    let reports = run(&pipeline, &bodies).await;
+    let statements = pipeline.warehouse().statements_sent() - started;
+    let failed: Vec<usize> = reports.iter().enumerate().filter(|(_, r)| r.outcome.is_failure()).map(|(i, _)| i).collect();
+    assert_eq!(failed, vec![500]);
+    let MessageOutcome::Failed { class, code, .. } = &reports[500].outcome else { unreachable!() };
+    assert_eq!(*class, ErrorClass::Poison);
+    assert!(code.starts_with("value."), "{code}");
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.order_items_current").await, "996\n");
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "996\n");
+
+    // Round trips do not grow with the batch: a batch of 3 costs as many statements.
+    let small: Vec<String> = bodies[..3].to_vec();
+    let started = pipeline.warehouse().statements_sent();
+    assert_all_ok(&run(&pipeline, &small).await);
+    let small_statements = pipeline.warehouse().statements_sent() - started;
+    assert!(statements <= small_statements + 1, "1000 messages took {statements} statements, 3 took {small_statements}");
+    assert!(statements <= 12, "{statements} statements for one invocation");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_missing_table_are_systemic_not_poison() {
+    let (pipeline, database) = fresh_pipeline("systemic").await;
+    let body = debezium_body("customers", "c", None, Some(customer(1, "Ada").json()), 10);
+
+    let mut wrong = settings(&database);
+    wrong.user = "cdc".into();
+    wrong.password = "not-the-password".into();
+    let locked_out = Pipeline::new(DecodeOptions::default(), Warehouse::new(&wrong));
+    let err = locked_out.process(&[message("m1", body.clone())], deadline()).await.expect_err("systemic");
+    assert!(err.is_auth, "{err}");
+    assert_eq!(err.code, "clickhouse.auth");
+
+    pipeline.warehouse().execute(&format!("DROP TABLE {database}.customers")).await.unwrap();
+    let err = pipeline.process(&[message("m1", body)], deadline()).await.expect_err("systemic");
+    assert_eq!(err.code, "clickhouse.unknown_table");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn clickhouse_down_is_transient_for_every_message() {
+    let mut unreachable = settings("nowhere");
+    unreachable.url = "http://127.0.0.1:1".into();
+    let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&unreachable));
+    let body = debezium_body("customers", "c", None, Some(customer(1, "Ada").json()), 10);
+    let reports = pipeline
+        .process(&[message("m1", body), message("m2", String::new())], Instant::now() + std::time::Duration::from_secs(2))
+        .await
+        .expect("an outage is not systemic");
+    assert!(matches!(reports[0].outcome, MessageOutcome::Failed { class: ErrorClass::Transient, .. }), "{:?}", reports[0].outcome);
+    assert_eq!(reports[1].outcome, MessageOutcome::Skipped("tombstone"));
+}
