@@ -1,1 +1,124 @@
-fn main() {}
+//! The one binary: the Lambda function when Lambda starts it, a command-line tool otherwise.
+//!
+//! Only wiring lives here: configuration and clients are built once (per cold start), then
+//! handed to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::SqsEvent;
+use clap::{Parser, Subcommand};
+
+use cdc_processor::config::ClickHouseSettings;
+use cdc_processor::decode::DecodeOptions;
+use cdc_processor::handler::{HandlerConfig, Invocation};
+use cdc_processor::pipeline::{Pipeline, SystemicError};
+use cdc_processor::sink::Warehouse;
+use cdc_processor::{capture, freshness, generator, lambda, sqs, telemetry, verify};
+
+#[derive(Parser)]
+#[command(name = "cdc-processor", version, about = "PostgreSQL change events from SQS into ClickHouse")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Lambda handler on SQS event files, one invocation per file; prints each
+    /// invocation's SqsBatchResponse as one JSON line on stdout.
+    Invoke {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Create the ClickHouse database, tables and views (idempotent).
+    Migrate,
+    /// Emulate the SQS event source mapping against any SQS endpoint.
+    Poll(sqs::poll::PollArgs),
+    /// Move messages from a dead-letter queue back to its source queue.
+    Redrive(sqs::redrive::RedriveArgs),
+    /// Capture PostgreSQL changes (wal2json) as Debezium events onto an SQS queue.
+    Capture(capture::Args),
+    /// Generate sales traffic on the source PostgreSQL database.
+    Generate(generator::Args),
+    /// Compare PostgreSQL's current join with ClickHouse's sales_fact and mirrors.
+    Verify(verify::Args),
+    /// Measure commit-to-queryable latency under load.
+    Freshness(freshness::Args),
+}
+
+/// Builds the pipeline for given ClickHouse settings: at cold start and after a credential
+/// rotation.
+async fn build_pipeline(settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
+    Ok(Pipeline::new(decode_options(), Warehouse::new(&settings)))
+}
+
+fn decode_options() -> DecodeOptions {
+    let reject = std::env::var("REJECT_UNKNOWN_TABLES").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    DecodeOptions { reject_unknown_tables: reject }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init_logging();
+    if lambda::is_lambda() {
+        let handler = lambda::handler_from_env(build_pipeline, HandlerConfig::from_env()).await;
+        return match lambda::run(handler).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "Lambda runtime stopped");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = Cli::parse();
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Invoke { files } => invoke(files).await,
+        Command::Migrate => migrate().await,
+        Command::Poll(args) => sqs::poll::run(args, build_pipeline).await.map(|_| ()).map_err(|e| anyhow::anyhow!(e)),
+        Command::Redrive(args) => sqs::redrive::run(args)
+            .await
+            .map(|moved| eprintln!("redrive: moved {moved} messages"))
+            .map_err(|e| anyhow::anyhow!(e)),
+        Command::Capture(args) => capture::run(args).await,
+        Command::Generate(args) => generator::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
+        Command::Freshness(args) => freshness::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cdc-processor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `invoke`: the Lambda handler, in one process, on each file. stdout carries only the batch
+/// responses; the EMF metrics line goes to stderr here (in Lambda it goes to stdout).
+async fn invoke(files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let config = HandlerConfig::from_env();
+    let function_name = config.function_name.clone();
+    let handler = lambda::handler_from_env(build_pipeline, config).await;
+    for (n, file) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let event: SqsEvent = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not an SQS event: {e}", file.display()))?;
+        let invocation = Invocation { request_id: format!("local-{}-{n}", telemetry::now_ms()), deadline: None };
+        let (result, metrics) = handler.handle_with_metrics(event, &invocation).await;
+        eprintln!("{}", metrics.to_emf(&function_name, telemetry::now_ms()));
+        let response = result.map_err(|e| anyhow::anyhow!("{}: invocation failed as a whole: {e}", file.display()))?;
+        println!("{}", serde_json::to_string(&response)?);
+    }
+    Ok(())
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let settings = ClickHouseSettings::from_env();
+    let pipeline = Pipeline::new(decode_options(), Warehouse::new(&settings));
+    pipeline.migrate(Instant::now() + Duration::from_secs(60)).await?;
+    let version = pipeline.warehouse().server_version().await?;
+    let dialect = pipeline.warehouse().dialect().await?;
+    eprintln!("migrate: database {} ready on ClickHouse {version} ({dialect:?} dialect)", settings.database);
+    Ok(())
+}
