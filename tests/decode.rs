@@ -223,6 +223,25 @@ fn schema_blocks_are_cached_per_distinct_block() {
     assert_eq!(decoder.cached_schemas(), 2);
 }
 
+#[test]
+fn cached_schema_path_decodes_exactly_like_the_first_sight() {
+    // The first decode parses the block; later ones match it byte for byte and skip it.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if !body.starts_with(r#"{"schema":{"#) {
+            continue;
+        }
+        let decoder = Decoder::default();
+        let first = format!("{:?}", decoder.decode(&body));
+        let again = format!("{:?}", decoder.decode(&body));
+        assert_eq!(first, again);
+        checked += 1;
+    }
+    assert!(checked >= 15, "{checked}");
+}
+
 // ---------- AWS DMS ----------
 
 #[test]

@@ -157,6 +157,9 @@ impl Decoder {
         if body.is_empty() || body == "null" {
             return Ok(Decoded::Skipped(Skipped::Tombstone));
         }
+        if let Some(decoded) = self.known_schema_fast_path(body) {
+            return decoded;
+        }
         if !body.starts_with('{') {
             return match serde_json::from_str::<serde::de::IgnoredAny>(body) {
                 Ok(_) => Err(DecodeError::UnknownEnvelope),
@@ -210,6 +213,23 @@ impl Decoder {
             return debezium::decode_payload(self, &top, None);
         }
         Err(DecodeError::UnknownEnvelope)
+    }
+
+    /// The steady state of a Debezium stream: `{"schema":<a block seen before>,"payload":{..}}`
+    /// exactly as the JSON converter writes it (compact). The known block is matched by its
+    /// bytes and never scanned; only the payload is parsed. `None` means "take the general
+    /// path", which also produces every error: this path never returns one of its own.
+    fn known_schema_fast_path(&self, body: &str) -> Option<Result<Decoded, DecodeError>> {
+        let rest = body.strip_prefix(r#"{"schema":"#)?;
+        let plan = self.schemas.prefix_match(rest)?;
+        let payload_text = rest.get(plan.raw.len()..)?.strip_prefix(r#","payload":"#)?.strip_suffix('}')?;
+        // Parsing the payload text as one whole object proves the body is exactly
+        // {"schema":S,"payload":P}: S is a complete cached object, P a complete object.
+        let payload = RawObject::parse(payload_text).ok()?;
+        if payload.has("tableName") {
+            return None;
+        }
+        Some(debezium::decode_payload(self, &payload, plan.row.as_ref()))
     }
 
     /// Finds a known table, or says what to do with an unknown one.

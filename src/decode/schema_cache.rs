@@ -18,10 +18,13 @@ use super::encoding::FieldType;
 /// Distinct schema blocks kept. Four tables with a few schema versions each fit many times.
 const CAPACITY: usize = 256;
 
+/// Most recently parsed blocks that [`SchemaCache::prefix_match`] tries, newest first.
+const RECENT: usize = 16;
+
 /// The field types of one schema block's row struct (`before`/`after`), in schema order.
 #[derive(Debug)]
 pub(crate) struct SchemaPlan {
-    raw: Box<str>,
+    pub(crate) raw: Box<str>,
     /// `None` when the block describes no row (heartbeat, transaction metadata).
     pub(crate) row: Option<RowPlan>,
 }
@@ -44,12 +47,28 @@ impl RowPlan {
 
 pub(crate) struct SchemaCache {
     plans: RwLock<HashMap<u64, Arc<SchemaPlan>>>,
+    recent: RwLock<Vec<Arc<SchemaPlan>>>,
     hasher: foldhash::fast::FixedState,
 }
 
 impl SchemaCache {
     pub(crate) fn new() -> Self {
-        Self { plans: RwLock::new(HashMap::new()), hasher: foldhash::fast::FixedState::with_seed(0x5eed_cdc0) }
+        Self {
+            plans: RwLock::new(HashMap::new()),
+            recent: RwLock::new(Vec::new()),
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed_cdc0),
+        }
+    }
+
+    /// The plan of a recently seen schema block that `text` starts with, byte for byte.
+    ///
+    /// Lets the decoder skip a known block without even scanning it: a cached block is a
+    /// complete JSON object, and an object ends at its own closing brace, so if `text` starts
+    /// with those exact bytes its first value IS that block. Comparing bytes runs at memory
+    /// speed; different blocks usually differ within the first columns.
+    pub(crate) fn prefix_match(&self, text: &str) -> Option<Arc<SchemaPlan>> {
+        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
+        recent.iter().find(|p| text.as_bytes().starts_with(p.raw.as_bytes())).cloned()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -72,6 +91,10 @@ impl SchemaCache {
             plans.clear();
         }
         plans.insert(key, Arc::clone(&plan));
+        drop(plans);
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        recent.insert(0, Arc::clone(&plan));
+        recent.truncate(RECENT);
         Ok(plan)
     }
 }
@@ -188,6 +211,9 @@ mod tests {
         let b = cache.plan(SCHEMA).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(cache.len(), 1);
+        let body_tail = format!("{SCHEMA},\"payload\":{{}}}}");
+        assert!(cache.prefix_match(&body_tail).is_some_and(|p| Arc::ptr_eq(&p, &a)));
+        assert!(cache.prefix_match(&SCHEMA[..SCHEMA.len() - 1]).is_none());
         let row = a.row.as_ref().unwrap();
         assert_eq!(row.get(1, "price"), Some(&FieldType::Decimal { scale: 2 }));
         assert_eq!(row.get(0, "price"), Some(&FieldType::Decimal { scale: 2 }));
