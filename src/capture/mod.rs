@@ -289,7 +289,18 @@ pub async fn capture(args: Args) -> anyhow::Result<CaptureStats> {
         stats.events += stats.snapshot_events;
     }
     let poll = Duration::from_millis(args.poll_ms);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    // SIGINT / SIGTERM end the run between steps (a step is never cut in half, though a kill -9
+    // at any point is also safe: the slot is only advanced after a complete publish).
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (stop, stopping) = (stop.clone(), stopping.clone());
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.notify_one();
+        });
+    }
     loop {
         let (rows, events, bytes) = capture.step().await?;
         stats.rows += rows;
@@ -301,13 +312,13 @@ pub async fn capture(args: Args) -> anyhow::Result<CaptureStats> {
         if args.once && rows == 0 {
             break;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) || stopping.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
         if rows == 0 {
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
-                _ = &mut shutdown => break,
+                _ = stop.notified() => break,
             }
         }
     }
