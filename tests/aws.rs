@@ -20,7 +20,7 @@ use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::error::ErrorClass;
 use cdc_processor::handler::{Handler, HandlerConfig};
 use cdc_processor::pipeline::{Process, SystemicError};
-use cdc_processor::secrets::{AwsSecretStore, CredentialSource, SecretCache};
+use cdc_processor::secrets::{AwsSecretStore, CredentialSource, SecretCache, StaticCredentials};
 use cdc_processor::sqs::backoff::Backoff;
 use cdc_processor::sqs::message::{Message, MessageOutcome, MessageReport};
 use cdc_processor::sqs::poll::{PollArgs, poll};
@@ -222,17 +222,6 @@ fn drain_args(source: &str) -> PollArgs {
     }
 }
 
-struct StaticSecret(ClickHouseSettings);
-
-impl CredentialSource for StaticSecret {
-    async fn current(&self) -> Result<ClickHouseSettings, cdc_processor::secrets::SecretError> {
-        Ok(self.0.clone())
-    }
-    async fn refresh(&self) -> Result<ClickHouseSettings, cdc_processor::secrets::SecretError> {
-        Ok(self.0.clone())
-    }
-}
-
 fn local_settings() -> ClickHouseSettings {
     ClickHouseSettings { url: "http://127.0.0.1:8123".into(), user: "cdc".into(), password: "x".into(), database: "analytics".into() }
 }
@@ -312,7 +301,7 @@ async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
     send(sqs, &source, &poison).await;
 
     let record = Record::default();
-    let handler = Handler::new(record.factory(), StaticSecret(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, None));
+    let handler = Handler::new(record.factory(), StaticCredentials(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, None));
     let summary = poll(&drain_args(&source), &handler).await.expect("poll");
 
     let mut expected = good.clone();
@@ -348,7 +337,7 @@ async fn poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(sqs: &aw
 
     let record = Record::default();
     let handler =
-        Handler::new(record.factory(), StaticSecret(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));
+        Handler::new(record.factory(), StaticCredentials(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));
     let summary = poll(&drain_args(&source), &handler).await.expect("poll");
     assert_eq!(summary.deleted, 2, "poison acknowledged once dead-lettered: {summary:?}");
     assert_eq!(record.attempts.lock().unwrap()[&poison], 1, "dead-lettered at once");
