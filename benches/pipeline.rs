@@ -1,0 +1,261 @@
+//! End-to-end throughput and memory of the processor through the local ClickHouse.
+//!
+//! Corpus: 100,000 Debezium events WITH schema blocks, made by the project's own capture encoder
+//! (`capture::debezium::Converter`) from wal2json records: customers, products, orders with their
+//! items, and status/price updates. Batches are cut at the 6 MB Lambda payload limit (bodies
+//! JSON-escaped inside the SQS event, plus each record's envelope).
+//!
+//! Prints, measured in the same run:
+//! - end to end: decode → mirrors → fact derivation → inserts, events/s;
+//! - ceiling: the same mirror and fact rows, pre-encoded, inserted raw (one INSERT per table per
+//!   batch, as the pipeline does), events/s, and the ratio between the two;
+//! - peak RSS of `cdc-processor invoke` on one 6 MB batch (a fresh process, as a Lambda).
+//!
+//! Run: `scripts/clickhouse.sh start && cargo bench --bench pipeline` (BENCH_EVENTS to change the
+//! corpus size).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cdc_processor::capture::debezium::Converter;
+use cdc_processor::capture::wal2json::Record;
+use cdc_processor::change::Decoded;
+use cdc_processor::config::ClickHouseSettings;
+use cdc_processor::decode::{DecodeOptions, Decoder};
+use cdc_processor::mirror::{mirror_change, MirrorChange};
+use cdc_processor::pipeline::{Pipeline, Process};
+use cdc_processor::sink::dialect::{self, Dialect};
+use cdc_processor::sink::{rowbinary, Warehouse};
+use cdc_processor::sqs::message::{Message, MessageId};
+use cdc_processor::tables::SourceTable;
+use serde_json::json;
+
+/// The Lambda invocation payload limit, and what one SQS record adds around its body.
+const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+const RECORD_ENVELOPE: usize = 900;
+
+fn wal2json_record(lsn: u64, xid: u64, table: &str, columns: serde_json::Value, identity: Option<serde_json::Value>) -> String {
+    let action = if identity.is_some() { "U" } else { "I" };
+    let mut record = json!({
+        "action": action, "xid": xid, "timestamp": "2026-11-22 02:14:32.020628+00",
+        "lsn": format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff), "schema": "public", "table": table,
+        "columns": columns, "pk": [{"name": "id", "type": "bigint"}],
+    });
+    if let Some(identity) = identity {
+        record["identity"] = identity;
+    }
+    record.to_string()
+}
+
+fn col(name: &str, ty: &str, value: serde_json::Value) -> serde_json::Value {
+    json!({"name": name, "type": ty, "value": value, "optional": name != "id"})
+}
+
+/// Realistic Debezium bodies: ~10% dimensions, orders with 1-4 items, ~15% updates.
+fn corpus(events: usize) -> Vec<String> {
+    let mut converter = Converter::new("oltp", "oltp");
+    let mut bodies = Vec::with_capacity(events);
+    let mut lsn = 0x1_6000_0000u64;
+    let mut push = |converter: &mut Converter, record: String, bodies: &mut Vec<String>| {
+        let record: Record<'_> = serde_json::from_str(&record).expect("wal2json record");
+        for event in converter.convert(&record, 1_763_777_672_000_000).expect("convert") {
+            bodies.push(event.body);
+        }
+    };
+    let (customers, products) = (2_000i64, 500i64);
+    let ts = json!("2025-03-14 09:26:53.589793+00");
+    let mut n = 0u64;
+    while bodies.len() < events {
+        n += 1;
+        lsn += 0x1a8;
+        let xid = 10_000 + n;
+        let record = if (n as i64) <= customers {
+            let id = n as i64;
+            wal2json_record(lsn, xid, "customers", json!([col("id", "bigint", json!(id)), col("email", "text", json!(format!("customer{id}@example.com"))),
+                col("name", "text", json!(format!("Customer Number {id}"))), col("country", "text", json!(["PT", "DE", "US", "JP"][id as usize % 4])),
+                col("city", "text", json!(["Porto", "Berlin", "Austin", "Osaka"][id as usize % 4])), col("created_at", "timestamp with time zone", ts.clone())]), None)
+        } else if (n as i64) <= customers + products {
+            let id = n as i64 - customers;
+            wal2json_record(lsn, xid, "products", json!([col("id", "bigint", json!(id)), col("name", "text", json!(format!("Product {id} Deluxe"))),
+                col("category", "text", json!(["kitchen", "garden", "toys", "books", "office"][id as usize % 5])),
+                col("price", "numeric(12,2)", json!(((id * 37) % 20_000) as f64 / 100.0 + 1.0)), col("created_at", "timestamp with time zone", ts.clone())]), None)
+        } else if n % 7 == 0 {
+            // An order status update.
+            let order_id = (n as i64 % 5_000) + 1;
+            wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
+                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("shipped")), col("total", "numeric(14,2)", json!(120.5))]),
+                Some(json!([{"name": "id", "type": "bigint", "value": order_id}])))
+        } else if n % 3 == 0 {
+            let order_id = n as i64;
+            wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
+                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("pending")), col("total", "numeric(14,2)", json!(120.5))]), None)
+        } else {
+            let item_id = n as i64;
+            let order_id = n as i64 - (n as i64 % 3);
+            wal2json_record(lsn, xid, "order_items", json!([col("id", "bigint", json!(item_id)), col("order_id", "bigint", json!(order_id)),
+                col("product_id", "bigint", json!(item_id % products + 1)), col("quantity", "integer", json!(item_id % 5 + 1)),
+                col("price", "numeric(12,2)", json!(19.99))]), None)
+        };
+        push(&mut converter, record, &mut bodies);
+    }
+    bodies.truncate(events);
+    bodies
+}
+
+/// Cuts the corpus into batches no larger than one Lambda payload.
+fn batches(bodies: &[String]) -> Vec<Vec<Message>> {
+    let mut out = Vec::new();
+    let (mut current, mut size) = (Vec::new(), 0usize);
+    for (i, body) in bodies.iter().enumerate() {
+        let cost = serde_json::to_string(body).map(|s| s.len()).unwrap_or(body.len()) + RECORD_ENVELOPE;
+        if size + cost > PAYLOAD_LIMIT && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += cost;
+        current.push(Message {
+            id: MessageId::new(format!("bench-{i}")).expect("id"),
+            body: body.clone(),
+            receive_count: 1,
+            group_id: None,
+            receipt_handle: None,
+            source_arn: None,
+        });
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn settings(database: &str) -> ClickHouseSettings {
+    ClickHouseSettings { database: database.to_string(), ..ClickHouseSettings::from_env() }
+}
+
+/// Pre-encodes the batch's mirror rows per table (outside the timed section).
+fn encoded_mirror_rows(batch: &[Message], dialect: Dialect) -> Vec<(SourceTable, Vec<u8>, usize)> {
+    let decoder = Decoder::new(DecodeOptions::default());
+    let mut per_table: Vec<(SourceTable, Vec<u8>, usize)> = SourceTable::ALL.iter().map(|t| (*t, Vec::new(), 0)).collect();
+    for message in batch {
+        let Ok(Decoded::Change(event)) = decoder.decode(&message.body) else { continue };
+        let Some(table) = SourceTable::from_name(&event.table.name) else { continue };
+        if let Ok(MirrorChange::Rows(rows)) = mirror_change(table, &event) {
+            let slot = per_table.iter_mut().find(|(t, _, _)| *t == table).expect("table");
+            for row in rows {
+                rowbinary::encode_mirror_row(&mut slot.1, dialect, &row);
+                slot.2 += 1;
+            }
+        }
+    }
+    per_table
+}
+
+fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)> {
+    let records: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|m| json!({"messageId": m.id.as_str(), "receiptHandle": "AQEB", "body": m.body,
+            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1763777672000"},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cdc-events", "awsRegion": "us-east-1"}))
+        .collect();
+    let payload = json!({"Records": records}).to_string();
+    let path = std::env::temp_dir().join("cdc-bench-6mb-batch.json");
+    std::fs::write(&path, &payload).ok()?;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-processor"))
+        .arg("invoke")
+        .arg(&path)
+        .env("CLICKHOUSE_DATABASE", database)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    // SAFETY: getrusage only writes into the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    Some((usage.ru_maxrss as u64 * 1024, payload.len()))
+}
+
+#[tokio::main]
+async fn main() {
+    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let started = Instant::now();
+    let bodies = corpus(events);
+    let bytes: usize = bodies.iter().map(String::len).sum();
+    let batches = batches(&bodies);
+    println!(
+        "corpus: {} Debezium events with schema blocks, {:.1} MB, {:.0} bytes/event avg, {} batches of <= 6 MB (avg {} events), built in {:.1?}",
+        bodies.len(), bytes as f64 / 1e6, bytes as f64 / bodies.len() as f64, batches.len(), bodies.len() / batches.len(), started.elapsed()
+    );
+
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let e2e_db = format!("bench_e2e_{stamp}");
+    let raw_db = format!("bench_raw_{stamp}");
+    let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&e2e_db)));
+    let deadline = || Instant::now() + Duration::from_secs(300);
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running: scripts/clickhouse.sh start");
+    let dialect = pipeline.warehouse().dialect().await.expect("dialect");
+
+    // End to end.
+    let started = Instant::now();
+    let mut failures = 0usize;
+    for batch in &batches {
+        let reports = pipeline.process(batch, deadline()).await.expect("no systemic fault");
+        failures += reports.iter().filter(|r| r.outcome.is_failure()).count();
+    }
+    let e2e = started.elapsed();
+    assert_eq!(failures, 0, "every benchmark event must be delivered");
+    let statements = pipeline.warehouse().statements_sent();
+
+    // Ceiling: the same rows, pre-encoded, inserted raw.
+    let raw = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&raw_db)));
+    raw.migrate(deadline()).await.expect("migrate raw");
+    let facts_tsv = pipeline
+        .warehouse()
+        .fetch_tsv(&format!("SELECT count() FROM {e2e_db}.sales_fact"))
+        .await
+        .expect("count facts");
+    let fact_rows: usize = facts_tsv.trim().parse().unwrap_or(0);
+    let mut prepared = Vec::new();
+    for batch in &batches {
+        prepared.push(encoded_mirror_rows(batch, dialect));
+    }
+    // Facts: as many rows as the pipeline wrote, spread over the batches like the pipeline did.
+    let fact = cdc_processor::fact::FactRow { order_item_id: 1, customer_name: "Customer Number 1".into(), product_name: "Product 1 Deluxe".into(), ..Default::default() };
+    let facts_per_batch = fact_rows.div_ceil(batches.len().max(1));
+    let mut fact_bytes = Vec::new();
+    for i in 0..facts_per_batch {
+        rowbinary::encode_fact_row(&mut fact_bytes, dialect, &cdc_processor::fact::FactRow { order_item_id: i as i64, ..fact.clone() });
+    }
+    let fact_bytes = Bytes::from(fact_bytes);
+    let started = Instant::now();
+    for tables in &prepared {
+        for (table, rows, count) in tables {
+            if *count > 0 {
+                let columns = dialect::mirror_columns(table.spec());
+                raw.warehouse().insert_rowbinary(table.name(), &columns, Bytes::from(rows.clone())).await.expect("raw insert");
+            }
+        }
+        raw.warehouse().insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, fact_bytes.clone()).await.expect("raw facts");
+    }
+    let ceiling = started.elapsed();
+
+    let rate = |d: Duration| bodies.len() as f64 / d.as_secs_f64();
+    println!("end to end: {:.0} events/s ({:.2} s, {:.1} MB/s of bodies, {} statements, {} facts written)", rate(e2e), e2e.as_secs_f64(), bytes as f64 / 1e6 / e2e.as_secs_f64(), statements, fact_rows);
+    println!("raw insert ceiling (same rows, pre-encoded): {:.0} events/s ({:.2} s)", rate(ceiling), ceiling.as_secs_f64());
+    println!("ratio end-to-end / ceiling: {:.2}", ceiling.as_secs_f64() / e2e.as_secs_f64());
+
+    match batches.first().and_then(|b| peak_rss_of_invoke(b, &e2e_db)) {
+        Some((rss, payload)) => println!("peak RSS of `cdc-processor invoke` on one {:.2} MB batch ({} events): {:.1} MiB", payload as f64 / 1e6, batches[0].len(), rss as f64 / 1024.0 / 1024.0),
+        None => println!("peak RSS: the invoke run failed"),
+    }
+    for db in [e2e_db, raw_db] {
+        let _ = pipeline.warehouse().execute(&format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+}
