@@ -8,13 +8,12 @@
 //! `name` to `probe-<run>-<n>`, taking the wall-clock time just BEFORE sending the transaction as
 //! its commit time (so a measured latency is never shorter than the true one; the transaction's
 //! own round trip, ~1 ms, is included). A watcher polls ClickHouse every `--poll-ms` for the
-//! newest marker visible
-//!   * in the `customers` mirror (`FINAL`, `_is_deleted = 0`), and
-//!   * in `sales_fact` (`customer_name` of the probe order item: the denormalized path, which needs
-//!     the fact re-derivation after the customer change),
-//! and a marker counts as visible at the end of the first poll that shows it or a later one
-//! (versions only grow, so a later marker implies the state includes this commit). Latency =
-//! visible − commit; the poll period adds at most `--poll-ms` to each sample.
+//! newest marker visible in the `customers` mirror (`FINAL`, `_is_deleted = 0`) and in
+//! `sales_fact` (`customer_name` of the probe order item: the denormalized path, which needs the
+//! fact re-derivation after the customer change). A marker counts as visible at the end of the
+//! first poll that shows it or a later one (versions only grow, so a later marker implies the
+//! state includes this commit). Latency = visible − commit; the poll period adds at most
+//! `--poll-ms` to each sample.
 //! Markers not visible `--settle` seconds after the last commit are reported as lost.
 
 use std::time::{Duration, Instant};

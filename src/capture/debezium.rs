@@ -440,7 +440,7 @@ fn row(def: &TableDef, columns: &[Column<'_>]) -> Result<RowValues, ConvertError
 
 /// The key columns of a row image (the `before` of an update whose old key was not logged).
 fn key_row(def: &TableDef, columns: &[Column<'_>]) -> Result<RowValues, ConvertError> {
-    let keys: Vec<&Column<'_>> = columns.iter().filter(|c| def.key.iter().any(|k| *k == c.name)).collect();
+    let keys: Vec<&Column<'_>> = columns.iter().filter(|c| def.key.contains(&c.name)).collect();
     keys.into_iter()
         .map(|c| {
             let col = def.column(&c.name).cloned().unwrap_or_else(|| ColumnDef::new(c.name.clone(), "text", false));
