@@ -47,6 +47,11 @@ fn wal2json_record(lsn: u64, xid: u64, table: &str, columns: serde_json::Value, 
     record.to_string()
 }
 
+/// A NUMERIC value as wal2json prints it (a JSON number with the column's scale).
+fn money(cents: i64) -> serde_json::Value {
+    serde_json::from_str(&format!("{}.{:02}", cents / 100, cents % 100)).expect("number")
+}
+
 fn col(name: &str, ty: &str, value: serde_json::Value) -> serde_json::Value {
     json!({"name": name, "type": ty, "value": value, "optional": name != "id"})
 }
@@ -56,7 +61,7 @@ fn corpus(events: usize) -> Vec<String> {
     let mut converter = Converter::new("oltp", "oltp");
     let mut bodies = Vec::with_capacity(events);
     let mut lsn = 0x1_6000_0000u64;
-    let mut push = |converter: &mut Converter, record: String, bodies: &mut Vec<String>| {
+    let push = |converter: &mut Converter, record: String, bodies: &mut Vec<String>| {
         let record: Record<'_> = serde_json::from_str(&record).expect("wal2json record");
         for event in converter.convert(&record, 1_763_777_672_000_000).expect("convert") {
             bodies.push(event.body);
@@ -78,23 +83,23 @@ fn corpus(events: usize) -> Vec<String> {
             let id = n as i64 - customers;
             wal2json_record(lsn, xid, "products", json!([col("id", "bigint", json!(id)), col("name", "text", json!(format!("Product {id} Deluxe"))),
                 col("category", "text", json!(["kitchen", "garden", "toys", "books", "office"][id as usize % 5])),
-                col("price", "numeric(12,2)", json!(((id * 37) % 20_000) as f64 / 100.0 + 1.0)), col("created_at", "timestamp with time zone", ts.clone())]), None)
+                col("price", "numeric(12,2)", money((id * 37) % 20_000 + 100)), col("created_at", "timestamp with time zone", ts.clone())]), None)
         } else if n % 7 == 0 {
             // An order status update.
             let order_id = (n as i64 % 5_000) + 1;
             wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
-                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("shipped")), col("total", "numeric(14,2)", json!(120.5))]),
+                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("shipped")), col("total", "numeric(14,2)", money(12_050))]),
                 Some(json!([{"name": "id", "type": "bigint", "value": order_id}])))
         } else if n % 3 == 0 {
             let order_id = n as i64;
             wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
-                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("pending")), col("total", "numeric(14,2)", json!(120.5))]), None)
+                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("pending")), col("total", "numeric(14,2)", money(12_050))]), None)
         } else {
             let item_id = n as i64;
             let order_id = n as i64 - (n as i64 % 3);
             wal2json_record(lsn, xid, "order_items", json!([col("id", "bigint", json!(item_id)), col("order_id", "bigint", json!(order_id)),
                 col("product_id", "bigint", json!(item_id % products + 1)), col("quantity", "integer", json!(item_id % 5 + 1)),
-                col("price", "numeric(12,2)", json!(19.99))]), None)
+                col("price", "numeric(12,2)", money(1_999))]), None)
         };
         push(&mut converter, record, &mut bodies);
     }
@@ -161,29 +166,41 @@ fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)>
     let payload = json!({"Records": records}).to_string();
     let path = std::env::temp_dir().join("cdc-bench-6mb-batch.json");
     std::fs::write(&path, &payload).ok()?;
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-processor"))
+    // The child's own high-water mark (VmHWM), read from /proc while it runs: getrusage's
+    // children figure would include this (large) process's pages, inherited at spawn.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-processor"))
         .arg("invoke")
         .arg(&path)
         .env("CLICKHOUSE_DATABASE", database)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
+        .spawn()
         .ok()?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()) {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().ok()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     if !status.success() {
         return None;
     }
-    // SAFETY: getrusage only writes into the struct we pass.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    Some((usage.ru_maxrss as u64 * 1024, payload.len()))
+    Some((peak_kib * 1024, payload.len()))
 }
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        cdc_processor::telemetry::init_logging();
+    }
     let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let started = Instant::now();
     let bodies = corpus(events);

@@ -242,9 +242,9 @@ where
         // explicit and leaves nothing half-acknowledged.
         let mut messages = Vec::with_capacity(event.records.len());
         let mut attributes = Vec::with_capacity(event.records.len());
-        for (index, record) in event.records.iter().enumerate() {
-            let message = Message::from_lambda(record).ok_or(HandlerError::MissingMessageId { index })?;
-            attributes.push(dead_letter::lambda_attributes(record));
+        for (index, mut record) in event.records.into_iter().enumerate() {
+            let message = Message::from_lambda(&mut record).ok_or(HandlerError::MissingMessageId { index })?;
+            attributes.push(dead_letter::lambda_attributes(&record));
             messages.push(message);
         }
         if messages.is_empty() {

@@ -102,8 +102,10 @@ async fn invoke(files: Vec<PathBuf>) -> anyhow::Result<()> {
     let function_name = config.function_name.clone();
     let handler = lambda::handler_from_env(build_pipeline, config).await;
     for (n, file) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let event: SqsEvent = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not an SQS event: {e}", file.display()))?;
+        let event: SqsEvent = {
+            let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not an SQS event: {e}", file.display()))?
+        };
         let invocation = Invocation { request_id: format!("local-{}-{n}", telemetry::now_ms()), deadline: None };
         let (result, metrics) = handler.handle_with_metrics(event, &invocation).await;
         eprintln!("{}", metrics.to_emf(&function_name, telemetry::now_ms()));

@@ -101,7 +101,9 @@ impl Pipeline {
     async fn run(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
         let mut reports: Vec<MessageReport> =
             messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
+        let mut timings = Timings::start();
         let pending = self.decode_all(messages, &mut reports);
+        timings.lap("decode");
         if pending.is_empty() {
             return Ok(reports);
         }
@@ -117,17 +119,34 @@ impl Pipeline {
         };
 
         let mut pending = pending;
-        if let Err(e) = self.resolve_unavailable(dialect, &mut pending, &mut reports, deadline).await {
+        if let Err(e) = self.complete_rows(dialect, &mut pending, &mut reports, deadline).await {
             return fail_pending(reports, &pending, e);
         }
+        timings.lap("complete");
         let written = self.write_mirrors(dialect, &pending, &mut reports, deadline).await?;
+        timings.lap("mirrors");
         if written.is_empty() {
             return Ok(reports);
         }
-        if let Err(e) = self.derive_facts(dialect, &written, &mut reports, deadline).await {
-            let messages: Vec<usize> = written.iter().map(|p| p.message).collect();
-            return fail_messages(reports, &messages, e);
-        }
+        let counts = match self.derive_facts(dialect, &written, &mut reports, deadline).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                let messages: Vec<usize> = written.iter().map(|p| p.message).collect();
+                return fail_messages(reports, &messages, e);
+            }
+        };
+        timings.lap("facts");
+        tracing::debug!(
+            messages = messages.len(),
+            changes = written.len(),
+            mirror_rows = counts.mirror_rows,
+            facts = counts.facts,
+            decode_ms = timings.ms("decode"),
+            complete_ms = timings.ms("complete"),
+            mirrors_ms = timings.ms("mirrors"),
+            facts_ms = timings.ms("facts"),
+            "pipeline phases"
+        );
         Ok(reports)
     }
 
@@ -164,56 +183,71 @@ impl Pipeline {
         pending
     }
 
-    /// Fills TOAST placeholders with the value already stored (NOTES §1): first from an older
-    /// change of the same key in this batch, else from ClickHouse. A row whose base is nowhere
-    /// yet is retried later (transient): its older change may still be in flight.
-    async fn resolve_unavailable(
+    /// Completes rows from what is already known about their key, before they are written:
+    ///
+    /// - TOAST placeholders take the value already stored (NOTES §1): from an older change of the
+    ///   same key in this batch, else from ClickHouse. A row whose older value is nowhere yet is
+    ///   retried later (transient): its older change may still be in flight.
+    /// - A deletion of an order item or an order carries only the key (REPLICA IDENTITY
+    ///   DEFAULT); its tombstone takes the row's last known values, so that the fact derivation
+    ///   still finds the item's order and product, and the order's customer, and counts their
+    ///   versions (`fact.rs`). Nothing known: the tombstone keeps its defaults.
+    async fn complete_rows(
         &self,
         dialect: Dialect,
         pending: &mut Vec<PendingChange>,
         reports: &mut [MessageReport],
         deadline: Instant,
     ) -> Result<(), SinkError> {
-        let mut needs_base: BTreeMap<SourceTable, BTreeSet<i64>> = BTreeMap::new();
+        let needs_base = |row: &MirrorRow| row.has_unavailable() || (row.is_deleted && row.table.has_foreign_keys());
+        let mut lookups: BTreeMap<SourceTable, BTreeSet<i64>> = BTreeMap::new();
         for p in pending.iter() {
             if let MirrorChange::Rows(rows) = &p.change {
-                for row in rows.iter().filter(|r| r.has_unavailable()) {
-                    needs_base.entry(row.table).or_default().insert(row.key);
+                for row in rows.iter().filter(|r| needs_base(r)) {
+                    lookups.entry(row.table).or_default().insert(row.key);
                 }
             }
         }
-        if needs_base.is_empty() {
+        if lookups.is_empty() {
             return Ok(());
         }
-        // Candidate bases: every complete row of the batch, plus the stored newest rows.
-        let mut bases: HashMap<(SourceTable, i64), Vec<(Version, Vec<Cell>)>> = HashMap::new();
+        // Candidate bases: every complete live row of the batch, plus the stored rows.
+        let mut bases: HashMap<(SourceTable, i64), Vec<Base>> = HashMap::new();
         for p in pending.iter() {
             if let MirrorChange::Rows(rows) = &p.change {
                 for row in rows.iter().filter(|r| !r.has_unavailable() && !r.is_deleted) {
-                    bases.entry((row.table, row.key)).or_default().push((row.version, row.cells.clone()));
+                    let base = Base { version: row.version, live: true, cells: row.cells.clone() };
+                    bases.entry((row.table, row.key)).or_default().push(base);
                 }
             }
         }
-        for (table, keys) in &needs_base {
+        for (table, keys) in &lookups {
             let keys: Vec<i64> = keys.iter().copied().collect();
             for (key, version, deleted, cells) in self.stored_rows(dialect, *table, &keys, deadline).await? {
-                if !deleted {
-                    bases.entry((*table, key)).or_default().push((version, cells));
-                }
+                bases.entry((*table, key)).or_default().push(Base { version, live: !deleted, cells });
             }
         }
         let mut unresolved = BTreeSet::new();
         for p in pending.iter_mut() {
             let MirrorChange::Rows(rows) = &mut p.change else { continue };
-            for row in rows.iter_mut().filter(|r| r.has_unavailable()) {
-                // The newest base older than this change; none older means the older change has
-                // not arrived yet.
-                let base = bases
-                    .get(&(row.table, row.key))
-                    .and_then(|candidates| candidates.iter().filter(|(v, _)| *v < row.version).max_by_key(|(v, _)| *v));
-                match base {
-                    Some((_, cells)) => {
-                        for (cell, stored) in row.cells.iter_mut().zip(cells) {
+            for row in rows.iter_mut().filter(|r| needs_base(r)) {
+                let candidates = bases.get(&(row.table, row.key)).map_or(&[][..], Vec::as_slice);
+                if row.is_deleted {
+                    // The stored values are the newest live (or completed deletion) values; a
+                    // stored version equal to this one is this very deletion, redelivered.
+                    let known = candidates
+                        .iter()
+                        .filter(|b| b.version <= row.version && b.cells.iter().skip(1).any(|c| !is_default(c)))
+                        .max_by_key(|b| b.version);
+                    if let Some(base) = known {
+                        row.cells[1..].clone_from_slice(&base.cells[1..]);
+                    }
+                    continue;
+                }
+                // The newest live base older than this change.
+                match candidates.iter().filter(|b| b.live && b.version < row.version).max_by_key(|b| b.version) {
+                    Some(base) => {
+                        for (cell, stored) in row.cells.iter_mut().zip(&base.cells) {
                             if *cell == Cell::Unavailable {
                                 *cell = stored.clone();
                             }
@@ -330,13 +364,17 @@ impl Pipeline {
                 per_table.entry(table).or_default().push((p.message, bytes));
             }
         }
-        let mut failed: HashMap<usize, (ErrorClass, &'static str)> = HashMap::new();
-        for (table, groups) in per_table {
+        // The tables are independent: insert them concurrently (one statement each).
+        let inserts = per_table.into_iter().map(|(table, groups)| async move {
             let columns = match SourceTable::from_name(table) {
                 Some(source) => dialect::mirror_columns(source.spec()),
                 None => vec!["table_name", "_version"],
             };
-            for (message, class, code) in self.insert_isolating(table, &columns, groups, deadline).await? {
+            self.insert_isolating(table, &columns, groups, deadline).await
+        });
+        let mut failed: HashMap<usize, (ErrorClass, &'static str)> = HashMap::new();
+        for result in futures::future::join_all(inserts).await {
+            for (message, class, code) in result? {
                 failed.insert(message, (class, code));
             }
         }
@@ -445,7 +483,6 @@ impl Pipeline {
                 .await?;
         }
         let mirror_rows = reports.iter().map(|r| r.rows_inserted as usize).sum();
-        tracing::debug!(facts = facts.len(), mirror_rows, "facts derived");
         Ok(Counts { mirror_rows, facts: facts.len() })
     }
 
@@ -453,12 +490,16 @@ impl Pipeline {
     /// orders' customers and the items' products.
     async fn read_snapshot(&self, dialect: Dialect, item_ids: &[i64], deadline: Instant) -> Result<Snapshot, SinkError> {
         let database = self.warehouse.database();
-        let mut snapshot = Snapshot { truncations: self.retry.run(deadline, || self.warehouse.truncations()).await?, ..Snapshot::default() };
         if item_ids.is_empty() {
-            return Ok(snapshot);
+            return Ok(Snapshot::default());
         }
         let sql = dialect::latest_rows_query(dialect, database, SourceTable::OrderItems, item_ids);
-        snapshot.items = self.fetch_retrying::<ItemState>(&sql, deadline).await?.into_iter().map(|r| (r.id, r)).collect();
+        let (truncations, items) = tokio::join!(
+            self.retry.run(deadline, || self.warehouse.truncations()),
+            self.fetch_retrying::<ItemState>(&sql, deadline),
+        );
+        let mut snapshot = Snapshot { truncations: truncations?, ..Snapshot::default() };
+        snapshot.items = items?.into_iter().map(|r| (r.id, r)).collect();
 
         let order_ids: Vec<i64> = distinct(snapshot.items.values().map(|i| i.order_id));
         let product_ids: Vec<i64> = distinct(snapshot.items.values().map(|i| i.product_id));
@@ -481,6 +522,39 @@ impl Pipeline {
 impl Process for Pipeline {
     async fn process(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
         self.run(messages, deadline).await
+    }
+}
+
+/// What is known of a key before a row of it is written.
+struct Base {
+    version: Version,
+    live: bool,
+    cells: Vec<Cell>,
+}
+
+fn is_default(cell: &Cell) -> bool {
+    matches!(cell, Cell::Int(0) | Cell::Decimal(0) | Cell::Timestamp(0)) || matches!(cell, Cell::Text(t) if t.is_empty())
+}
+
+/// Wall time of the pipeline's phases, for one debug line per invocation.
+struct Timings {
+    last: Instant,
+    laps: Vec<(&'static str, u64)>,
+}
+
+impl Timings {
+    fn start() -> Self {
+        Self { last: Instant::now(), laps: Vec::with_capacity(4) }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.laps.push((phase, now.duration_since(self.last).as_millis() as u64));
+        self.last = now;
+    }
+
+    fn ms(&self, phase: &str) -> u64 {
+        self.laps.iter().find(|(p, _)| *p == phase).map_or(0, |(_, ms)| *ms)
     }
 }
 

@@ -124,6 +124,20 @@ impl SourceTable {
         self.spec().name
     }
 
+    /// The column through which this table's rows reach their parents in `sales_fact`
+    /// (an item's order, an order's customer), if any.
+    pub fn parent_key(self) -> Option<&'static str> {
+        match self {
+            SourceTable::OrderItems => Some("order_id"),
+            SourceTable::Orders => Some("customer_id"),
+            SourceTable::Customers | SourceTable::Products => None,
+        }
+    }
+
+    pub fn has_foreign_keys(self) -> bool {
+        self.parent_key().is_some()
+    }
+
     /// Finds a known table by its unqualified name (the schema is not checked: the seeds' tables
     /// live in `public`, DMS and the platform envelope may name them without a schema).
     /// The platform envelope's PascalCase names (`OrderItem`, `SalesOrder`) are accepted too.

@@ -21,11 +21,11 @@ struct Tally {
 fn load(name: &str) -> (Vec<Message>, Tally) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("events").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not an SqsEvent: {e}"));
+    let mut event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not an SqsEvent: {e}"));
     let decoder = Decoder::default();
     let mut tally = Tally::default();
     let mut messages = Vec::new();
-    for record in &event.records {
+    for record in &mut event.records {
         let message = Message::from_lambda(record).unwrap_or_else(|| panic!("{name}: a record without a usable id"));
         assert!(record.event_source_arn.as_deref().is_some_and(|a| a.starts_with("arn:aws:sqs:")), "{name}");
         match decoder.decode(&message.body) {

@@ -182,7 +182,7 @@ pub fn id_list(ids: &[i64]) -> String {
 }
 
 /// The newest version and deletion flag of each listed key of a mirror table, with the column
-/// values of its newest LIVE version. Row layout: key, the other columns in spec order,
+/// values of its newest live version, or of its newest deletion that carries them. Row layout: key, the other columns in spec order,
 /// `_version`, `_is_deleted`, with timestamps as Int64 microseconds.
 ///
 /// A deleted row keeps the values it had before its deletion (a Debezium delete carries only
@@ -194,8 +194,12 @@ pub fn id_list(ids: &[i64]) -> String {
 pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64]) -> String {
     let spec = table.spec();
     let mut select = vec![spec.key.to_string()];
+    let has_values = match table.parent_key() {
+        Some(parent) => format!("_is_deleted = 0 OR {parent} != 0"),
+        None => "_is_deleted = 0".to_string(),
+    };
     for column in &spec.columns[1..] {
-        let latest = format!("argMaxIf({}, _version, _is_deleted = 0)", column.name);
+        let latest = format!("argMaxIf({}, _version, {has_values})", column.name);
         select.push(match column.kind {
             ColumnKind::Timestamp => dialect.micros_of(&latest),
             _ => latest,

@@ -6,6 +6,7 @@
 
 pub mod dialect;
 pub mod error;
+mod http;
 pub mod retry;
 pub mod rowbinary;
 
@@ -39,7 +40,7 @@ pub struct Warehouse {
 
 impl Warehouse {
     pub fn new(settings: &ClickHouseSettings) -> Self {
-        let client = Client::default()
+        let client = Client::with_http_client(http::client())
             .with_url(&settings.url)
             .with_user(&settings.user)
             .with_password(&settings.password)

@@ -48,9 +48,10 @@ pub struct Message {
 }
 
 impl Message {
-    /// Builds a message from a Lambda SQS record; `None` when the record has no usable id (such a
-    /// record cannot be reported, so the caller must fail the invocation instead).
-    pub fn from_lambda(record: &SqsMessage) -> Option<Message> {
+    /// Builds a message from a Lambda SQS record, taking its body (a 6 MB batch is not copied);
+    /// `None` when the record has no usable id (such a record cannot be reported, so the caller
+    /// must fail the invocation instead).
+    pub fn from_lambda(record: &mut SqsMessage) -> Option<Message> {
         // A FIFO record carries MessageGroupId among its system attributes (Lambda event
         // format); the `.fifo` ARN suffix is checked by `sqs::batch::is_fifo`.
         let id = MessageId::new(record.message_id.clone()?)?;
@@ -61,7 +62,7 @@ impl Message {
             .unwrap_or(1);
         Some(Message {
             id,
-            body: record.body.clone().unwrap_or_default(),
+            body: record.body.take().unwrap_or_default(),
             receive_count,
             group_id: record.attributes.get("MessageGroupId").cloned(),
             receipt_handle: record.receipt_handle.clone(),

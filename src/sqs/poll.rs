@@ -258,8 +258,8 @@ mod tests {
         assert_eq!(r["messageAttributes"]["trace"]["stringValue"], "t-1");
         assert_eq!(r["messageAttributes"]["trace"]["dataType"], "String");
         // And it reads back into the handler's Message with the same facts.
-        let back: SqsEvent = serde_json::from_value(json).unwrap();
-        let msg = crate::sqs::message::Message::from_lambda(&back.records[0]).unwrap();
+        let mut back: SqsEvent = serde_json::from_value(json).unwrap();
+        let msg = crate::sqs::message::Message::from_lambda(&mut back.records[0]).unwrap();
         assert_eq!(msg.receive_count, 2);
         assert_eq!(msg.group_id.as_deref(), Some("g"));
     }

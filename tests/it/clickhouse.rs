@@ -262,3 +262,36 @@ async fn clickhouse_down_is_transient_for_every_message() {
     assert!(matches!(reports[0].outcome, MessageOutcome::Failed { class: ErrorClass::Transient, .. }), "{:?}", reports[0].outcome);
     assert_eq!(reports[1].outcome, MessageOutcome::Skipped("tombstone"));
 }
+
+#[tokio::test]
+async fn deletions_keep_the_parent_keys_they_had_even_after_merges() {
+    let (pipeline, database) = fresh_pipeline("tomb").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    db.upsert_item(item(4, 3, 2, 1, 100));
+    assert_all_ok(&run(&pipeline, &db.events).await);
+    // Item and order deleted in one transaction: the delete events carry only the keys.
+    let before = db.events.len();
+    db.delete("order_items", 4);
+    db.delete("orders", 3);
+    assert_all_ok(&run(&pipeline, &db.events[before..]).await);
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    // Once merged, only the deletions remain; they still name their parents.
+    for table in ["order_items", "orders", "sales_fact"] {
+        pipeline.warehouse().execute(&format!("OPTIMIZE TABLE {database}.{table} FINAL")).await.unwrap();
+    }
+    assert_eq!(tsv(&pipeline, "SELECT id, order_id, product_id, _is_deleted FROM DB.order_items").await, "4\t3\t2\t1\n");
+    assert_eq!(tsv(&pipeline, "SELECT id, customer_id, _is_deleted FROM DB.orders").await, "3\t1\t1\n");
+    // Redelivered deletions and later dimension changes re-derive the fact: it stays deleted.
+    let mut again = db.events[before..].to_vec();
+    let before = db.events.len();
+    db.upsert_product(product(2, "Lamp v2", 100));
+    db.upsert_customer(customer(1, "Ada v2"));
+    again.extend_from_slice(&db.events[before..]);
+    assert_all_ok(&run(&pipeline, &again).await);
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    assert_eq!(tsv(&pipeline, "SELECT order_id, product_id, _is_deleted FROM DB.order_items FINAL").await, "3\t2\t1\n");
+    drop_database(&database).await;
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The main job, end to end on this machine: PostgreSQL (logical decoding) → capture (Debezium
+# events) → SQS (moto) → the processor, polled like Lambda's event source mapping → ClickHouse.
+# Installs and starts what is missing, runs generated sales traffic for a while, then prints the
+# freshness figures, the verify result (0 differences expected) and a small analytics answer.
+# Stops the services it started. Tunables: DEMO_SECONDS (default 20), DEMO_RATE (200 tx/s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${DEMO_SECONDS:-20}
+rate=${DEMO_RATE:-200}
+
+started=()
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for ((i = ${#started[@]} - 1; i >= 0; i--)); do "scripts/${started[i]}.sh" stop || true; done
+}
+trap cleanup EXIT
+for service in clickhouse moto postgres; do
+  "scripts/$service.sh" start
+  started+=("$service")
+done
+
+export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:${MOTO_PORT:-5000}}
+export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
+export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+export CLICKHOUSE_DATABASE=demo_$(date +%s)
+export CDC_PG_DATABASE=demo_$(date +%s)
+export CDC_PG_URL="host=127.0.0.1 port=${CDC_PG_PORT:-5432} user=postgres dbname=$CDC_PG_DATABASE"
+export CDC_SLOT=$CDC_PG_DATABASE
+export RUST_LOG=${RUST_LOG:-warn}
+
+echo "demo: building the processor (release)" >&2
+cargo build --release --locked --quiet
+bin=target/release/cdc-processor
+
+# The source schema, the queues (main + dead-letter with a redrive policy) and the warehouse.
+scripts/postgres.sh schema
+queues=$(python3 - <<'PY'
+import json, os, boto3
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+name = os.environ["CDC_PG_DATABASE"]
+dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+q = sqs.create_queue(QueueName=name, Attributes={
+    "VisibilityTimeout": "180",
+    "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+print(q, dlq)
+PY
+)
+read -r queue_url dlq_url <<<"$queues"
+$bin migrate
+
+echo "demo: running generator ($rate tx/s for ${seconds}s) → capture → SQS → processor → ClickHouse" >&2
+$bin capture --queue-url "$queue_url" --slot "$CDC_SLOT" >/tmp/cdc-demo-capture.log 2>&1 &
+pids+=($!)
+$bin poll --queue-url "$queue_url" --batch-size 1000 --batching-window-seconds 0 --wait-time-seconds 1 >/dev/null 2>/tmp/cdc-demo-poll.log &
+pids+=($!)
+$bin generate --rate "$rate" --duration "$seconds" --seed 7 >/tmp/cdc-demo-generate.log 2>&1 &
+generator=$!
+$bin freshness --duration "$((seconds > 5 ? seconds - 2 : seconds))" --interval-ms 100
+wait "$generator"
+
+echo "demo: traffic done; verifying once the queue has drained" >&2
+$bin verify --wait 120
+dlq_depth=$(python3 -c "
+import os, boto3
+sqs = boto3.client('sqs', endpoint_url=os.environ['AWS_ENDPOINT_URL'], region_name=os.environ['AWS_REGION'])
+print(sqs.get_queue_attributes(QueueUrl='$dlq_url', AttributeNames=['ApproximateNumberOfMessages'])['Attributes']['ApproximateNumberOfMessages'])")
+echo "dead-letter queue depth: $dlq_depth"
+
+ch() { curl -fsS "$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE" --data-binary "$1"; }
+echo
+echo "revenue by customer country (sales_fact_current):"
+ch "SELECT customer_country AS country, count() AS items, sum(revenue) AS revenue FROM sales_fact_current GROUP BY country ORDER BY revenue DESC FORMAT PrettyCompactMonoBlock"
+echo "revenue by product category:"
+ch "SELECT product_category AS category, count() AS items, sum(revenue) AS revenue FROM sales_fact_current GROUP BY category ORDER BY revenue DESC FORMAT PrettyCompactMonoBlock"
