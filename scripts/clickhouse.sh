@@ -2,6 +2,7 @@
 # Install (from Debian's package) and start a ClickHouse server on 127.0.0.1, idempotently.
 #   scripts/clickhouse.sh start   install if missing, start if not answering, wait until ready
 #   scripts/clickhouse.sh stop    stop the server this script started
+#   scripts/clickhouse.sh status  exit 0 when a server answers on the port
 # State lives under $CDC_SERVICES_DIR (default: .services/ in the repository), never in /var/lib.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -81,5 +82,6 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  status) ping ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -14,9 +14,12 @@ cleanup() {
   for ((i = ${#started[@]} - 1; i >= 0; i--)); do "scripts/${started[i]}.sh" stop || true; done
 }
 trap cleanup EXIT
+# Only what this run starts is stopped at its end: a service that already answers stays up.
 for service in clickhouse moto postgres; do
-  "scripts/$service.sh" start
-  started+=("$service")
+  if ! "scripts/$service.sh" status >/dev/null 2>&1; then
+    "scripts/$service.sh" start
+    started+=("$service")
+  fi
 done
 
 export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
