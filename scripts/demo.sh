@@ -10,25 +10,7 @@ cd "$(dirname "$0")/.."
 seconds=${DEMO_SECONDS:-20}
 rate=${DEMO_RATE:-10}
 
-started=()
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for ((i = ${#started[@]} - 1; i >= 0; i--)); do "scripts/${started[i]}.sh" stop || true; done
-}
-trap cleanup EXIT
-# Only what this run starts is stopped at its end: a service that already answers stays up.
-for service in clickhouse moto postgres; do
-  if ! "scripts/$service.sh" status >/dev/null 2>&1; then
-    "scripts/$service.sh" start
-    started+=("$service")
-  fi
-done
-
-export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:${MOTO_PORT:-5000}}
-export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+source scripts/services.sh
 export CLICKHOUSE_DATABASE=demo_$(date +%s)
 export CDC_PG_DATABASE=demo_$(date +%s)
 export CDC_PG_URL="host=127.0.0.1 port=${CDC_PG_PORT:-5432} user=postgres dbname=$CDC_PG_DATABASE"

@@ -9,24 +9,9 @@ cd "$(dirname "$0")/.."
 python_has() { python3 -c "import $1" >/dev/null 2>&1; }
 python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
 
-started=()
-cleanup() {
-  for ((i = ${#started[@]} - 1; i >= 0; i--)); do "scripts/${started[i]}.sh" stop || true; done
-}
-trap cleanup EXIT
-# Only what this run starts is stopped at its end: a service that already answers stays up.
-for service in clickhouse moto postgres; do
-  if ! "scripts/$service.sh" status >/dev/null 2>&1; then
-    "scripts/$service.sh" start
-    started+=("$service")
-  fi
-done
+source scripts/services.sh
 
-export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
-export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:${MOTO_PORT:-5000}}
-export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-
-cargo test --locked --lib --bins --tests -- --include-ignored
+cargo test --locked --lib --bins --tests
 cargo bench --locked --no-run
 scripts/sam-check.sh
 echo "test: all passed" >&2

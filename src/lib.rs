@@ -15,7 +15,13 @@
 //! ```
 //!
 //! `tables` names the four source tables; `error` holds the one classification
-//! (transient / poison / systemic) every stage's error maps to.
+//! (transient / poison / systemic) every stage's error maps to. `lambda` and `main.rs` run the
+//! handler under the Lambda runtime or from the command line; `secrets` and `telemetry` sit beside
+//! it.
+//!
+//! Around the processor, for local runs and tests: `capture` (PostgreSQL logical decoding →
+//! Debezium events → SQS), `generator` (sales traffic), `verify` (PostgreSQL's join against
+//! ClickHouse) and `freshness` (commit-to-queryable latency).
 
 pub mod capture;
 pub mod change;

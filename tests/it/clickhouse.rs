@@ -42,6 +42,16 @@ fn item(id: i64, order_id: i64, product_id: i64, quantity: i32, price_cents: i64
     Item { id, order_id, product_id, quantity, price_cents }
 }
 
+/// Customer 1, product 2, order 3 and item 4: one complete fact.
+fn one_fact() -> SourceDb {
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    db.upsert_item(item(4, 3, 2, 1, 100));
+    db
+}
+
 #[tokio::test]
 async fn every_operation_on_every_table_reaches_mirrors_and_facts() {
     let (pipeline, database) = fresh_pipeline("ops").await;
@@ -145,11 +155,7 @@ async fn toast_placeholder_keeps_the_stored_value() {
 #[tokio::test]
 async fn truncate_removes_rows_as_of_its_position() {
     let (pipeline, database) = fresh_pipeline("trunc").await;
-    let mut db = SourceDb::default();
-    db.upsert_customer(customer(1, "Ada"));
-    db.upsert_product(product(2, "Lamp", 100));
-    db.upsert_order(order(3, 1, "paid"));
-    db.upsert_item(item(4, 3, 2, 1, 100));
+    let db = one_fact();
     assert_all_ok(&run(&pipeline, &db.events).await);
     assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "1\n");
 
@@ -169,11 +175,7 @@ async fn truncate_removes_rows_as_of_its_position() {
 #[tokio::test]
 async fn primary_key_change_moves_the_fact() {
     let (pipeline, database) = fresh_pipeline("key").await;
-    let mut db = SourceDb::default();
-    db.upsert_customer(customer(1, "Ada"));
-    db.upsert_product(product(2, "Lamp", 100));
-    db.upsert_order(order(3, 1, "paid"));
-    db.upsert_item(item(4, 3, 2, 1, 100));
+    let mut db = one_fact();
     // Debezium: delete of the old key, tombstone, create of the new key.
     db.delete("order_items", 4);
     db.upsert_item(item(5, 3, 2, 1, 100));
@@ -266,11 +268,7 @@ async fn clickhouse_down_is_transient_for_every_message() {
 #[tokio::test]
 async fn deletions_keep_the_parent_keys_they_had_even_after_merges() {
     let (pipeline, database) = fresh_pipeline("tomb").await;
-    let mut db = SourceDb::default();
-    db.upsert_customer(customer(1, "Ada"));
-    db.upsert_product(product(2, "Lamp", 100));
-    db.upsert_order(order(3, 1, "paid"));
-    db.upsert_item(item(4, 3, 2, 1, 100));
+    let mut db = one_fact();
     assert_all_ok(&run(&pipeline, &db.events).await);
     // Item and order deleted in one transaction: the delete events carry only the keys.
     let before = db.events.len();
