@@ -84,13 +84,13 @@ fn corpus(events: usize) -> Vec<String> {
             wal2json_record(lsn, xid, "products", json!([col("id", "bigint", json!(id)), col("name", "text", json!(format!("Product {id} Deluxe"))),
                 col("category", "text", json!(["kitchen", "garden", "toys", "books", "office"][id as usize % 5])),
                 col("price", "numeric(12,2)", money((id * 37) % 20_000 + 100)), col("created_at", "timestamp with time zone", ts.clone())]), None)
-        } else if n % 7 == 0 {
+        } else if n.is_multiple_of(7) {
             // An order status update.
             let order_id = (n as i64 % 5_000) + 1;
             wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
                 col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("shipped")), col("total", "numeric(14,2)", money(12_050))]),
                 Some(json!([{"name": "id", "type": "bigint", "value": order_id}])))
-        } else if n % 3 == 0 {
+        } else if n.is_multiple_of(3) {
             let order_id = n as i64;
             wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
                 col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("pending")), col("total", "numeric(14,2)", money(12_050))]), None)
@@ -180,11 +180,10 @@ fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)>
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path) {
-            if let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()) {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()) {
                 peak_kib = peak_kib.max(kib);
             }
-        }
         if let Some(status) = child.try_wait().ok()? {
             break status;
         }

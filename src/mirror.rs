@@ -51,7 +51,7 @@ impl MirrorRow {
     }
 
     pub fn has_unavailable(&self) -> bool {
-        self.cells.iter().any(|c| *c == Cell::Unavailable)
+        self.cells.contains(&Cell::Unavailable)
     }
 
     /// The value of an integer column (key and foreign keys), by name.
@@ -125,13 +125,11 @@ pub fn mirror_change(table: SourceTable, event: &ChangeEvent) -> Result<MirrorCh
             let mut rows = Vec::with_capacity(2);
             // A key change that arrives as one update (DMS, the platform envelope) removes the
             // old key; Debezium sends it as delete + create, which needs nothing extra.
-            if let Some(before) = &event.before {
-                if let Ok(old_key) = key_of(spec, before) {
-                    if old_key != row.key {
+            if let Some(before) = &event.before
+                && let Ok(old_key) = key_of(spec, before)
+                    && old_key != row.key {
                         rows.push(MirrorRow::tombstone(table, old_key, version));
                     }
-                }
-            }
             rows.push(row);
             Ok(MirrorChange::Rows(rows))
         }

@@ -151,7 +151,7 @@ impl Pipeline {
     }
 
     /// Decodes and maps every message; failures and skips are final here.
-    fn decode_all<'a>(&self, messages: &'a [Message], reports: &mut [MessageReport]) -> Vec<PendingChange> {
+    fn decode_all(&self, messages: &[Message], reports: &mut [MessageReport]) -> Vec<PendingChange> {
         let mut pending = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             let report = &mut reports[index];

@@ -28,13 +28,11 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     statements.extend(dialect::schema_statements(d, db).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
 
     let ts = 1_704_067_200_123_456i64; // 2024-01-01 00:00:00.123456 UTC
-    let rows = vec![
-        row(SourceTable::Customers, 7, vec![Cell::Int(7), Cell::Text("a@b.c".into()), Cell::Text("Ada".into()), Cell::Text("UK".into()), Cell::Text("London".into()), Cell::Timestamp(ts)], 10),
+    let rows = [row(SourceTable::Customers, 7, vec![Cell::Int(7), Cell::Text("a@b.c".into()), Cell::Text("Ada".into()), Cell::Text("UK".into()), Cell::Text("London".into()), Cell::Timestamp(ts)], 10),
         row(SourceTable::Products, 100, vec![Cell::Int(100), Cell::Text("Lamp".into()), Cell::Text("Home".into()), Cell::Decimal(4_820_000), Cell::Timestamp(ts)], 11),
         row(SourceTable::Orders, 10, vec![Cell::Int(10), Cell::Int(7), Cell::Timestamp(ts), Cell::Text("paid".into()), Cell::Decimal(-1_500_000)], 12),
         row(SourceTable::OrderItems, 1, vec![Cell::Int(1), Cell::Int(10), Cell::Int(100), Cell::Int(3), Cell::Decimal(4_820_000)], 13),
-        MirrorRow::tombstone(SourceTable::OrderItems, 2, Version(14)),
-    ];
+        MirrorRow::tombstone(SourceTable::OrderItems, 2, Version(14))];
     for table in SourceTable::ALL {
         let mut bytes = Vec::new();
         for r in rows.iter().filter(|r| r.table == table) {
