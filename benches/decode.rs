@@ -122,8 +122,17 @@ fn iso(us: i64) -> String {
 fn row(table: &str, id: u64, rng: &mut Lcg, ts_us: i64) -> Value {
     let first = ["Ana", "Bo", "Chen", "Dara", "Emeka", "Fatima", "Giulia", "Hiro", "Ines", "José"];
     let last = ["Souza", "Lindqvist", "Wang", "Okafor", "Rossi", "Tanaka", "García", "Müller", "Dubois"];
-    let places = [("BR", "São Paulo"), ("SE", "Göteborg"), ("CN", "Shanghai"), ("NG", "Lagos"), ("IT", "Milano"),
-                  ("JP", "Tōkyō"), ("ES", "Sevilla"), ("DE", "München"), ("FR", "Lyon")];
+    let places = [
+        ("BR", "São Paulo"),
+        ("SE", "Göteborg"),
+        ("CN", "Shanghai"),
+        ("NG", "Lagos"),
+        ("IT", "Milano"),
+        ("JP", "Tōkyō"),
+        ("ES", "Sevilla"),
+        ("DE", "München"),
+        ("FR", "Lyon"),
+    ];
     let price = |rng: &mut Lcg| decimal_to_base64(i128::from(rng.below(500_000) + 99));
     match table {
         "customers" => {
@@ -134,14 +143,22 @@ fn row(table: &str, id: u64, rng: &mut Lcg, ts_us: i64) -> Value {
                    "created_at": iso(ts_us - rng.below(10_000_000_000_000) as i64)})
         }
         "products" => {
-            let names = ["Espresso Machine", "Chef's Knife 20cm", "Linen Tablecloth", "Cast Iron Skillet 28cm",
-                         "Ceramic Pour-Over Set", "Bamboo Cutting Board"];
+            let names = [
+                "Espresso Machine",
+                "Chef's Knife 20cm",
+                "Linen Tablecloth",
+                "Cast Iron Skillet 28cm",
+                "Ceramic Pour-Over Set",
+                "Bamboo Cutting Board",
+            ];
             json!({"id": id, "name": format!("{} #{}", rng.pick(&names), id), "category":
                    rng.pick(&["kitchen", "dining", "home", "outdoor"]), "price": price(rng),
                    "created_at": iso(ts_us - rng.below(10_000_000_000_000) as i64)})
         }
-        "orders" => json!({"id": id, "customer_id": rng.below(100_000) + 1, "order_date": ts_us - rng.below(1_000_000_000) as i64,
-                           "status": rng.pick(&["pending", "paid", "shipped", "delivered", "cancelled"]), "total": price(rng)}),
+        "orders" => {
+            json!({"id": id, "customer_id": rng.below(100_000) + 1, "order_date": ts_us - rng.below(1_000_000_000) as i64,
+                           "status": rng.pick(&["pending", "paid", "shipped", "delivered", "cancelled"]), "total": price(rng)})
+        }
         _ => json!({"id": id, "order_id": rng.below(1_000_000) + 1, "product_id": rng.below(10_000) + 1,
                     "quantity": rng.below(9) + 1, "price": price(rng)}),
     }
@@ -185,11 +202,7 @@ fn corpus(with_schema: bool) -> Vec<String> {
                        "schema": "public", "table": table, "txId": tx, "lsn": lsn, "xmin": null},
             "transaction": null, "op": op,
             "ts_ms": ts_us / 1000 + 850, "ts_us": ts_us + 850_000, "ts_ns": (ts_us + 850_000) * 1000});
-        let body = if with_schema {
-            json!({"schema": schemas[t], "payload": payload})
-        } else {
-            payload
-        };
+        let body = if with_schema { json!({"schema": schemas[t], "payload": payload}) } else { payload };
         out.push(body.to_string());
     }
     out
@@ -238,10 +251,7 @@ fn main() {
     let with_schema = corpus(true);
     let without_schema = corpus(false);
     let sizes = |c: &[String]| c.iter().map(String::len).sum::<usize>();
-    let changes = with_schema
-        .iter()
-        .filter(|b| matches!(Decoder::default().decode(b), Ok(Decoded::Change(_))))
-        .count();
+    let changes = with_schema.iter().filter(|b| matches!(Decoder::default().decode(b), Ok(Decoded::Change(_)))).count();
     println!(
         "corpus: {} Debezium messages ({} changes), {:.2} MB with schema (avg {} B), {:.2} MB without",
         with_schema.len(),

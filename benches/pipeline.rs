@@ -22,10 +22,10 @@ use cdc_processor::capture::wal2json::Record;
 use cdc_processor::change::Decoded;
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::{DecodeOptions, Decoder};
-use cdc_processor::mirror::{mirror_change, MirrorChange};
+use cdc_processor::mirror::{MirrorChange, mirror_change};
 use cdc_processor::pipeline::{Pipeline, Process};
 use cdc_processor::sink::dialect::{self, Dialect};
-use cdc_processor::sink::{rowbinary, Warehouse};
+use cdc_processor::sink::{Warehouse, rowbinary};
 use cdc_processor::sqs::message::{Message, MessageId};
 use cdc_processor::tables::SourceTable;
 use serde_json::json;
@@ -34,7 +34,13 @@ use serde_json::json;
 const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 const RECORD_ENVELOPE: usize = 900;
 
-fn wal2json_record(lsn: u64, xid: u64, table: &str, columns: serde_json::Value, identity: Option<serde_json::Value>) -> String {
+fn wal2json_record(
+    lsn: u64,
+    xid: u64,
+    table: &str,
+    columns: serde_json::Value,
+    identity: Option<serde_json::Value>,
+) -> String {
     let action = if identity.is_some() { "U" } else { "I" };
     let mut record = json!({
         "action": action, "xid": xid, "timestamp": "2026-11-22 02:14:32.020628+00",
@@ -76,30 +82,82 @@ fn corpus(events: usize) -> Vec<String> {
         let xid = 10_000 + n;
         let record = if (n as i64) <= customers {
             let id = n as i64;
-            wal2json_record(lsn, xid, "customers", json!([col("id", "bigint", json!(id)), col("email", "text", json!(format!("customer{id}@example.com"))),
-                col("name", "text", json!(format!("Customer Number {id}"))), col("country", "text", json!(["PT", "DE", "US", "JP"][id as usize % 4])),
-                col("city", "text", json!(["Porto", "Berlin", "Austin", "Osaka"][id as usize % 4])), col("created_at", "timestamp with time zone", ts.clone())]), None)
+            wal2json_record(
+                lsn,
+                xid,
+                "customers",
+                json!([
+                    col("id", "bigint", json!(id)),
+                    col("email", "text", json!(format!("customer{id}@example.com"))),
+                    col("name", "text", json!(format!("Customer Number {id}"))),
+                    col("country", "text", json!(["PT", "DE", "US", "JP"][id as usize % 4])),
+                    col("city", "text", json!(["Porto", "Berlin", "Austin", "Osaka"][id as usize % 4])),
+                    col("created_at", "timestamp with time zone", ts.clone())
+                ]),
+                None,
+            )
         } else if (n as i64) <= customers + products {
             let id = n as i64 - customers;
-            wal2json_record(lsn, xid, "products", json!([col("id", "bigint", json!(id)), col("name", "text", json!(format!("Product {id} Deluxe"))),
-                col("category", "text", json!(["kitchen", "garden", "toys", "books", "office"][id as usize % 5])),
-                col("price", "numeric(12,2)", money((id * 37) % 20_000 + 100)), col("created_at", "timestamp with time zone", ts.clone())]), None)
+            wal2json_record(
+                lsn,
+                xid,
+                "products",
+                json!([
+                    col("id", "bigint", json!(id)),
+                    col("name", "text", json!(format!("Product {id} Deluxe"))),
+                    col("category", "text", json!(["kitchen", "garden", "toys", "books", "office"][id as usize % 5])),
+                    col("price", "numeric(12,2)", money((id * 37) % 20_000 + 100)),
+                    col("created_at", "timestamp with time zone", ts.clone())
+                ]),
+                None,
+            )
         } else if n.is_multiple_of(7) {
             // An order status update.
             let order_id = (n as i64 % 5_000) + 1;
-            wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
-                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("shipped")), col("total", "numeric(14,2)", money(12_050))]),
-                Some(json!([{"name": "id", "type": "bigint", "value": order_id}])))
+            wal2json_record(
+                lsn,
+                xid,
+                "orders",
+                json!([
+                    col("id", "bigint", json!(order_id)),
+                    col("customer_id", "bigint", json!(order_id % customers + 1)),
+                    col("order_date", "timestamp with time zone", ts.clone()),
+                    col("status", "text", json!("shipped")),
+                    col("total", "numeric(14,2)", money(12_050))
+                ]),
+                Some(json!([{"name": "id", "type": "bigint", "value": order_id}])),
+            )
         } else if n.is_multiple_of(3) {
             let order_id = n as i64;
-            wal2json_record(lsn, xid, "orders", json!([col("id", "bigint", json!(order_id)), col("customer_id", "bigint", json!(order_id % customers + 1)),
-                col("order_date", "timestamp with time zone", ts.clone()), col("status", "text", json!("pending")), col("total", "numeric(14,2)", money(12_050))]), None)
+            wal2json_record(
+                lsn,
+                xid,
+                "orders",
+                json!([
+                    col("id", "bigint", json!(order_id)),
+                    col("customer_id", "bigint", json!(order_id % customers + 1)),
+                    col("order_date", "timestamp with time zone", ts.clone()),
+                    col("status", "text", json!("pending")),
+                    col("total", "numeric(14,2)", money(12_050))
+                ]),
+                None,
+            )
         } else {
             let item_id = n as i64;
             let order_id = n as i64 - (n as i64 % 3);
-            wal2json_record(lsn, xid, "order_items", json!([col("id", "bigint", json!(item_id)), col("order_id", "bigint", json!(order_id)),
-                col("product_id", "bigint", json!(item_id % products + 1)), col("quantity", "integer", json!(item_id % 5 + 1)),
-                col("price", "numeric(12,2)", money(1_999))]), None)
+            wal2json_record(
+                lsn,
+                xid,
+                "order_items",
+                json!([
+                    col("id", "bigint", json!(item_id)),
+                    col("order_id", "bigint", json!(order_id)),
+                    col("product_id", "bigint", json!(item_id % products + 1)),
+                    col("quantity", "integer", json!(item_id % 5 + 1)),
+                    col("price", "numeric(12,2)", money(1_999))
+                ]),
+                None,
+            )
         };
         push(&mut converter, record, &mut bodies);
     }
@@ -140,7 +198,8 @@ fn settings(database: &str) -> ClickHouseSettings {
 /// Pre-encodes the batch's mirror rows per table (outside the timed section).
 fn encoded_mirror_rows(batch: &[Message], dialect: Dialect) -> Vec<(SourceTable, Vec<u8>, usize)> {
     let decoder = Decoder::new(DecodeOptions::default());
-    let mut per_table: Vec<(SourceTable, Vec<u8>, usize)> = SourceTable::ALL.iter().map(|t| (*t, Vec::new(), 0)).collect();
+    let mut per_table: Vec<(SourceTable, Vec<u8>, usize)> =
+        SourceTable::ALL.iter().map(|t| (*t, Vec::new(), 0)).collect();
     for message in batch {
         let Ok(Decoded::Change(event)) = decoder.decode(&message.body) else { continue };
         let Some(table) = SourceTable::from_name(&event.table.name) else { continue };
@@ -158,10 +217,12 @@ fn encoded_mirror_rows(batch: &[Message], dialect: Dialect) -> Vec<(SourceTable,
 fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)> {
     let records: Vec<serde_json::Value> = batch
         .iter()
-        .map(|m| json!({"messageId": m.id.as_str(), "receiptHandle": "AQEB", "body": m.body,
+        .map(|m| {
+            json!({"messageId": m.id.as_str(), "receiptHandle": "AQEB", "body": m.body,
             "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1763777672000"},
             "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cdc-events", "awsRegion": "us-east-1"}))
+            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cdc-events", "awsRegion": "us-east-1"})
+        })
         .collect();
     let payload = json!({"Records": records}).to_string();
     let path = std::env::temp_dir().join("cdc-bench-6mb-batch.json");
@@ -181,9 +242,13 @@ fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)>
     let mut peak_kib = 0u64;
     let status = loop {
         if let Ok(text) = std::fs::read_to_string(&status_path)
-            && let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()) {
-                peak_kib = peak_kib.max(kib);
-            }
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
         if let Some(status) = child.try_wait().ok()? {
             break status;
         }
@@ -207,7 +272,12 @@ async fn main() {
     let batches = batches(&bodies);
     println!(
         "corpus: {} Debezium events with schema blocks, {:.1} MB, {:.0} bytes/event avg, {} batches of <= 6 MB (avg {} events), built in {:.1?}",
-        bodies.len(), bytes as f64 / 1e6, bytes as f64 / bodies.len() as f64, batches.len(), bodies.len() / batches.len(), started.elapsed()
+        bodies.len(),
+        bytes as f64 / 1e6,
+        bytes as f64 / bodies.len() as f64,
+        batches.len(),
+        bodies.len() / batches.len(),
+        started.elapsed()
     );
 
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -232,22 +302,28 @@ async fn main() {
     // Ceiling: the same rows, pre-encoded, inserted raw.
     let raw = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&raw_db)));
     raw.migrate(deadline()).await.expect("migrate raw");
-    let facts_tsv = pipeline
-        .warehouse()
-        .fetch_tsv(&format!("SELECT count() FROM {e2e_db}.sales_fact"))
-        .await
-        .expect("count facts");
+    let facts_tsv =
+        pipeline.warehouse().fetch_tsv(&format!("SELECT count() FROM {e2e_db}.sales_fact")).await.expect("count facts");
     let fact_rows: usize = facts_tsv.trim().parse().unwrap_or(0);
     let mut prepared = Vec::new();
     for batch in &batches {
         prepared.push(encoded_mirror_rows(batch, dialect));
     }
     // Facts: as many rows as the pipeline wrote, spread over the batches like the pipeline did.
-    let fact = cdc_processor::fact::FactRow { order_item_id: 1, customer_name: "Customer Number 1".into(), product_name: "Product 1 Deluxe".into(), ..Default::default() };
+    let fact = cdc_processor::fact::FactRow {
+        order_item_id: 1,
+        customer_name: "Customer Number 1".into(),
+        product_name: "Product 1 Deluxe".into(),
+        ..Default::default()
+    };
     let facts_per_batch = fact_rows.div_ceil(batches.len().max(1));
     let mut fact_bytes = Vec::new();
     for i in 0..facts_per_batch {
-        rowbinary::encode_fact_row(&mut fact_bytes, dialect, &cdc_processor::fact::FactRow { order_item_id: i as i64, ..fact.clone() });
+        rowbinary::encode_fact_row(
+            &mut fact_bytes,
+            dialect,
+            &cdc_processor::fact::FactRow { order_item_id: i as i64, ..fact.clone() },
+        );
     }
     let fact_bytes = Bytes::from(fact_bytes);
     let started = Instant::now();
@@ -255,20 +331,42 @@ async fn main() {
         for (table, rows, count) in tables {
             if *count > 0 {
                 let columns = dialect::mirror_columns(table.spec());
-                raw.warehouse().insert_rowbinary(table.name(), &columns, Bytes::from(rows.clone())).await.expect("raw insert");
+                raw.warehouse()
+                    .insert_rowbinary(table.name(), &columns, Bytes::from(rows.clone()))
+                    .await
+                    .expect("raw insert");
             }
         }
-        raw.warehouse().insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, fact_bytes.clone()).await.expect("raw facts");
+        raw.warehouse()
+            .insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, fact_bytes.clone())
+            .await
+            .expect("raw facts");
     }
     let ceiling = started.elapsed();
 
     let rate = |d: Duration| bodies.len() as f64 / d.as_secs_f64();
-    println!("end to end: {:.0} events/s ({:.2} s, {:.1} MB/s of bodies, {} statements, {} facts written)", rate(e2e), e2e.as_secs_f64(), bytes as f64 / 1e6 / e2e.as_secs_f64(), statements, fact_rows);
-    println!("raw insert ceiling (same rows, pre-encoded): {:.0} events/s ({:.2} s)", rate(ceiling), ceiling.as_secs_f64());
+    println!(
+        "end to end: {:.0} events/s ({:.2} s, {:.1} MB/s of bodies, {} statements, {} facts written)",
+        rate(e2e),
+        e2e.as_secs_f64(),
+        bytes as f64 / 1e6 / e2e.as_secs_f64(),
+        statements,
+        fact_rows
+    );
+    println!(
+        "raw insert ceiling (same rows, pre-encoded): {:.0} events/s ({:.2} s)",
+        rate(ceiling),
+        ceiling.as_secs_f64()
+    );
     println!("ratio end-to-end / ceiling: {:.2}", ceiling.as_secs_f64() / e2e.as_secs_f64());
 
     match batches.first().and_then(|b| peak_rss_of_invoke(b, &e2e_db)) {
-        Some((rss, payload)) => println!("peak RSS of `cdc-processor invoke` on one {:.2} MB batch ({} events): {:.1} MiB", payload as f64 / 1e6, batches[0].len(), rss as f64 / 1024.0 / 1024.0),
+        Some((rss, payload)) => println!(
+            "peak RSS of `cdc-processor invoke` on one {:.2} MB batch ({} events): {:.1} MiB",
+            payload as f64 / 1e6,
+            batches[0].len(),
+            rss as f64 / 1024.0 / 1024.0
+        ),
         None => println!("peak RSS: the invoke run failed"),
     }
     for db in [e2e_db, raw_db] {

@@ -128,10 +128,26 @@ impl Snapshot {
         let product = item.and_then(|i| self.products.get(&i.product_id));
 
         let parts = [
-            component(item.map(|r| r.version), item.is_some_and(|r| r.is_deleted != 0), self.truncated_at(SourceTable::OrderItems)),
-            component(order.map(|r| r.version), order.is_some_and(|r| r.is_deleted != 0), self.truncated_at(SourceTable::Orders)),
-            component(customer.map(|r| r.version), customer.is_some_and(|r| r.is_deleted != 0), self.truncated_at(SourceTable::Customers)),
-            component(product.map(|r| r.version), product.is_some_and(|r| r.is_deleted != 0), self.truncated_at(SourceTable::Products)),
+            component(
+                item.map(|r| r.version),
+                item.is_some_and(|r| r.is_deleted != 0),
+                self.truncated_at(SourceTable::OrderItems),
+            ),
+            component(
+                order.map(|r| r.version),
+                order.is_some_and(|r| r.is_deleted != 0),
+                self.truncated_at(SourceTable::Orders),
+            ),
+            component(
+                customer.map(|r| r.version),
+                customer.is_some_and(|r| r.is_deleted != 0),
+                self.truncated_at(SourceTable::Customers),
+            ),
+            component(
+                product.map(|r| r.version),
+                product.is_some_and(|r| r.is_deleted != 0),
+                self.truncated_at(SourceTable::Products),
+            ),
         ];
         // Source positions are far below 2^62 (an LSN of 2^62 is 4 EiB of WAL), so the sum of
         // four cannot overflow in practice; saturate rather than wrap if it ever did.
@@ -181,10 +197,55 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let mut s = Snapshot::default();
-        s.items.insert(1, ItemState { id: 1, order_id: 10, product_id: 100, quantity: 3, price: 4_820_000, version: 5, is_deleted: 0 });
-        s.orders.insert(10, OrderState { id: 10, customer_id: 7, order_date_us: 1_000_000, status: "paid".into(), total: 0, version: 4, is_deleted: 0 });
-        s.customers.insert(7, CustomerState { id: 7, email: String::new(), name: "Ada".into(), country: "UK".into(), city: "London".into(), created_at_us: 0, version: 2, is_deleted: 0 });
-        s.products.insert(100, ProductState { id: 100, name: "Lamp".into(), category: "Home".into(), price: 0, created_at_us: 0, version: 3, is_deleted: 0 });
+        s.items.insert(
+            1,
+            ItemState {
+                id: 1,
+                order_id: 10,
+                product_id: 100,
+                quantity: 3,
+                price: 4_820_000,
+                version: 5,
+                is_deleted: 0,
+            },
+        );
+        s.orders.insert(
+            10,
+            OrderState {
+                id: 10,
+                customer_id: 7,
+                order_date_us: 1_000_000,
+                status: "paid".into(),
+                total: 0,
+                version: 4,
+                is_deleted: 0,
+            },
+        );
+        s.customers.insert(
+            7,
+            CustomerState {
+                id: 7,
+                email: String::new(),
+                name: "Ada".into(),
+                country: "UK".into(),
+                city: "London".into(),
+                created_at_us: 0,
+                version: 2,
+                is_deleted: 0,
+            },
+        );
+        s.products.insert(
+            100,
+            ProductState {
+                id: 100,
+                name: "Lamp".into(),
+                category: "Home".into(),
+                price: 0,
+                created_at_us: 0,
+                version: 3,
+                is_deleted: 0,
+            },
+        );
         s
     }
 

@@ -162,8 +162,9 @@ pub async fn measure(args: &Args) -> anyhow::Result<FreshnessReport> {
     let db = args.clickhouse.clickhouse_database.replace('`', "``");
     let run = format!("probe-{:x}", chrono::Utc::now().timestamp_micros());
     let mirror_sql = format!("SELECT name FROM `{db}`.customers FINAL WHERE id = {PROBE_ID} AND _is_deleted = 0");
-    let fact_sql =
-        format!("SELECT customer_name FROM `{db}`.sales_fact FINAL WHERE order_item_id = {PROBE_ID} AND _is_deleted = 0");
+    let fact_sql = format!(
+        "SELECT customer_name FROM `{db}`.sales_fact FINAL WHERE order_item_id = {PROBE_ID} AND _is_deleted = 0"
+    );
 
     let started = Instant::now();
     let commits = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));

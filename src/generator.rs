@@ -89,11 +89,16 @@ const COUNTRIES: &[(&str, &[&str])] = &[
     ("BR", &["São Paulo", "Rio de Janeiro", "Curitiba"]),
     ("IN", &["Mumbai", "Bengaluru", "Delhi"]),
 ];
-const FIRST: &[&str] = &["Ana", "Ben", "Chloé", "Dev", "Emma", "Felix", "Grace", "Hiro", "Ines", "Jonas", "Kai", "Lena", "Mateo", "Nora", "O'Neil"];
-const LAST: &[&str] = &["Smith", "Müller", "Dubois", "Tanaka", "Silva", "Patel", "Brown", "Rossi", "Kowalski", "Nakamura"];
+const FIRST: &[&str] = &[
+    "Ana", "Ben", "Chloé", "Dev", "Emma", "Felix", "Grace", "Hiro", "Ines", "Jonas", "Kai", "Lena", "Mateo", "Nora",
+    "O'Neil",
+];
+const LAST: &[&str] =
+    &["Smith", "Müller", "Dubois", "Tanaka", "Silva", "Patel", "Brown", "Rossi", "Kowalski", "Nakamura"];
 const CATEGORIES: &[&str] = &["Electronics", "Books", "Garden", "Toys", "Grocery", "Sports", "Beauty"];
 const ADJECTIVES: &[&str] = &["Classic", "Smart", "Eco", "Deluxe", "Compact", "Pro", "Ultra", "Mini"];
-const NOUNS: &[&str] = &["Lamp", "Kettle", "Novel", "Drone", "Shovel", "Puzzle", "Racket", "Serum", "Headphones", "Blender"];
+const NOUNS: &[&str] =
+    &["Lamp", "Kettle", "Novel", "Drone", "Shovel", "Puzzle", "Racket", "Serum", "Headphones", "Blender"];
 const STATUSES: &[&str] = &["pending", "paid", "shipped", "delivered"];
 
 /// The generator's view of the source rows it may touch.
@@ -214,11 +219,12 @@ impl State {
             money(total)
         ));
         tx.inserts += 1;
-        let values: Vec<String> = lines
-            .iter()
-            .map(|(i, o, p, q, c)| format!("({i}, {o}, {p}, {q}, {})", money(*c)))
-            .collect();
-        tx.push(format!("INSERT INTO order_items (id, order_id, product_id, quantity, price) VALUES {}", values.join(", ")));
+        let values: Vec<String> =
+            lines.iter().map(|(i, o, p, q, c)| format!("({i}, {o}, {p}, {q}, {})", money(*c))).collect();
+        tx.push(format!(
+            "INSERT INTO order_items (id, order_id, product_id, quantity, price) VALUES {}",
+            values.join(", ")
+        ));
         tx.inserts += lines.len() as u64;
         self.orders.push(order);
         self.status.insert(order, 0);
@@ -296,7 +302,11 @@ impl State {
                 let Some(&customer) = Self::pick(&mut self.rng, &self.customers) else { return self.new_order(tx) };
                 let (country, cities) = COUNTRIES[self.rng.random_range(0..COUNTRIES.len())];
                 let city = cities[self.rng.random_range(0..cities.len())];
-                tx.push(format!("UPDATE customers SET city = {}, country = {} WHERE id = {customer}", lit(city), lit(country)));
+                tx.push(format!(
+                    "UPDATE customers SET city = {}, country = {} WHERE id = {customer}",
+                    lit(city),
+                    lit(country)
+                ));
                 tx.updates += 1;
             }
             840..=869 => {
@@ -402,7 +412,10 @@ async fn load_state(pg: &tokio_postgres::Client, seed: u64) -> anyhow::Result<St
     let customers = ids("SELECT id FROM customers WHERE id < $1 ORDER BY id").await?;
     let orders = ids("SELECT id FROM orders WHERE id < $1 ORDER BY id").await?;
     let products = pg
-        .query("SELECT id, coalesce((price * 100)::bigint, 0) FROM products WHERE id < $1 ORDER BY id", &[&RESERVED_ID_BASE])
+        .query(
+            "SELECT id, coalesce((price * 100)::bigint, 0) FROM products WHERE id < $1 ORDER BY id",
+            &[&RESERVED_ID_BASE],
+        )
         .await?
         .iter()
         .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))

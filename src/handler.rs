@@ -42,7 +42,8 @@ use crate::telemetry::{self, InvocationMetrics};
 /// changed, and after an authentication failure. Any `Fn(ClickHouseSettings) -> Future` works.
 pub trait PipelineFactory: Send + Sync {
     type Pipeline: Process + 'static;
-    fn build(&self, settings: ClickHouseSettings) -> impl Future<Output = Result<Self::Pipeline, SystemicError>> + Send;
+    fn build(&self, settings: ClickHouseSettings)
+    -> impl Future<Output = Result<Self::Pipeline, SystemicError>> + Send;
 }
 
 impl<F, Fut, P> PipelineFactory for F
@@ -353,7 +354,10 @@ where
         match pipeline.process(messages, deadline).await {
             Ok(reports) => Ok(reports),
             Err(e) if e.is_auth => {
-                warn!(code = e.code, "ClickHouse rejected the credentials: fetching the secret again and retrying once");
+                warn!(
+                    code = e.code,
+                    "ClickHouse rejected the credentials: fetching the secret again and retrying once"
+                );
                 let settings = self.credentials.refresh().await?;
                 let pipeline = self.pipeline_for(settings).await?;
                 Ok(pipeline.process(messages, deadline).await?)
@@ -376,7 +380,9 @@ where
         for (i, (message, disposition)) in messages.iter().zip(plan).enumerate() {
             settled[i] = match disposition {
                 Disposition::Ack => Settled::Acked,
-                Disposition::Retry => Settled::Failed { visibility: Some(backoff.visibility_seconds(message.receive_count)) },
+                Disposition::Retry => {
+                    Settled::Failed { visibility: Some(backoff.visibility_seconds(message.receive_count)) }
+                }
                 Disposition::Poison { code, table } => {
                     match self.dead_letter(message, attributes.get(i), code, table.clone()).await {
                         true => Settled::DeadLettered,
@@ -405,9 +411,7 @@ where
                 _ => None,
             })
             .collect();
-        futures::stream::iter(changes)
-            .for_each_concurrent(16, |(m, seconds)| self.change_visibility(m, seconds))
-            .await;
+        futures::stream::iter(changes).for_each_concurrent(16, |(m, seconds)| self.change_visibility(m, seconds)).await;
         settled
     }
 
@@ -459,7 +463,7 @@ mod tests {
     use aws_lambda_events::sqs::SqsMessage;
 
     use super::*;
-        use crate::secrets::tests::FakeStore;
+    use crate::secrets::tests::FakeStore;
     use crate::secrets::{SecretCache, StaticCredentials};
     use crate::sqs::queue::fake::{Call, FakeQueue};
 
@@ -482,12 +486,20 @@ mod tests {
             for m in messages {
                 out.push(match m.body.as_str() {
                     "skip" => MessageOutcome::Skipped("tombstone"),
-                    "poison" => MessageOutcome::Failed { class: ErrorClass::Poison, code: "body.not_json", table: None },
-                    "transient" => {
-                        MessageOutcome::Failed { class: ErrorClass::Transient, code: "clickhouse.timeout", table: Some("orders".into()) }
+                    "poison" => {
+                        MessageOutcome::Failed { class: ErrorClass::Poison, code: "body.not_json", table: None }
                     }
+                    "transient" => MessageOutcome::Failed {
+                        class: ErrorClass::Transient,
+                        code: "clickhouse.timeout",
+                        table: Some("orders".into()),
+                    },
                     "systemic" => {
-                        return Err(SystemicError { code: "clickhouse.unknown_database", detail: "no db".into(), is_auth: false });
+                        return Err(SystemicError {
+                            code: "clickhouse.unknown_database",
+                            detail: "no db".into(),
+                            is_auth: false,
+                        });
                     }
                     "auth" if self.password != "good" => {
                         return Err(SystemicError { code: "clickhouse.auth", detail: "auth".into(), is_auth: true });
@@ -507,7 +519,12 @@ mod tests {
     }
 
     fn settings(password: &str) -> ClickHouseSettings {
-        ClickHouseSettings { url: "http://127.0.0.1:8123".into(), user: "cdc".into(), password: password.into(), database: "analytics".into() }
+        ClickHouseSettings {
+            url: "http://127.0.0.1:8123".into(),
+            user: "cdc".into(),
+            password: password.into(),
+            database: "analytics".into(),
+        }
     }
 
     fn record(id: Option<&str>, body: &str, arn: &str, group: Option<&str>, receive_count: u32) -> SqsMessage {
@@ -663,7 +680,8 @@ mod tests {
 
     #[tokio::test]
     async fn fifo_poison_dead_lettered_still_holds_back_its_group() {
-        let (h, _) = handler(Some("https://sqs.us-east-1.amazonaws.com/123456789012/cdc-dlq.fifo"), FakeQueue::default());
+        let (h, _) =
+            handler(Some("https://sqs.us-east-1.amazonaws.com/123456789012/cdc-dlq.fifo"), FakeQueue::default());
         let e = event(vec![
             record(Some("a1"), "poison", FIFO_ARN, Some("A"), 1),
             record(Some("a2"), "ok", FIFO_ARN, Some("A"), 1),

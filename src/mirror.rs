@@ -69,7 +69,10 @@ impl MirrorRow {
 pub enum MirrorChange {
     Rows(Vec<MirrorRow>),
     /// Every row of `table` with a version below `version` is gone.
-    Truncate { table: SourceTable, version: Version },
+    Truncate {
+        table: SourceTable,
+        version: Version,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,11 +114,8 @@ pub fn mirror_change(table: SourceTable, event: &ChangeEvent) -> Result<MirrorCh
     match event.op {
         Op::Truncate => Ok(MirrorChange::Truncate { table, version }),
         Op::Delete => {
-            let image = event
-                .before
-                .as_ref()
-                .or(event.after.as_ref())
-                .ok_or(MirrorError::MissingImage { table: spec.name })?;
+            let image =
+                event.before.as_ref().or(event.after.as_ref()).ok_or(MirrorError::MissingImage { table: spec.name })?;
             let key = key_of(spec, image)?;
             Ok(MirrorChange::Rows(vec![MirrorRow::tombstone(table, key, version)]))
         }
@@ -127,9 +127,10 @@ pub fn mirror_change(table: SourceTable, event: &ChangeEvent) -> Result<MirrorCh
             // old key; Debezium sends it as delete + create, which needs nothing extra.
             if let Some(before) = &event.before
                 && let Ok(old_key) = key_of(spec, before)
-                    && old_key != row.key {
-                        rows.push(MirrorRow::tombstone(table, old_key, version));
-                    }
+                && old_key != row.key
+            {
+                rows.push(MirrorRow::tombstone(table, old_key, version));
+            }
             rows.push(row);
             Ok(MirrorChange::Rows(rows))
         }
@@ -259,7 +260,10 @@ mod tests {
 
     #[test]
     fn create_becomes_one_live_row_with_decimal_at_clickhouse_scale() {
-        let change = mirror_change(SourceTable::Products, &event(Op::Create, None, Some(product(7, Value::Decimal(Decimal::new(482, 2))))));
+        let change = mirror_change(
+            SourceTable::Products,
+            &event(Op::Create, None, Some(product(7, Value::Decimal(Decimal::new(482, 2))))),
+        );
         let MirrorChange::Rows(rows) = change.unwrap() else { panic!("rows expected") };
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
@@ -284,7 +288,9 @@ mod tests {
         let mut before = Row::new();
         before.push("id", Value::Int(1));
         let after = product(2, Value::Decimal(Decimal::new(1, 0)));
-        let MirrorChange::Rows(rows) = mirror_change(SourceTable::Products, &event(Op::Update, Some(before), Some(after))).unwrap() else {
+        let MirrorChange::Rows(rows) =
+            mirror_change(SourceTable::Products, &event(Op::Update, Some(before), Some(after))).unwrap()
+        else {
             panic!("rows expected")
         };
         assert_eq!(rows.iter().map(|r| (r.key, r.is_deleted)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);

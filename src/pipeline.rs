@@ -21,7 +21,7 @@ use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, S
 use crate::mirror::{self, Cell, MirrorChange, MirrorRow};
 use crate::sink::dialect::{self, Dialect};
 use crate::sink::retry::RetryPolicy;
-use crate::sink::{rowbinary, SinkError, Warehouse};
+use crate::sink::{SinkError, Warehouse, rowbinary};
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use crate::tables::SourceTable;
 
@@ -291,7 +291,14 @@ impl Pipeline {
                 .await?
                 .into_iter()
                 .map(|r| {
-                    let cells = vec![Cell::Int(r.id), Cell::Text(r.email), Cell::Text(r.name), Cell::Text(r.country), Cell::Text(r.city), Cell::Timestamp(r.created_at_us)];
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Text(r.email),
+                        Cell::Text(r.name),
+                        Cell::Text(r.country),
+                        Cell::Text(r.city),
+                        Cell::Timestamp(r.created_at_us),
+                    ];
                     (r.id, Version(r.version), r.is_deleted != 0, cells)
                 })
                 .collect(),
@@ -300,7 +307,13 @@ impl Pipeline {
                 .await?
                 .into_iter()
                 .map(|r| {
-                    let cells = vec![Cell::Int(r.id), Cell::Text(r.name), Cell::Text(r.category), Cell::Decimal(r.price), Cell::Timestamp(r.created_at_us)];
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Text(r.name),
+                        Cell::Text(r.category),
+                        Cell::Decimal(r.price),
+                        Cell::Timestamp(r.created_at_us),
+                    ];
                     (r.id, Version(r.version), r.is_deleted != 0, cells)
                 })
                 .collect(),
@@ -309,7 +322,13 @@ impl Pipeline {
                 .await?
                 .into_iter()
                 .map(|r| {
-                    let cells = vec![Cell::Int(r.id), Cell::Int(r.customer_id), Cell::Timestamp(r.order_date_us), Cell::Text(r.status), Cell::Decimal(r.total)];
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Int(r.customer_id),
+                        Cell::Timestamp(r.order_date_us),
+                        Cell::Text(r.status),
+                        Cell::Decimal(r.total),
+                    ];
                     (r.id, Version(r.version), r.is_deleted != 0, cells)
                 })
                 .collect(),
@@ -318,7 +337,13 @@ impl Pipeline {
                 .await?
                 .into_iter()
                 .map(|r| {
-                    let cells = vec![Cell::Int(r.id), Cell::Int(r.order_id), Cell::Int(r.product_id), Cell::Int(i64::from(r.quantity)), Cell::Decimal(r.price)];
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Int(r.order_id),
+                        Cell::Int(r.product_id),
+                        Cell::Int(i64::from(r.quantity)),
+                        Cell::Decimal(r.price),
+                    ];
                     (r.id, Version(r.version), r.is_deleted != 0, cells)
                 })
                 .collect(),
@@ -406,10 +431,8 @@ impl Pipeline {
         while let Some(groups) = stack.pop() {
             let body: Vec<u8> = groups.iter().flat_map(|(_, b)| b.iter().copied()).collect();
             let body = Bytes::from(body);
-            let result = self
-                .retry
-                .run(deadline, || self.warehouse.insert_rowbinary(table, columns, body.clone()))
-                .await;
+            let result =
+                self.retry.run(deadline, || self.warehouse.insert_rowbinary(table, columns, body.clone())).await;
             match result {
                 Ok(()) => {}
                 Err(e) if e.class() == ErrorClass::Systemic => return Err(e.into()),
@@ -420,7 +443,13 @@ impl Pipeline {
                     stack.push(left);
                 }
                 Err(e) => {
-                    tracing::warn!(table, code = e.code(), class = e.class().as_str(), messages = groups.len(), "mirror insert failed");
+                    tracing::warn!(
+                        table,
+                        code = e.code(),
+                        class = e.class().as_str(),
+                        messages = groups.len(),
+                        "mirror insert failed"
+                    );
                     failures.extend(groups.iter().map(|(message, _)| (*message, e.class(), e.code())));
                 }
             }
@@ -479,7 +508,9 @@ impl Pipeline {
         let body = Bytes::from(body);
         if !facts.is_empty() {
             self.retry
-                .run(deadline, || self.warehouse.insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, body.clone()))
+                .run(deadline, || {
+                    self.warehouse.insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, body.clone())
+                })
                 .await?;
         }
         let mirror_rows = reports.iter().map(|r| r.rows_inserted as usize).sum();
@@ -488,7 +519,12 @@ impl Pipeline {
 
     /// Reads the newest mirror rows the given items need: the items, then their orders, then the
     /// orders' customers and the items' products.
-    async fn read_snapshot(&self, dialect: Dialect, item_ids: &[i64], deadline: Instant) -> Result<Snapshot, SinkError> {
+    async fn read_snapshot(
+        &self,
+        dialect: Dialect,
+        item_ids: &[i64],
+        deadline: Instant,
+    ) -> Result<Snapshot, SinkError> {
         let database = self.warehouse.database();
         if item_ids.is_empty() {
             return Ok(Snapshot::default());
@@ -504,7 +540,8 @@ impl Pipeline {
         let order_ids: Vec<i64> = distinct(snapshot.items.values().map(|i| i.order_id));
         let product_ids: Vec<i64> = distinct(snapshot.items.values().map(|i| i.product_id));
         let sql = dialect::latest_rows_query(dialect, database, SourceTable::Orders, &order_ids);
-        snapshot.orders = self.fetch_retrying::<OrderState>(&sql, deadline).await?.into_iter().map(|r| (r.id, r)).collect();
+        snapshot.orders =
+            self.fetch_retrying::<OrderState>(&sql, deadline).await?.into_iter().map(|r| (r.id, r)).collect();
 
         let customer_ids: Vec<i64> = distinct(snapshot.orders.values().map(|o| o.customer_id));
         let customers_sql = dialect::latest_rows_query(dialect, database, SourceTable::Customers, &customer_ids);
@@ -533,7 +570,8 @@ struct Base {
 }
 
 fn is_default(cell: &Cell) -> bool {
-    matches!(cell, Cell::Int(0) | Cell::Decimal(0) | Cell::Timestamp(0)) || matches!(cell, Cell::Text(t) if t.is_empty())
+    matches!(cell, Cell::Int(0) | Cell::Decimal(0) | Cell::Timestamp(0))
+        || matches!(cell, Cell::Text(t) if t.is_empty())
 }
 
 /// Wall time of the pipeline's phases, for one debug line per invocation.
@@ -568,12 +606,20 @@ fn failed(error: &impl Classify, table: Option<&str>) -> MessageOutcome {
 
 /// A ClickHouse failure before or during the writes of `pending`: systemic faults fail the
 /// invocation; anything else fails those messages with its class.
-fn fail_pending(reports: Vec<MessageReport>, pending: &[PendingChange], error: SinkError) -> Result<Vec<MessageReport>, SystemicError> {
+fn fail_pending(
+    reports: Vec<MessageReport>,
+    pending: &[PendingChange],
+    error: SinkError,
+) -> Result<Vec<MessageReport>, SystemicError> {
     let messages: Vec<usize> = pending.iter().map(|p| p.message).collect();
     fail_messages(reports, &messages, error)
 }
 
-fn fail_messages(mut reports: Vec<MessageReport>, messages: &[usize], error: SinkError) -> Result<Vec<MessageReport>, SystemicError> {
+fn fail_messages(
+    mut reports: Vec<MessageReport>,
+    messages: &[usize],
+    error: SinkError,
+) -> Result<Vec<MessageReport>, SystemicError> {
     // Only a message's own data can be poison; a fault met while deriving facts or reading is
     // never a reason to dead-letter, so anything not systemic is retried.
     if error.class() == ErrorClass::Systemic {

@@ -63,7 +63,8 @@ struct SecretJson {
 /// Parses the secret string. The password may be empty (ClickHouse's `default` user often has
 /// none); everything else that is present must be usable.
 pub fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
-    let json: SecretJson = serde_json::from_str(secret).map_err(|_| SecretError::Parse { problem: "not a JSON object" })?;
+    let json: SecretJson =
+        serde_json::from_str(secret).map_err(|_| SecretError::Parse { problem: "not a JSON object" })?;
     let url = match (json.url.filter(|u| !u.trim().is_empty()), json.host.filter(|h| !h.trim().is_empty())) {
         (Some(url), _) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -86,9 +87,10 @@ pub fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
                         8123
                     }
                 }
-                Some(serde_json::Value::Number(n)) => {
-                    n.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(SecretError::Parse { problem: "port out of range" })?
-                }
+                Some(serde_json::Value::Number(n)) => n
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or(SecretError::Parse { problem: "port out of range" })?,
                 Some(serde_json::Value::String(s)) => {
                     s.trim().parse::<u16>().map_err(|_| SecretError::Parse { problem: "port is not a number" })?
                 }
@@ -174,7 +176,10 @@ impl<S: SecretStore> CredentialSource for SecretCache<S> {
                 // they were rotated, and an auth failure will force a refresh then.
                 Err(e) => match stale {
                     Some((settings, _)) => {
-                        tracing::warn!(code = e.code(), "secret refresh failed, keeping the cached ClickHouse settings");
+                        tracing::warn!(
+                            code = e.code(),
+                            "secret refresh failed, keeping the cached ClickHouse settings"
+                        );
                         Ok(settings)
                     }
                     None => Err(e),
@@ -249,8 +254,10 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_url_form() {
-        let s = parse_secret(r#"{"url":"https://ch.example.com:8443/","username":"cdc","password":"p","database":"analytics"}"#)
-            .unwrap();
+        let s = parse_secret(
+            r#"{"url":"https://ch.example.com:8443/","username":"cdc","password":"p","database":"analytics"}"#,
+        )
+        .unwrap();
         assert_eq!(s.url, "https://ch.example.com:8443");
         assert_eq!(s.user, "cdc");
         assert_eq!(s.password, "p");
@@ -259,10 +266,12 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_host_port_form() {
-        let s = parse_secret(r#"{"host":"10.0.0.5","port":8123,"username":"cdc","password":"p","database":"dw"}"#).unwrap();
+        let s =
+            parse_secret(r#"{"host":"10.0.0.5","port":8123,"username":"cdc","password":"p","database":"dw"}"#).unwrap();
         assert_eq!(s.url, "http://10.0.0.5:8123");
         assert_eq!(s.database, "dw");
-        let s = parse_secret(r#"{"host":"ch","port":"9443","secure":true,"user":"u","password":"p","dbname":"x"}"#).unwrap();
+        let s = parse_secret(r#"{"host":"ch","port":"9443","secure":true,"user":"u","password":"p","dbname":"x"}"#)
+            .unwrap();
         assert_eq!(s.url, "https://ch:9443");
         assert_eq!(s.user, "u");
         assert_eq!(s.database, "x");

@@ -140,10 +140,7 @@ impl InvocationMetrics {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// `AWS_LAMBDA_FUNCTION_NAME`, or `local` outside Lambda: the metrics' dimension.
@@ -170,7 +167,13 @@ mod tests {
 
     #[test]
     fn emf_document_is_well_formed() {
-        let mut m = InvocationMetrics { messages: 3, rows_inserted: 2, batch_duration_ms: 42, dead_lettered: 1, ..Default::default() };
+        let mut m = InvocationMetrics {
+            messages: 3,
+            rows_inserted: 2,
+            batch_duration_ms: 42,
+            dead_lettered: 1,
+            ..Default::default()
+        };
         m.record_event(Some("orders"), Some("create"), "delivered");
         m.record_event(Some("orders"), Some("create"), "delivered");
         m.record_event(None, None, "poison");

@@ -149,7 +149,6 @@ struct Check {
 
 use Kind::*;
 
-
 macro_rules! pg_ts {
     ($e:literal) => {
         concat!("to_char(", $e, " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
@@ -383,7 +382,11 @@ fn diff(check: &Check, pg: &Rows, ch: &Rows) -> TableDiff {
 }
 
 /// Compares once.
-pub async fn compare(pg: &tokio_postgres::Client, ch: &clickhouse::Client, database: &str) -> anyhow::Result<VerifyReport> {
+pub async fn compare(
+    pg: &tokio_postgres::Client,
+    ch: &clickhouse::Client,
+    database: &str,
+) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for check in CHECKS {
         // ClickHouse first: rows applied there after the PostgreSQL read would otherwise look
@@ -458,7 +461,16 @@ mod tests {
     fn diff_counts_missing_extra_wrong() {
         let check = &CHECKS[2];
         let row = |id: i64, status: &str| {
-            (id, vec![Some(id.to_string()), Some("1".into()), Some("2026-01-01 00:00:00.000000".into()), Some(status.into()), Some("1.50".into())])
+            (
+                id,
+                vec![
+                    Some(id.to_string()),
+                    Some("1".into()),
+                    Some("2026-01-01 00:00:00.000000".into()),
+                    Some(status.into()),
+                    Some("1.50".into()),
+                ],
+            )
         };
         let pg: Rows = [row(1, "paid"), row(2, "paid"), row(3, "paid")].into_iter().collect();
         let mut ch: Rows = [row(2, "paid"), row(3, "shipped"), row(4, "paid")].into_iter().collect();

@@ -159,12 +159,22 @@ impl Process for FakePipeline {
             *self.attempts.lock().unwrap().entry(m.body.clone()).or_default() += 1;
             let (kind, _) = m.body.split_once(':').unwrap_or((m.body.as_str(), ""));
             let outcome = match kind {
-                "poison" => MessageOutcome::Failed { class: ErrorClass::Poison, code: "body.not_json", table: Some("orders".into()) },
-                "flaky" if m.receive_count < 2 => {
-                    MessageOutcome::Failed { class: ErrorClass::Transient, code: "clickhouse.network", table: Some("orders".into()) }
-                }
+                "poison" => MessageOutcome::Failed {
+                    class: ErrorClass::Poison,
+                    code: "body.not_json",
+                    table: Some("orders".into()),
+                },
+                "flaky" if m.receive_count < 2 => MessageOutcome::Failed {
+                    class: ErrorClass::Transient,
+                    code: "clickhouse.network",
+                    table: Some("orders".into()),
+                },
                 "auth" if self.password != "rotated" => {
-                    return Err(SystemicError { code: "clickhouse.auth", detail: "authentication failed".into(), is_auth: true });
+                    return Err(SystemicError {
+                        code: "clickhouse.auth",
+                        detail: "authentication failed".into(),
+                        is_auth: true,
+                    });
                 }
                 _ => MessageOutcome::Delivered,
             };
@@ -184,7 +194,10 @@ struct Record {
 }
 
 impl Record {
-    fn factory(&self) -> impl Fn(ClickHouseSettings) -> std::future::Ready<Result<FakePipeline, SystemicError>> + Send + Sync + use<> {
+    fn factory(
+        &self,
+    ) -> impl Fn(ClickHouseSettings) -> std::future::Ready<Result<FakePipeline, SystemicError>> + Send + Sync + use<>
+    {
         let record = self.clone();
         move |settings: ClickHouseSettings| {
             std::future::ready(Ok(FakePipeline {
@@ -223,7 +236,12 @@ fn drain_args(source: &str) -> PollArgs {
 }
 
 fn local_settings() -> ClickHouseSettings {
-    ClickHouseSettings { url: "http://127.0.0.1:8123".into(), user: "cdc".into(), password: "x".into(), database: "analytics".into() }
+    ClickHouseSettings {
+        url: "http://127.0.0.1:8123".into(),
+        user: "cdc".into(),
+        password: "x".into(),
+        database: "analytics".into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,7 +319,12 @@ async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
     send(sqs, &source, &poison).await;
 
     let record = Record::default();
-    let handler = Handler::new(record.factory(), StaticCredentials(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, None));
+    let handler = Handler::new(
+        record.factory(),
+        StaticCredentials(local_settings()),
+        SqsQueue::new(sqs.clone()),
+        fast_config(&source, None),
+    );
     let summary = poll(&drain_args(&source), &handler).await.expect("poll");
 
     let mut expected = good.clone();
@@ -326,7 +349,10 @@ async fn poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(sqs: &aw
         .send_message()
         .queue_url(&source)
         .message_body(&poison)
-        .message_attributes("source", MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap())
+        .message_attributes(
+            "source",
+            MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap(),
+        )
         .send()
         .await
         .unwrap()
@@ -336,8 +362,12 @@ async fn poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(sqs: &aw
     send(sqs, &source, &format!("ok:2:{ROW_MARKER}")).await;
 
     let record = Record::default();
-    let handler =
-        Handler::new(record.factory(), StaticCredentials(local_settings()), SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));
+    let handler = Handler::new(
+        record.factory(),
+        StaticCredentials(local_settings()),
+        SqsQueue::new(sqs.clone()),
+        fast_config(&source, Some(&dlq)),
+    );
     let summary = poll(&drain_args(&source), &handler).await.expect("poll");
     assert_eq!(summary.deleted, 2, "poison acknowledged once dead-lettered: {summary:?}");
     assert_eq!(record.attempts.lock().unwrap()[&poison], 1, "dead-lettered at once");
@@ -402,7 +432,11 @@ async fn secret_cache_and_rotation(secrets: &aws_sdk_secretsmanager::Client) {
     assert_eq!(cache.current().await.unwrap().password, first.password, "served from cache within the TTL");
     assert_eq!(cache.refresh().await.unwrap().password, format!("second-{SECRET_MARKER}"));
 
-    let missing = SecretCache::new(AwsSecretStore::new(secrets.clone()), "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope", Duration::ZERO);
+    let missing = SecretCache::new(
+        AwsSecretStore::new(secrets.clone()),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
+        Duration::ZERO,
+    );
     let err = missing.current().await.unwrap_err();
     tracing::warn!(error = %err, "expected failure");
 }

@@ -398,8 +398,19 @@ fn odd_bodies_do_not_panic() {
         "]".repeat(100)
     );
     for body in [
-        "[]", "42", "\"x\"", "{", "{}", "{\"op\":5}", &deep, &deep_obj, &deep_nat, "{\"Type\":\"Notification\"}",
-        "{\"detail-type\":\"x\",\"detail\":5}", "{\"metadata\":{}}", "{\"payload\":[]}",
+        "[]",
+        "42",
+        "\"x\"",
+        "{",
+        "{}",
+        "{\"op\":5}",
+        &deep,
+        &deep_obj,
+        &deep_nat,
+        "{\"Type\":\"Notification\"}",
+        "{\"detail-type\":\"x\",\"detail\":5}",
+        "{\"metadata\":{}}",
+        "{\"payload\":[]}",
         r#"{"op":"c","source":{"table":"orders","lsn":-1},"after":{}}"#,
         r#"{"op":"c","source":{"table":"orders","lsn":1,"ts_ms":9223372036854775807},"after":{}}"#,
     ] {

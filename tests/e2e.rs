@@ -24,7 +24,12 @@ fn pg_url(database: &str) -> String {
 fn processor(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdc-processor"));
     let log = std::env::temp_dir().join(format!("cdc-e2e-{}-{}.log", std::process::id(), args[0]));
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
     command.args(args).stdout(Stdio::null()).stderr(stderr);
     for (k, v) in env {
         command.env(k, v);
@@ -93,12 +98,28 @@ async fn postgres_to_clickhouse_with_a_capture_restart_has_no_difference() {
     assert!(status.success(), "migrate failed");
     let mut running = Stop(vec![
         processor(&capture_args, &env).spawn().expect("capture"),
-        processor(&["poll", "--queue-url", &queue_url, "--batch-size", "200", "--wait-time-seconds", "1"], &env).spawn().expect("poll"),
+        processor(&["poll", "--queue-url", &queue_url, "--batch-size", "200", "--wait-time-seconds", "1"], &env)
+            .spawn()
+            .expect("poll"),
     ]);
     // Let the capture create its slot before any traffic.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut generator = processor(
-        &["generate", "--rate", "8", "--duration", "14", "--seed", "11", "--customers", "15", "--products", "8", "--orders", "20"],
+        &[
+            "generate",
+            "--rate",
+            "8",
+            "--duration",
+            "14",
+            "--seed",
+            "11",
+            "--customers",
+            "15",
+            "--products",
+            "8",
+            "--orders",
+            "20",
+        ],
         &env,
     )
     .spawn()
@@ -123,7 +144,11 @@ async fn postgres_to_clickhouse_with_a_capture_restart_has_no_difference() {
     assert!(generated.success(), "generator failed");
 
     // Everything committed must arrive: verify retries until clean or its wait runs out.
-    let verify = processor(&["verify", "--wait", "150"], &env).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("verify");
+    let verify = processor(&["verify", "--wait", "150"], &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("verify");
     let mut report = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
     let queue = sqs
         .get_queue_attributes()
@@ -140,7 +165,10 @@ async fn postgres_to_clickhouse_with_a_capture_restart_has_no_difference() {
         let log = std::env::temp_dir().join(format!("cdc-e2e-{}-{command}.log", std::process::id()));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(6).collect();
-        report.push_str(&format!("--- {command}: last log lines\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        report.push_str(&format!(
+            "--- {command}: last log lines\n{}\n",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
         let _ = std::fs::remove_file(&log);
     }
 

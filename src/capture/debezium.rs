@@ -54,7 +54,10 @@ pub enum FieldType {
     Float32,
     Float64,
     /// NUMERIC(p, s).
-    Decimal { precision: u32, scale: u32 },
+    Decimal {
+        precision: u32,
+        scale: u32,
+    },
     /// NUMERIC without a typmod.
     VariableDecimal,
     /// TIMESTAMPTZ.
@@ -157,9 +160,11 @@ impl TableDef {
 
     fn same_columns(&self, columns: &[Column<'_>]) -> bool {
         self.columns.len() == columns.len()
-            && self.columns.iter().zip(columns).all(|(d, c)| {
-                d.name == c.name && c.type_name.as_deref().is_none_or(|t| t == d.type_name)
-            })
+            && self
+                .columns
+                .iter()
+                .zip(columns)
+                .all(|(d, c)| d.name == c.name && c.type_name.as_deref().is_none_or(|t| t == d.type_name))
     }
 
     fn column(&self, name: &str) -> Option<&ColumnDef> {
@@ -251,9 +256,10 @@ impl Converter {
                     Some(identity) => Some(row(def, identity)?),
                     None => Some(key_row(def, columns)?),
                 };
-                let key_changed = record.identity.as_deref().is_some_and(|identity| {
-                    def.key.iter().any(|k| raw_of(identity, k) != raw_of(columns, k))
-                });
+                let key_changed = record
+                    .identity
+                    .as_deref()
+                    .is_some_and(|identity| def.key.iter().any(|k| raw_of(identity, k) != raw_of(columns, k)));
                 if key_changed {
                     events.push(self.event(def, &ctx, "d", before, None));
                     events.push(self.event(def, &ctx, "c", None, Some(after)));
@@ -308,7 +314,13 @@ impl Converter {
         }
         let defs = columns
             .iter()
-            .map(|c| ColumnDef::new(c.name.clone(), c.type_name.clone().unwrap_or_else(|| "text".into()), c.optional.unwrap_or(true)))
+            .map(|c| {
+                ColumnDef::new(
+                    c.name.clone(),
+                    c.type_name.clone().unwrap_or_else(|| "text".into()),
+                    c.optional.unwrap_or(true),
+                )
+            })
             .collect();
         let key_cols = match pk {
             Some(pk) => pk.iter().map(|p| p.name.clone()).collect(),
@@ -318,7 +330,14 @@ impl Converter {
         self.tables.insert(key, def);
     }
 
-    fn event(&self, def: &TableDef, ctx: &SourceCtx, op: &'static str, before: Option<RowValues>, after: Option<RowValues>) -> Event {
+    fn event(
+        &self,
+        def: &TableDef,
+        ctx: &SourceCtx,
+        op: &'static str,
+        before: Option<RowValues>,
+        after: Option<RowValues>,
+    ) -> Event {
         self.event_with_snapshot(def, ctx, op, before, after, "false")
     }
 
@@ -605,7 +624,9 @@ fn envelope_schema(server: &str, schema: &str, table: &str, columns: &[ColumnDef
     let fields = fields.join(",");
     let value_name = serde_json::to_string(&format!("{server}.{schema}.{table}.Value")).unwrap_or_default();
     let envelope_name = serde_json::to_string(&format!("{server}.{schema}.{table}.Envelope")).unwrap_or_default();
-    let value = |field: &str| format!(r#"{{"type":"struct","fields":[{fields}],"optional":true,"name":{value_name},"field":"{field}"}}"#);
+    let value = |field: &str| {
+        format!(r#"{{"type":"struct","fields":[{fields}],"optional":true,"name":{value_name},"field":"{field}"}}"#)
+    };
     let source = concat!(
         r#"{"type":"struct","fields":["#,
         r#"{"type":"string","optional":false,"field":"version"},"#,

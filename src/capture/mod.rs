@@ -176,10 +176,7 @@ impl Capture {
     pub async fn snapshot(&mut self) -> anyhow::Result<u64> {
         let restart: String = self
             .pg
-            .query_one(
-                "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-                &[&self.args.slot],
-            )
+            .query_one("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&self.args.slot])
             .await?
             .get(0);
         let lsn = wal2json::parse_lsn(&restart).context("slot restart_lsn")?;
@@ -205,7 +202,13 @@ impl Capture {
         // Debezium marks the first and last records of a snapshot.
         let n = events.len();
         for (i, event) in events.iter_mut().enumerate() {
-            let marker = if i + 1 == n { "last" } else if i == 0 { "first" } else { continue };
+            let marker = if i + 1 == n {
+                "last"
+            } else if i == 0 {
+                "first"
+            } else {
+                continue;
+            };
             event.body = event.body.replacen("\"snapshot\":\"true\"", &format!("\"snapshot\":\"{marker}\""), 1);
         }
         self.publisher.publish(&events).await?;
@@ -265,8 +268,10 @@ impl Capture {
         if rows.is_empty() {
             bail!("table {schema}.{table} does not exist (apply sql/source_schema.sql: scripts/postgres.sh schema)");
         }
-        let columns: Vec<ColumnDef> =
-            rows.iter().map(|r| ColumnDef::new(r.get::<_, String>(0), r.get::<_, String>(1), !r.get::<_, bool>(2))).collect();
+        let columns: Vec<ColumnDef> = rows
+            .iter()
+            .map(|r| ColumnDef::new(r.get::<_, String>(0), r.get::<_, String>(1), !r.get::<_, bool>(2)))
+            .collect();
         let key = rows.iter().filter(|r| r.get::<_, bool>(3)).map(|r| r.get::<_, String>(0)).collect();
         self.converter.add_table(TableDef::new(self.converter.server(), schema, table, columns.clone(), key));
         Ok(columns)
@@ -368,7 +373,9 @@ async fn ensure_slot(pg: &tokio_postgres::Client, slot: &str, database: &str) ->
         let plugin: Option<String> = row.get(0);
         let db: Option<String> = row.get(1);
         if plugin.as_deref() != Some("wal2json") {
-            bail!("replication slot {slot} exists but uses plugin {plugin:?}, not wal2json: drop it or choose another --slot");
+            bail!(
+                "replication slot {slot} exists but uses plugin {plugin:?}, not wal2json: drop it or choose another --slot"
+            );
         }
         if db.as_deref() != Some(database) {
             bail!("replication slot {slot} belongs to database {db:?}, not {database}");

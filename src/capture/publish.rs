@@ -30,7 +30,13 @@ pub struct Publisher {
 
 impl Publisher {
     /// `endpoint_url` overrides AWS_ENDPOINT_URL (e.g. a local moto server).
-    pub async fn connect(endpoint_url: Option<&str>, queue_url: Option<&str>, queue_name: &str, create: bool, concurrency: usize) -> anyhow::Result<Self> {
+    pub async fn connect(
+        endpoint_url: Option<&str>,
+        queue_url: Option<&str>,
+        queue_name: &str,
+        create: bool,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(url) = endpoint_url {
             loader = loader.endpoint_url(url);

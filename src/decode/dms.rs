@@ -44,7 +44,8 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
 
     let data = top.get_some("data").ok_or(DecodeError::MissingField("data"))?;
     let data = decode_row(data, "data", None, spec, false)?;
-    let before_image = top.get_some("before-image").map(|raw| decode_row(raw, "before-image", None, spec, false)).transpose()?;
+    let before_image =
+        top.get_some("before-image").map(|raw| decode_row(raw, "before-image", None, spec, false)).transpose()?;
     let (before, after) = match op {
         Op::Delete => (Some(data), None),
         Op::Update => (before_image, Some(data)),

@@ -82,7 +82,9 @@ pub enum FieldType {
     /// `bytes` without a semantic name: base64 in JSON.
     Bytes,
     /// `org.apache.kafka.connect.data.Decimal`: base64 two's complement, fixed scale.
-    Decimal { scale: i32 },
+    Decimal {
+        scale: i32,
+    },
     /// `io.debezium.data.VariableScaleDecimal`: `{"scale": s, "value": base64}`.
     VariableScaleDecimal,
     /// `io.debezium.time.Date` (days since epoch).
@@ -110,7 +112,10 @@ pub enum FieldType {
     Struct,
     /// A known table's decimal column without a schema block (or in `double`/`string` mode):
     /// a JSON number or decimal string taken exactly; base64 when `base64` is allowed.
-    KindDecimal { scale: u32, base64: bool },
+    KindDecimal {
+        scale: u32,
+        base64: bool,
+    },
     /// A known table's timestamp column without a schema block: ISO string, or integer µs.
     KindTimestamp,
     /// No type information: the natural mapping of the JSON value.
@@ -625,7 +630,12 @@ mod tests {
         for ty in [FieldType::Text, FieldType::Json, FieldType::Uuid, FieldType::ZonedTimestamp, FieldType::Natural] {
             assert_eq!(dec("\"__debezium_unavailable_value\"", ty), Ok(Value::Unavailable));
         }
-        for form in [UNAVAILABLE, UNAVAILABLE_BASE64, UNAVAILABLE_HEX, "hex:5F5F646562657A69756D5F756E617661696C61626C655F76616C7565"] {
+        for form in [
+            UNAVAILABLE,
+            UNAVAILABLE_BASE64,
+            UNAVAILABLE_HEX,
+            "hex:5F5F646562657A69756D5F756E617661696C61626C655F76616C7565",
+        ] {
             assert_eq!(dec(&format!("\"{form}\""), FieldType::Bytes), Ok(Value::Unavailable));
         }
         assert_eq!(

@@ -278,8 +278,8 @@ fn decode_row(
                 &derived
             }
         };
-        let value = decode_value(ty, kind, value)
-            .map_err(|error| DecodeError::Value { column: truncate(name, 64), error })?;
+        let value =
+            decode_value(ty, kind, value).map_err(|error| DecodeError::Value { column: truncate(name, 64), error })?;
         row.push(name, value);
     }
     Ok(row)

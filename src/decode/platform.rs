@@ -56,7 +56,8 @@ pub(crate) fn decode(
     let version = u64::try_from(micros).map(Version).map_err(|_| DecodeError::BadField("eventTimestamp"))?;
     let correlation_id = standard("correlationId")?;
 
-    let row = |field: &'static str| fields.get_some(field).map(|raw| decode_row(raw, field, None, spec, false)).transpose();
+    let row =
+        |field: &'static str| fields.get_some(field).map(|raw| decode_row(raw, field, None, spec, false)).transpose();
     let (before, after) = (row("before")?, row("after")?);
     let (before, after) = match op {
         Op::Create | Op::Update if after.is_none() => return Err(DecodeError::MissingField("after")),

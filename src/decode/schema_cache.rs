@@ -187,9 +187,7 @@ fn decimal_scale(node: &Node) -> Result<i32, DecodeError> {
         serde_json::Value::Number(n) => n.as_i64(),
         _ => None,
     };
-    scale
-        .and_then(|s| i32::try_from(s).ok())
-        .ok_or(DecodeError::BadSchema("decimal without a valid scale parameter"))
+    scale.and_then(|s| i32::try_from(s).ok()).ok_or(DecodeError::BadSchema("decimal without a valid scale parameter"))
 }
 
 #[cfg(test)]

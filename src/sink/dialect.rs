@@ -115,8 +115,22 @@ pub fn mirror_column_defs(dialect: Dialect, table: SourceTable) -> Vec<String> {
 pub fn fact_column_defs(dialect: Dialect) -> Vec<String> {
     let lc = dialect.low_cardinality_string();
     let types = [
-        "Int64", "Int64", "Int64", "Int64", "Int32", DECIMAL_TYPE, DECIMAL_TYPE, lc,
-        dialect.timestamp_type(), "String", lc, lc, "String", lc, "UInt64", "UInt8",
+        "Int64",
+        "Int64",
+        "Int64",
+        "Int64",
+        "Int32",
+        DECIMAL_TYPE,
+        DECIMAL_TYPE,
+        lc,
+        dialect.timestamp_type(),
+        "String",
+        lc,
+        lc,
+        "String",
+        lc,
+        "UInt64",
+        "UInt8",
     ];
     FACT_COLUMNS.iter().zip(types).map(|(name, ty)| format!("{name} {ty}")).collect()
 }
@@ -244,10 +258,7 @@ pub fn all_items_query(database: &str) -> String {
 
 /// The latest truncation position of each table.
 pub fn truncations_query(database: &str) -> String {
-    format!(
-        "SELECT table_name, max(_version) FROM {}.{TRUNCATIONS_TABLE} GROUP BY table_name",
-        quote_ident(database)
-    )
+    format!("SELECT table_name, max(_version) FROM {}.{TRUNCATIONS_TABLE} GROUP BY table_name", quote_ident(database))
 }
 
 pub fn insert_statement(database: &str, table: &str, columns: &[&str]) -> String {

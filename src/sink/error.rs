@@ -121,9 +121,13 @@ mod tests {
 
     #[test]
     fn codes_are_parsed_from_old_and_new_servers() {
-        let old = server("Code: 60, e.displayText() = DB::Exception: Table analytics.x doesn't exist., e.what() = DB::Exception");
+        let old = server(
+            "Code: 60, e.displayText() = DB::Exception: Table analytics.x doesn't exist., e.what() = DB::Exception",
+        );
         assert_eq!((old.class(), old.code()), (ErrorClass::Systemic, "clickhouse.unknown_table"));
-        let new = server("Code: 516. DB::Exception: default: Authentication failed: password is incorrect. (AUTHENTICATION_FAILED)");
+        let new = server(
+            "Code: 516. DB::Exception: default: Authentication failed: password is incorrect. (AUTHENTICATION_FAILED)",
+        );
         assert_eq!((new.class(), new.code(), new.is_auth()), (ErrorClass::Systemic, "clickhouse.auth", true));
     }
 

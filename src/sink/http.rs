@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// Generic over the request body: the `clickhouse` crate's body type is private, and its

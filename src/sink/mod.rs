@@ -83,12 +83,8 @@ impl Warehouse {
 
     pub async fn server_version(&self) -> Result<String, SinkError> {
         self.count_statement();
-        let version: String = self
-            .client
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(SinkError::from_client)?;
+        let version: String =
+            self.client.query("SELECT version()").fetch_one().await.map_err(SinkError::from_client)?;
         Ok(version)
     }
 
@@ -115,10 +111,10 @@ impl Warehouse {
     pub async fn insert_rowbinary(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
         self.count_statement();
         let sql = dialect::insert_statement(&self.database, table, columns);
-        let mut insert = self.client.insert_formatted_with(sql).with_timeouts(
-            Some(Duration::from_secs(30)),
-            Some(Duration::from_secs(60)),
-        );
+        let mut insert = self
+            .client
+            .insert_formatted_with(sql)
+            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
         insert.send(rows).await.map_err(SinkError::from_client)?;
         insert.end().await.map_err(SinkError::from_client)
     }

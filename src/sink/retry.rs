@@ -49,7 +49,12 @@ impl RetryPolicy {
                     if attempt >= self.max_attempts || Instant::now() + sleep >= deadline {
                         return Err(error);
                     }
-                    tracing::warn!(code = error.code(), attempt, sleep_ms = sleep.as_millis() as u64, "transient ClickHouse error, retrying");
+                    tracing::warn!(
+                        code = error.code(),
+                        attempt,
+                        sleep_ms = sleep.as_millis() as u64,
+                        "transient ClickHouse error, retrying"
+                    );
                     tokio::time::sleep(sleep).await;
                 }
             }

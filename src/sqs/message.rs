@@ -55,11 +55,7 @@ impl Message {
         // A FIFO record carries MessageGroupId among its system attributes (Lambda event
         // format); the `.fifo` ARN suffix is checked by `sqs::batch::is_fifo`.
         let id = MessageId::new(record.message_id.clone()?)?;
-        let receive_count = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
+        let receive_count = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
         Some(Message {
             id,
             body: record.body.take().unwrap_or_default(),

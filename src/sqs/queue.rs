@@ -102,7 +102,11 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send;
 
     /// Returns the new message's id.
-    fn send(&self, queue_url: &str, message: OutgoingMessage) -> impl Future<Output = Result<String, QueueError>> + Send;
+    fn send(
+        &self,
+        queue_url: &str,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<String, QueueError>> + Send;
 
     fn delete(&self, queue_url: &str, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 
@@ -262,15 +266,9 @@ impl Queue for SqsQueue {
 /// service reads the queue name from the URL's path, so the derived URL works too.
 pub fn url_from_arn(arn: &str) -> Option<String> {
     let mut parts = arn.split(':');
-    let (Some("arn"), Some(partition), Some("sqs"), Some(region), Some(account), Some(name), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("arn"), Some(partition), Some("sqs"), Some(region), Some(account), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return None;
     };
     if region.is_empty() || account.is_empty() || name.is_empty() {

@@ -36,7 +36,13 @@ pub struct RedriveArgs {
 
 impl RedriveArgs {
     pub fn new(dlq_url: impl Into<String>, queue_url: impl Into<String>) -> Self {
-        Self { dlq_url: dlq_url.into(), queue_url: queue_url.into(), max_messages: None, keep_diagnostics: false, visibility_timeout: 30 }
+        Self {
+            dlq_url: dlq_url.into(),
+            queue_url: queue_url.into(),
+            max_messages: None,
+            keep_diagnostics: false,
+            visibility_timeout: 30,
+        }
     }
 }
 
@@ -111,8 +117,13 @@ mod tests {
         attributes.insert("error_code".to_string(), Attribute::string("body.not_json"));
         attributes.insert("original_message_id".to_string(), Attribute::string("orig"));
         attributes.insert("source".to_string(), Attribute::string("debezium"));
-        ReceivedMessage { message_id: id.into(), receipt_handle: format!("rh-{id}"), body: "b".into(), ..Default::default() }
-            .with_attributes(attributes)
+        ReceivedMessage {
+            message_id: id.into(),
+            receipt_handle: format!("rh-{id}"),
+            body: "b".into(),
+            ..Default::default()
+        }
+        .with_attributes(attributes)
     }
 
     trait With {

@@ -28,11 +28,52 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     statements.extend(dialect::schema_statements(d, db).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
 
     let ts = 1_704_067_200_123_456i64; // 2024-01-01 00:00:00.123456 UTC
-    let rows = [row(SourceTable::Customers, 7, vec![Cell::Int(7), Cell::Text("a@b.c".into()), Cell::Text("Ada".into()), Cell::Text("UK".into()), Cell::Text("London".into()), Cell::Timestamp(ts)], 10),
-        row(SourceTable::Products, 100, vec![Cell::Int(100), Cell::Text("Lamp".into()), Cell::Text("Home".into()), Cell::Decimal(4_820_000), Cell::Timestamp(ts)], 11),
-        row(SourceTable::Orders, 10, vec![Cell::Int(10), Cell::Int(7), Cell::Timestamp(ts), Cell::Text("paid".into()), Cell::Decimal(-1_500_000)], 12),
-        row(SourceTable::OrderItems, 1, vec![Cell::Int(1), Cell::Int(10), Cell::Int(100), Cell::Int(3), Cell::Decimal(4_820_000)], 13),
-        MirrorRow::tombstone(SourceTable::OrderItems, 2, Version(14))];
+    let rows = [
+        row(
+            SourceTable::Customers,
+            7,
+            vec![
+                Cell::Int(7),
+                Cell::Text("a@b.c".into()),
+                Cell::Text("Ada".into()),
+                Cell::Text("UK".into()),
+                Cell::Text("London".into()),
+                Cell::Timestamp(ts),
+            ],
+            10,
+        ),
+        row(
+            SourceTable::Products,
+            100,
+            vec![
+                Cell::Int(100),
+                Cell::Text("Lamp".into()),
+                Cell::Text("Home".into()),
+                Cell::Decimal(4_820_000),
+                Cell::Timestamp(ts),
+            ],
+            11,
+        ),
+        row(
+            SourceTable::Orders,
+            10,
+            vec![
+                Cell::Int(10),
+                Cell::Int(7),
+                Cell::Timestamp(ts),
+                Cell::Text("paid".into()),
+                Cell::Decimal(-1_500_000),
+            ],
+            12,
+        ),
+        row(
+            SourceTable::OrderItems,
+            1,
+            vec![Cell::Int(1), Cell::Int(10), Cell::Int(100), Cell::Int(3), Cell::Decimal(4_820_000)],
+            13,
+        ),
+        MirrorRow::tombstone(SourceTable::OrderItems, 2, Version(14)),
+    ];
     for table in SourceTable::ALL {
         let mut bytes = Vec::new();
         for r in rows.iter().filter(|r| r.table == table) {
@@ -57,10 +98,22 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
 
     // Every lookup the pipeline issues, with the rows it must see (tombstones included).
     let check = |sql: String, expect: &str| json!({"sql": sql, "expect": expect});
-    statements.push(check(dialect::latest_rows_query(d, db, SourceTable::OrderItems, &[1, 2, 3]) + " ORDER BY id", "1\t10\t100\t3\t4.82\t13\t0\n2\t0\t0\t0\t0\t14\t1\n"));
-    statements.push(check(dialect::latest_rows_query(d, db, SourceTable::Orders, &[10]), "10\t7\t1704067200123456\tpaid\t-1.5\t12\t0\n"));
-    statements.push(check(dialect::latest_rows_query(d, db, SourceTable::Customers, &[7]), "7\ta@b.c\tAda\tUK\tLondon\t1704067200123456\t10\t0\n"));
-    statements.push(check(dialect::latest_rows_query(d, db, SourceTable::Products, &[100]), "100\tLamp\tHome\t4.82\t1704067200123456\t11\t0\n"));
+    statements.push(check(
+        dialect::latest_rows_query(d, db, SourceTable::OrderItems, &[1, 2, 3]) + " ORDER BY id",
+        "1\t10\t100\t3\t4.82\t13\t0\n2\t0\t0\t0\t0\t14\t1\n",
+    ));
+    statements.push(check(
+        dialect::latest_rows_query(d, db, SourceTable::Orders, &[10]),
+        "10\t7\t1704067200123456\tpaid\t-1.5\t12\t0\n",
+    ));
+    statements.push(check(
+        dialect::latest_rows_query(d, db, SourceTable::Customers, &[7]),
+        "7\ta@b.c\tAda\tUK\tLondon\t1704067200123456\t10\t0\n",
+    ));
+    statements.push(check(
+        dialect::latest_rows_query(d, db, SourceTable::Products, &[100]),
+        "100\tLamp\tHome\t4.82\t1704067200123456\t11\t0\n",
+    ));
     statements.push(check(dialect::latest_rows_query(d, db, SourceTable::Products, &[]), ""));
     statements.push(check(dialect::touched_items_query(db, &[10], &[], &[]), "1\n"));
     statements.push(check(dialect::touched_items_query(db, &[], &[7], &[]), "1\n"));
@@ -69,10 +122,22 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     statements.push(check(dialect::truncations_query(db), "products\t5\n"));
 
     let fact = FactRow {
-        order_item_id: 1, order_id: 10, customer_id: 7, product_id: 100, quantity: 3, unit_price: 4_820_000,
-        revenue: 14_460_000, order_status: "paid".into(), order_date_us: ts, customer_name: "Ada".into(),
-        customer_country: "UK".into(), customer_city: "London".into(), product_name: "Lamp".into(),
-        product_category: "Home".into(), version: 46, is_deleted: false,
+        order_item_id: 1,
+        order_id: 10,
+        customer_id: 7,
+        product_id: 100,
+        quantity: 3,
+        unit_price: 4_820_000,
+        revenue: 14_460_000,
+        order_status: "paid".into(),
+        order_date_us: ts,
+        customer_name: "Ada".into(),
+        customer_country: "UK".into(),
+        customer_city: "London".into(),
+        product_name: "Lamp".into(),
+        product_category: "Home".into(),
+        version: 46,
+        is_deleted: false,
     };
     let deleted = FactRow { order_item_id: 2, version: 50, is_deleted: true, ..FactRow::default() };
     let mut bytes = Vec::new();

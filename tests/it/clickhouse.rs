@@ -30,7 +30,14 @@ async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
 }
 
 fn customer(id: i64, name: &str) -> Customer {
-    Customer { id, email: format!("c{id}@x.io"), name: name.into(), country: "UK".into(), city: "London".into(), created_at_us: 1_704_067_200_000_000 }
+    Customer {
+        id,
+        email: format!("c{id}@x.io"),
+        name: name.into(),
+        country: "UK".into(),
+        city: "London".into(),
+        created_at_us: 1_704_067_200_000_000,
+    }
 }
 fn product(id: i64, name: &str, price_cents: i64) -> Product {
     Product { id, name: name.into(), category: "Home".into(), price_cents, created_at_us: 1_704_067_200_000_000 }
@@ -122,7 +129,10 @@ async fn facts_appear_whichever_side_arrives_first() {
     let before = db.events.len();
     db.upsert_item(item(41, 30, 20, 1, 1_000));
     assert_all_ok(&run(&pipeline, &db.events[before..]).await);
-    assert_eq!(tsv(&pipeline, "SELECT order_item_id, customer_name, product_name FROM DB.sales_fact_current ORDER BY 1").await, "40\tCy\tPen\n41\tCy\tPen\n");
+    assert_eq!(
+        tsv(&pipeline, "SELECT order_item_id, customer_name, product_name FROM DB.sales_fact_current ORDER BY 1").await,
+        "40\tCy\tPen\n41\tCy\tPen\n"
+    );
     drop_database(&database).await;
 }
 
@@ -141,13 +151,33 @@ async fn toast_placeholder_keeps_the_stored_value() {
     let lsn = db.peek_lsn();
     let update = debezium_body("products", "u", Some(json!({"id": 2})), Some(after.clone()), lsn);
     assert_all_ok(&run(&pipeline, &[update]).await);
-    assert_eq!(tsv(&pipeline, "SELECT name, price FROM DB.products_current").await, "A very long description\t2.500000\n");
+    assert_eq!(
+        tsv(&pipeline, "SELECT name, price FROM DB.products_current").await,
+        "A very long description\t2.500000\n"
+    );
     assert_eq!(tsv(&pipeline, "SELECT product_name FROM DB.sales_fact_current").await, "A very long description\n");
 
     // A placeholder whose earlier value has not arrived yet is retried, never stored.
-    let orphan = debezium_body("products", "u", Some(json!({"id": 77})), Some({ let mut a = after; a["id"] = json!(77); a }), lsn + 1);
+    let orphan = debezium_body(
+        "products",
+        "u",
+        Some(json!({"id": 77})),
+        Some({
+            let mut a = after;
+            a["id"] = json!(77);
+            a
+        }),
+        lsn + 1,
+    );
     let reports = run(&pipeline, &[orphan]).await;
-    assert_eq!(reports[0].outcome, MessageOutcome::Failed { class: ErrorClass::Transient, code: "toast.base_missing", table: Some("products".into()) });
+    assert_eq!(
+        reports[0].outcome,
+        MessageOutcome::Failed {
+            class: ErrorClass::Transient,
+            code: "toast.base_missing",
+            table: Some("products".into())
+        }
+    );
     assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.products WHERE id = 77").await, "0\n");
     drop_database(&database).await;
 }
@@ -214,7 +244,8 @@ async fn one_poison_message_in_a_thousand_fails_alone() {
     let started = pipeline.warehouse().statements_sent();
     let reports = run(&pipeline, &bodies).await;
     let statements = pipeline.warehouse().statements_sent() - started;
-    let failed: Vec<usize> = reports.iter().enumerate().filter(|(_, r)| r.outcome.is_failure()).map(|(i, _)| i).collect();
+    let failed: Vec<usize> =
+        reports.iter().enumerate().filter(|(_, r)| r.outcome.is_failure()).map(|(i, _)| i).collect();
     assert_eq!(failed, vec![500]);
     let MessageOutcome::Failed { class, code, .. } = &reports[500].outcome else { unreachable!() };
     assert_eq!(*class, ErrorClass::Poison);
@@ -227,7 +258,10 @@ async fn one_poison_message_in_a_thousand_fails_alone() {
     let started = pipeline.warehouse().statements_sent();
     assert_all_ok(&run(&pipeline, &small).await);
     let small_statements = pipeline.warehouse().statements_sent() - started;
-    assert!(statements <= small_statements + 1, "1000 messages took {statements} statements, 3 took {small_statements}");
+    assert!(
+        statements <= small_statements + 1,
+        "1000 messages took {statements} statements, 3 took {small_statements}"
+    );
     assert!(statements <= 12, "{statements} statements for one invocation");
     drop_database(&database).await;
 }
@@ -258,10 +292,17 @@ async fn clickhouse_down_is_transient_for_every_message() {
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&unreachable));
     let body = debezium_body("customers", "c", None, Some(customer(1, "Ada").json()), 10);
     let reports = pipeline
-        .process(&[message("m1", body), message("m2", String::new())], Instant::now() + std::time::Duration::from_secs(2))
+        .process(
+            &[message("m1", body), message("m2", String::new())],
+            Instant::now() + std::time::Duration::from_secs(2),
+        )
         .await
         .expect("an outage is not systemic");
-    assert!(matches!(reports[0].outcome, MessageOutcome::Failed { class: ErrorClass::Transient, .. }), "{:?}", reports[0].outcome);
+    assert!(
+        matches!(reports[0].outcome, MessageOutcome::Failed { class: ErrorClass::Transient, .. }),
+        "{:?}",
+        reports[0].outcome
+    );
     assert_eq!(reports[1].outcome, MessageOutcome::Skipped("tombstone"));
 }
 
@@ -280,7 +321,10 @@ async fn deletions_keep_the_parent_keys_they_had_even_after_merges() {
     for table in ["order_items", "orders", "sales_fact"] {
         pipeline.warehouse().execute(&format!("OPTIMIZE TABLE {database}.{table} FINAL")).await.unwrap();
     }
-    assert_eq!(tsv(&pipeline, "SELECT id, order_id, product_id, _is_deleted FROM DB.order_items").await, "4\t3\t2\t1\n");
+    assert_eq!(
+        tsv(&pipeline, "SELECT id, order_id, product_id, _is_deleted FROM DB.order_items").await,
+        "4\t3\t2\t1\n"
+    );
     assert_eq!(tsv(&pipeline, "SELECT id, customer_id, _is_deleted FROM DB.orders").await, "3\t1\t1\n");
     // Redelivered deletions and later dimension changes re-derive the fact: it stays deleted.
     let mut again = db.events[before..].to_vec();

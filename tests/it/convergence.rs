@@ -82,7 +82,13 @@ pub fn generate_history(seed: u64) -> SourceDb {
                 db.upsert_order(order);
                 for _ in 0..rng.random_range(1..4) {
                     let product_id = pick(&mut rng, db.products.keys().copied().collect()).unwrap_or(2);
-                    let item = Item { id: id(), order_id, product_id, quantity: rng.random_range(1..10), price_cents: rng.random_range(1..100_000) };
+                    let item = Item {
+                        id: id(),
+                        order_id,
+                        product_id,
+                        quantity: rng.random_range(1..10),
+                        price_cents: rng.random_range(1..100_000),
+                    };
                     db.upsert_item(item);
                 }
             }
@@ -171,7 +177,8 @@ pub fn generate_history(seed: u64) -> SourceDb {
 /// batches, split over two workers that run concurrently.
 pub fn schedule(seed: u64, events: &[String]) -> [Vec<Vec<Message>>; 2] {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let mut messages: Vec<Message> = events.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
+    let mut messages: Vec<Message> =
+        events.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
     let duplicates = (events.len() / 10).max(1) + rng.random_range(0..=events.len() / 5);
     for d in 0..duplicates {
         let i = rng.random_range(0..events.len());
@@ -263,7 +270,13 @@ async fn sales_fact_converges_under_any_delivery_schedule() {
         .iter()
         .filter_map(|(seed, r)| r.as_ref().err().map(|e| format!("seed {seed}: {e} (replay: CONVERGENCE_SEED={seed})")))
         .collect();
-    assert!(failures.is_empty(), "{} of {} schedules diverged:\n{}", failures.len(), results.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} schedules diverged:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -295,8 +308,14 @@ fn histories_cover_every_table_and_operation() {
 fn print_history() {
     let seed: u64 = std::env::var("CONVERGENCE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     for body in generate_history(seed % HISTORIES).events {
-        if body.is_empty() { println!("(tombstone)"); continue; }
+        if body.is_empty() {
+            println!("(tombstone)");
+            continue;
+        }
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        println!("{} {} {} before={} after={}", v["source"]["lsn"], v["source"]["table"], v["op"], v["before"], v["after"]);
+        println!(
+            "{} {} {} before={} after={}",
+            v["source"]["lsn"], v["source"]["table"], v["op"], v["before"], v["after"]
+        );
     }
 }

@@ -12,10 +12,10 @@ use base64::Engine;
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::DecodeOptions;
 use cdc_processor::pipeline::Pipeline;
-use cdc_processor::sink::dialect::Dialect;
 use cdc_processor::sink::Warehouse;
+use cdc_processor::sink::dialect::Dialect;
 use cdc_processor::sqs::message::{Message, MessageId};
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 
 pub fn clickhouse_url() -> String {
     std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_string())
@@ -45,10 +45,9 @@ pub fn deadline() -> Instant {
 pub async fn fresh_pipeline(prefix: &str) -> (Pipeline, String) {
     let database = fresh_database(prefix);
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database)));
-    pipeline
-        .migrate(deadline())
-        .await
-        .unwrap_or_else(|e| panic!("ClickHouse at {} must be running (scripts/clickhouse.sh start): {e}", clickhouse_url()));
+    pipeline.migrate(deadline()).await.unwrap_or_else(|e| {
+        panic!("ClickHouse at {} must be running (scripts/clickhouse.sh start): {e}", clickhouse_url())
+    });
     (pipeline, database)
 }
 
@@ -90,13 +89,38 @@ pub fn iso(us: i64) -> String {
 
 /// Source rows of the modelled sales database.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Customer { pub id: i64, pub email: String, pub name: String, pub country: String, pub city: String, pub created_at_us: i64 }
+pub struct Customer {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub country: String,
+    pub city: String,
+    pub created_at_us: i64,
+}
 #[derive(Debug, Clone, PartialEq)]
-pub struct Product { pub id: i64, pub name: String, pub category: String, pub price_cents: i64, pub created_at_us: i64 }
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+    pub price_cents: i64,
+    pub created_at_us: i64,
+}
 #[derive(Debug, Clone, PartialEq)]
-pub struct Order { pub id: i64, pub customer_id: i64, pub order_date_us: i64, pub status: String, pub total_cents: i64 }
+pub struct Order {
+    pub id: i64,
+    pub customer_id: i64,
+    pub order_date_us: i64,
+    pub status: String,
+    pub total_cents: i64,
+}
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item { pub id: i64, pub order_id: i64, pub product_id: i64, pub quantity: i32, pub price_cents: i64 }
+pub struct Item {
+    pub id: i64,
+    pub order_id: i64,
+    pub product_id: i64,
+    pub quantity: i32,
+    pub price_cents: i64,
+}
 
 impl Customer {
     pub fn json(&self) -> Json {
