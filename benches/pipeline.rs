@@ -62,6 +62,17 @@ fn col(name: &str, ty: &str, value: serde_json::Value) -> serde_json::Value {
     json!({"name": name, "type": ty, "value": value, "optional": name != "id"})
 }
 
+/// The columns of an `orders` row as wal2json prints them.
+fn order_columns(order_id: i64, customers: i64, ts: &serde_json::Value, status: &str) -> serde_json::Value {
+    json!([
+        col("id", "bigint", json!(order_id)),
+        col("customer_id", "bigint", json!(order_id % customers + 1)),
+        col("order_date", "timestamp with time zone", ts.clone()),
+        col("status", "text", json!(status)),
+        col("total", "numeric(14,2)", money(12_050))
+    ])
+}
+
 /// Realistic Debezium bodies: ~10% dimensions, orders with 1-4 items, ~15% updates.
 fn corpus(events: usize) -> Vec<String> {
     let mut converter = Converter::new("oltp", "oltp");
@@ -118,30 +129,12 @@ fn corpus(events: usize) -> Vec<String> {
                 lsn,
                 xid,
                 "orders",
-                json!([
-                    col("id", "bigint", json!(order_id)),
-                    col("customer_id", "bigint", json!(order_id % customers + 1)),
-                    col("order_date", "timestamp with time zone", ts.clone()),
-                    col("status", "text", json!("shipped")),
-                    col("total", "numeric(14,2)", money(12_050))
-                ]),
+                order_columns(order_id, customers, &ts, "shipped"),
                 Some(json!([{"name": "id", "type": "bigint", "value": order_id}])),
             )
         } else if n.is_multiple_of(3) {
             let order_id = n as i64;
-            wal2json_record(
-                lsn,
-                xid,
-                "orders",
-                json!([
-                    col("id", "bigint", json!(order_id)),
-                    col("customer_id", "bigint", json!(order_id % customers + 1)),
-                    col("order_date", "timestamp with time zone", ts.clone()),
-                    col("status", "text", json!("pending")),
-                    col("total", "numeric(14,2)", money(12_050))
-                ]),
-                None,
-            )
+            wal2json_record(lsn, xid, "orders", order_columns(order_id, customers, &ts, "pending"), None)
         } else {
             let item_id = n as i64;
             let order_id = n as i64 - (n as i64 % 3);
