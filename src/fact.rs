@@ -3,20 +3,14 @@
 //! Enters: the newest mirror rows (tombstones included) of an item and of the order, customer and
 //! product it references, plus each table's truncation position. Leaves: a [`FactRow`].
 //!
-//! Why this converges under any delivery order (NOTES §4): mirror versions per key only grow;
-//! after its mirror rows are acknowledged, every invocation re-derives every fact they touch by
-//! reading the mirrors. The derivation that reads after the last write sees the newest row of all
-//! four components. A fact's version is the SUM of the four components' versions, so that
-//! derivation carries the greatest version ReplacingMergeTree can see for the fact, whatever the
-//! order the inserts land in; an equal sum means identical inputs. A component never seen counts
-//! as its table's truncation position (0 if never truncated), and a row older than that position
-//! counts as deleted at that position, so a truncation also only ever raises versions.
-//!
-//! Limit (see the issue notes): the argument needs each fact's components to be fixed by its key.
-//! When an item moves to another order or product, or an order to another customer, a stale
-//! derivation through the OLD parent can carry a larger sum than the correct one if that old
-//! parent changed later. The sales schema never moves items between orders; such updates are
-//! reported by `verify` if they ever happen.
+//! Why this converges under any delivery order, duplicates, concurrent invocations and foreign
+//! keys that move: docs/sales-fact.md. In short, every invocation re-derives, after its mirror
+//! writes, every fact they touch, and a fact's version is the tuple (item version, order version,
+//! customer + product versions) compared in that order: of two derivations of one fact, the one
+//! that read the newer item wins; with the same item row (hence the same order key) the one that
+//! read the newer order wins; with the same item and order rows (hence the same customer and
+//! product keys) the one that read newer dimensions wins. A component never seen, or older than
+//! its table's last truncation, counts as deleted at that truncation's position (0 if none).
 
 use std::collections::HashMap;
 
@@ -91,8 +85,38 @@ pub struct FactRow {
     pub customer_city: String,
     pub product_name: String,
     pub product_category: String,
-    pub version: u64,
+    pub version: FactVersion,
     pub is_deleted: bool,
+}
+
+/// A fact's version: compared field by field, in this order (docs/sales-fact.md).
+///
+/// Source positions are below 2^63 (larger ones are rejected as poison by the decoder), so the
+/// sum of the two dimension versions fits a `u64`; the whole tuple is stored as one `UInt256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct FactVersion {
+    pub item: u64,
+    pub order: u64,
+    /// Customer version + product version.
+    pub dimensions: u64,
+}
+
+impl FactVersion {
+    /// The tuple as one little-endian `UInt256`: item in bits 128..192, order in 64..128,
+    /// dimensions in 0..64, so integer order equals tuple order.
+    pub fn to_le_u256(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[0..8].copy_from_slice(&self.dimensions.to_le_bytes());
+        out[8..16].copy_from_slice(&self.order.to_le_bytes());
+        out[16..24].copy_from_slice(&self.item.to_le_bytes());
+        out
+    }
+
+    /// The weaker `UInt64` version of servers without `UInt256` (ClickHouse before 23.2): the sum
+    /// of the components. Exact while foreign keys do not move (README, "Older ClickHouse").
+    pub fn legacy_sum(self) -> u64 {
+        self.item.saturating_add(self.order).saturating_add(self.dimensions)
+    }
 }
 
 /// What the derivation reads: newest mirror rows by key, and truncation positions.
@@ -149,9 +173,8 @@ impl Snapshot {
                 self.truncated_at(SourceTable::Products),
             ),
         ];
-        // Source positions are far below 2^62 (an LSN of 2^62 is 4 EiB of WAL), so the sum of
-        // four cannot overflow in practice; saturate rather than wrap if it ever did.
-        let version = parts.iter().fold(0u64, |sum, (v, _)| sum.saturating_add(*v));
+        let [(item_v, _), (order_v, _), (customer_v, _), (product_v, _)] = parts;
+        let version = FactVersion { item: item_v, order: order_v, dimensions: customer_v.saturating_add(product_v) };
         let live = parts.iter().all(|(_, live)| *live);
 
         match (item, order, customer, product) {
@@ -250,11 +273,11 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_join_gives_a_live_fact_with_exact_revenue_and_summed_version() {
+    fn a_complete_join_gives_a_live_fact_with_exact_revenue_and_tuple_version() {
         let fact = snapshot().derive(1);
         assert!(!fact.is_deleted);
         assert_eq!(fact.revenue, 14_460_000); // 3 × 4.82 = 14.46
-        assert_eq!(fact.version, 5 + 4 + 2 + 3);
+        assert_eq!(fact.version, FactVersion { item: 5, order: 4, dimensions: 2 + 3 });
         assert_eq!((fact.customer_name.as_str(), fact.product_category.as_str()), ("Ada", "Home"));
     }
 
@@ -272,7 +295,7 @@ mod tests {
         s.products.clear();
         let incomplete = s.derive(1);
         assert!(incomplete.is_deleted);
-        assert_eq!(incomplete.version, 5 + 4 + 2);
+        assert_eq!(incomplete.version, FactVersion { item: 5, order: 4, dimensions: 2 });
     }
 
     #[test]
@@ -282,11 +305,52 @@ mod tests {
         s.truncations.insert(SourceTable::Products, 50);
         let truncated = s.derive(1);
         assert!(truncated.is_deleted);
-        assert_eq!(truncated.version, 5 + 4 + 2 + 50);
+        assert_eq!(truncated.version, FactVersion { item: 5, order: 4, dimensions: 2 + 50 });
         assert!(truncated.version > live.version);
         // A product re-inserted after the truncation brings the fact back, higher still.
         s.products.get_mut(&100).unwrap().version = 60;
         let back = s.derive(1);
         assert!(!back.is_deleted && back.version > truncated.version);
+    }
+
+    #[test]
+    fn a_derivation_through_a_moved_items_old_order_loses_whatever_that_order_did_later() {
+        // Item 1 moved from order 10 to order 20 (item version 7); order 10 changed much later
+        // (version 100). A stale derivation that read the item before the move, then order 10's
+        // newest row, must not displace the derivation through order 20.
+        let mut stale = snapshot();
+        stale.orders.get_mut(&10).unwrap().version = 100;
+        stale.orders.get_mut(&10).unwrap().status = "stale".into();
+        let mut fresh = snapshot();
+        let item = fresh.items.get_mut(&1).unwrap();
+        item.order_id = 20;
+        item.version = 7;
+        let mut order = fresh.orders[&10].clone();
+        order.id = 20;
+        order.version = 6;
+        fresh.orders.insert(20, order);
+        let (stale, fresh) = (stale.derive(1), fresh.derive(1));
+        assert!(fresh.version > stale.version, "{:?} must beat {:?}", fresh.version, stale.version);
+        // The old sum-of-versions scheme got this wrong: 5 + 100 + 5 > 7 + 6 + 5.
+        assert!(stale.version.legacy_sum() > fresh.version.legacy_sum());
+        assert_eq!(fresh.order_id, 20);
+    }
+
+    #[test]
+    fn the_packed_version_orders_like_the_tuple() {
+        let versions = [
+            FactVersion { item: 1, order: u64::MAX, dimensions: u64::MAX },
+            FactVersion { item: 2, order: 0, dimensions: 0 },
+            FactVersion { item: 2, order: 1, dimensions: 0 },
+            FactVersion { item: 2, order: 1, dimensions: 1 << 63 },
+        ];
+        for pair in versions.windows(2) {
+            let as_int = |v: FactVersion| {
+                let b = v.to_le_u256();
+                (u128::from_le_bytes(b[16..32].try_into().unwrap()), u128::from_le_bytes(b[0..16].try_into().unwrap()))
+            };
+            assert!(pair[0] < pair[1]);
+            assert!(as_int(pair[0]) < as_int(pair[1]));
+        }
     }
 }

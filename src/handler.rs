@@ -35,7 +35,7 @@ use crate::sqs::backoff::Backoff;
 use crate::sqs::batch::{self, BatchError, Disposition};
 use crate::sqs::dead_letter::{self, DeadLetter};
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
-use crate::sqs::queue::{Attribute, Queue, url_from_arn};
+use crate::sqs::queue::{Attribute, OutgoingMessage, Queue, url_from_arn};
 use crate::telemetry::{self, InvocationMetrics};
 
 /// Builds a pipeline for given ClickHouse settings: at cold start, when the cached secret
@@ -254,7 +254,7 @@ where
         let deadline = self.deadline(invocation);
 
         let reports = match self.process(&messages, deadline).await {
-            Ok(reports) => reports,
+            Ok(reports) => self.send_follow_ups(&messages, reports).await,
             Err(e) => {
                 for _ in &messages {
                     metrics.record_event(None, None, ErrorClass::Systemic.as_str());
@@ -445,6 +445,40 @@ where
             // The message still comes back, only after the queue's visibility timeout.
             warn!(message_id = %message.id, code = e.code(), error = %e, "ChangeMessageVisibility failed");
         }
+    }
+
+    /// Sends each message's follow-ups (unfinished re-derivations) to its source queue before
+    /// the message can be acknowledged; a message whose follow-ups could not all be sent fails
+    /// as transient, so its work is redone rather than lost (docs/sales-fact.md, "Fan-out").
+    async fn send_follow_ups(&self, messages: &[Message], mut reports: Vec<MessageReport>) -> Vec<MessageReport> {
+        for (index, (message, report)) in messages.iter().zip(reports.iter_mut()).enumerate() {
+            if report.follow_ups.is_empty() || report.outcome.is_failure() {
+                continue;
+            }
+            let url = self.config.source_queue_url.clone().or_else(|| message.source_arn.as_deref().and_then(url_from_arn));
+            let mut sent = url.is_some();
+            for (n, body) in std::mem::take(&mut report.follow_ups).into_iter().enumerate() {
+                let Some(url) = url.as_deref().filter(|_| sent) else { break };
+                let outgoing = OutgoingMessage {
+                    body,
+                    // FIFO: the follow-up joins its message's group, after it.
+                    group_id: message.group_id.clone(),
+                    deduplication_id: message.group_id.as_ref().map(|_| format!("{}-follow-up-{n}", message.id)),
+                    ..OutgoingMessage::default()
+                };
+                if let Err(e) = self.queue.send(url, outgoing).await {
+                    warn!(message_id = %message.id, code = e.code(), error = %e, "follow-up not sent");
+                    sent = false;
+                }
+            }
+            if sent {
+                info!(message_id = %message.id, index, "re-derivation continues in a follow-up message");
+            } else {
+                report.outcome =
+                    MessageOutcome::Failed { class: ErrorClass::Transient, code: "follow_up.not_sent", table: report.table.clone() };
+            }
+        }
+        reports
     }
 
     async fn back_off_all(&self, messages: &[Message]) {

@@ -35,6 +35,7 @@ pub mod handler;
 pub mod lambda;
 pub mod mirror;
 pub mod pipeline;
+pub mod rederive;
 pub mod secrets;
 pub mod sink;
 pub mod sqs;

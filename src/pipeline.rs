@@ -1,29 +1,42 @@
 //! The core of one invocation: messages in, one report per message out.
 //!
-//! decode → mirror rows → one INSERT per mirror table → re-derive touched facts → one INSERT
-//! into `sales_fact`. Everything SQS-specific (batch response, FIFO rules, backoff, DLQ) lives in
-//! `handler` and `sqs`, which see this stage only through [`Process`].
+//! decode → mirror rows → foreign-key index rows (one INSERT per index) → mirror rows (one INSERT
+//! per table) → find the facts the changes touch (key lookups in the indexes) → re-derive them
+//! page by page → INSERT into `sales_fact` → re-derivations that did not fit become follow-up
+//! messages. Everything SQS-specific (batch response, FIFO rules, backoff, DLQ, sending the
+//! follow-ups) lives in `handler` and `sqs`, which see this stage only through [`Process`]. The
+//! SQL lives in `sink`; this module only orchestrates. Design: docs/sales-fact.md.
 //!
-//! Per invocation the number of ClickHouse round trips does not grow with the batch: at most one
-//! INSERT per table (more only while isolating a poison row by bisection), and a fixed set of
-//! lookups (TOAST bases, touched items, the four mirrors, truncations).
+//! Per invocation the number of ClickHouse round trips does not grow with the batch (at most one
+//! INSERT per table, more only while isolating a poison row by bisection, and a fixed set of
+//! lookups), and no query or buffer grows with a change's fan-out: facts are derived in pages
+//! of at most [`PAGE`] items.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::change::{Decoded, Version};
 use crate::decode::{DecodeOptions, Decoder};
 use crate::error::{Classify, ErrorClass};
-use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
+use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState};
 use crate::mirror::{self, Cell, MirrorChange, MirrorRow};
-use crate::sink::dialect::{self, Dialect};
+use crate::rederive::{Scope, Task};
+use crate::sink::dialect::{self, Dialect, FkIndex};
 use crate::sink::retry::RetryPolicy;
 use crate::sink::{SinkError, Warehouse, rowbinary};
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use crate::tables::SourceTable;
+
+/// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
+/// the query text and the memory of a round, whatever a change's fan-out.
+pub const PAGE: usize = 10_000;
+/// Children of one changed parent read inline; a parent with more is re-derived as a [`Task`].
+const INLINE_PER_PARENT: usize = 1_000;
+/// Children read inline per index lookup in all.
+const INLINE_TOTAL: usize = 50_000;
 
 /// A fault of the environment, not of any message: the invocation fails as a whole so that SQS
 /// redelivers the batch later and no healthy message is dead-lettered.
@@ -84,6 +97,26 @@ pub struct Counts {
     pub facts: usize,
 }
 
+/// Rows for one table, grouped by message so that a failing insert can be bisected down to the
+/// message that poisons it.
+type Groups = Vec<(usize, Vec<u8>)>;
+
+/// Facts to re-derive: items read inline, and tasks (with the message that caused each) for
+/// the rest. A task is owned by one message: if it cannot finish, that message carries the
+/// follow-up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub items: BTreeSet<i64>,
+    pub tasks: BTreeMap<Scope, (usize, i64)>,
+}
+
+impl Touched {
+    fn add_task(&mut self, message: usize, scope: Scope, after: i64) {
+        let entry = self.tasks.entry(scope).or_insert((message, after));
+        entry.1 = entry.1.min(after);
+    }
+}
+
 impl Pipeline {
     pub fn new(decoder_options: DecodeOptions, warehouse: Warehouse) -> Self {
         Self { decoder: Decoder::new(decoder_options), warehouse, retry: RetryPolicy::default() }
@@ -102,9 +135,9 @@ impl Pipeline {
         let mut reports: Vec<MessageReport> =
             messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
         let mut timings = Timings::start();
-        let pending = self.decode_all(messages, &mut reports);
+        let (pending, tasks) = self.decode_all(messages, &mut reports);
         timings.lap("decode");
-        if pending.is_empty() {
+        if pending.is_empty() && tasks.is_empty() {
             return Ok(reports);
         }
 
@@ -113,34 +146,49 @@ impl Pipeline {
             self.warehouse.ensure_schema().await?;
             self.warehouse.dialect().await
         });
+        let task_messages: Vec<usize> = tasks.iter().map(|(m, _)| *m).collect();
         let dialect = match prepared.await {
             Ok(dialect) => dialect,
-            Err(e) => return fail_pending(reports, &pending, e),
+            Err(e) => {
+                let all: Vec<usize> = pending.iter().map(|p| p.message).chain(task_messages).collect();
+                return fail_messages(reports, &all, e);
+            }
         };
 
         let mut pending = pending;
-        if let Err(e) = self.complete_rows(dialect, &mut pending, &mut reports, deadline).await {
-            return fail_pending(reports, &pending, e);
+        if let Err(e) = self.complete_rows(&mut pending, &mut reports, deadline).await {
+            let all: Vec<usize> = pending.iter().map(|p| p.message).chain(task_messages).collect();
+            return fail_messages(reports, &all, e);
         }
         timings.lap("complete");
-        let written = self.write_mirrors(dialect, &pending, &mut reports, deadline).await?;
+        let written = self.write_rows(dialect, &pending, &mut reports, deadline).await?;
         timings.lap("mirrors");
-        if written.is_empty() {
-            return Ok(reports);
-        }
-        let counts = match self.derive_facts(dialect, &written, &mut reports, deadline).await {
-            Ok(counts) => counts,
-            Err(e) => {
-                let messages: Vec<usize> = written.iter().map(|p| p.message).collect();
-                return fail_messages(reports, &messages, e);
+
+        let affected: Vec<usize> = written.iter().map(|p| p.message).chain(task_messages).collect();
+        let derived = async {
+            let mut touched = self.touched(&written, deadline).await?;
+            for (message, task) in tasks {
+                touched.add_task(message, task.scope, task.after);
             }
+            let items: Vec<i64> = touched.items.iter().copied().collect();
+            let mut facts = self.derive(&items, deadline).await?;
+            let (more, unfinished) = self.run_tasks(touched.tasks, deadline).await?;
+            facts += more;
+            Ok::<_, SinkError>((facts, unfinished))
         };
+        let (facts, unfinished) = match derived.await {
+            Ok(done) => done,
+            Err(e) => return fail_messages(reports, &affected, e),
+        };
+        for (message, task) in unfinished {
+            reports[message].follow_ups.push(task.to_body());
+        }
         timings.lap("facts");
         tracing::debug!(
             messages = messages.len(),
             changes = written.len(),
-            mirror_rows = counts.mirror_rows,
-            facts = counts.facts,
+            mirror_rows = reports.iter().map(|r| r.rows_inserted).sum::<u64>(),
+            facts,
             decode_ms = timings.ms("decode"),
             complete_ms = timings.ms("complete"),
             mirrors_ms = timings.ms("mirrors"),
@@ -150,11 +198,24 @@ impl Pipeline {
         Ok(reports)
     }
 
-    /// Decodes and maps every message; failures and skips are final here.
-    fn decode_all(&self, messages: &[Message], reports: &mut [MessageReport]) -> Vec<PendingChange> {
+    /// Decodes and maps every message; failures and skips are final here. Follow-up messages
+    /// of this processor come back as re-derivation tasks.
+    fn decode_all(&self, messages: &[Message], reports: &mut [MessageReport]) -> (Vec<PendingChange>, Vec<(usize, Task)>) {
         let mut pending = Vec::new();
+        let mut tasks = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             let report = &mut reports[index];
+            match Task::parse(&message.body) {
+                Some(Ok(task)) => {
+                    tasks.push((index, task));
+                    continue;
+                }
+                Some(Err(e)) => {
+                    report.outcome = failed(&e, None);
+                    continue;
+                }
+                None => {}
+            }
             let event = match self.decoder.decode(&message.body) {
                 Ok(Decoded::Change(event)) => event,
                 Ok(Decoded::Skipped(kind)) => {
@@ -180,7 +241,7 @@ impl Pipeline {
                 Err(e) => report.outcome = failed(&e, Some(table.name())),
             }
         }
-        pending
+        (pending, tasks)
     }
 
     /// Completes rows from what is already known about their key, before they are written:
@@ -194,7 +255,6 @@ impl Pipeline {
     ///   versions (`fact.rs`). Nothing known: the tombstone keeps its defaults.
     async fn complete_rows(
         &self,
-        dialect: Dialect,
         pending: &mut Vec<PendingChange>,
         reports: &mut [MessageReport],
         deadline: Instant,
@@ -223,7 +283,7 @@ impl Pipeline {
         }
         for (table, keys) in &lookups {
             let keys: Vec<i64> = keys.iter().copied().collect();
-            for (key, version, deleted, cells) in self.stored_rows(dialect, *table, &keys, deadline).await? {
+            for (key, version, deleted, cells) in self.stored_rows(*table, &keys, deadline).await? {
                 bases.entry((*table, key)).or_default().push(Base { version, live: !deleted, cells });
             }
         }
@@ -279,15 +339,15 @@ impl Pipeline {
     /// The newest stored row of each key, as mirror cells.
     async fn stored_rows(
         &self,
-        dialect: Dialect,
         table: SourceTable,
         keys: &[i64],
         deadline: Instant,
     ) -> Result<Vec<(i64, Version, bool, Vec<Cell>)>, SinkError> {
-        let sql = &dialect::latest_rows_query(dialect, self.warehouse.database(), table, keys);
+        let w = &self.warehouse;
         Ok(match table {
             SourceTable::Customers => self
-                .fetch_retrying::<CustomerState>(sql, deadline)
+                .retry
+                .run(deadline, || w.latest::<CustomerState>(table, keys))
                 .await?
                 .into_iter()
                 .map(|r| {
@@ -303,7 +363,8 @@ impl Pipeline {
                 })
                 .collect(),
             SourceTable::Products => self
-                .fetch_retrying::<ProductState>(sql, deadline)
+                .retry
+                .run(deadline, || w.latest::<ProductState>(table, keys))
                 .await?
                 .into_iter()
                 .map(|r| {
@@ -318,7 +379,8 @@ impl Pipeline {
                 })
                 .collect(),
             SourceTable::Orders => self
-                .fetch_retrying::<OrderState>(sql, deadline)
+                .retry
+                .run(deadline, || w.latest::<OrderState>(table, keys))
                 .await?
                 .into_iter()
                 .map(|r| {
@@ -333,7 +395,8 @@ impl Pipeline {
                 })
                 .collect(),
             SourceTable::OrderItems => self
-                .fetch_retrying::<ItemState>(sql, deadline)
+                .retry
+                .run(deadline, || w.latest::<ItemState>(table, keys))
                 .await?
                 .into_iter()
                 .map(|r| {
@@ -350,38 +413,49 @@ impl Pipeline {
         })
     }
 
-    async fn fetch_retrying<T>(&self, sql: &str, deadline: Instant) -> Result<Vec<T>, SinkError>
-    where
-        T: clickhouse::RowOwned + clickhouse::RowRead,
-    {
-        self.retry.run(deadline, || self.warehouse.fetch::<T>(sql)).await
-    }
-
-    /// One INSERT per mirror table (plus the truncation table). Returns the changes that landed.
-    async fn write_mirrors<'p>(
+    /// Writes the changes in two steps: first the foreign-key index entries of every live item
+    /// and order row, then the mirror rows (one INSERT per table, plus the truncation table).
+    /// The order matters: a lookup that runs after a parent's change must find every child
+    /// whose mirror row was written before it (docs/sales-fact.md). A message whose index
+    /// entries fail is not written at all. Returns the changes that landed.
+    async fn write_rows<'p>(
         &self,
         dialect: Dialect,
         pending: &'p [PendingChange],
         reports: &mut [MessageReport],
         deadline: Instant,
     ) -> Result<Vec<&'p PendingChange>, SystemicError> {
-        // Encoded rows per table, grouped by message so that a failing insert can be bisected
-        // down to the message that poisons it.
-        let mut per_table: BTreeMap<&'static str, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+        let mut index_groups: BTreeMap<FkIndex, Groups> = BTreeMap::new();
         for p in pending {
+            let MirrorChange::Rows(rows) = &p.change else { continue };
+            for row in rows.iter().filter(|r| !r.is_deleted) {
+                for index in FkIndex::fed_by(row.table) {
+                    let Some(parent) = row.int(index.parent) else { continue };
+                    let mut bytes = Vec::with_capacity(16);
+                    rowbinary::put_i64(&mut bytes, parent);
+                    rowbinary::put_i64(&mut bytes, row.key);
+                    index_groups.entry(*index).or_default().push((p.message, bytes));
+                }
+            }
+        }
+        let inserts = index_groups.into_iter().map(|(index, groups)| async move {
+            self.insert_isolating(index.table, &index.columns(), groups, deadline).await
+        });
+        let mut failed = self.collect_failures(inserts).await?;
+
+        let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
+        for p in pending.iter().filter(|p| !failed.contains_key(&p.message)) {
             let mut bytes = Vec::new();
             let table = match &p.change {
                 MirrorChange::Rows(rows) => {
                     for row in rows {
                         rowbinary::encode_mirror_row(&mut bytes, dialect, row);
                     }
-                    reports[p.message].rows_inserted = rows.len() as u64;
                     rows.first().map_or("", |r: &MirrorRow| r.table.name())
                 }
                 MirrorChange::Truncate { table, version } => {
                     rowbinary::put_string(&mut bytes, table.name());
                     rowbinary::put_u64(&mut bytes, version.0);
-                    reports[p.message].rows_inserted = 1;
                     dialect::TRUNCATIONS_TABLE
                 }
             };
@@ -397,12 +471,8 @@ impl Pipeline {
             };
             self.insert_isolating(table, &columns, groups, deadline).await
         });
-        let mut failed: HashMap<usize, (ErrorClass, &'static str)> = HashMap::new();
-        for result in futures::future::join_all(inserts).await {
-            for (message, class, code) in result? {
-                failed.insert(message, (class, code));
-            }
-        }
+        failed.extend(self.collect_failures(inserts).await?);
+
         let mut written = Vec::with_capacity(pending.len());
         for p in pending {
             match failed.remove(&p.message) {
@@ -410,10 +480,29 @@ impl Pipeline {
                     let table = reports[p.message].table.clone();
                     reports[p.message].outcome = MessageOutcome::Failed { class, code, table };
                 }
-                None => written.push(p),
+                None => {
+                    reports[p.message].rows_inserted = match &p.change {
+                        MirrorChange::Rows(rows) => rows.len() as u64,
+                        MirrorChange::Truncate { .. } => 1,
+                    };
+                    written.push(p);
+                }
             }
         }
         Ok(written)
+    }
+
+    async fn collect_failures(
+        &self,
+        inserts: impl Iterator<Item = impl Future<Output = Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError>>>,
+    ) -> Result<HashMap<usize, (ErrorClass, &'static str)>, SystemicError> {
+        let mut failed = HashMap::new();
+        for result in futures::future::join_all(inserts).await {
+            for (message, class, code) in result? {
+                failed.insert(message, (class, code));
+            }
+        }
+        Ok(failed)
     }
 
     /// Inserts the groups in one statement; if the server rejects the data, splits the groups in
@@ -457,103 +546,170 @@ impl Pipeline {
         Ok(failures)
     }
 
-    /// Re-derives every fact the written changes touch and inserts them in one statement.
-    async fn derive_facts(
-        &self,
-        dialect: Dialect,
-        written: &[&PendingChange],
-        reports: &mut [MessageReport],
-        deadline: Instant,
-    ) -> Result<Counts, SinkError> {
-        let database = self.warehouse.database();
-        let mut items = BTreeSet::new();
-        let (mut orders, mut customers, mut products) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-        let mut truncated = false;
+    /// The facts the written changes touch: changed items themselves, and the children of
+    /// changed orders, customers and products, found by key lookups in the foreign-key indexes.
+    /// A parent with more children than fit inline, and a truncation, become tasks.
+    async fn touched(&self, written: &[&PendingChange], deadline: Instant) -> Result<Touched, SinkError> {
+        let mut touched = Touched::default();
+        let mut parents: BTreeMap<Scope, usize> = BTreeMap::new();
         for p in written {
             match &p.change {
-                MirrorChange::Truncate { .. } => truncated = true,
+                MirrorChange::Truncate { .. } => touched.add_task(p.message, Scope::All, i64::MIN),
                 MirrorChange::Rows(rows) => {
                     for row in rows {
-                        let keys = match row.table {
-                            SourceTable::OrderItems => &mut items,
-                            SourceTable::Orders => &mut orders,
-                            SourceTable::Customers => &mut customers,
-                            SourceTable::Products => &mut products,
+                        let scope = match row.table {
+                            SourceTable::OrderItems => {
+                                touched.items.insert(row.key);
+                                continue;
+                            }
+                            SourceTable::Orders => Scope::Order(row.key),
+                            SourceTable::Customers => Scope::Customer(row.key),
+                            SourceTable::Products => Scope::Product(row.key),
                         };
-                        keys.insert(row.key);
+                        parents.entry(scope).or_insert(p.message);
                     }
                 }
             }
         }
-        let touched_sql = if truncated {
-            Some(dialect::all_items_query(database))
-        } else if !(orders.is_empty() && customers.is_empty() && products.is_empty()) {
-            let list = |s: &BTreeSet<i64>| s.iter().copied().collect::<Vec<_>>();
-            Some(dialect::touched_items_query(database, &list(&orders), &list(&customers), &list(&products)))
-        } else {
-            None
+        if touched.tasks.contains_key(&Scope::All) {
+            // A truncation re-derives every fact anyway.
+            return Ok(touched);
+        }
+        let keys = |wanted: fn(Scope) -> Option<i64>, parents: &BTreeMap<Scope, usize>| -> Vec<(i64, usize)> {
+            parents.iter().filter_map(|(s, m)| wanted(*s).map(|k| (k, *m))).collect()
         };
-        if let Some(sql) = touched_sql {
-            let found = self.retry.run(deadline, || self.warehouse.fetch_ids(&sql)).await?;
-            items.extend(found);
+        // Customers reach their items through their orders: first the orders.
+        let customers = keys(|s| if let Scope::Customer(k) = s { Some(k) } else { None }, &parents);
+        let customer_keys: Vec<i64> = customers.iter().map(|(k, _)| *k).collect();
+        let pairs = self
+            .retry
+            .run(deadline, || {
+                self.warehouse.children(dialect::ORDERS_BY_CUSTOMER, &customer_keys, INLINE_PER_PARENT, INLINE_TOTAL)
+            })
+            .await?;
+        let split = split_children(&customer_keys, &pairs, INLINE_PER_PARENT, INLINE_TOTAL);
+        for (customer, message) in &customers {
+            if split.incomplete.iter().any(|(c, _)| c == customer) {
+                // Too many orders to read inline: the whole customer becomes a task.
+                touched.add_task(*message, Scope::Customer(*customer), i64::MIN);
+            }
         }
-        let item_ids: Vec<i64> = items.into_iter().collect();
-        let snapshot = self.read_snapshot(dialect, &item_ids, deadline).await?;
-        let facts: Vec<FactRow> = item_ids.iter().map(|id| snapshot.derive(*id)).collect();
+        for (customer, order) in &pairs {
+            if let Some((_, message)) = customers.iter().find(|(c, _)| c == customer)
+                && !split.incomplete.iter().any(|(c, _)| c == customer)
+            {
+                parents.entry(Scope::Order(*order)).or_insert(*message);
+            }
+        }
 
-        let mut body = Vec::with_capacity(facts.len() * 128);
-        for fact in &facts {
-            rowbinary::encode_fact_row(&mut body, dialect, fact);
+        let orders = keys(|s| if let Scope::Order(k) = s { Some(k) } else { None }, &parents);
+        let products = keys(|s| if let Scope::Product(k) = s { Some(k) } else { None }, &parents);
+        let order_keys: Vec<i64> = orders.iter().map(|(k, _)| *k).collect();
+        let product_keys: Vec<i64> = products.iter().map(|(k, _)| *k).collect();
+        let (by_order, by_product) = tokio::join!(
+            self.retry.run(deadline, || {
+                self.warehouse.children(dialect::ITEMS_BY_ORDER, &order_keys, INLINE_PER_PARENT, INLINE_TOTAL)
+            }),
+            self.retry.run(deadline, || {
+                self.warehouse.children(dialect::ITEMS_BY_PRODUCT, &product_keys, INLINE_PER_PARENT, INLINE_TOTAL)
+            }),
+        );
+        for (found, owners, scope) in
+            [(by_order?, orders, Scope::Order as fn(i64) -> Scope), (by_product?, products, Scope::Product)]
+        {
+            let keys: Vec<i64> = owners.iter().map(|(k, _)| *k).collect();
+            let split = split_children(&keys, &found, INLINE_PER_PARENT, INLINE_TOTAL);
+            touched.items.extend(split.children);
+            for (parent, after) in split.incomplete {
+                let message = owners.iter().find(|(k, _)| *k == parent).map_or(0, |(_, m)| *m);
+                touched.add_task(message, scope(parent), after);
+            }
         }
-        let body = Bytes::from(body);
-        if !facts.is_empty() {
-            self.retry
-                .run(deadline, || {
-                    self.warehouse.insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, body.clone())
-                })
-                .await?;
-        }
-        let mirror_rows = reports.iter().map(|r| r.rows_inserted as usize).sum();
-        Ok(Counts { mirror_rows, facts: facts.len() })
+        Ok(touched)
     }
 
-    /// Reads the newest mirror rows the given items need: the items, then their orders, then the
-    /// orders' customers and the items' products.
-    async fn read_snapshot(
+    /// Re-derives the given order items, a page at a time: one snapshot read and one INSERT per
+    /// page. Returns the number of facts written.
+    async fn derive(&self, items: &[i64], deadline: Instant) -> Result<usize, SinkError> {
+        for page in items.chunks(PAGE) {
+            let snapshot = self.retry.run(deadline, || self.warehouse.snapshot(page)).await?;
+            let facts: Vec<FactRow> = page.iter().map(|id| snapshot.derive(*id)).collect();
+            drop(snapshot);
+            self.retry.run(deadline, || self.warehouse.insert_facts(&facts)).await?;
+        }
+        Ok(items.len())
+    }
+
+    /// Walks each task page by page while the invocation has time for another page. Returns
+    /// the facts written and the tasks left unfinished, each where it stopped: the handler sends
+    /// them as follow-up messages before it acknowledges their messages, so the work continues
+    /// durably, and every invocation that runs a task moves it forward by at least one page.
+    async fn run_tasks(
         &self,
-        dialect: Dialect,
-        item_ids: &[i64],
+        tasks: BTreeMap<Scope, (usize, i64)>,
         deadline: Instant,
-    ) -> Result<Snapshot, SinkError> {
-        let database = self.warehouse.database();
-        if item_ids.is_empty() {
-            return Ok(Snapshot::default());
+    ) -> Result<(usize, Vec<(usize, Task)>), SinkError> {
+        let mut facts = 0;
+        let mut unfinished = Vec::new();
+        let mut slowest_page = Duration::ZERO;
+        for (scope, (message, after)) in tasks {
+            let mut task = Task { scope, after };
+            let mut pages = 0;
+            loop {
+                // The first page of a task always runs (progress on every retry); later ones
+                // only while twice the slowest page so far still fits.
+                if pages > 0 && Instant::now() + slowest_page * 2 >= deadline {
+                    unfinished.push((message, task));
+                    break;
+                }
+                let started = Instant::now();
+                let ids = self.retry.run(deadline, || self.warehouse.page(task.scope, task.after, PAGE)).await?;
+                let Some(&last) = ids.last() else { break };
+                facts += self.derive(&ids, deadline).await?;
+                task.after = last;
+                pages += 1;
+                slowest_page = slowest_page.max(started.elapsed());
+                if ids.len() < PAGE {
+                    break;
+                }
+            }
         }
-        let sql = dialect::latest_rows_query(dialect, database, SourceTable::OrderItems, item_ids);
-        let (truncations, items) = tokio::join!(
-            self.retry.run(deadline, || self.warehouse.truncations()),
-            self.fetch_retrying::<ItemState>(&sql, deadline),
-        );
-        let mut snapshot = Snapshot { truncations: truncations?, ..Snapshot::default() };
-        snapshot.items = items?.into_iter().map(|r| (r.id, r)).collect();
-
-        let order_ids: Vec<i64> = distinct(snapshot.items.values().map(|i| i.order_id));
-        let product_ids: Vec<i64> = distinct(snapshot.items.values().map(|i| i.product_id));
-        let sql = dialect::latest_rows_query(dialect, database, SourceTable::Orders, &order_ids);
-        snapshot.orders =
-            self.fetch_retrying::<OrderState>(&sql, deadline).await?.into_iter().map(|r| (r.id, r)).collect();
-
-        let customer_ids: Vec<i64> = distinct(snapshot.orders.values().map(|o| o.customer_id));
-        let customers_sql = dialect::latest_rows_query(dialect, database, SourceTable::Customers, &customer_ids);
-        let products_sql = dialect::latest_rows_query(dialect, database, SourceTable::Products, &product_ids);
-        let (customers, products) = tokio::join!(
-            self.fetch_retrying::<CustomerState>(&customers_sql, deadline),
-            self.fetch_retrying::<ProductState>(&products_sql, deadline),
-        );
-        snapshot.customers = customers?.into_iter().map(|r| (r.id, r)).collect();
-        snapshot.products = products?.into_iter().map(|r| (r.id, r)).collect();
-        Ok(snapshot)
+        Ok((facts, unfinished))
     }
+}
+
+/// A children lookup split into the children read and the parents whose children did not all
+/// fit, each with the last child read (`i64::MIN` if none).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Split {
+    children: Vec<i64>,
+    incomplete: Vec<(i64, i64)>,
+}
+
+/// `pairs` is the answer of `dialect::children_query` for `parents`: ordered by parent then
+/// child, at most `per_parent` per parent and `total` in all.
+fn split_children(parents: &[i64], pairs: &[(i64, i64)], per_parent: usize, total: usize) -> Split {
+    let cut_short = pairs.len() >= total;
+    let last_parent = pairs.last().map(|(p, _)| *p);
+    let mut seen: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+    for (parent, child) in pairs {
+        let entry = seen.entry(*parent).or_insert((0, i64::MIN));
+        entry.0 += 1;
+        entry.1 = entry.1.max(*child);
+    }
+    let mut split = Split { children: pairs.iter().map(|(_, c)| *c).collect(), incomplete: Vec::new() };
+    for parent in parents {
+        match seen.get(parent) {
+            Some(&(count, last)) if count >= per_parent || (cut_short && Some(*parent) == last_parent) => {
+                split.incomplete.push((*parent, last));
+            }
+            None if cut_short && last_parent.is_some_and(|last| *parent > last) => {
+                split.incomplete.push((*parent, i64::MIN));
+            }
+            _ => {}
+        }
+    }
+    split
 }
 
 impl Process for Pipeline {
@@ -596,23 +752,8 @@ impl Timings {
     }
 }
 
-fn distinct(ids: impl Iterator<Item = i64>) -> Vec<i64> {
-    ids.collect::<BTreeSet<_>>().into_iter().collect()
-}
-
 fn failed(error: &impl Classify, table: Option<&str>) -> MessageOutcome {
     MessageOutcome::Failed { class: error.class(), code: error.code(), table: table.map(str::to_string) }
-}
-
-/// A ClickHouse failure before or during the writes of `pending`: systemic faults fail the
-/// invocation; anything else fails those messages with its class.
-fn fail_pending(
-    reports: Vec<MessageReport>,
-    pending: &[PendingChange],
-    error: SinkError,
-) -> Result<Vec<MessageReport>, SystemicError> {
-    let messages: Vec<usize> = pending.iter().map(|p| p.message).collect();
-    fail_messages(reports, &messages, error)
 }
 
 fn fail_messages(

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::raw::{self, RawObject};
 use super::schema_cache::RowPlan;
 use super::{DecodeError, Decoder, Resolved, decode_row, parse_object, string, truncate};
-use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot, Version};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot};
 
 /// True when an object without `schema`/`payload` is a bare Debezium payload.
 pub(crate) fn looks_like_payload(obj: &RawObject<'_>) -> bool {
@@ -61,7 +61,7 @@ pub(crate) fn decode_payload(
     };
 
     let lsn = source.get_some("lsn").ok_or(DecodeError::MissingVersion("source.lsn"))?;
-    let version = Version(raw::as_u64(lsn).ok_or(DecodeError::BadField("source.lsn"))?);
+    let version = super::position_version(raw::as_u64(lsn).ok_or(DecodeError::BadField("source.lsn"))?, "source.lsn")?;
     let commit_time_us = commit_time(&source)?;
     let transaction_id = source.get_some("txId").map(|v| id_text(v, "source.txId")).transpose()?;
     let snapshot = source.get_some("snapshot").and_then(snapshot);

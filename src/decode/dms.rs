@@ -79,14 +79,14 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
 /// not switch transaction details on and off mid-stream.
 fn version(metadata: &RawObject<'_>, commit_time_us: Option<i64>) -> Result<Version, DecodeError> {
     if let Some(lsn) = string(metadata, "stream-position")?.as_deref().and_then(parse_pg_lsn) {
-        return Ok(Version(lsn));
+        return super::position_version(lsn, "metadata.stream-position");
     }
     let micros = match commit_time_us {
         Some(us) => us,
         None => timestamp(metadata, "timestamp", "metadata.timestamp")?
             .ok_or(DecodeError::MissingVersion("metadata.stream-position"))?,
     };
-    u64::try_from(micros).map(Version).map_err(|_| DecodeError::BadField("metadata.timestamp"))
+    super::time_version(micros, "metadata.timestamp")
 }
 
 fn timestamp(metadata: &RawObject<'_>, key: &str, field: &'static str) -> Result<Option<i64>, DecodeError> {

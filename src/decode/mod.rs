@@ -70,6 +70,8 @@ pub enum DecodeError {
     UnknownTable(String),
     #[error("no source position to use as version (`{0}`)")]
     MissingVersion(&'static str),
+    #[error("`{0}` is implausible (a position of 2^63 or more, or a time over an hour ahead)")]
+    ImplausibleVersion(&'static str),
     #[error("column `{column}`: {error}")]
     Value {
         column: String,
@@ -94,6 +96,7 @@ impl Classify for DecodeError {
             DecodeError::UnknownOp(_) => "op.unknown",
             DecodeError::UnknownTable(_) => "table.unknown",
             DecodeError::MissingVersion(_) => "version.missing",
+            DecodeError::ImplausibleVersion(_) => "version.implausible",
             DecodeError::Value { error, .. } => error.code(),
         }
     }
@@ -110,6 +113,7 @@ pub const ERROR_CODES: &[&str] = &[
     "op.unknown",
     "table.unknown",
     "version.missing",
+    "version.implausible",
     "value.bad_decimal",
     "value.decimal_overflow",
     "value.bad_timestamp",
@@ -350,4 +354,24 @@ mod tests {
         assert_eq!(truncate("ééé", 3), "é");
         assert_eq!(truncate("abc", 10), "abc");
     }
+}
+
+/// A log position used as version: one of 2^63 or more can only be a producer's bug, and would
+/// freeze its key forever (every later change looks older), so it is poison
+/// (docs/sales-fact.md, "Implausible versions").
+pub(crate) fn position_version(position: u64, field: &'static str) -> Result<crate::change::Version, DecodeError> {
+    if position >= 1 << 63 { Err(DecodeError::ImplausibleVersion(field)) } else { Ok(crate::change::Version(position)) }
+}
+
+/// A time used as version (µs since the epoch): more than an hour in the future can only be a
+/// producer's clock or encoding bug, and before the epoch cannot be a version at all.
+pub(crate) fn time_version(micros: i64, field: &'static str) -> Result<crate::change::Version, DecodeError> {
+    const MAX_AHEAD_US: i64 = 3_600_000_000;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    if micros > now_us.saturating_add(MAX_AHEAD_US) {
+        return Err(DecodeError::ImplausibleVersion(field));
+    }
+    u64::try_from(micros).map(crate::change::Version).map_err(|_| DecodeError::BadField(field))
 }

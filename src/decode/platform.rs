@@ -11,7 +11,7 @@
 
 use super::raw::RawObject;
 use super::{DecodeError, Decoder, Outer, Resolved, decode_row, string, truncate};
-use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Version};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped};
 use crate::decode::encoding::parse_iso_timestamp;
 
 pub(crate) fn decode(
@@ -53,7 +53,7 @@ pub(crate) fn decode(
         None => outer.time.map(str::to_owned).ok_or(DecodeError::MissingField("eventTimestamp"))?,
     };
     let micros = parse_iso_timestamp(&timestamp).map_err(|_| DecodeError::BadField("eventTimestamp"))?;
-    let version = u64::try_from(micros).map(Version).map_err(|_| DecodeError::BadField("eventTimestamp"))?;
+    let version = super::time_version(micros, "eventTimestamp")?;
     let correlation_id = standard("correlationId")?;
 
     let row =

@@ -10,6 +10,7 @@
 //! derivation needs a deleted row's version. `argMax(col, _version) ... GROUP BY key` returns the
 //! newest row including tombstones on every version.
 
+use crate::rederive::Scope;
 use crate::tables::{ColumnKind, SourceTable, TableSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,15 @@ impl Dialect {
         }
     }
 
+    /// `sales_fact._version`: the packed (item, order, dimensions) tuple where `UInt256` exists
+    /// (docs/sales-fact.md), the components' sum on older servers.
+    pub fn fact_version_type(self) -> &'static str {
+        match self {
+            Dialect::Modern => "UInt256",
+            Dialect::Legacy => "UInt64",
+        }
+    }
+
     fn engine(self) -> &'static str {
         match self {
             Dialect::Modern => "ReplacingMergeTree(_version, _is_deleted)",
@@ -60,6 +70,41 @@ impl Dialect {
 pub const DECIMAL_TYPE: &str = "Decimal(38, 6)";
 pub const TRUNCATIONS_TABLE: &str = "_truncations";
 pub const FACT_TABLE: &str = "sales_fact";
+
+/// A foreign-key index: which children (order items, orders) ever referenced a parent key.
+///
+/// Written before the mirror rows it describes, so a lookup that runs after a parent's change
+/// finds every child whose row was already written (docs/sales-fact.md, "Finding the facts a
+/// change touches"). Entries are never removed: a stale one (the child moved on) only makes a
+/// derivation reread a row, which is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FkIndex {
+    pub table: &'static str,
+    pub parent: &'static str,
+    pub child: &'static str,
+}
+
+pub const ITEMS_BY_ORDER: FkIndex = FkIndex { table: "_items_by_order", parent: "order_id", child: "order_item_id" };
+pub const ITEMS_BY_PRODUCT: FkIndex =
+    FkIndex { table: "_items_by_product", parent: "product_id", child: "order_item_id" };
+pub const ORDERS_BY_CUSTOMER: FkIndex =
+    FkIndex { table: "_orders_by_customer", parent: "customer_id", child: "order_id" };
+pub const FK_INDEXES: [FkIndex; 3] = [ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER];
+
+impl FkIndex {
+    /// The indexes a mirror row of `table` feeds, with the column holding the parent key.
+    pub fn fed_by(table: SourceTable) -> &'static [FkIndex] {
+        match table {
+            SourceTable::OrderItems => &[ITEMS_BY_ORDER, ITEMS_BY_PRODUCT],
+            SourceTable::Orders => &[ORDERS_BY_CUSTOMER],
+            SourceTable::Customers | SourceTable::Products => &[],
+        }
+    }
+
+    pub fn columns(&self) -> [&'static str; 2] {
+        [self.parent, self.child]
+    }
+}
 
 /// `sales_fact` columns in insert order (see `rowbinary::encode_fact_row`).
 pub const FACT_COLUMNS: &[&str] = &[
@@ -129,7 +174,7 @@ pub fn fact_column_defs(dialect: Dialect) -> Vec<String> {
         lc,
         "String",
         lc,
-        "UInt64",
+        dialect.fact_version_type(),
         "UInt8",
     ];
     FACT_COLUMNS.iter().zip(types).map(|(name, ty)| format!("{name} {ty}")).collect()
@@ -153,6 +198,15 @@ pub fn schema_statements(dialect: Dialect, database: &str) -> Vec<String> {
         "CREATE TABLE IF NOT EXISTS {db}.{TRUNCATIONS_TABLE} (table_name String, _version UInt64) \
          ENGINE = ReplacingMergeTree(_version) ORDER BY table_name"
     ));
+    for index in FK_INDEXES {
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} ({parent} Int64, {child} Int64) \
+             ENGINE = ReplacingMergeTree() ORDER BY ({parent}, {child})",
+            table = index.table,
+            parent = index.parent,
+            child = index.child,
+        ));
+    }
     statements.push(format!(
         "CREATE TABLE IF NOT EXISTS {db}.{FACT_TABLE} ({columns}) ENGINE = {engine} ORDER BY order_item_id",
         columns = fact_column_defs(dialect).join(", "),
@@ -232,28 +286,43 @@ pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, i
     )
 }
 
-/// The order items a set of changed rows may touch: the items themselves, the items of changed
-/// orders, of the orders of changed customers, and of changed products. A superset is harmless
-/// (re-deriving a fact is idempotent), so any row that ever referenced a key counts.
-pub fn touched_items_query(database: &str, orders: &[i64], customers: &[i64], products: &[i64]) -> String {
-    let db = quote_ident(database);
+/// The children of the given parents, at most `per_parent` of each (the first by child key) and
+/// `total` in all, as `(parent, child)` rows ordered by parent then child. The key list is the
+/// invocation's own changed keys, bounded by the batch; fan-out beyond the limits continues
+/// page by page ([`page_query`]).
+pub fn children_query(database: &str, index: FkIndex, parents: &[i64], per_parent: usize, total: usize) -> String {
+    let FkIndex { table, parent, child } = index;
     format!(
-        "SELECT DISTINCT id FROM {db}.order_items WHERE order_id IN ({orders}) \
-         OR order_id IN (SELECT id FROM {db}.orders WHERE customer_id IN ({customers})) \
-         OR product_id IN ({products})",
-        orders = id_list(orders),
-        customers = id_list(customers),
-        products = id_list(products),
+        "SELECT {parent}, {child} FROM {db}.{table} WHERE {parent} IN ({keys}) GROUP BY {parent}, {child} \
+         ORDER BY {parent}, {child} LIMIT {per_parent} BY {parent} LIMIT {total}",
+        db = quote_ident(database),
+        keys = id_list(parents),
     )
 }
 
-/// Every order item ever mirrored or derived (re-derivation after a truncation).
-pub fn all_items_query(database: &str) -> String {
+/// One page of a re-derivation: the next `limit` order item ids above `after` in `scope`, in
+/// ascending order. The query text is the same size whatever the fan-out; each page reads
+/// only the scope's index range (a whole-table scope reads the ids above `after`).
+pub fn page_query(database: &str, scope: Scope, after: i64, limit: usize) -> String {
     let db = quote_ident(database);
-    format!(
-        "SELECT DISTINCT id FROM (SELECT id FROM {db}.order_items UNION ALL \
-         SELECT order_item_id AS id FROM {db}.{FACT_TABLE})"
-    )
+    let (i_o, i_p, o_c) = (ITEMS_BY_ORDER.table, ITEMS_BY_PRODUCT.table, ORDERS_BY_CUSTOMER.table);
+    let source = match scope {
+        Scope::Order(key) => {
+            format!("SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_id = {key} AND order_item_id > {after}")
+        }
+        Scope::Product(key) => {
+            format!("SELECT order_item_id AS id FROM {db}.{i_p} WHERE product_id = {key} AND order_item_id > {after}")
+        }
+        Scope::Customer(key) => format!(
+            "SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_item_id > {after} \
+             AND order_id IN (SELECT order_id FROM {db}.{o_c} WHERE customer_id = {key})"
+        ),
+        Scope::All => format!(
+            "SELECT id FROM {db}.order_items WHERE id > {after} UNION ALL \
+             SELECT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after}"
+        ),
+    };
+    format!("SELECT id FROM ({source}) GROUP BY id ORDER BY id LIMIT {limit}")
 }
 
 /// The latest truncation position of each table.

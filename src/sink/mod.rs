@@ -20,13 +20,15 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::config::ClickHouseSettings;
+use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
+use crate::rederive::Scope;
 use crate::tables::SourceTable;
-use dialect::Dialect;
+use dialect::{Dialect, FkIndex};
 pub use error::SinkError;
 
-/// Lookups may carry thousands of keys in `IN (...)`; the default 256 KiB query limit is not
-/// enough for a truncation's re-derivation.
-const MAX_QUERY_SIZE: &str = "67108864";
+/// Lookups carry at most one page of keys (`pipeline::PAGE`) in `IN (...)`, up to ~200 KiB of
+/// text; the limit leaves room above the server's 256 KiB default.
+const MAX_QUERY_SIZE: &str = "4194304";
 
 pub struct Warehouse {
     client: Client,
@@ -131,6 +133,9 @@ impl Warehouse {
             .query(sql)
             .with_setting("wait_end_of_query", "1")
             .with_setting("max_query_size", MAX_QUERY_SIZE)
+            // Every lookup must see every insert that completed before it, also on another
+            // replica (ClickHouse Cloud, Replicated* tables): docs/sales-fact.md, "Replicas".
+            .with_setting("select_sequential_consistency", "1")
             .fetch_all::<T>()
             .await
             .map_err(SinkError::from_client)
@@ -166,12 +171,90 @@ impl Warehouse {
             .collect())
     }
 
-    /// Ids from a single-column `SELECT` of Int64.
-    pub async fn fetch_ids(&self, sql: &str) -> Result<Vec<i64>, SinkError> {
+    /// The newest row (deletions included) of each listed key of a mirror table; see
+    /// [`dialect::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
+    pub async fn latest<T>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dialect = self.dialect().await?;
+        self.fetch(&dialect::latest_rows_query(dialect, &self.database, table, keys)).await
+    }
+
+    /// What the derivation of the given order items reads: their newest rows, then those of
+    /// their orders, then of the orders' customers and the items' products, and the truncation
+    /// positions. Five lookups by primary key, whatever the warehouse's size.
+    pub async fn snapshot(&self, item_ids: &[i64]) -> Result<Snapshot, SinkError> {
+        if item_ids.is_empty() {
+            return Ok(Snapshot::default());
+        }
+        let (truncations, items) =
+            tokio::join!(self.truncations(), self.latest::<ItemState>(SourceTable::OrderItems, item_ids));
+        let mut snapshot = Snapshot { truncations: truncations?, ..Snapshot::default() };
+        snapshot.items = items?.into_iter().map(|r| (r.id, r)).collect();
+
+        let order_ids = distinct(snapshot.items.values().map(|i| i.order_id));
+        let product_ids = distinct(snapshot.items.values().map(|i| i.product_id));
+        snapshot.orders =
+            self.latest::<OrderState>(SourceTable::Orders, &order_ids).await?.into_iter().map(|r| (r.id, r)).collect();
+
+        let customer_ids = distinct(snapshot.orders.values().map(|o| o.customer_id));
+        let (customers, products) = tokio::join!(
+            self.latest::<CustomerState>(SourceTable::Customers, &customer_ids),
+            self.latest::<ProductState>(SourceTable::Products, &product_ids),
+        );
+        snapshot.customers = customers?.into_iter().map(|r| (r.id, r)).collect();
+        snapshot.products = products?.into_iter().map(|r| (r.id, r)).collect();
+        Ok(snapshot)
+    }
+
+    /// `(parent, child)` pairs of a foreign-key index; see [`dialect::children_query`].
+    pub async fn children(
+        &self,
+        index: FkIndex,
+        parents: &[i64],
+        per_parent: usize,
+        total: usize,
+    ) -> Result<Vec<(i64, i64)>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Pair {
+            parent: i64,
+            child: i64,
+        }
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = dialect::children_query(&self.database, index, parents, per_parent, total);
+        Ok(self.fetch::<Pair>(&sql).await?.into_iter().map(|p| (p.parent, p.child)).collect())
+    }
+
+    /// The next page of a re-derivation; see [`dialect::page_query`].
+    pub async fn page(&self, scope: Scope, after: i64, limit: usize) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Id {
             id: i64,
         }
-        Ok(self.fetch::<Id>(sql).await?.into_iter().map(|r| r.id).collect())
+        let sql = dialect::page_query(&self.database, scope, after, limit);
+        Ok(self.fetch::<Id>(&sql).await?.into_iter().map(|r| r.id).collect())
     }
+
+    /// One INSERT of derived facts.
+    pub async fn insert_facts(&self, facts: &[FactRow]) -> Result<(), SinkError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let dialect = self.dialect().await?;
+        let mut body = Vec::with_capacity(facts.len() * 160);
+        for fact in facts {
+            rowbinary::encode_fact_row(&mut body, dialect, fact);
+        }
+        self.insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, Bytes::from(body)).await
+    }
+}
+
+fn distinct(ids: impl Iterator<Item = i64>) -> Vec<i64> {
+    ids.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
 }

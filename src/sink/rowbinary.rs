@@ -108,7 +108,10 @@ pub fn encode_fact_row(out: &mut Vec<u8>, dialect: Dialect, row: &FactRow) {
     put_string(out, &row.customer_city);
     put_string(out, &row.product_name);
     put_string(out, &row.product_category);
-    put_u64(out, row.version);
+    match dialect {
+        Dialect::Modern => out.extend_from_slice(&row.version.to_le_u256()),
+        Dialect::Legacy => put_u64(out, row.version.legacy_sum()),
+    }
     put_u8(out, u8::from(row.is_deleted));
 }
 

@@ -114,11 +114,22 @@ pub struct MessageReport {
     pub rows_inserted: u64,
     /// The platform envelope's `correlationId` (or Debezium `txId`), for log correlation.
     pub correlation_id: Option<String>,
+    /// Messages the handler must send to the source queue before it acknowledges this one:
+    /// re-derivations that did not finish within the invocation (`rederive::Task` bodies).
+    pub follow_ups: Vec<String>,
 }
 
 impl MessageReport {
     pub fn new(outcome: MessageOutcome) -> Self {
-        Self { outcome, table: None, op: None, commit_time_us: None, rows_inserted: 0, correlation_id: None }
+        Self {
+            outcome,
+            table: None,
+            op: None,
+            commit_time_us: None,
+            rows_inserted: 0,
+            correlation_id: None,
+            follow_ups: Vec::new(),
+        }
     }
 
     /// The table, from the report or else from the failure.
