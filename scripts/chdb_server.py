@@ -84,8 +84,8 @@ class Engine:
                 if data is None:
                     return self._query(sql, fmt)
                 insert = INSERT_WITH_DATA.match(sql)
-                inserter = self.session.send_insert(insert.group(1), insert.group(2))
                 try:
+                    inserter = self.session.send_insert(insert.group(1), insert.group(2))
                     if data:
                         inserter.append(data)
                     inserter.finish()
@@ -174,13 +174,18 @@ class Handler(BaseHTTPRequestHandler):
             fmt = get("default_format") or "TabSeparated"
             result = self.engine.run(sql, fmt, get("database") or "default", settings, data)
         except ServerError as e:
-            self.log_message("error code %d", e.code)
-            text = f"Code: {e.code}. {e.text} (version {self.engine.version})\n".encode()
-            return self.reply(500, text, "text/plain; charset=UTF-8", {"X-ClickHouse-Exception-Code": str(e.code)})
+            return self.fail(e)
         except UnicodeDecodeError:
-            text = b"Code: 36. DB::Exception: Query is not valid UTF-8. (BAD_ARGUMENTS)\n"
-            return self.reply(500, text, "text/plain; charset=UTF-8", {"X-ClickHouse-Exception-Code": "36"})
+            return self.fail(ServerError(36, "DB::Exception: Query is not valid UTF-8. (BAD_ARGUMENTS)"))
+        except Exception as e:  # noqa: BLE001 - a bug here must reach the client as an error, not a hang-up
+            self.log_message("internal error %s", type(e).__name__)
+            return self.fail(ServerError(1001, f"DB::Exception: {type(e).__name__} in the chDB front (STD_EXCEPTION)"))
         self.reply(200, result, "application/octet-stream", {"X-ClickHouse-Format": fmt})
+
+    def fail(self, error):
+        self.log_message("error code %d", error.code)
+        text = f"Code: {error.code}. {error.text} (version {self.engine.version})\n".encode()
+        self.reply(500, text, "text/plain; charset=UTF-8", {"X-ClickHouse-Exception-Code": str(error.code)})
 
     def authenticate(self, get):
         user = self.headers.get("X-ClickHouse-User") or get("user")
