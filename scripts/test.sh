@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a machine that has none of the services yet:
 # installs and starts ClickHouse, PostgreSQL (logical decoding) and moto on 127.0.0.1, runs every
-# Rust test against them (nothing is skipped), checks the modern SQL in chDB, lints the SAM
+# Rust test against them (nothing is skipped), runs the integration suite again against a current
+# engine (chDB behind scripts/chdb_server.py), checks the modern SQL in chDB, lints the SAM
 # template and builds the deployable Lambda zip. Stops the services it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,9 @@ python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
 source scripts/services.sh
 
 cargo test --locked --lib --bins --tests
+# The same integration suite against a current ClickHouse engine (chDB), modern dialect; no test
+# is skipped.
+CLICKHOUSE_URL=$CHDB_URL cargo test --locked --test it
 cargo bench --locked --no-run
 scripts/sam-check.sh
 echo "test: all passed" >&2

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Test-only: a current ClickHouse engine (chDB, embedded) behind the ClickHouse HTTP interface
+# (scripts/chdb_server.py) on 127.0.0.1, idempotently.
+#   scripts/chdb.sh start    pip-install chdb if missing, start if not answering, wait until ready;
+#                            prints "started" when this call started it, "running" when it already was
+#   scripts/chdb.sh stop     stop the server this script started (by its pid file, never by name)
+#   scripts/chdb.sh status   exit 0 when answering
+# Port: $CHDB_HTTP_PORT (default 8124). State under $CDC_SERVICES_DIR (default .services/ in the
+# repository): the engine's data lives as long as that directory, the server keeps it open.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+port=${CHDB_HTTP_PORT:-8124}
+dir=${CDC_SERVICES_DIR:-$here/.services}/chdb
+pidfile=$dir/chdb-$port.pid
+log=$dir/chdb-$port.log
+
+ping() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${port}/ping" 2>/dev/null; }
+
+install() {
+  python3 -c "import chdb" >/dev/null 2>&1 && return 0
+  echo "chdb: installing chdb from PyPI" >&2
+  python3 -m pip install -q chdb >&2
+}
+
+start() {
+  if ping; then echo running; return 0; fi
+  install
+  mkdir -p "$dir"
+  # setsid: the server outlives this script; stop() ends it by its pid.
+  setsid python3 "$here/scripts/chdb_server.py" --port "$port" --data "$dir/data-$port" >"$log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 100); do # at most ~30 s
+    if ping; then echo started; return 0; fi
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "chdb: server exited; log follows" >&2; tail -n 30 "$log" >&2; rm -f "$pidfile"; return 1
+    fi
+    sleep 0.3
+  done
+  echo "chdb: not answering on 127.0.0.1:${port} after 30 s" >&2
+  stop; return 1
+}
+
+stop() {
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done # at most 10 s
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) ping ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
