@@ -541,7 +541,13 @@ mod tests {
                     _ => MessageOutcome::Delivered,
                 });
             }
-            Ok(out.into_iter().map(MessageReport::from).collect())
+            let mut reports: Vec<MessageReport> = out.into_iter().map(MessageReport::from).collect();
+            for (m, report) in messages.iter().zip(&mut reports) {
+                if m.body == "follow-up" {
+                    report.follow_ups = vec!["continue-1".into(), "continue-2".into()];
+                }
+            }
+            Ok(reports)
         }
     }
 
@@ -639,6 +645,32 @@ mod tests {
         let e = event(vec![record(Some("a"), "poison", ARN, None, 1)]);
         let resp = h.handle(e, &invocation()).await.unwrap();
         assert_eq!(failed(&resp), vec!["a"]);
+    }
+
+    #[tokio::test]
+    async fn follow_ups_are_sent_to_the_source_queue_before_the_message_is_acknowledged() {
+        let (h, _) = handler(Some(DLQ), FakeQueue::default());
+        let e = event(vec![record(Some("a"), "follow-up", ARN, None, 1), record(Some("b"), "ok", ARN, None, 1)]);
+        let resp = h.handle(e, &invocation()).await.unwrap();
+        assert!(failed(&resp).is_empty());
+        let sent: Vec<(String, String)> = h
+            .queue
+            .calls()
+            .into_iter()
+            .filter_map(|c| if let Call::Send(url, m) = c { Some((url, m.body)) } else { None })
+            .collect();
+        assert_eq!(sent, vec![(QUEUE_URL.into(), "continue-1".into()), (QUEUE_URL.into(), "continue-2".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_message_whose_follow_ups_cannot_be_sent_fails_as_transient() {
+        let queue = FakeQueue { failing_url: Some(QUEUE_URL.into()), ..Default::default() };
+        let (h, _) = handler(Some(DLQ), queue);
+        let e = event(vec![record(Some("a"), "follow-up", ARN, None, 1), record(Some("b"), "ok", ARN, None, 1)]);
+        let resp = h.handle(e, &invocation()).await.unwrap();
+        // Retried (its work is redone), never dead-lettered, and its batch-mate is unaffected.
+        assert_eq!(failed(&resp), vec!["a"]);
+        assert!(!h.queue.calls().iter().any(|c| matches!(c, Call::Send(url, _) if url == DLQ)));
     }
 
     #[tokio::test]

@@ -343,3 +343,52 @@ async fn deletions_keep_the_parent_keys_they_had_even_after_merges() {
     assert_eq!(tsv(&pipeline, "SELECT order_id, product_id, _is_deleted FROM DB.order_items").await, "3\t2\t1\n");
     drop_database(&database).await;
 }
+
+/// A product sold 150,000 times is renamed: the re-derivation runs in bounded pages, continues
+/// in follow-up messages when the invocation's time runs out, and ends with every fact renamed.
+/// Nothing is poison, whatever the fan-out.
+#[tokio::test]
+async fn a_product_with_150000_items_is_renamed_through_bounded_pages_and_follow_ups() {
+    const ITEMS: u64 = 150_000;
+    let (pipeline, database) = fresh_pipeline("fanout").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    assert_all_ok(&run(&pipeline, &db.events).await);
+    // The items, as earlier invocations would have written them: mirror rows and index entries.
+    for sql in [
+        format!(
+            "INSERT INTO DB.order_items (id, order_id, product_id, quantity, price, _version, _is_deleted) \
+             SELECT toInt64(number + 1000), toInt64(3), toInt64(2), toInt32(1), toDecimal128(1, 6), toUInt64(1000), \
+             toUInt8(0) FROM numbers({ITEMS})"
+        ),
+        format!("INSERT INTO DB._items_by_product SELECT toInt64(2), toInt64(number + 1000) FROM numbers({ITEMS})"),
+        format!("INSERT INTO DB._items_by_order SELECT toInt64(3), toInt64(number + 1000) FROM numbers({ITEMS})"),
+    ] {
+        let sql = sql.replace("DB.", &format!("{database}."));
+        pipeline.warehouse().execute(&sql).await.expect("seed");
+    }
+
+    db.events.clear();
+    db.upsert_product(product(2, "Lamp v2", 100));
+    let mut queue = db.events.clone();
+    let mut invocations = 0;
+    while let Some(body) = queue.pop() {
+        invocations += 1;
+        assert!(invocations <= 100, "no progress after {invocations} invocations");
+        // A short deadline: each invocation gets through about one page, as a busy Lambda would.
+        let deadline = Instant::now() + std::time::Duration::from_millis(300);
+        let reports = pipeline.process(&[message(format!("m{invocations}"), body.clone())], deadline).await.unwrap();
+        match &reports[0].outcome {
+            MessageOutcome::Failed { class: ErrorClass::Poison, code, .. } => panic!("dead-lettered: {code}"),
+            // Retried by SQS.
+            MessageOutcome::Failed { .. } => queue.push(body),
+            _ => queue.extend(reports[0].follow_ups.iter().cloned()),
+        }
+    }
+    assert!(invocations > 2, "the re-derivation should have continued in follow-ups ({invocations} invocations)");
+    let renamed = tsv(&pipeline, "SELECT countIf(product_name = 'Lamp v2'), count() FROM DB.sales_fact_current").await;
+    assert_eq!(renamed, format!("{ITEMS}\t{ITEMS}\n"));
+    drop_database(&database).await;
+}
