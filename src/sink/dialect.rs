@@ -51,10 +51,11 @@ impl Dialect {
         }
     }
 
-    fn engine(self) -> &'static str {
+    /// The `ReplacingMergeTree` parameters of versioned tables.
+    fn version_parameters(self) -> &'static str {
         match self {
-            Dialect::Modern => "ReplacingMergeTree(_version, _is_deleted)",
-            Dialect::Legacy => "ReplacingMergeTree(_version)",
+            Dialect::Modern => "_version, _is_deleted",
+            Dialect::Legacy => "_version",
         }
     }
 
@@ -180,48 +181,60 @@ pub fn fact_column_defs(dialect: Dialect) -> Vec<String> {
     FACT_COLUMNS.iter().zip(types).map(|(name, ty)| format!("{name} {ty}")).collect()
 }
 
-/// Every statement `migrate` runs, in order; each is idempotent.
-pub fn schema_statements(dialect: Dialect, database: &str) -> Vec<String> {
+/// Every statement `migrate` runs, in order; each is idempotent. With a `cluster`, every
+/// statement runs `ON CLUSTER` and tables use `ReplicatedReplacingMergeTree` (README, "ClickHouse
+/// clusters and ClickHouse Cloud").
+pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>) -> Vec<String> {
     let db = quote_ident(database);
-    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}")];
+    let on = cluster.map_or(String::new(), |c| format!(" ON CLUSTER {}", quote_ident(c)));
+    let engine = |parameters: &str| match cluster {
+        None => format!("ReplacingMergeTree({parameters})"),
+        Some(_) => {
+            let rest = if parameters.is_empty() { String::new() } else { format!(", {parameters}") };
+            format!("ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}'{rest})")
+        }
+    };
+    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}{on}")];
     for table in SourceTable::ALL {
         let spec = table.spec();
         statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) ENGINE = {engine} ORDER BY {key}",
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY {key}",
             name = spec.name,
             columns = mirror_column_defs(dialect, table).join(", "),
-            engine = dialect.engine(),
+            engine = engine(dialect.version_parameters()),
             key = spec.key,
         ));
     }
     statements.push(format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{TRUNCATIONS_TABLE} (table_name String, _version UInt64) \
-         ENGINE = ReplacingMergeTree(_version) ORDER BY table_name"
+        "CREATE TABLE IF NOT EXISTS {db}.{TRUNCATIONS_TABLE}{on} (table_name String, _version UInt64) \
+         ENGINE = {engine} ORDER BY table_name",
+        engine = engine("_version"),
     ));
     for index in FK_INDEXES {
         statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{table} ({parent} Int64, {child} Int64) \
-             ENGINE = ReplacingMergeTree() ORDER BY ({parent}, {child})",
+            "CREATE TABLE IF NOT EXISTS {db}.{table}{on} ({parent} Int64, {child} Int64) \
+             ENGINE = {engine} ORDER BY ({parent}, {child})",
             table = index.table,
             parent = index.parent,
             child = index.child,
+            engine = engine(""),
         ));
     }
     statements.push(format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{FACT_TABLE} ({columns}) ENGINE = {engine} ORDER BY order_item_id",
+        "CREATE TABLE IF NOT EXISTS {db}.{FACT_TABLE}{on} ({columns}) ENGINE = {engine} ORDER BY order_item_id",
         columns = fact_column_defs(dialect).join(", "),
-        engine = dialect.engine(),
+        engine = engine(dialect.version_parameters()),
     ));
     // Current-state views: what analysts query. A mirror row older than its table's last
     // truncation is gone even if it arrived after the truncation was processed.
     statements.push(format!(
-        "CREATE VIEW IF NOT EXISTS {db}.{FACT_TABLE}_current AS \
+        "CREATE VIEW IF NOT EXISTS {db}.{FACT_TABLE}_current{on} AS \
          SELECT * FROM {db}.{FACT_TABLE} FINAL WHERE _is_deleted = 0"
     ));
     for table in SourceTable::ALL {
         let name = table.name();
         statements.push(format!(
-            "CREATE VIEW IF NOT EXISTS {db}.{name}_current AS \
+            "CREATE VIEW IF NOT EXISTS {db}.{name}_current{on} AS \
              SELECT * FROM {db}.{name} FINAL WHERE _is_deleted = 0 AND _version > \
              (SELECT max(_version) FROM {db}.{TRUNCATIONS_TABLE} WHERE table_name = '{name}')"
         ));
@@ -349,11 +362,27 @@ mod tests {
 
     #[test]
     fn modern_ddl_uses_is_deleted_and_datetime64() {
-        let ddl = schema_statements(Dialect::Modern, "analytics").join("\n");
+        let ddl = schema_statements(Dialect::Modern, "analytics", None).join("\n");
         assert!(ddl.contains("ReplacingMergeTree(_version, _is_deleted)"));
         assert!(ddl.contains("order_date DateTime64(6, 'UTC')"));
-        let legacy = schema_statements(Dialect::Legacy, "analytics").join("\n");
+        let legacy = schema_statements(Dialect::Legacy, "analytics", None).join("\n");
         assert!(!legacy.contains("DateTime64") && !legacy.contains("LowCardinality"));
+    }
+
+    #[test]
+    fn a_cluster_gets_on_cluster_ddl_and_replicated_engines() {
+        let ddl = schema_statements(Dialect::Modern, "analytics", Some("prod"));
+        assert_eq!(ddl[0], "CREATE DATABASE IF NOT EXISTS `analytics` ON CLUSTER `prod`");
+        for statement in &ddl[1..] {
+            assert!(statement.contains(" ON CLUSTER `prod` "), "{statement}");
+            assert!(!statement.contains(" ReplacingMergeTree"), "{statement}");
+        }
+        let facts = ddl.iter().find(|s| s.contains("`analytics`.sales_fact ON")).unwrap();
+        assert!(facts.contains(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)"
+        ));
+        let index = ddl.iter().find(|s| s.contains("_items_by_order")).unwrap();
+        assert!(index.contains("'{replica}') ORDER BY (order_id, order_item_id)"), "{index}");
     }
 
     #[test]

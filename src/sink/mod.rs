@@ -33,6 +33,8 @@ const MAX_QUERY_SIZE: &str = "4194304";
 pub struct Warehouse {
     client: Client,
     database: String,
+    /// `CLICKHOUSE_CLUSTER`: create the schema `ON CLUSTER` with replicated engines.
+    cluster: Option<String>,
     dialect: OnceCell<Dialect>,
     schema_ready: OnceCell<()>,
     /// Statements sent (each attempt counts): lets tests check that the round trips of an
@@ -50,8 +52,16 @@ impl Warehouse {
             // row layout here is fixed by our own queries instead.
             .with_validation(false)
             .with_compression(clickhouse::Compression::None);
+        let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        // Replicated tables: inserts acknowledged by a quorum, so that lookups with
+        // `select_sequential_consistency` see them on any replica (docs/sales-fact.md, "Replicas").
+        let client = match from_env("CLICKHOUSE_INSERT_QUORUM") {
+            Some(quorum) => client.with_setting("insert_quorum", quorum),
+            None => client,
+        };
         Self {
             client,
+            cluster: from_env("CLICKHOUSE_CLUSTER"),
             database: settings.database.clone(),
             dialect: OnceCell::new(),
             schema_ready: OnceCell::new(),
@@ -95,7 +105,7 @@ impl Warehouse {
         self.schema_ready
             .get_or_try_init(|| async {
                 let dialect = self.dialect().await?;
-                for statement in dialect::schema_statements(dialect, &self.database) {
+                for statement in dialect::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
                     self.execute(&statement).await?;
                 }
                 Ok(())

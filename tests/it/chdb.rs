@@ -24,9 +24,9 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     let d = Dialect::Modern;
     let dir = tempfile::tempdir().unwrap();
     let mut statements: Vec<serde_json::Value> =
-        dialect::schema_statements(d, db).into_iter().map(|sql| json!({"sql": sql, "expect": null})).collect();
+        dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})).collect();
     // Run the DDL twice: migrations are idempotent.
-    statements.extend(dialect::schema_statements(d, db).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
+    statements.extend(dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
 
     let ts = 1_704_067_200_123_456i64; // 2024-01-01 00:00:00.123456 UTC
     let rows = [
