@@ -455,7 +455,8 @@ where
             if report.follow_ups.is_empty() || report.outcome.is_failure() {
                 continue;
             }
-            let url = self.config.source_queue_url.clone().or_else(|| message.source_arn.as_deref().and_then(url_from_arn));
+            let url =
+                self.config.source_queue_url.clone().or_else(|| message.source_arn.as_deref().and_then(url_from_arn));
             let mut sent = url.is_some();
             for (n, body) in std::mem::take(&mut report.follow_ups).into_iter().enumerate() {
                 let Some(url) = url.as_deref().filter(|_| sent) else { break };
@@ -474,8 +475,11 @@ where
             if sent {
                 info!(message_id = %message.id, index, "re-derivation continues in a follow-up message");
             } else {
-                report.outcome =
-                    MessageOutcome::Failed { class: ErrorClass::Transient, code: "follow_up.not_sent", table: report.table.clone() };
+                report.outcome = MessageOutcome::Failed {
+                    class: ErrorClass::Transient,
+                    code: "follow_up.not_sent",
+                    table: report.table.clone(),
+                };
             }
         }
         reports

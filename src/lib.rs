@@ -36,6 +36,7 @@ pub mod lambda;
 pub mod mirror;
 pub mod pipeline;
 pub mod rederive;
+pub mod repair;
 pub mod secrets;
 pub mod sink;
 pub mod sqs;

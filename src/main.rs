@@ -44,6 +44,8 @@ enum Command {
     Generate(generator::Args),
     /// Compare PostgreSQL's current join with ClickHouse's sales_fact and mirrors.
     Verify(verify::Args),
+    /// Rewrite a key (or a table) from PostgreSQL and re-derive the facts it touches.
+    Repair(cdc_processor::repair::Args),
     /// Measure commit-to-queryable latency under load.
     Freshness(freshness::Args),
 }
@@ -84,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args).await,
         Command::Generate(args) => generator::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Repair(args) => cdc_processor::repair::run(args).await,
         Command::Freshness(args) => freshness::run(args).await,
     };
     match result {

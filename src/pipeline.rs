@@ -200,7 +200,11 @@ impl Pipeline {
 
     /// Decodes and maps every message; failures and skips are final here. Follow-up messages
     /// of this processor come back as re-derivation tasks.
-    fn decode_all(&self, messages: &[Message], reports: &mut [MessageReport]) -> (Vec<PendingChange>, Vec<(usize, Task)>) {
+    fn decode_all(
+        &self,
+        messages: &[Message],
+        reports: &mut [MessageReport],
+    ) -> (Vec<PendingChange>, Vec<(usize, Task)>) {
         let mut pending = Vec::new();
         let mut tasks = Vec::new();
         for (index, message) in messages.iter().enumerate() {
@@ -638,6 +642,14 @@ impl Pipeline {
             self.retry.run(deadline, || self.warehouse.insert_facts(&facts)).await?;
         }
         Ok(items.len())
+    }
+
+    /// Re-derives every fact of `scope` (operator repairs): the task runs until done or until
+    /// `deadline`, returning the facts written and the task where it stopped, if it did not end.
+    pub async fn rederive(&self, scope: Scope, deadline: Instant) -> Result<(usize, Option<Task>), SinkError> {
+        self.migrate(deadline).await?;
+        let (facts, mut unfinished) = self.run_tasks(BTreeMap::from([(scope, (0, i64::MIN))]), deadline).await?;
+        Ok((facts, unfinished.pop().map(|(_, task)| task)))
     }
 
     /// Walks each task page by page while the invocation has time for another page. Returns

@@ -95,7 +95,10 @@ mod tests {
     fn change_events_are_not_tasks_and_broken_tasks_are_poison() {
         assert_eq!(Task::parse(r#"{"schema":{},"payload":{}}"#), None);
         assert_eq!(Task::parse(""), None);
-        assert_eq!(Task::parse(r#"{"cdcProcessorRederive":{"scope":"planet","key":1,"after":0}}"#), Some(Err(MalformedTask)));
+        assert_eq!(
+            Task::parse(r#"{"cdcProcessorRederive":{"scope":"planet","key":1,"after":0}}"#),
+            Some(Err(MalformedTask))
+        );
         assert_eq!(Task::parse(r#" { "cdcProcessorRederive": 5}"#), Some(Err(MalformedTask)));
     }
 }

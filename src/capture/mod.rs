@@ -251,31 +251,42 @@ impl Capture {
 
     /// Columns (from the catalog) of a table, remembered by the converter for deletes/truncates.
     async fn load_table(&mut self, schema: &str, table: &str) -> anyhow::Result<Vec<ColumnDef>> {
-        let rows = self
-            .pg
-            .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
-                        coalesce(a.attnum = ANY (i.indkey), false) \
-                 FROM pg_attribute a \
-                 JOIN pg_class c ON c.oid = a.attrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-                 ORDER BY a.attnum",
-                &[&schema, &table],
-            )
-            .await?;
-        if rows.is_empty() {
-            bail!("table {schema}.{table} does not exist (apply sql/source_schema.sql: scripts/postgres.sh schema)");
-        }
-        let columns: Vec<ColumnDef> = rows
-            .iter()
-            .map(|r| ColumnDef::new(r.get::<_, String>(0), r.get::<_, String>(1), !r.get::<_, bool>(2)))
-            .collect();
-        let key = rows.iter().filter(|r| r.get::<_, bool>(3)).map(|r| r.get::<_, String>(0)).collect();
-        self.converter.add_table(TableDef::new(self.converter.server(), schema, table, columns.clone(), key));
+        let def = catalog_table(&self.pg, self.converter.server(), schema, table).await?;
+        let columns = def.columns.clone();
+        self.converter.add_table(def);
         Ok(columns)
     }
+}
+
+/// A table's columns (in order) and primary key, from PostgreSQL's catalog.
+pub async fn catalog_table(
+    pg: &tokio_postgres::Client,
+    server: &str,
+    schema: &str,
+    table: &str,
+) -> anyhow::Result<TableDef> {
+    let rows = pg
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    coalesce(a.attnum = ANY (i.indkey), false) \
+             FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await?;
+    if rows.is_empty() {
+        bail!("table {schema}.{table} does not exist (apply sql/source_schema.sql: scripts/postgres.sh schema)");
+    }
+    let columns: Vec<ColumnDef> = rows
+        .iter()
+        .map(|r| ColumnDef::new(r.get::<_, String>(0), r.get::<_, String>(1), !r.get::<_, bool>(2)))
+        .collect();
+    let key = rows.iter().filter(|r| r.get::<_, bool>(3)).map(|r| r.get::<_, String>(0)).collect();
+    Ok(TableDef::new(server, schema, table, columns, key))
 }
 
 /// Runs the capture with the given options and returns its totals.

@@ -328,9 +328,39 @@ pub fn parse_pg_lsn(s: &str) -> Option<u64> {
     Some((u64::from(part(hi)?) << 32) | u64::from(part(lo)?))
 }
 
+/// A log position used as version: one of 2^63 or more can only be a producer's bug, and would
+/// freeze its key forever (every later change looks older), so it is poison
+/// (docs/sales-fact.md, "Implausible versions").
+pub(crate) fn position_version(position: u64, field: &'static str) -> Result<crate::change::Version, DecodeError> {
+    if position >= 1 << 63 { Err(DecodeError::ImplausibleVersion(field)) } else { Ok(crate::change::Version(position)) }
+}
+
+/// A time used as version (µs since the epoch): more than an hour in the future can only be a
+/// producer's clock or encoding bug, and before the epoch cannot be a version at all.
+pub(crate) fn time_version(micros: i64, field: &'static str) -> Result<crate::change::Version, DecodeError> {
+    const MAX_AHEAD_US: i64 = 3_600_000_000;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    if micros > now_us.saturating_add(MAX_AHEAD_US) {
+        return Err(DecodeError::ImplausibleVersion(field));
+    }
+    u64::try_from(micros).map(crate::change::Version).map_err(|_| DecodeError::BadField(field))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_only_a_producer_bug_can_give_are_poison() {
+        assert_eq!(position_version((1 << 63) - 1, "source.lsn").unwrap().0, (1 << 63) - 1);
+        let err = position_version(u64::MAX, "source.lsn").unwrap_err();
+        assert_eq!((err.code(), err.class()), ("version.implausible", ErrorClass::Poison));
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+        assert!(time_version(now_us + 3_000_000_000, "eventTimestamp").is_ok());
+        assert_eq!(time_version(now_us + 4_000_000_000, "eventTimestamp").unwrap_err().code(), "version.implausible");
+    }
 
     #[test]
     fn decoder_is_send_and_sync() {
@@ -354,24 +384,4 @@ mod tests {
         assert_eq!(truncate("ééé", 3), "é");
         assert_eq!(truncate("abc", 10), "abc");
     }
-}
-
-/// A log position used as version: one of 2^63 or more can only be a producer's bug, and would
-/// freeze its key forever (every later change looks older), so it is poison
-/// (docs/sales-fact.md, "Implausible versions").
-pub(crate) fn position_version(position: u64, field: &'static str) -> Result<crate::change::Version, DecodeError> {
-    if position >= 1 << 63 { Err(DecodeError::ImplausibleVersion(field)) } else { Ok(crate::change::Version(position)) }
-}
-
-/// A time used as version (µs since the epoch): more than an hour in the future can only be a
-/// producer's clock or encoding bug, and before the epoch cannot be a version at all.
-pub(crate) fn time_version(micros: i64, field: &'static str) -> Result<crate::change::Version, DecodeError> {
-    const MAX_AHEAD_US: i64 = 3_600_000_000;
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    if micros > now_us.saturating_add(MAX_AHEAD_US) {
-        return Err(DecodeError::ImplausibleVersion(field));
-    }
-    u64::try_from(micros).map(crate::change::Version).map_err(|_| DecodeError::BadField(field))
 }

@@ -191,7 +191,9 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
         None => format!("ReplacingMergeTree({parameters})"),
         Some(_) => {
             let rest = if parameters.is_empty() { String::new() } else { format!(", {parameters}") };
-            format!("ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}'{rest})")
+            format!(
+                "ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}'{rest})"
+            )
         }
     };
     let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}{on}")];
@@ -317,9 +319,14 @@ pub fn children_query(database: &str, index: FkIndex, parents: &[i64], per_paren
 /// ascending order. The query text is the same size whatever the fan-out; each page reads
 /// only the scope's index range (a whole-table scope reads the ids above `after`).
 pub fn page_query(database: &str, scope: Scope, after: i64, limit: usize) -> String {
+    format!("SELECT id FROM ({}) GROUP BY id ORDER BY id LIMIT {limit}", scope_items(database, scope, after))
+}
+
+/// Every order item id above `after` in `scope` (with repeats), as a subquery.
+pub fn scope_items(database: &str, scope: Scope, after: i64) -> String {
     let db = quote_ident(database);
     let (i_o, i_p, o_c) = (ITEMS_BY_ORDER.table, ITEMS_BY_PRODUCT.table, ORDERS_BY_CUSTOMER.table);
-    let source = match scope {
+    match scope {
         Scope::Order(key) => {
             format!("SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_id = {key} AND order_item_id > {after}")
         }
@@ -334,8 +341,55 @@ pub fn page_query(database: &str, scope: Scope, after: i64, limit: usize) -> Str
             "SELECT id FROM {db}.order_items WHERE id > {after} UNION ALL \
              SELECT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after}"
         ),
-    };
-    format!("SELECT id FROM ({source}) GROUP BY id ORDER BY id LIMIT {limit}")
+    }
+}
+
+/// The smallest version no source produces: log positions stay below 2^63 and µs timestamps
+/// far below (docs/sales-fact.md, "Implausible versions").
+pub const IMPLAUSIBLE_VERSION: u64 = 1 << 63;
+
+/// Removes a mirror table's rows with implausible versions, of one key or of every key.
+pub fn purge_implausible_statement(database: &str, table: SourceTable, key: Option<i64>) -> String {
+    let spec = table.spec();
+    let of_key = key.map_or(String::new(), |k| format!("{} = {k} AND ", spec.key));
+    format!(
+        "ALTER TABLE {}.{} DELETE WHERE {of_key}_version >= {IMPLAUSIBLE_VERSION}",
+        quote_ident(database),
+        spec.name
+    )
+}
+
+/// Removes the facts of a scope (before a repair re-derives them).
+pub fn delete_facts_statement(database: &str, scope: Scope) -> String {
+    let db = quote_ident(database);
+    match scope {
+        Scope::All => format!("ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE 1 = 1"),
+        _ => format!(
+            "ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE order_item_id IN ({})",
+            scope_items(database, scope, i64::MIN)
+        ),
+    }
+}
+
+/// Keys of a mirror table that are live but were last written below `version`: after a repair
+/// re-wrote every source row at `version`, these no longer exist in the source.
+pub fn live_keys_below_query(database: &str, table: SourceTable, version: u64) -> String {
+    let key = table.spec().key;
+    format!(
+        "SELECT {key} FROM {}.{} GROUP BY {key} HAVING max(_version) < {version} AND argMax(_is_deleted, _version) = 0 \
+         ORDER BY {key}",
+        quote_ident(database),
+        table.name()
+    )
+}
+
+/// Mutations of a table not finished yet (`ALTER ... DELETE` runs in the background).
+pub fn pending_mutations_query(database: &str, table: &str) -> String {
+    format!(
+        "SELECT toUInt64(count()) FROM system.mutations WHERE database = '{}' AND table = '{}' AND is_done = 0",
+        database.replace('\\', "\\\\").replace('\'', "\\'"),
+        table.replace('\'', "\\'"),
+    )
 }
 
 /// The latest truncation position of each table.

@@ -27,10 +27,16 @@ const BAD_DATA: &[u32] = &[6, 27, 41, 53, 69, 70, 72, 117, 131, 190, 321];
 const SYSTEMIC: &[u32] = &[16, 47, 60, 81, 164, 192, 193, 194, 195, 196, 497, 516];
 /// Authentication failures: credentials may have been rotated.
 const AUTH: &[u32] = &[192, 193, 194, 195, 196, 516];
+/// A query too large for the server's limits: 62 syntax error (also "max query size exceeded"),
+/// 168 AST too big, 241 memory limit, 158/307/396 too many rows or bytes. Retrying cannot cure
+/// it, and the processor's queries are bounded by construction (docs/sales-fact.md, "Fan-out"),
+/// so meeting one means the server's limits are set below what the processor needs: systemic,
+/// never transient, never the message's fault.
+const TOO_LARGE: &[u32] = &[62, 158, 168, 241, 307, 396];
 /// Overload and infrastructure hiccups: retry with backoff. 159 timeout, 202 too many
-/// simultaneous queries, 209/210 socket, 241 memory limit, 242 table read-only, 252 too many
-/// parts, 319 unknown status of insert, 425 system error, 999 keeper.
-const TRANSIENT: &[u32] = &[3, 159, 160, 202, 203, 209, 210, 236, 241, 242, 252, 285, 319, 394, 425, 999];
+/// simultaneous queries, 209/210 socket, 242 table read-only, 252 too many parts, 319 unknown
+/// status of insert, 425 system error, 999 keeper.
+const TRANSIENT: &[u32] = &[3, 159, 160, 202, 203, 209, 210, 236, 242, 252, 285, 319, 394, 425, 999];
 
 impl SinkError {
     /// Converts the client's error. The server's message is cut to its first line and to 300
@@ -67,7 +73,9 @@ impl Classify for SinkError {
             SinkError::Network(_) | SinkError::TimedOut => ErrorClass::Transient,
             SinkError::Protocol(_) | SinkError::UnsupportedServer(_) => ErrorClass::Systemic,
             SinkError::Server { code, .. } if BAD_DATA.contains(code) => ErrorClass::Poison,
-            SinkError::Server { code, .. } if SYSTEMIC.contains(code) => ErrorClass::Systemic,
+            SinkError::Server { code, .. } if SYSTEMIC.contains(code) || TOO_LARGE.contains(code) => {
+                ErrorClass::Systemic
+            }
             SinkError::Server { code, .. } if TRANSIENT.contains(code) => ErrorClass::Transient,
             // Unknown codes: retry rather than dead-letter; if it persists, the receive count and
             // the alarms bring it to an operator without losing the message.
@@ -87,6 +95,7 @@ impl Classify for SinkError {
             SinkError::Server { code: 497, .. } => "clickhouse.access_denied",
             SinkError::Server { code, .. } if BAD_DATA.contains(code) => "clickhouse.bad_data",
             SinkError::Server { code, .. } if SYSTEMIC.contains(code) => "clickhouse.environment",
+            SinkError::Server { code, .. } if TOO_LARGE.contains(code) => "clickhouse.query_too_large",
             SinkError::Server { .. } => "clickhouse.server",
         }
     }
@@ -135,7 +144,21 @@ mod tests {
     fn bad_data_is_poison_overload_is_transient() {
         assert_eq!(server("Code: 27. DB::Exception: Cannot parse input").class(), ErrorClass::Poison);
         assert_eq!(server("Code: 252. DB::Exception: Too many parts").class(), ErrorClass::Transient);
-        assert_eq!(server("Code: 241. DB::Exception: Memory limit").class(), ErrorClass::Transient);
+        assert_eq!(server("502 Bad Gateway").class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_query_too_large_is_never_transient() {
+        for text in [
+            "Code: 168, e.displayText() = DB::Exception: AST is too big. Maximum: 50000",
+            "Code: 241. DB::Exception: Memory limit (total) exceeded",
+            "Code: 62. DB::Exception: Max query size exceeded",
+        ] {
+            assert_eq!(
+                (server(text).class(), server(text).code()),
+                (ErrorClass::Systemic, "clickhouse.query_too_large")
+            );
+        }
         assert_eq!(server("502 Bad Gateway").class(), ErrorClass::Transient);
     }
 

@@ -251,6 +251,39 @@ impl Warehouse {
         Ok(self.fetch::<Id>(&sql).await?.into_iter().map(|r| r.id).collect())
     }
 
+    /// Runs an `ALTER TABLE ... DELETE` and waits (up to `wait`) until the server has applied
+    /// it: mutations run in the background, and a repair must not re-derive before they end.
+    pub async fn mutate_and_wait(&self, table: &str, statement: &str, wait: Duration) -> Result<(), SinkError> {
+        self.execute(statement).await?;
+        let started = std::time::Instant::now();
+        let sql = dialect::pending_mutations_query(&self.database, table);
+        loop {
+            #[derive(clickhouse::Row, Deserialize)]
+            struct Pending {
+                count: u64,
+            }
+            let pending = self.fetch::<Pending>(&sql).await?.first().map_or(0, |p| p.count);
+            if pending == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > wait {
+                return Err(SinkError::Protocol(format!("mutation of {table} still running after {wait:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keys of a mirror table live but last written below `version`; see
+    /// [`dialect::live_keys_below_query`].
+    pub async fn live_keys_below(&self, table: SourceTable, version: u64) -> Result<Vec<i64>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Key {
+            key: i64,
+        }
+        let sql = dialect::live_keys_below_query(&self.database, table, version);
+        Ok(self.fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
+    }
+
     /// One INSERT of derived facts.
     pub async fn insert_facts(&self, facts: &[FactRow]) -> Result<(), SinkError> {
         if facts.is_empty() {

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use cdc_processor::change::Version;
 use cdc_processor::fact::{FactRow, FactVersion};
 use cdc_processor::mirror::{Cell, MirrorRow};
-use cdc_processor::sink::dialect::{self, Dialect};
 use cdc_processor::rederive::Scope;
+use cdc_processor::sink::dialect::{self, Dialect};
 use cdc_processor::sink::rowbinary;
 use cdc_processor::tables::SourceTable;
 use serde_json::json;
@@ -26,7 +26,8 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     let mut statements: Vec<serde_json::Value> =
         dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})).collect();
     // Run the DDL twice: migrations are idempotent.
-    statements.extend(dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
+    statements
+        .extend(dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
 
     let ts = 1_704_067_200_123_456i64; // 2024-01-01 00:00:00.123456 UTC
     let rows = [
@@ -124,7 +125,10 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     ] {
         statements.push(json!({"sql": sql, "expect": null}));
     }
-    statements.push(check(dialect::children_query(db, dialect::ITEMS_BY_ORDER, &[10, 11, 12], 1000, 50_000), "10\t1\n11\t3\n"));
+    statements.push(check(
+        dialect::children_query(db, dialect::ITEMS_BY_ORDER, &[10, 11, 12], 1000, 50_000),
+        "10\t1\n11\t3\n",
+    ));
     statements.push(check(dialect::children_query(db, dialect::ITEMS_BY_PRODUCT, &[100], 1, 50_000), "100\t1\n"));
     statements.push(check(dialect::page_query(db, Scope::Order(10), i64::MIN, 10), "1\n"));
     statements.push(check(dialect::page_query(db, Scope::Product(100), 1, 10), "3\n"));
