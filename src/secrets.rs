@@ -126,7 +126,8 @@ pub fn parse_secret_over(secret: &str, base: Option<&ClickHouseSettings>) -> Res
             let scheme = if secure { "https" } else { "http" };
             let host = host.trim();
             // An IPv6 literal needs brackets in a URL.
-            let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+            let host =
+                if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
             format!("{scheme}://{host}:{port}")
         }
         (None, None) => match base {
@@ -324,12 +325,13 @@ pub(crate) mod tests {
             parse_secret(r#"{"host":"10.0.0.5","port":8123,"username":"cdc","password":"p","database":"dw"}"#).unwrap();
         // TLS unless the secret says otherwise.
         assert_eq!(s.url, "https://10.0.0.5:8123");
+        assert_eq!(s.database, "dw");
         let s = parse_secret(r#"{"host":"10.0.0.5","secure":false,"username":"cdc"}"#).unwrap();
         assert_eq!(s.url, "http://10.0.0.5:8123");
         assert_eq!(s.validate().unwrap_err().code(), "config.plaintext_url", "plaintext refused without opt-in");
         let s = parse_secret(r#"{"host":"::1","secure":"false","username":"cdc"}"#).unwrap();
         assert_eq!(s.url, "http://[::1]:8123");
-        assert_eq!(s.database, "dw");
+        assert_eq!(s.validate(), Ok(()), "loopback may be plaintext");
         let s = parse_secret(r#"{"host":"ch","port":"9443","secure":true,"user":"u","password":"p","dbname":"x"}"#)
             .unwrap();
         assert_eq!(s.url, "https://ch:9443");
@@ -350,7 +352,8 @@ pub(crate) mod tests {
         let s = parse_secret_over(r#"{"password":"p"}"#, Some(&base)).unwrap();
         assert_eq!((s.url.as_str(), s.user.as_str(), s.password.as_str()), ("https://ch.example.com:8443", "cdc", "p"));
         assert_eq!((s.database.as_str(), s.ca_bundle.as_deref()), ("dw", Some("PEM")));
-        let s = parse_secret_over(r#"{"url":"https://other:8443","username":"x","password":"p"}"#, Some(&base)).unwrap();
+        let s =
+            parse_secret_over(r#"{"url":"https://other:8443","username":"x","password":"p"}"#, Some(&base)).unwrap();
         assert_eq!((s.url.as_str(), s.user.as_str()), ("https://other:8443", "x"));
     }
 

@@ -236,12 +236,7 @@ fn drain_args(source: &str) -> PollArgs {
 }
 
 fn local_settings() -> ClickHouseSettings {
-    ClickHouseSettings {
-        url: "http://127.0.0.1:8123".into(),
-        user: "cdc".into(),
-        password: "x".into(),
-        database: "analytics".into(),
-    }
+    ClickHouseSettings::new("http://127.0.0.1:8123", "cdc", "x", "analytics")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,7 +410,7 @@ async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, password: &str)
 }
 
 fn secret_json(password: &str) -> String {
-    serde_json::json!({"host": "127.0.0.1", "port": 8123, "username": "cdc", "password": password, "database": "analytics"}).to_string()
+    serde_json::json!({"host": "127.0.0.1", "port": 8123, "secure": false, "username": "cdc", "password": password, "database": "analytics"}).to_string()
 }
 
 async fn rotate(secrets: &aws_sdk_secretsmanager::Client, arn: &str, password: &str) {

@@ -66,7 +66,8 @@ impl SinkError {
     }
 
     pub fn is_auth(&self) -> bool {
-        matches!(self, SinkError::Server { code, .. } if AUTH.contains(code)) || matches!(self, SinkError::Unauthorized(_))
+        matches!(self, SinkError::Server { code, .. } if AUTH.contains(code))
+            || matches!(self, SinkError::Unauthorized(_))
     }
 
     pub fn server_code(&self) -> Option<u32> {
