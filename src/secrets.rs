@@ -261,7 +261,7 @@ impl CredentialSource for StaticCredentials {
 
 /// What `CLICKHOUSE_SECRET_ARN` selects: the secret (AWS) or the environment (local).
 pub enum Credentials<S = AwsSecretStore> {
-    Secret(SecretCache<S>),
+    Secret(Box<SecretCache<S>>),
     Env(StaticCredentials),
 }
 
@@ -276,9 +276,9 @@ impl Credentials<AwsSecretStore> {
                     .and_then(|v| v.trim().parse().ok())
                     .map(Duration::from_secs)
                     .unwrap_or(DEFAULT_TTL);
-                Credentials::Secret(
+                Credentials::Secret(Box::new(
                     SecretCache::new(AwsSecretStore::new(client), arn, ttl).with_base(ClickHouseSettings::from_env()),
-                )
+                ))
             }
             None => Credentials::Env(StaticCredentials(ClickHouseSettings::from_env())),
         }
