@@ -1,23 +1,28 @@
-//! One invocation: an SQS batch in, a partial batch response out.
+//! One invocation: an SQS batch in, a partial batch response out, always before the deadline.
 //!
 //! Enters: an `SqsEvent` (from Lambda or from `cdc-processor poll`) and the invocation's request
-//! id and deadline. Leaves: an `SqsBatchResponse` listing the failed messages, or an error that
-//! fails the whole invocation (so SQS redelivers every message of the batch).
+//! id and deadline. Leaves: an `SqsBatchResponse` listing the failed messages (an error fails
+//! the whole invocation only for a record without a usable id, which cannot be reported).
 //!
 //! ```text
-//! SqsEvent ─► Message (id checked) ─► Process::process ─► MessageReport per message
+//! SqsEvent ─► Message (id checked) ─► Process::process, bounded by the work deadline
+//!          ─► MessageReport per message (a systemic fault or the deadline fails every message)
 //!          ─► sqs::batch::plan (standard / FIFO rules)
-//!          ─► poison: send to the DLQ (ack) or report failed; transient: ChangeMessageVisibility
-//!             with backoff ─► SqsBatchResponse, one EMF metrics line, one summary log line
+//!          ─► poison: send to the DLQ (ack) or report failed;
+//!             environmental failure (standard queue): re-send a delayed copy (ack);
+//!             other transient failure, FIFO: report failed, ChangeMessageVisibility with backoff
+//!          ─► SqsBatchResponse, one EMF metrics line, one summary log line
 //! ```
 //!
-//! The whole invocation fails (NOTES §2) only when no per-message answer is trustworthy: a
-//! record without an id, a systemic fault (wrong password, missing database, no secret), or a
-//! pipeline that miscounted its outcomes. Before failing, every message's visibility is backed
-//! off, so an outage does not burn through `maxReceiveCount` and push healthy messages into the
-//! DLQ.
+//! The policy (what is poison, transient, systemic; why outages never reach the DLQ; FIFO; the
+//! deadline) is argued in docs/error-policy.md. In short: a failure of the environment (ClickHouse
+//! unreachable or slow, credentials refused, TLS, configuration, the deadline) re-sends the
+//! message as a fresh copy with a delay and an attempt counter (`sqs::requeue`) and acknowledges
+//! the original, so its receive count never grows for environmental reasons; every ClickHouse and
+//! AWS call is bounded by the time left, and what is unfinished at the deadline is reported
+//! failed with its backoff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,9 +30,9 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use tokio::sync::Mutex;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
-use crate::config::ClickHouseSettings;
+use crate::config::{ClickHouseSettings, ConfigError};
 use crate::error::{Classify, ErrorClass};
 use crate::pipeline::{Process, SystemicError};
 use crate::secrets::{CredentialSource, SecretError};
@@ -36,6 +41,7 @@ use crate::sqs::batch::{self, BatchError, Disposition};
 use crate::sqs::dead_letter::{self, DeadLetter};
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use crate::sqs::queue::{Attribute, OutgoingMessage, Queue, url_from_arn};
+use crate::sqs::requeue;
 use crate::telemetry::{self, InvocationMetrics};
 
 /// Builds a pipeline for given ClickHouse settings: at cold start, when the cached secret
@@ -63,13 +69,19 @@ where
 pub struct HandlerConfig {
     /// `DEAD_LETTER_QUEUE_URL`: poison goes there at once when set.
     pub dead_letter_queue_url: Option<String>,
-    /// `SOURCE_QUEUE_URL`: the queue for `ChangeMessageVisibility`; derived from each record's
-    /// `eventSourceARN` when unset.
+    /// `SOURCE_QUEUE_URL`: the queue for `ChangeMessageVisibility` and re-sent copies; derived
+    /// from each record's `eventSourceARN` when unset.
     pub source_queue_url: Option<String>,
     pub backoff: Backoff,
-    /// Time kept back from Lambda's deadline for the response, visibility changes and DLQ sends
-    /// (`DEADLINE_MARGIN_MS`, default 5000).
+    /// Time kept back from the deadline for settling: dead-letter sends, re-sent copies and
+    /// visibility changes (`DEADLINE_MARGIN_MS`, default 5000; at most half the time left).
     pub deadline_margin: Duration,
+    /// `REQUEUE_ON_OUTAGE` (default true): environmental failures on a standard queue are re-sent
+    /// as delayed copies instead of being reported failed (docs/error-policy.md).
+    pub requeue: bool,
+    /// The deadline of an invocation that has none (outside Lambda: `invoke`),
+    /// `LOCAL_TIMEOUT_SECONDS` (default 60).
+    pub default_timeout: Duration,
     /// The metrics' `FunctionName` dimension.
     pub function_name: String,
 }
@@ -81,6 +93,8 @@ impl Default for HandlerConfig {
             source_queue_url: None,
             backoff: Backoff::default(),
             deadline_margin: Duration::from_secs(5),
+            requeue: true,
+            default_timeout: Duration::from_secs(60),
             function_name: "local".into(),
         }
     }
@@ -89,14 +103,21 @@ impl Default for HandlerConfig {
 impl HandlerConfig {
     pub fn from_env() -> Self {
         let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let default = Self::default();
         Self {
             dead_letter_queue_url: non_empty("DEAD_LETTER_QUEUE_URL"),
             source_queue_url: non_empty("SOURCE_QUEUE_URL"),
             backoff: Backoff::from_env(),
             deadline_margin: non_empty("DEADLINE_MARGIN_MS")
-                .and_then(|v| v.parse().ok())
+                .and_then(|v| v.trim().parse().ok())
                 .map(Duration::from_millis)
-                .unwrap_or(Duration::from_secs(5)),
+                .unwrap_or(default.deadline_margin),
+            requeue: non_empty("REQUEUE_ON_OUTAGE")
+                .is_none_or(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no")),
+            default_timeout: non_empty("LOCAL_TIMEOUT_SECONDS")
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(default.default_timeout),
             function_name: telemetry::function_name(),
         }
     }
@@ -106,12 +127,12 @@ impl HandlerConfig {
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub request_id: String,
-    /// When Lambda kills the invocation; `None` outside Lambda (then 5 minutes from now).
+    /// When Lambda kills the invocation; `None` outside Lambda (then
+    /// [`HandlerConfig::default_timeout`] from now).
     pub deadline: Option<SystemTime>,
 }
 
-/// Why an invocation failed as a whole. Lambda then makes every message of the batch visible
-/// again after its visibility timeout (already backed off by the handler).
+/// Why an invocation failed, as a whole or (systemic faults) for every message of the batch.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("record {index} of the batch has no usable messageId")]
@@ -122,6 +143,8 @@ pub enum HandlerError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     Credentials(#[from] SecretError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl Classify for HandlerError {
@@ -134,6 +157,7 @@ impl Classify for HandlerError {
             HandlerError::Systemic(e) => e.code(),
             HandlerError::Batch(e) => e.code(),
             HandlerError::Credentials(e) => e.code(),
+            HandlerError::Config(e) => e.code(),
         }
     }
 }
@@ -142,6 +166,22 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
     fn from(e: HandlerError) -> Self {
         lambda_runtime::Diagnostic { error_type: e.code().to_string(), error_message: e.to_string() }
     }
+}
+
+/// The code of every message's failure when the invocation ran out of time.
+pub const DEADLINE_CODE: &str = "deadline.exceeded";
+
+/// Longest correlation id written to a log line: ids come from message bodies.
+const MAX_LOGGED_ID: usize = 128;
+
+/// Cuts a message-supplied id for logging: at most [`MAX_LOGGED_ID`] characters, control
+/// characters replaced.
+pub fn loggable_id(id: &str) -> String {
+    let mut out: String = id.chars().take(MAX_LOGGED_ID).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if id.chars().nth(MAX_LOGGED_ID).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 struct Built<P> {
@@ -163,7 +203,27 @@ pub struct Handler<F: PipelineFactory, C, Q> {
 enum Settled {
     Acked,
     DeadLettered,
-    Failed { visibility: Option<u32> },
+    /// Re-sent as a delayed copy; the original is acknowledged.
+    Requeued {
+        delay: u32,
+    },
+    Failed {
+        visibility: Option<u32>,
+    },
+}
+
+/// The invocation's two deadlines: ClickHouse work stops at `work`; dead-letter sends, re-sent
+/// copies and visibility changes stop at `hard`, which leaves time to return the response.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    work: Instant,
+    hard: Instant,
+}
+
+/// A send the settling carries out.
+enum Outbound {
+    DeadLetter(String, OutgoingMessage),
+    Requeue(String, OutgoingMessage),
 }
 
 impl<F, C, Q> Handler<F, C, Q>
@@ -213,13 +273,15 @@ where
                 messages = metrics.messages,
                 failed = response.batch_item_failures.len(),
                 dead_lettered = metrics.dead_lettered,
+                requeued = metrics.requeued,
+                environment_failures = metrics.environment_failures,
                 rows_inserted = metrics.rows_inserted,
                 duration_ms = metrics.batch_duration_ms,
                 "batch done"
             ),
             Err(e) => {
                 metrics.failed = metrics.messages;
-                warn!(
+                error!(
                     messages = metrics.messages,
                     class = ErrorClass::Systemic.as_str(),
                     code = e.code(),
@@ -238,6 +300,7 @@ where
         invocation: &Invocation,
         metrics: &mut InvocationMetrics,
     ) -> Result<SqsBatchResponse, HandlerError> {
+        let deadlines = self.deadlines(invocation);
         // Every record must have an id we can report: otherwise Lambda could only read an
         // empty/unknown identifier, which fails the batch anyway (NOTES §2). Failing now is
         // explicit and leaves nothing half-acknowledged.
@@ -251,27 +314,11 @@ where
         if messages.is_empty() {
             return Ok(SqsBatchResponse::default());
         }
-        let deadline = self.deadline(invocation);
 
-        let reports = match self.process(&messages, deadline).await {
-            Ok(reports) => self.send_follow_ups(&messages, reports).await,
-            Err(e) => {
-                for _ in &messages {
-                    metrics.record_event(None, None, ErrorClass::Systemic.as_str());
-                }
-                self.back_off_all(&messages).await;
-                return Err(e);
-            }
-        };
-        let plan = match batch::plan(&messages, reports.iter().map(|r| &r.outcome)) {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.back_off_all(&messages).await;
-                return Err(e.into());
-            }
-        };
-
-        let settled = self.settle(&messages, &attributes, &plan).await;
+        let reports = self.reports(&messages, deadlines.work).await;
+        let reports = self.send_follow_ups(&messages, reports, deadlines.hard).await;
+        let plan = batch::plan(&messages, reports.iter().map(|r| &r.outcome))?;
+        let settled = self.settle(&messages, &attributes, &reports, &plan, deadlines.hard).await;
 
         let now_ms = telemetry::now_ms();
         let mut failed = Vec::new();
@@ -279,9 +326,15 @@ where
             metrics.record_report(report, now_ms);
             let op = report.op.map(|op| op.as_str());
             let (class, code) = match &report.outcome {
-                MessageOutcome::Failed { class, code, .. } => (Some(class.as_str()), Some(*code)),
+                MessageOutcome::Failed { class, code, .. } => {
+                    if requeue::is_environmental(*class, code) {
+                        metrics.environment_failures += 1;
+                    }
+                    (Some(class.as_str()), Some(*code))
+                }
                 _ => (None, None),
             };
+            let correlation_id = report.correlation_id.as_deref().map(loggable_id);
             match settled {
                 Settled::Acked => {}
                 Settled::DeadLettered => {
@@ -289,12 +342,23 @@ where
                     warn!(
                         message_id = %message.id,
                         receive_count = message.receive_count,
-                        correlation_id = report.correlation_id.as_deref(),
+                        correlation_id,
                         table = report.table(),
                         op,
                         class,
                         code,
                         "poison message sent to the dead-letter queue"
+                    );
+                }
+                Settled::Requeued { delay } => {
+                    metrics.requeued += 1;
+                    debug!(
+                        message_id = %message.id,
+                        correlation_id,
+                        table = report.table(),
+                        code,
+                        delay_seconds = delay,
+                        "environmental failure: re-sent as a delayed copy"
                     );
                 }
                 Settled::Failed { visibility } => {
@@ -307,7 +371,7 @@ where
                     warn!(
                         message_id = %message.id,
                         receive_count = message.receive_count,
-                        correlation_id = report.correlation_id.as_deref(),
+                        correlation_id,
                         table = report.table(),
                         op,
                         class,
@@ -319,15 +383,60 @@ where
                 }
             }
         }
+        if metrics.requeued > 0 {
+            warn!(
+                requeued = metrics.requeued,
+                environment_failures = metrics.environment_failures,
+                "the environment is failing: messages re-sent as delayed copies, none moved toward the DLQ"
+            );
+        }
         Ok(batch::response(&messages, failed))
     }
 
-    fn deadline(&self, invocation: &Invocation) -> Instant {
-        let remaining = invocation
-            .deadline
-            .and_then(|d| d.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::from_secs(300));
-        Instant::now() + remaining.saturating_sub(self.config.deadline_margin)
+    /// One report per message, by the work deadline whatever happens: a systemic fault or the
+    /// deadline itself fails every message (logged once, at error level, with its cause).
+    async fn reports(&self, messages: &[Message], work: Instant) -> Vec<MessageReport> {
+        let every = |class: ErrorClass, code: &'static str| -> Vec<MessageReport> {
+            messages.iter().map(|_| MessageReport::new(MessageOutcome::Failed { class, code, table: None })).collect()
+        };
+        match tokio::time::timeout_at(work.into(), self.process_batch(messages, work)).await {
+            Ok(Ok(reports)) if reports.len() == messages.len() => reports,
+            Ok(Ok(reports)) => {
+                let e = BatchError::OutcomeCount { expected: messages.len(), got: reports.len() };
+                error!(class = e.class().as_str(), code = e.code(), error = %e, "pipeline miscounted its outcomes");
+                every(e.class(), e.code())
+            }
+            Ok(Err(e)) => {
+                error!(
+                    class = e.class().as_str(),
+                    code = e.code(),
+                    error = %e,
+                    "systemic fault: no message of the batch can be processed now"
+                );
+                every(e.class(), e.code())
+            }
+            Err(_) => {
+                error!(
+                    class = ErrorClass::Transient.as_str(),
+                    code = DEADLINE_CODE,
+                    "the invocation's deadline came before ClickHouse answered: every message reported for retry"
+                );
+                every(ErrorClass::Transient, DEADLINE_CODE)
+            }
+        }
+    }
+
+    /// The deadlines of this invocation: Lambda's (or the default timeout), minus a little for
+    /// returning the response, and minus the settling margin for the work.
+    fn deadlines(&self, invocation: &Invocation) -> Deadlines {
+        let now = Instant::now();
+        let remaining = match invocation.deadline {
+            Some(deadline) => deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+            None => self.config.default_timeout,
+        };
+        let left = remaining.saturating_sub((remaining / 10).min(Duration::from_millis(500)));
+        let settle = self.config.deadline_margin.min(left / 2);
+        Deadlines { work: now + left.saturating_sub(settle), hard: now + left }
     }
 
     /// The pipeline for the current settings, (re)built when the settings changed (a rotated
@@ -338,6 +447,9 @@ where
     }
 
     async fn pipeline_for(&self, settings: ClickHouseSettings) -> Result<Arc<F::Pipeline>, HandlerError> {
+        // Plaintext to a remote host, a malformed URL, an unusable CA bundle: refused before any
+        // credential leaves the function.
+        settings.validate()?;
         let mut built = self.built.lock().await;
         if let Some(b) = built.as_ref().filter(|b| b.settings == settings) {
             return Ok(b.pipeline.clone());
@@ -345,6 +457,58 @@ where
         let pipeline = Arc::new(self.factory.build(settings.clone()).await?);
         *built = Some(Built { settings, pipeline: pipeline.clone() });
         Ok(pipeline)
+    }
+
+    /// On FIFO queues a later message of a group is never written before an earlier one of the
+    /// same group has succeeded: the batch is processed in layers (the first message of every
+    /// group, then the second of the groups still healthy, ...), and the messages after a
+    /// failure are not processed at all (the plan reports them failed, `Blocked`). Lambda's FIFO
+    /// batches hold at most 10 messages, so at most 10 layers. Standard queues: one call.
+    async fn process_batch(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, HandlerError> {
+        if !batch::is_fifo(messages) {
+            return self.process(messages, deadline).await;
+        }
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        let layer_of: Vec<usize> = messages
+            .iter()
+            .map(|m| {
+                let d = depth.entry(m.group_id.as_deref().unwrap_or("")).or_default();
+                *d += 1;
+                *d - 1
+            })
+            .collect();
+        let layers = layer_of.iter().copied().max().map_or(0, |l| l + 1);
+        let blocked = || {
+            MessageReport::new(MessageOutcome::Failed {
+                class: ErrorClass::Transient,
+                code: "fifo.blocked",
+                table: None,
+            })
+        };
+        let mut reports: Vec<MessageReport> = messages.iter().map(|_| blocked()).collect();
+        let mut failed_groups: HashSet<&str> = HashSet::new();
+        for layer in 0..layers {
+            let indices: Vec<usize> = (0..messages.len())
+                .filter(|&i| {
+                    layer_of[i] == layer && !failed_groups.contains(messages[i].group_id.as_deref().unwrap_or(""))
+                })
+                .collect();
+            if indices.is_empty() {
+                break;
+            }
+            let subset: Vec<Message> = indices.iter().map(|&i| messages[i].clone()).collect();
+            let got = self.process(&subset, deadline).await?;
+            if got.len() != subset.len() {
+                return Err(BatchError::OutcomeCount { expected: subset.len(), got: got.len() }.into());
+            }
+            for (i, report) in indices.into_iter().zip(got) {
+                if report.outcome.is_failure() {
+                    failed_groups.insert(messages[i].group_id.as_deref().unwrap_or(""));
+                }
+                reports[i] = report;
+            }
+        }
+        Ok(reports)
     }
 
     /// Runs the pipeline; on an authentication failure fetches the credentials again, rebuilds
@@ -366,32 +530,80 @@ where
         }
     }
 
-    /// Carries out the plan: dead-letter sends and visibility changes. Returns each message's
-    /// final fate.
+    fn source_queue_url(&self, message: &Message) -> Option<String> {
+        self.config.source_queue_url.clone().or_else(|| message.source_arn.as_deref().and_then(url_from_arn))
+    }
+
+    /// Carries out the plan by the hard deadline: dead-letter sends and re-sent copies
+    /// (concurrently), then visibility changes. Returns each message's final fate; a send not
+    /// done by the deadline leaves its message reported failed.
     async fn settle(
         &self,
         messages: &[Message],
         attributes: &[BTreeMap<String, Attribute>],
+        reports: &[MessageReport],
         plan: &[Disposition],
+        hard: Instant,
     ) -> Vec<Settled> {
         let backoff = self.config.backoff;
+        let fifo = batch::is_fifo(messages);
+        let empty = BTreeMap::new();
+        // What to send, by message index.
+        let mut sends: Vec<(usize, Outbound)> = Vec::new();
+        for (i, (message, disposition)) in messages.iter().zip(plan).enumerate() {
+            let attrs = attributes.get(i).unwrap_or(&empty);
+            match disposition {
+                Disposition::Poison { code, table } => {
+                    if let Some(url) = &self.config.dead_letter_queue_url {
+                        let outgoing = DeadLetter::poison(code, table.clone()).to_outgoing(message, attrs, url);
+                        sends.push((i, Outbound::DeadLetter(url.clone(), outgoing)));
+                    }
+                }
+                Disposition::Retry => {
+                    let environmental = matches!(
+                        &reports[i].outcome,
+                        MessageOutcome::Failed { class, code, .. } if requeue::is_environmental(*class, code)
+                    );
+                    if !(self.config.requeue && environmental && !fifo) {
+                        continue;
+                    }
+                    let delay = backoff.visibility_seconds(requeue::attempt(attrs).saturating_add(1));
+                    if let (Some(url), Some(copy)) =
+                        (self.source_queue_url(message), requeue::copy(message, attrs, delay))
+                    {
+                        sends.push((i, Outbound::Requeue(url, copy)));
+                    }
+                }
+                Disposition::Ack | Disposition::Blocked { .. } => {}
+            }
+        }
+        let sent: HashMap<usize, Option<u32>> = futures::stream::iter(sends)
+            .map(|(i, send)| async move { (i, self.send_by(&messages[i], send, hard).await) })
+            .buffer_unordered(16)
+            .filter_map(|(i, done)| async move { done.map(|delay| (i, delay)) })
+            .collect()
+            .await;
+
         let mut settled = vec![Settled::Acked; messages.len()];
-        // Pass 1, in batch order so a Blocked message can read its blocker's fate.
+        // In batch order, so a Blocked message can read its blocker's fate.
         for (i, (message, disposition)) in messages.iter().zip(plan).enumerate() {
             settled[i] = match disposition {
                 Disposition::Ack => Settled::Acked,
-                Disposition::Retry => {
-                    Settled::Failed { visibility: Some(backoff.visibility_seconds(message.receive_count)) }
-                }
-                Disposition::Poison { code, table } => {
-                    match self.dead_letter(message, attributes.get(i), code, table.clone()).await {
-                        true => Settled::DeadLettered,
-                        // No DLQ configured or the send failed: report it failed and let it come
-                        // back at once, so the queue's redrive policy moves it after
-                        // maxReceiveCount receives instead of after maxReceiveCount timeouts.
-                        false => Settled::Failed { visibility: Some(0) },
+                Disposition::Poison { .. } => match sent.get(&i) {
+                    Some(_) => Settled::DeadLettered,
+                    // No DLQ configured or the send failed: report it failed and let it come
+                    // back at once, so the queue's redrive policy moves it after
+                    // maxReceiveCount receives instead of after maxReceiveCount timeouts.
+                    None => Settled::Failed { visibility: Some(0) },
+                },
+                Disposition::Retry => match sent.get(&i) {
+                    Some(delay) => Settled::Requeued { delay: delay.unwrap_or_default() },
+                    None => {
+                        let attempt = requeue::attempt(attributes.get(i).unwrap_or(&empty));
+                        let count = message.receive_count.saturating_add(attempt);
+                        Settled::Failed { visibility: Some(backoff.visibility_seconds(count)) }
                     }
-                }
+                },
                 Disposition::Blocked { by } => {
                     // FIFO: come back together with the message that blocked this one.
                     let visibility = match settled.get(*by) {
@@ -402,7 +614,6 @@ where
                 }
             };
         }
-        // Pass 2: visibility changes, a few at a time.
         let changes: Vec<_> = messages
             .iter()
             .zip(&settled)
@@ -411,46 +622,58 @@ where
                 _ => None,
             })
             .collect();
-        futures::stream::iter(changes).for_each_concurrent(16, |(m, seconds)| self.change_visibility(m, seconds)).await;
+        futures::stream::iter(changes)
+            .for_each_concurrent(16, |(m, seconds)| self.change_visibility(m, seconds, hard))
+            .await;
         settled
     }
 
-    /// Sends a poison message to the DLQ; true when it is there (then it is acknowledged).
-    async fn dead_letter(
-        &self,
-        message: &Message,
-        attributes: Option<&BTreeMap<String, Attribute>>,
-        code: &'static str,
-        table: Option<String>,
-    ) -> bool {
-        let Some(url) = &self.config.dead_letter_queue_url else { return false };
-        let empty = BTreeMap::new();
-        let outgoing = DeadLetter::poison(code, table).to_outgoing(message, attributes.unwrap_or(&empty), url);
-        match self.queue.send(url, outgoing).await {
-            Ok(_) => true,
-            Err(e) => {
-                warn!(message_id = %message.id, code = e.code(), error = %e, "dead-letter send failed, reporting the message failed instead");
-                false
+    /// One send, bounded by `hard`: `Some(delay)` when the message is in its queue.
+    async fn send_by(&self, message: &Message, send: Outbound, hard: Instant) -> Option<Option<u32>> {
+        let (url, outgoing, what) = match send {
+            Outbound::DeadLetter(url, outgoing) => (url, outgoing, "dead-letter send"),
+            Outbound::Requeue(url, outgoing) => (url, outgoing, "re-send"),
+        };
+        let delay = outgoing.delay_seconds;
+        match tokio::time::timeout_at(hard.into(), self.queue.send(&url, outgoing)).await {
+            Ok(Ok(_)) => Some(delay),
+            Ok(Err(e)) => {
+                warn!(message_id = %message.id, code = e.code(), error = %e, what, "send failed, reporting the message failed instead");
+                None
+            }
+            Err(_) => {
+                warn!(message_id = %message.id, code = DEADLINE_CODE, what, "send not done by the deadline, reporting the message failed instead");
+                None
             }
         }
     }
 
-    async fn change_visibility(&self, message: &Message, seconds: u32) {
-        let url = self.config.source_queue_url.clone().or_else(|| message.source_arn.as_deref().and_then(url_from_arn));
-        let (Some(url), Some(handle)) = (url, message.receipt_handle.as_deref()) else {
+    async fn change_visibility(&self, message: &Message, seconds: u32, hard: Instant) {
+        let (Some(url), Some(handle)) = (self.source_queue_url(message), message.receipt_handle.as_deref()) else {
             warn!(message_id = %message.id, "no queue URL or receipt handle: the queue's own visibility timeout applies");
             return;
         };
-        if let Err(e) = self.queue.change_visibility(&url, handle, seconds).await {
+        match tokio::time::timeout_at(hard.into(), self.queue.change_visibility(&url, handle, seconds)).await {
+            Ok(Ok(())) => {}
             // The message still comes back, only after the queue's visibility timeout.
-            warn!(message_id = %message.id, code = e.code(), error = %e, "ChangeMessageVisibility failed");
+            Ok(Err(e)) => {
+                warn!(message_id = %message.id, code = e.code(), error = %e, "ChangeMessageVisibility failed")
+            }
+            Err(_) => {
+                warn!(message_id = %message.id, code = DEADLINE_CODE, "ChangeMessageVisibility not done by the deadline")
+            }
         }
     }
 
     /// Sends each message's follow-ups (unfinished re-derivations) to its source queue before
     /// the message can be acknowledged; a message whose follow-ups could not all be sent fails
     /// as transient, so its work is redone rather than lost (docs/sales-fact.md, "Fan-out").
-    async fn send_follow_ups(&self, messages: &[Message], mut reports: Vec<MessageReport>) -> Vec<MessageReport> {
+    async fn send_follow_ups(
+        &self,
+        messages: &[Message],
+        mut reports: Vec<MessageReport>,
+        deadline: Instant,
+    ) -> Vec<MessageReport> {
         for (index, (message, report)) in messages.iter().zip(reports.iter_mut()).enumerate() {
             if report.follow_ups.is_empty() || report.outcome.is_failure() {
                 continue;
@@ -467,9 +690,16 @@ where
                     deduplication_id: message.group_id.as_ref().map(|_| format!("{}-follow-up-{n}", message.id)),
                     ..OutgoingMessage::default()
                 };
-                if let Err(e) = self.queue.send(url, outgoing).await {
-                    warn!(message_id = %message.id, code = e.code(), error = %e, "follow-up not sent");
-                    sent = false;
+                match tokio::time::timeout_at(deadline.into(), self.queue.send(url, outgoing)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        warn!(message_id = %message.id, code = e.code(), error = %e, "follow-up not sent");
+                        sent = false;
+                    }
+                    Err(_) => {
+                        warn!(message_id = %message.id, code = DEADLINE_CODE, "follow-up not sent by the deadline");
+                        sent = false;
+                    }
                 }
             }
             if sent {
@@ -483,13 +713,6 @@ where
             }
         }
         reports
-    }
-
-    async fn back_off_all(&self, messages: &[Message]) {
-        let backoff = self.config.backoff;
-        futures::stream::iter(messages)
-            .for_each_concurrent(16, |m| self.change_visibility(m, backoff.visibility_seconds(m.receive_count)))
-            .await;
     }
 }
 
@@ -510,11 +733,13 @@ mod tests {
     const QUEUE_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/cdc";
     const DLQ: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/cdc-dlq";
 
-    /// Reads each body as a directive: `ok`, `skip`, `poison`, `transient`, `systemic`, `auth`
-    /// (fails with an auth error unless the password is `good`).
+    /// Reads each body as a directive: `ok`, `skip`, `poison`, `transient` (environmental),
+    /// `toast` (transient, the message's own), `hang` (never answers), `systemic`, `auth` (fails
+    /// with an auth error unless the password is `good`).
     struct FakePipeline {
         password: String,
         calls: Arc<AtomicUsize>,
+        processed: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl Process for FakePipeline {
@@ -522,7 +747,14 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let mut out = Vec::new();
             for m in messages {
+                self.processed.lock().unwrap().push(m.id.to_string());
                 out.push(match m.body.as_str() {
+                    "hang" => std::future::pending().await,
+                    "toast" => MessageOutcome::Failed {
+                        class: ErrorClass::Transient,
+                        code: "toast.base_missing",
+                        table: Some("orders".into()),
+                    },
                     "skip" => MessageOutcome::Skipped("tombstone"),
                     "poison" => {
                         MessageOutcome::Failed { class: ErrorClass::Poison, code: "body.not_json", table: None }
@@ -555,20 +787,39 @@ mod tests {
         }
     }
 
+    static PROCESSED: std::sync::LazyLock<Arc<std::sync::Mutex<Vec<String>>>> =
+        std::sync::LazyLock::new(Default::default);
+
     fn factory(calls: Arc<AtomicUsize>) -> impl PipelineFactory<Pipeline = FakePipeline> {
+        factory_recording(calls, PROCESSED.clone())
+    }
+
+    fn factory_recording(
+        calls: Arc<AtomicUsize>,
+        processed: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> impl PipelineFactory<Pipeline = FakePipeline> {
         move |settings: ClickHouseSettings| {
-            let calls = calls.clone();
-            async move { Ok::<_, SystemicError>(FakePipeline { password: settings.password, calls }) }
+            let (calls, processed) = (calls.clone(), processed.clone());
+            async move { Ok::<_, SystemicError>(FakePipeline { password: settings.password, calls, processed }) }
         }
     }
 
     fn settings(password: &str) -> ClickHouseSettings {
-        ClickHouseSettings {
-            url: "http://127.0.0.1:8123".into(),
-            user: "cdc".into(),
-            password: password.into(),
-            database: "analytics".into(),
-        }
+        ClickHouseSettings::new("http://127.0.0.1:8123", "cdc", password, "analytics")
+    }
+
+    fn sends(calls: &[Call]) -> Vec<(&str, &OutgoingMessage)> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Send(url, m) => Some((url.as_str(), m)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn no_requeue() -> HandlerConfig {
+        HandlerConfig { requeue: false, ..Default::default() }
     }
 
     fn record(id: Option<&str>, body: &str, arn: &str, group: Option<&str>, receive_count: u32) -> SqsMessage {
@@ -678,9 +929,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn transient_failure_backs_off_from_receive_count() {
+    async fn message_transient_failure_backs_off_from_receive_count() {
         let (h, _) = handler(Some(DLQ), FakeQueue::default());
-        let e = event(vec![record(Some("a"), "transient", ARN, None, 3), record(Some("b"), "ok", ARN, None, 1)]);
+        let e = event(vec![record(Some("a"), "toast", ARN, None, 3), record(Some("b"), "ok", ARN, None, 1)]);
         let resp = h.handle(e, &invocation()).await.unwrap();
         assert_eq!(failed(&resp), vec!["a"]);
         let calls = h.queue.calls();
@@ -691,18 +942,125 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn systemic_fault_fails_the_invocation_and_dead_letters_nothing() {
+    async fn environmental_failure_resends_a_delayed_copy_and_acknowledges() {
+        let (h, _) = handler(Some(DLQ), FakeQueue::default());
+        let mut first = record(Some("a"), "transient", ARN, None, 1);
+        let mut attempt = aws_lambda_events::sqs::SqsMessageAttribute::default();
+        attempt.data_type = Some("Number".into());
+        attempt.string_value = Some("3".into());
+        first.message_attributes.insert(requeue::ATTEMPT.into(), attempt);
+        let e = event(vec![first, record(Some("b"), "ok", ARN, None, 1)]);
+        let (resp, metrics) = h.handle_with_metrics(e, &invocation()).await;
+        assert!(failed(&resp.unwrap()).is_empty(), "the original is acknowledged");
+        let calls = h.queue.calls();
+        let sent = sends(&calls);
+        assert_eq!(sent.len(), 1, "{calls:?}");
+        let (url, copy) = sent[0];
+        assert_eq!(url, QUEUE_URL, "back to the source queue, not the DLQ");
+        assert_eq!(copy.body, "transient");
+        assert_eq!(requeue::attempt(&copy.attributes), 4);
+        // Fourth environmental failure: ceiling 480 s, clamped to SQS's 900 s delay limit.
+        assert!((240..=480).contains(&copy.delay_seconds.unwrap()), "{copy:?}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Visibility(..))), "no receive-count-bound retry: {calls:?}");
+        assert_eq!((metrics.requeued, metrics.environment_failures, metrics.failed), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn environmental_failure_without_requeue_backs_off() {
+        let h = Handler::new(
+            factory(Default::default()),
+            StaticCredentials(settings("good")),
+            FakeQueue::default(),
+            no_requeue(),
+        );
+        let e = event(vec![record(Some("a"), "transient", ARN, None, 3)]);
+        let resp = h.handle(e, &invocation()).await.unwrap();
+        assert_eq!(failed(&resp), vec!["a"]);
+        let calls = h.queue.calls();
+        let [Call::Visibility(_, _, seconds)] = calls.as_slice() else { panic!("{calls:?}") };
+        assert!((120..=240).contains(seconds), "{seconds}");
+    }
+
+    #[tokio::test]
+    async fn failed_resend_falls_back_to_reporting_failure_with_backoff() {
+        let queue = FakeQueue { failing_url: Some(QUEUE_URL.into()), ..Default::default() };
+        let (h, _) = handler(Some(DLQ), queue);
+        let resp = h.handle(event(vec![record(Some("a"), "transient", ARN, None, 1)]), &invocation()).await.unwrap();
+        assert_eq!(failed(&resp), vec!["a"]);
+        let calls = h.queue.calls();
+        let [Call::Visibility(_, _, seconds)] = calls.as_slice() else { panic!("{calls:?}") };
+        assert!((30..=60).contains(seconds), "{seconds}");
+    }
+
+    #[tokio::test]
+    async fn systemic_fault_requeues_every_message_and_dead_letters_nothing() {
         let (h, _) = handler(Some(DLQ), FakeQueue::default());
         let e = event(vec![
             record(Some("a"), "ok", ARN, None, 1),
             record(Some("b"), "poison", ARN, None, 1),
             record(Some("c"), "systemic", ARN, None, 1),
         ]);
-        let err = h.handle(e, &invocation()).await.unwrap_err();
-        assert_eq!(err.code(), "clickhouse.unknown_database");
+        let (resp, metrics) = h.handle_with_metrics(e, &invocation()).await;
+        assert!(failed(&resp.unwrap()).is_empty());
         let calls = h.queue.calls();
-        assert!(calls.iter().all(|c| matches!(c, Call::Visibility(..))), "{calls:?}");
-        assert_eq!(calls.len(), 3, "every message backed off");
+        let sent = sends(&calls);
+        assert_eq!(sent.len(), 3, "every message re-sent: {calls:?}");
+        assert!(sent.iter().all(|(url, m)| *url == QUEUE_URL && requeue::attempt(&m.attributes) == 1));
+        assert_eq!(metrics.environment_failures, 3);
+        assert_eq!(metrics.dead_lettered, 0);
+    }
+
+    #[tokio::test]
+    async fn plaintext_remote_clickhouse_is_refused_before_any_call() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let remote = ClickHouseSettings::new("http://clickhouse.example.internal:8123", "cdc", "good", "analytics");
+        let h = Handler::new(factory(calls.clone()), StaticCredentials(remote), FakeQueue::default(), no_requeue());
+        let (resp, metrics) =
+            h.handle_with_metrics(event(vec![record(Some("a"), "ok", ARN, None, 1)]), &invocation()).await;
+        assert_eq!(failed(&resp.unwrap()), vec!["a"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no pipeline built, no credential sent");
+        assert_eq!(metrics.events.keys().next().map(|k| k.2.as_str()), Some("systemic"));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_pipeline_is_answered_before_the_deadline() {
+        let (h, _) = handler(Some(DLQ), FakeQueue::default());
+        let deadline = SystemTime::now() + Duration::from_secs(2);
+        let invocation = Invocation { request_id: "r".into(), deadline: Some(deadline) };
+        let e = event(vec![record(Some("a"), "hang", ARN, None, 1), record(Some("b"), "ok", ARN, None, 1)]);
+        let started = Instant::now();
+        let resp = h.handle(e, &invocation).await.unwrap();
+        assert!(SystemTime::now() < deadline, "answered after {:?}", started.elapsed());
+        assert!(failed(&resp).is_empty());
+        let calls = h.queue.calls();
+        let sent = sends(&calls);
+        assert_eq!(sent.len(), 2, "both re-sent with a delay: {calls:?}");
+        assert!(sent.iter().all(|(_, m)| m.delay_seconds.is_some_and(|d| d > 0)));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_sqs_still_leaves_time_to_answer() {
+        let queue = FakeQueue { delay: Some(Duration::from_secs(30)), ..Default::default() };
+        let (h, _) = handler(Some(DLQ), queue);
+        let deadline = SystemTime::now() + Duration::from_secs(2);
+        let invocation = Invocation { request_id: "r".into(), deadline: Some(deadline) };
+        let e = event(vec![
+            record(Some("a"), "hang", ARN, None, 1),
+            record(Some("b"), "poison", ARN, None, 1),
+            record(Some("c"), "toast", ARN, None, 1),
+        ]);
+        let resp = h.handle(e, &invocation).await.unwrap();
+        assert!(SystemTime::now() < deadline);
+        // Nothing could be sent: every message is reported failed, to come back.
+        assert_eq!(failed(&resp), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn message_supplied_ids_are_bounded_in_logs() {
+        let long = "x".repeat(300_000);
+        assert_eq!(loggable_id(&long).chars().count(), MAX_LOGGED_ID + 1);
+        assert_eq!(loggable_id("tx-1"), "tx-1");
+        assert_eq!(loggable_id("a\nb\u{7}"), "a?b?");
     }
 
     #[tokio::test]
@@ -725,7 +1083,13 @@ mod tests {
 
     #[tokio::test]
     async fn fifo_group_rules_apply() {
-        let (h, _) = handler(None, FakeQueue::default());
+        let processed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = Handler::new(
+            factory_recording(Default::default(), processed.clone()),
+            StaticCredentials(settings("good")),
+            FakeQueue::default(),
+            HandlerConfig::default(),
+        );
         let e = event(vec![
             record(Some("a1"), "ok", FIFO_ARN, Some("A"), 1),
             record(Some("a2"), "transient", FIFO_ARN, Some("A"), 1),
@@ -746,6 +1110,10 @@ mod tests {
             .collect();
         assert_eq!(vis["rh-a2"], vis["rh-a3"]);
         assert!(vis.keys().all(|k| k.starts_with("rh-a")));
+        // FIFO never re-sends (a copy would join the back of its group) and never writes a3
+        // before a2 has succeeded.
+        assert!(sends(&calls).is_empty());
+        assert!(!processed.lock().unwrap().contains(&"a3".to_string()), "{processed:?}");
     }
 
     #[tokio::test]
@@ -787,13 +1155,15 @@ mod tests {
             HandlerConfig::default(),
         );
         calls.store(0, Ordering::SeqCst);
-        let err = h.handle(e(), &invocation()).await.unwrap_err();
-        assert_eq!(err.code(), "clickhouse.auth");
+        let (resp, metrics) = h.handle_with_metrics(e(), &invocation()).await;
+        assert!(failed(&resp.unwrap()).is_empty(), "re-sent for later, not failed toward the DLQ");
+        assert_eq!(metrics.requeued, 1);
+        assert_eq!(metrics.events.keys().next().map(|k| k.2.as_str()), Some("systemic"));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn miscounted_outcomes_fail_the_invocation() {
+    async fn miscounted_outcomes_are_retried_not_trusted() {
         struct Short;
         impl Process for Short {
             async fn process(&self, _m: &[Message], _d: Instant) -> Result<Vec<MessageReport>, SystemicError> {
@@ -806,7 +1176,11 @@ mod tests {
             FakeQueue::default(),
             HandlerConfig::default(),
         );
-        let err = h.handle(event(vec![record(Some("a"), "ok", ARN, None, 1)]), &invocation()).await.unwrap_err();
-        assert_eq!(err.code(), "pipeline.outcome_count");
+        let (resp, metrics) =
+            h.handle_with_metrics(event(vec![record(Some("a"), "ok", ARN, None, 1)]), &invocation()).await;
+        assert!(failed(&resp.unwrap()).is_empty());
+        let calls = h.queue.calls();
+        assert_eq!(sends(&calls).len(), 1, "re-sent: {calls:?}");
+        assert_eq!(metrics.requeued, 1);
     }
 }

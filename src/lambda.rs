@@ -48,8 +48,13 @@ pub type AwsHandler<F> = Handler<F, Credentials, SqsQueue>;
 pub async fn handler_from_env<F: PipelineFactory>(factory: F, config: HandlerConfig) -> AwsHandler<F> {
     let clients = AwsClients::from_env().await;
     let handler = Handler::new(factory, Credentials::from_env(clients.secrets), SqsQueue::new(clients.sqs), config);
-    if let Err(e) = handler.warm_up().await {
-        tracing::warn!(code = crate::error::Classify::code(&e), error = %e, "pipeline warm-up failed at cold start");
+    // Bounded: Lambda gives the init phase 10 s, and a hanging Secrets Manager must not eat them.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), handler.warm_up()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(code = crate::error::Classify::code(&e), error = %e, "pipeline warm-up failed at cold start")
+        }
+        Err(_) => tracing::warn!("pipeline warm-up did not finish within 5 s; the first invocation tries again"),
     }
     handler
 }

@@ -31,6 +31,10 @@ enum Command {
     Invoke {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Each invocation's deadline, as Lambda's function timeout: the batch response is
+        /// printed before it, whatever ClickHouse does (default: LOCAL_TIMEOUT_SECONDS or 60).
+        #[arg(long, value_name = "SECONDS")]
+        timeout_seconds: Option<u64>,
     },
     /// Create the ClickHouse database, tables and views (idempotent).
     Migrate,
@@ -76,7 +80,7 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
-        Command::Invoke { files } => invoke(files).await,
+        Command::Invoke { files, timeout_seconds } => invoke(files, timeout_seconds).await,
         Command::Migrate => migrate().await,
         Command::Poll(args) => sqs::poll::run(args, build_pipeline).await.map(|_| ()).map_err(|e| anyhow::anyhow!(e)),
         Command::Redrive(args) => sqs::redrive::run(args)
@@ -100,8 +104,11 @@ async fn main() -> ExitCode {
 
 /// `invoke`: the Lambda handler, in one process, on each file. stdout carries only the batch
 /// responses; the EMF metrics line goes to stderr here (in Lambda it goes to stdout).
-async fn invoke(files: Vec<PathBuf>) -> anyhow::Result<()> {
-    let config = HandlerConfig::from_env();
+async fn invoke(files: Vec<PathBuf>, timeout_seconds: Option<u64>) -> anyhow::Result<()> {
+    let mut config = HandlerConfig::from_env();
+    if let Some(seconds) = timeout_seconds {
+        config.default_timeout = Duration::from_secs(seconds);
+    }
     let function_name = config.function_name.clone();
     let handler = lambda::handler_from_env(build_pipeline, config).await;
     for (n, file) in files.iter().enumerate() {

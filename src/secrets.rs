@@ -1,8 +1,14 @@
 //! ClickHouse credentials: from AWS Secrets Manager in AWS, from the environment locally.
 //!
-//! Enters: `CLICKHOUSE_SECRET_ARN` (a JSON secret: `url`, or `host` + `port` (+ `secure`), and
-//! `username`, `password`, `database`) or the `CLICKHOUSE_*` variables of
-//! [`ClickHouseSettings::from_env`]. Leaves: [`ClickHouseSettings`].
+//! Enters: `CLICKHOUSE_SECRET_ARN` (a JSON secret: `password`, and optionally `url`, or `host` +
+//! `port` (+ `secure`, default true), `username`, `database`, `ca_bundle` (PEM text)) or the
+//! `CLICKHOUSE_*` variables of [`ClickHouseSettings::from_env`], which also give the defaults for
+//! what the secret leaves out. Leaves: [`ClickHouseSettings`].
+//!
+//! Why the split: the deployment passes URL, user and database as plain environment variables, so
+//! changing them never touches the secret; the secret holds the password the operator set (and
+//! may override the rest). A secret still holding the deployment's placeholder
+//! (`{"placeholder": true}`) is "not configured yet": a systemic fault, never a message's.
 //!
 //! The secret is cached across invocations (one `GetSecretValue` per TTL, default 5 minutes,
 //! `CLICKHOUSE_SECRET_TTL_SECONDS`), and fetched again at once when ClickHouse rejects the
@@ -29,6 +35,9 @@ pub enum SecretError {
     Fetch { detail: String },
     #[error("the ClickHouse secret is not a JSON object with the expected fields: {problem}")]
     Parse { problem: &'static str },
+    /// The secret still holds the deployment's placeholder: the operator has not set it yet.
+    #[error("the ClickHouse secret is not configured yet (it still holds the deployment placeholder)")]
+    NotConfigured,
 }
 
 impl Classify for SecretError {
@@ -41,6 +50,7 @@ impl Classify for SecretError {
         match self {
             SecretError::Fetch { .. } => "secret.fetch",
             SecretError::Parse { .. } => "secret.parse",
+            SecretError::NotConfigured => "secret.not_configured",
         }
     }
 }
@@ -58,25 +68,42 @@ struct SecretJson {
     password: Option<String>,
     #[serde(alias = "dbname")]
     database: Option<String>,
+    ca_bundle: Option<String>,
+    #[serde(default)]
+    placeholder: Option<serde_json::Value>,
 }
 
-/// Parses the secret string. The password may be empty (ClickHouse's `default` user often has
-/// none); everything else that is present must be usable.
+/// Parses the secret string with the built-in defaults (no URL): the secret must name one.
 pub fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
+    parse_secret_over(secret, None)
+}
+
+/// Parses the secret string; what it leaves out comes from `base` (the environment's settings).
+/// The password may be empty (ClickHouse's `default` user often has none); everything else that
+/// is present must be usable.
+pub fn parse_secret_over(secret: &str, base: Option<&ClickHouseSettings>) -> Result<ClickHouseSettings, SecretError> {
     let json: SecretJson =
         serde_json::from_str(secret).map_err(|_| SecretError::Parse { problem: "not a JSON object" })?;
+    if json.placeholder.as_ref().is_some_and(|p| !matches!(p, serde_json::Value::Bool(false) | serde_json::Value::Null))
+    {
+        return Err(SecretError::NotConfigured);
+    }
     let url = match (json.url.filter(|u| !u.trim().is_empty()), json.host.filter(|h| !h.trim().is_empty())) {
         (Some(url), _) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(SecretError::Parse { problem: "url must start with http:// or https://" });
+                return Err(SecretError::Parse { problem: "url must start with https:// or http://" });
             }
             url.trim_end_matches('/').to_string()
         }
         (None, Some(host)) => {
+            // TLS unless the secret says otherwise: a plaintext URL to a non-loopback host is
+            // then refused anyway unless CLICKHOUSE_ALLOW_PLAINTEXT is set (config.rs).
             let secure = match &json.secure {
-                None | Some(serde_json::Value::Null) => false,
+                None | Some(serde_json::Value::Null) => true,
                 Some(serde_json::Value::Bool(b)) => *b,
-                Some(serde_json::Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
+                Some(serde_json::Value::String(s)) => {
+                    !matches!(s.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no")
+                }
                 Some(_) => return Err(SecretError::Parse { problem: "secure must be a boolean" }),
             };
             let port = match &json.port {
@@ -97,16 +124,34 @@ pub fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
                 Some(_) => return Err(SecretError::Parse { problem: "port is not a number" }),
             };
             let scheme = if secure { "https" } else { "http" };
-            format!("{scheme}://{}:{port}", host.trim())
+            let host = host.trim();
+            // An IPv6 literal needs brackets in a URL.
+            let host =
+                if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+            format!("{scheme}://{host}:{port}")
         }
-        (None, None) => return Err(SecretError::Parse { problem: "neither url nor host is set" }),
+        (None, None) => match base {
+            Some(base) => base.url.clone(),
+            None => return Err(SecretError::Parse { problem: "neither url nor host is set" }),
+        },
     };
-    let user = json.username.filter(|u| !u.is_empty()).ok_or(SecretError::Parse { problem: "username is missing" })?;
+    let user = match (json.username.filter(|u| !u.is_empty()), base) {
+        (Some(user), _) => user,
+        (None, Some(base)) if !base.user.is_empty() => base.user.clone(),
+        _ => return Err(SecretError::Parse { problem: "username is missing" }),
+    };
+    let database = json
+        .database
+        .filter(|d| !d.is_empty())
+        .or_else(|| base.map(|b| b.database.clone()))
+        .unwrap_or_else(|| "analytics".to_string());
     Ok(ClickHouseSettings {
         url,
         user,
         password: json.password.unwrap_or_default(),
-        database: json.database.filter(|d| !d.is_empty()).unwrap_or_else(|| "analytics".to_string()),
+        database,
+        ca_bundle: json.ca_bundle.filter(|c| !c.trim().is_empty()).or_else(|| base.and_then(|b| b.ca_bundle.clone())),
+        allow_plaintext: base.is_some_and(|b| b.allow_plaintext),
     })
 }
 
@@ -150,16 +195,24 @@ pub struct SecretCache<S> {
     store: S,
     secret_id: String,
     ttl: Duration,
+    /// Defaults for what the secret leaves out (the environment's settings).
+    base: Option<ClickHouseSettings>,
     cached: Mutex<Option<(ClickHouseSettings, Instant)>>,
 }
 
 impl<S: SecretStore> SecretCache<S> {
     pub fn new(store: S, secret_id: impl Into<String>, ttl: Duration) -> Self {
-        Self { store, secret_id: secret_id.into(), ttl, cached: Mutex::new(None) }
+        Self { store, secret_id: secret_id.into(), ttl, base: None, cached: Mutex::new(None) }
+    }
+
+    /// Takes what the secret leaves out (URL, user, database, CA bundle) from `base`.
+    pub fn with_base(mut self, base: ClickHouseSettings) -> Self {
+        self.base = Some(base);
+        self
     }
 
     async fn fetch(&self) -> Result<ClickHouseSettings, SecretError> {
-        let settings = parse_secret(&self.store.secret_string(&self.secret_id).await?)?;
+        let settings = parse_secret_over(&self.store.secret_string(&self.secret_id).await?, self.base.as_ref())?;
         *self.cached.lock().await = Some((settings.clone(), Instant::now()));
         Ok(settings)
     }
@@ -208,7 +261,7 @@ impl CredentialSource for StaticCredentials {
 
 /// What `CLICKHOUSE_SECRET_ARN` selects: the secret (AWS) or the environment (local).
 pub enum Credentials<S = AwsSecretStore> {
-    Secret(SecretCache<S>),
+    Secret(Box<SecretCache<S>>),
     Env(StaticCredentials),
 }
 
@@ -223,7 +276,9 @@ impl Credentials<AwsSecretStore> {
                     .and_then(|v| v.trim().parse().ok())
                     .map(Duration::from_secs)
                     .unwrap_or(DEFAULT_TTL);
-                Credentials::Secret(SecretCache::new(AwsSecretStore::new(client), arn, ttl))
+                Credentials::Secret(Box::new(
+                    SecretCache::new(AwsSecretStore::new(client), arn, ttl).with_base(ClickHouseSettings::from_env()),
+                ))
             }
             None => Credentials::Env(StaticCredentials(ClickHouseSettings::from_env())),
         }
@@ -268,8 +323,15 @@ pub(crate) mod tests {
     fn parses_host_port_form() {
         let s =
             parse_secret(r#"{"host":"10.0.0.5","port":8123,"username":"cdc","password":"p","database":"dw"}"#).unwrap();
-        assert_eq!(s.url, "http://10.0.0.5:8123");
+        // TLS unless the secret says otherwise.
+        assert_eq!(s.url, "https://10.0.0.5:8123");
         assert_eq!(s.database, "dw");
+        let s = parse_secret(r#"{"host":"10.0.0.5","secure":false,"username":"cdc"}"#).unwrap();
+        assert_eq!(s.url, "http://10.0.0.5:8123");
+        assert_eq!(s.validate().unwrap_err().code(), "config.plaintext_url", "plaintext refused without opt-in");
+        let s = parse_secret(r#"{"host":"::1","secure":"false","username":"cdc"}"#).unwrap();
+        assert_eq!(s.url, "http://[::1]:8123");
+        assert_eq!(s.validate(), Ok(()), "loopback may be plaintext");
         let s = parse_secret(r#"{"host":"ch","port":"9443","secure":true,"user":"u","password":"p","dbname":"x"}"#)
             .unwrap();
         assert_eq!(s.url, "https://ch:9443");
@@ -279,6 +341,27 @@ pub(crate) mod tests {
         assert_eq!(s.url, "https://ch:8443");
         assert_eq!(s.password, "");
         assert_eq!(s.database, "analytics");
+    }
+
+    #[test]
+    fn environment_fills_what_the_secret_leaves_out() {
+        let base = ClickHouseSettings {
+            ca_bundle: Some("PEM".into()),
+            ..ClickHouseSettings::new("https://ch.example.com:8443", "cdc", "", "dw")
+        };
+        let s = parse_secret_over(r#"{"password":"p"}"#, Some(&base)).unwrap();
+        assert_eq!((s.url.as_str(), s.user.as_str(), s.password.as_str()), ("https://ch.example.com:8443", "cdc", "p"));
+        assert_eq!((s.database.as_str(), s.ca_bundle.as_deref()), ("dw", Some("PEM")));
+        let s =
+            parse_secret_over(r#"{"url":"https://other:8443","username":"x","password":"p"}"#, Some(&base)).unwrap();
+        assert_eq!((s.url.as_str(), s.user.as_str()), ("https://other:8443", "x"));
+    }
+
+    #[test]
+    fn the_deployment_placeholder_is_not_a_configuration() {
+        let e = parse_secret_over(r#"{"placeholder":true}"#, Some(&ClickHouseSettings::from_env())).unwrap_err();
+        assert_eq!((e.code(), e.class()), ("secret.not_configured", ErrorClass::Systemic));
+        assert!(parse_secret(r#"{"placeholder":false,"url":"https://h","username":"u"}"#).is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::sqs::message::{MessageOutcome, MessageReport};
 
 pub const NAMESPACE: &str = "CdcProcessor";
 
-/// EMF accepts at most 100 metrics per directive; 7 are the batch metrics.
+/// EMF accepts at most 100 metrics per directive; 9 are the batch metrics.
 const MAX_EVENT_METRICS: usize = 90;
 
 /// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`). Logs go to stderr
@@ -49,6 +49,11 @@ pub struct InvocationMetrics {
     pub dead_lettered: u64,
     pub failed: u64,
     pub messages: u64,
+    /// Messages re-sent as delayed copies after an environmental failure (outage, deadline).
+    pub requeued: u64,
+    /// Messages that failed for a reason outside themselves (ClickHouse, credentials, TLS,
+    /// configuration, deadline): the operator's signal that the environment is failing.
+    pub environment_failures: u64,
 }
 
 impl InvocationMetrics {
@@ -60,7 +65,10 @@ impl InvocationMetrics {
     /// Records one message's report: its event, rows, and (when delivered) its freshness.
     pub fn record_report(&mut self, report: &MessageReport, now_ms: i64) {
         self.record_event(report.table(), report.op.map(|op| op.as_str()), report.outcome.label());
-        self.rows_inserted += report.rows_inserted;
+        // Rows of a failed message did not land (or will be written again): not counted.
+        if !report.outcome.is_failure() {
+            self.rows_inserted += report.rows_inserted;
+        }
         if let (MessageOutcome::Delivered, Some(commit)) = (&report.outcome, report.commit_time_us) {
             self.record_commit_time(commit, now_ms);
         }
@@ -101,6 +109,8 @@ impl InvocationMetrics {
         put("Messages".into(), "Count", json!(self.messages));
         put("FailedMessages".into(), "Count", json!(self.failed));
         put("DeadLettered".into(), "Count", json!(self.dead_lettered));
+        put("Requeued".into(), "Count", json!(self.requeued));
+        put("EnvironmentFailures".into(), "Count", json!(self.environment_failures));
         put("RowsInserted".into(), "Count", json!(self.rows_inserted));
         put("BatchDurationMs".into(), "Milliseconds", json!(self.batch_duration_ms));
         if let (Some(max), Some(p50)) = (self.freshness_max_ms(), self.freshness_p50_ms()) {
@@ -215,7 +225,12 @@ mod tests {
             &MessageOutcome::Failed { class: ErrorClass::Poison, code: "x", table: Some("customers".into()) }.into(),
             10_000,
         );
-        assert_eq!(m.rows_inserted, 2);
+        let failed_insert = MessageReport {
+            rows_inserted: 3,
+            ..MessageOutcome::Failed { class: ErrorClass::Transient, code: "clickhouse.network", table: None }.into()
+        };
+        m.record_report(&failed_insert, 10_000);
+        assert_eq!(m.rows_inserted, 2, "rows of a failed insert are not counted");
         assert_eq!(m.events[&("orders".into(), "create".into(), "delivered".into())], 2);
         assert_eq!(m.events[&("customers".into(), "unknown".into(), "poison".into())], 1);
         assert_eq!(m.freshness_max_ms(), Some(2_000));

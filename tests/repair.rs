@@ -59,12 +59,12 @@ async fn repair_rewrites_a_frozen_key_from_the_source_and_deletes_what_the_sourc
         )
         .await
         .unwrap();
-    let settings = ClickHouseSettings {
-        url: env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
-        user: env_or("CLICKHOUSE_USER", "default"),
-        password: env_or("CLICKHOUSE_PASSWORD", ""),
-        database: name.clone(),
-    };
+    let settings = ClickHouseSettings::new(
+        env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+        env_or("CLICKHOUSE_USER", "default"),
+        env_or("CLICKHOUSE_PASSWORD", ""),
+        &name,
+    );
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings));
 
     // Bootstrap every mirror from the source: whole-table repairs.

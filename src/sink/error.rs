@@ -2,6 +2,11 @@
 //!
 //! Error codes from ClickHouse's `ErrorCodes.cpp` (NOTES §3). The server reports them in the
 //! HTTP body as `Code: N` (18.x: `Code: 60, e.displayText() = ...`; current: `Code: 60. DB::...`).
+//!
+//! A connection failure is classified from its whole cause chain, not from the top message
+//! ("client error (Connect)"): a certificate or handshake failure is [`SinkError::Tls`], systemic
+//! (no retry cures a certificate), and the chain is kept in the message so the log line at error
+//! level names the cause (docs/error-policy.md).
 
 use crate::error::{Classify, ErrorClass};
 
@@ -13,6 +18,13 @@ pub enum SinkError {
     Server { code: u32, message: String },
     #[error("ClickHouse unreachable: {0}")]
     Network(String),
+    /// Certificate or TLS handshake failure: the server is not who it should be, or the client
+    /// does not trust its CA (`CLICKHOUSE_CA_BUNDLE`).
+    #[error("TLS with ClickHouse failed: {0}")]
+    Tls(String),
+    /// HTTP 401/403 without a ClickHouse error code (a proxy in front of ClickHouse refused).
+    #[error("ClickHouse refused the credentials: {0}")]
+    Unauthorized(String),
     #[error("ClickHouse timed out")]
     TimedOut,
     #[error("unexpected ClickHouse response: {0}")]
@@ -46,10 +58,14 @@ impl SinkError {
         match error {
             E::BadResponse(text) => match parse_code(&text) {
                 Some(code) => SinkError::Server { code, message: redact(&text) },
+                None if text.starts_with("401") || text.starts_with("403") => SinkError::Unauthorized(redact(&text)),
                 None if looks_like_http_status(&text) => SinkError::Network(redact(&text)),
                 None => SinkError::Protocol(redact(&text)),
             },
-            E::Network(e) => SinkError::Network(e.to_string()),
+            E::Network(e) => {
+                let chain = cause_chain(e.as_ref());
+                if is_tls_failure(&chain) { SinkError::Tls(chain) } else { SinkError::Network(chain) }
+            }
             E::TimedOut => SinkError::TimedOut,
             other => SinkError::Protocol(redact(&other.to_string())),
         }
@@ -57,6 +73,7 @@ impl SinkError {
 
     pub fn is_auth(&self) -> bool {
         matches!(self, SinkError::Server { code, .. } if AUTH.contains(code))
+            || matches!(self, SinkError::Unauthorized(_))
     }
 
     pub fn server_code(&self) -> Option<u32> {
@@ -72,6 +89,7 @@ impl Classify for SinkError {
         match self {
             SinkError::Network(_) | SinkError::TimedOut => ErrorClass::Transient,
             SinkError::Protocol(_) | SinkError::UnsupportedServer(_) => ErrorClass::Systemic,
+            SinkError::Tls(_) | SinkError::Unauthorized(_) => ErrorClass::Systemic,
             SinkError::Server { code, .. } if BAD_DATA.contains(code) => ErrorClass::Poison,
             SinkError::Server { code, .. } if SYSTEMIC.contains(code) || TOO_LARGE.contains(code) => {
                 ErrorClass::Systemic
@@ -87,6 +105,8 @@ impl Classify for SinkError {
         match self {
             SinkError::Network(_) => "clickhouse.network",
             SinkError::TimedOut => "clickhouse.timeout",
+            SinkError::Tls(_) => "clickhouse.tls",
+            SinkError::Unauthorized(_) => "clickhouse.auth",
             SinkError::Protocol(_) => "clickhouse.protocol",
             SinkError::UnsupportedServer(_) => "clickhouse.unsupported_server",
             e if e.is_auth() => "clickhouse.auth",
@@ -99,6 +119,30 @@ impl Classify for SinkError {
             SinkError::Server { .. } => "clickhouse.server",
         }
     }
+}
+
+/// "a: b: c" from an error and its sources, each once (hyper repeats its inner error's text),
+/// at most 500 characters. Connection errors carry no data, only addresses and reasons.
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").chars().take(500).collect()
+}
+
+/// rustls' certificate errors ("invalid peer certificate: UnknownIssuer"), alerts and handshake
+/// failures, and a plaintext server on a TLS port ("corrupt message").
+fn is_tls_failure(chain: &str) -> bool {
+    let lower = chain.to_ascii_lowercase();
+    ["certificate", "handshake", "corrupt message", "tls", "received fatal alert", "invalid dns name"]
+        .iter()
+        .any(|needle| lower.contains(needle))
 }
 
 fn parse_code(text: &str) -> Option<u32> {
@@ -160,6 +204,19 @@ mod tests {
             );
         }
         assert_eq!(server("502 Bad Gateway").class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn tls_and_proxy_auth_failures_are_systemic() {
+        let io = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let e = SinkError::from_client(clickhouse::error::Error::Network(Box::new(io)));
+        assert_eq!((e.class(), e.code()), (ErrorClass::Systemic, "clickhouse.tls"));
+        assert!(e.to_string().contains("UnknownIssuer"), "the cause is named: {e}");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = SinkError::from_client(clickhouse::error::Error::Network(Box::new(refused)));
+        assert_eq!((e.class(), e.code()), (ErrorClass::Transient, "clickhouse.network"));
+        let e = server("401 Unauthorized");
+        assert_eq!((e.class(), e.code(), e.is_auth()), (ErrorClass::Systemic, "clickhouse.auth", true));
     }
 
     #[test]

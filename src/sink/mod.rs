@@ -44,7 +44,7 @@ pub struct Warehouse {
 
 impl Warehouse {
     pub fn new(settings: &ClickHouseSettings) -> Self {
-        let client = Client::with_http_client(http::client())
+        let client = Client::with_http_client(http::client(settings))
             .with_url(&settings.url)
             .with_user(&settings.user)
             .with_password(&settings.password)

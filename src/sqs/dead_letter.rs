@@ -74,6 +74,7 @@ impl DeadLetter {
             attributes,
             group_id: fifo.then(|| message.group_id.clone().unwrap_or_else(|| "dead-letter".to_string())),
             deduplication_id: fifo.then(|| message.id.as_str().to_string()),
+            delay_seconds: None,
         }
     }
 }

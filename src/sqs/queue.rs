@@ -41,6 +41,8 @@ pub struct OutgoingMessage {
     pub group_id: Option<String>,
     /// FIFO queues without content-based deduplication need one.
     pub deduplication_id: Option<String>,
+    /// `DelaySeconds` (0..=900; standard queues only).
+    pub delay_seconds: Option<u32>,
 }
 
 /// A message as `ReceiveMessage` returned it.
@@ -208,6 +210,7 @@ impl Queue for SqsQueue {
             .set_message_attributes((!attributes.is_empty()).then_some(attributes))
             .set_message_group_id(message.group_id)
             .set_message_deduplication_id(message.deduplication_id)
+            .set_delay_seconds(message.delay_seconds.map(|d| d.min(900) as i32))
             .send()
             .await
             .map_err(|e| err("SendMessage", e))?;
@@ -297,6 +300,8 @@ pub(crate) mod fake {
         pub calls: Mutex<Vec<Call>>,
         /// Sends to this URL fail.
         pub failing_url: Option<String>,
+        /// Every call first waits this long (a slow or hanging SQS).
+        pub delay: Option<std::time::Duration>,
         pub to_receive: Mutex<Vec<ReceivedMessage>>,
     }
 
@@ -307,6 +312,11 @@ pub(crate) mod fake {
         fn record(&self, call: Call) {
             self.calls.lock().unwrap().push(call);
         }
+        async fn wait(&self) {
+            if let Some(d) = self.delay {
+                tokio::time::sleep(d).await;
+            }
+        }
     }
 
     impl Queue for FakeQueue {
@@ -316,6 +326,7 @@ pub(crate) mod fake {
             Ok(pending.drain(..n).collect())
         }
         async fn send(&self, url: &str, message: OutgoingMessage) -> Result<String, QueueError> {
+            self.wait().await;
             if self.failing_url.as_deref() == Some(url) {
                 return Err(QueueError { operation: "SendMessage", detail: "fake failure".into() });
             }
@@ -327,6 +338,7 @@ pub(crate) mod fake {
             Ok(())
         }
         async fn change_visibility(&self, url: &str, handle: &str, seconds: u32) -> Result<(), QueueError> {
+            self.wait().await;
             self.record(Call::Visibility(url.into(), handle.into(), seconds));
             Ok(())
         }

@@ -86,6 +86,8 @@ pub fn outgoing(m: &ReceivedMessage, target_url: &str, keep_diagnostics: bool) -
         .attributes
         .iter()
         .filter(|(name, _)| keep_diagnostics || !DIAGNOSTIC_ATTRIBUTES.contains(&name.as_str()))
+        // A redriven message starts its environmental backoff afresh.
+        .filter(|(name, _)| name.as_str() != crate::sqs::requeue::ATTEMPT)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let fifo = target_url.ends_with(".fifo");
@@ -101,6 +103,7 @@ pub fn outgoing(m: &ReceivedMessage, target_url: &str, keep_diagnostics: bool) -
         // A new id per redrive: the original id may still sit in the target's 5-minute
         // deduplication window, which would silently drop the message.
         deduplication_id: fifo.then(|| format!("redrive-{original_id}-{}", m.message_id)),
+        delay_seconds: None,
     }
 }
 

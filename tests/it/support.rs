@@ -22,12 +22,12 @@ pub fn clickhouse_url() -> String {
 }
 
 pub fn settings(database: &str) -> ClickHouseSettings {
-    ClickHouseSettings {
-        url: clickhouse_url(),
-        user: std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
-        password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-        database: database.to_string(),
-    }
+    ClickHouseSettings::new(
+        clickhouse_url(),
+        std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
+        std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+        database,
+    )
 }
 
 /// A database name no other test (or earlier run) uses.

@@ -1,0 +1,142 @@
+//! Outages cost latency, never a DLQ trip: environmental failures re-send a fresh copy.
+//!
+//! Enters: a message that failed for a reason outside itself (ClickHouse unreachable, timing out,
+//! refusing credentials, TLS, a configuration not set yet, the invocation's deadline) and its
+//! original message attributes. Leaves: the [`OutgoingMessage`] to send to the SOURCE queue: the
+//! body unchanged, the attributes kept, an attempt counter (`cdc_attempt`) and the first copy's
+//! message id (`cdc_first_message_id`) added, and a delay from the backoff (at most 15 minutes,
+//! SQS's limit for `DelaySeconds`). Once it is sent, the original is acknowledged.
+//!
+//! Why: SQS counts every receive toward `maxReceiveCount`; a failed message reported back comes
+//! back with a higher count, so an outage longer than the sum of the backoff delays would push
+//! every healthy message into the DLQ. A fresh copy starts at receive count 1 (and with a fresh
+//! retention period), so an outage of any length costs only latency, while the attempt counter
+//! keeps the backoff growing. Poison never comes here: it is dead-lettered after its own
+//! retries. FIFO queues never come here either: a copy would join the back of its group, behind
+//! later changes, and FIFO queues refuse per-message delays (docs/error-policy.md, "FIFO").
+
+use std::collections::BTreeMap;
+
+use crate::error::ErrorClass;
+use crate::sqs::message::Message;
+use crate::sqs::queue::{Attribute, OutgoingMessage};
+
+/// Environmental failures this message has already met (0 for an original).
+pub const ATTEMPT: &str = "cdc_attempt";
+/// The message id of the first copy, so logs of every copy can be tied together.
+pub const FIRST_MESSAGE_ID: &str = "cdc_first_message_id";
+/// The attributes this module adds; `redrive` removes them again.
+pub const ATTRIBUTES: [&str; 2] = [ATTEMPT, FIRST_MESSAGE_ID];
+
+/// SQS's limit for `DelaySeconds`.
+pub const MAX_DELAY_SECONDS: u32 = 900;
+/// SQS accepts at most 10 message attributes per message.
+const MAX_ATTRIBUTES: usize = 10;
+
+/// Error-code prefixes of the environment: dependencies, configuration and the clock. A failure
+/// with one of these (or any systemic failure) says nothing about the message. Transient codes
+/// outside this list belong to the message (e.g. `toast.base_missing`: its older change has not
+/// arrived) and take the ordinary path, so a message that can never complete still reaches the
+/// DLQ after `maxReceiveCount` receives.
+const ENVIRONMENT_PREFIXES: [&str; 6] = ["clickhouse.", "secret.", "config.", "deadline.", "sqs.", "pipeline."];
+
+/// True when a failure with this class and code is the environment's, not the message's.
+pub fn is_environmental(class: ErrorClass, code: &str) -> bool {
+    match class {
+        ErrorClass::Poison => false,
+        ErrorClass::Systemic => true,
+        ErrorClass::Transient => ENVIRONMENT_PREFIXES.iter().any(|p| code.starts_with(p)),
+    }
+}
+
+/// The attempt counter a message carries (0 when absent or unreadable).
+pub fn attempt(attributes: &BTreeMap<String, Attribute>) -> u32 {
+    attributes.get(ATTEMPT).and_then(|a| a.string_value.as_deref()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The copy to send to the source queue, delayed by `delay_seconds` (clamped to SQS's 900 s);
+/// `None` when the attributes leave no room for the counter (SQS allows 10), in which case the
+/// caller reports the message failed instead.
+pub fn copy(message: &Message, original: &BTreeMap<String, Attribute>, delay_seconds: u32) -> Option<OutgoingMessage> {
+    let mut attributes = original.clone();
+    attributes.insert(ATTEMPT.to_string(), Attribute::number(attempt(original).saturating_add(1)));
+    if !attributes.contains_key(FIRST_MESSAGE_ID) && attributes.len() < MAX_ATTRIBUTES {
+        attributes.insert(FIRST_MESSAGE_ID.to_string(), Attribute::string(message.id.as_str()));
+    }
+    if attributes.len() > MAX_ATTRIBUTES {
+        return None;
+    }
+    Some(OutgoingMessage {
+        body: message.body.clone(),
+        attributes,
+        group_id: None,
+        deduplication_id: None,
+        delay_seconds: Some(delay_seconds.min(MAX_DELAY_SECONDS)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqs::message::MessageId;
+
+    fn message() -> Message {
+        Message {
+            id: MessageId::new("m-1").unwrap(),
+            body: "{\"op\":\"c\"}".into(),
+            receive_count: 1,
+            group_id: None,
+            receipt_handle: Some("rh".into()),
+            source_arn: None,
+        }
+    }
+
+    #[test]
+    fn environment_versus_message() {
+        assert!(is_environmental(ErrorClass::Transient, "clickhouse.network"));
+        assert!(is_environmental(ErrorClass::Transient, "deadline.exceeded"));
+        assert!(is_environmental(ErrorClass::Systemic, "clickhouse.auth"));
+        assert!(is_environmental(ErrorClass::Systemic, "anything"));
+        assert!(!is_environmental(ErrorClass::Transient, "toast.base_missing"));
+        assert!(!is_environmental(ErrorClass::Poison, "clickhouse.bad_data"));
+    }
+
+    #[test]
+    fn copy_counts_attempts_keeps_attributes_and_first_id() {
+        let mut original = BTreeMap::new();
+        original.insert("source".to_string(), Attribute::string("debezium"));
+        let first = copy(&message(), &original, 60).unwrap();
+        assert_eq!(first.body, message().body);
+        assert_eq!(first.attributes[ATTEMPT], Attribute::number(1));
+        assert_eq!(first.attributes[FIRST_MESSAGE_ID], Attribute::string("m-1"));
+        assert_eq!(first.attributes["source"], Attribute::string("debezium"));
+        assert_eq!(first.delay_seconds, Some(60));
+        // The copy of the copy: counter 2, first id unchanged, delay clamped to SQS's limit.
+        let mut second_message = message();
+        second_message.id = MessageId::new("m-2").unwrap();
+        let second = copy(&second_message, &first.attributes, 5000).unwrap();
+        assert_eq!(attempt(&second.attributes), 2);
+        assert_eq!(second.attributes[FIRST_MESSAGE_ID], Attribute::string("m-1"));
+        assert_eq!(second.delay_seconds, Some(MAX_DELAY_SECONDS));
+    }
+
+    #[test]
+    fn no_room_for_the_counter_means_no_copy() {
+        let mut original = BTreeMap::new();
+        for i in 0..10 {
+            original.insert(format!("a{i}"), Attribute::string("v"));
+        }
+        assert!(copy(&message(), &original, 10).is_none());
+        original.remove("a0");
+        let c = copy(&message(), &original, 10).unwrap();
+        assert_eq!(c.attributes.len(), 10);
+        assert!(!c.attributes.contains_key(FIRST_MESSAGE_ID), "the counter wins over the first id");
+    }
+
+    #[test]
+    fn unreadable_counters_count_as_zero() {
+        let mut a = BTreeMap::new();
+        a.insert(ATTEMPT.to_string(), Attribute::string("many"));
+        assert_eq!(attempt(&a), 0);
+    }
+}
