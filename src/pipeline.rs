@@ -784,3 +784,43 @@ fn fail_messages(
     }
     Ok(reports)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_whose_children_all_fit_are_complete() {
+        let pairs = [(1, 10), (1, 11), (3, 30)];
+        let split = split_children(&[1, 2, 3], &pairs, 5, 100);
+        assert_eq!(split, Split { children: vec![10, 11, 30], incomplete: vec![] });
+    }
+
+    #[test]
+    fn a_parent_at_its_limit_continues_after_its_last_child() {
+        let pairs = [(1, 10), (1, 11), (3, 30)];
+        let split = split_children(&[1, 3], &pairs, 2, 100);
+        assert_eq!(split.incomplete, vec![(1, 11)]);
+        assert_eq!(split.children, vec![10, 11, 30]);
+    }
+
+    #[test]
+    fn a_lookup_cut_by_its_total_leaves_the_last_parent_and_the_unseen_ones_to_tasks() {
+        // Total 3 reached inside parent 3; parents 4 and 5 were never reached.
+        let pairs = [(1, 10), (3, 30), (3, 31)];
+        let split = split_children(&[1, 2, 3, 4, 5], &pairs, 10, 3);
+        assert_eq!(split.incomplete, vec![(3, 31), (4, i64::MIN), (5, i64::MIN)]);
+        // Parent 2 sorts before the cut and has no children: complete.
+        assert!(!split.incomplete.iter().any(|(p, _)| *p == 2));
+    }
+
+    #[test]
+    fn tasks_of_one_scope_merge_and_resume_at_the_earliest_cursor() {
+        let mut touched = Touched::default();
+        touched.add_task(4, Scope::Product(7), 500);
+        touched.add_task(2, Scope::Product(7), 100);
+        touched.add_task(3, Scope::All, i64::MIN);
+        assert_eq!(touched.tasks[&Scope::Product(7)], (4, 100));
+        assert_eq!(touched.tasks.len(), 2);
+    }
+}
