@@ -14,210 +14,64 @@
 //! Run: `scripts/clickhouse.sh start && cargo bench --bench pipeline` (BENCH_EVENTS to change the
 //! corpus size).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cdc_processor::capture::debezium::Converter;
-use cdc_processor::capture::wal2json::Record;
-use cdc_processor::change::Decoded;
 use cdc_processor::config::ClickHouseSettings;
-use cdc_processor::decode::{DecodeOptions, Decoder};
-use cdc_processor::mirror::{MirrorChange, mirror_change};
+use cdc_processor::decode::DecodeOptions;
 use cdc_processor::pipeline::{Pipeline, Process};
-use cdc_processor::sink::dialect::{self, Dialect};
+use cdc_processor::sink::dialect;
 use cdc_processor::sink::{Warehouse, rowbinary};
-use cdc_processor::sqs::message::{Message, MessageId};
-use cdc_processor::tables::SourceTable;
-use serde_json::json;
-
-/// The Lambda invocation payload limit, and what one SQS record adds around its body.
-const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
-const RECORD_ENVELOPE: usize = 900;
-
-fn wal2json_record(
-    lsn: u64,
-    xid: u64,
-    table: &str,
-    columns: serde_json::Value,
-    identity: Option<serde_json::Value>,
-) -> String {
-    let action = if identity.is_some() { "U" } else { "I" };
-    let mut record = json!({
-        "action": action, "xid": xid, "timestamp": "2026-11-22 02:14:32.020628+00",
-        "lsn": format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff), "schema": "public", "table": table,
-        "columns": columns, "pk": [{"name": "id", "type": "bigint"}],
-    });
-    if let Some(identity) = identity {
-        record["identity"] = identity;
-    }
-    record.to_string()
-}
-
-/// A NUMERIC value as wal2json prints it (a JSON number with the column's scale).
-fn money(cents: i64) -> serde_json::Value {
-    serde_json::from_str(&format!("{}.{:02}", cents / 100, cents % 100)).expect("number")
-}
-
-fn col(name: &str, ty: &str, value: serde_json::Value) -> serde_json::Value {
-    json!({"name": name, "type": ty, "value": value, "optional": name != "id"})
-}
-
-/// The columns of an `orders` row as wal2json prints them.
-fn order_columns(order_id: i64, customers: i64, ts: &serde_json::Value, status: &str) -> serde_json::Value {
-    json!([
-        col("id", "bigint", json!(order_id)),
-        col("customer_id", "bigint", json!(order_id % customers + 1)),
-        col("order_date", "timestamp with time zone", ts.clone()),
-        col("status", "text", json!(status)),
-        col("total", "numeric(14,2)", money(12_050))
-    ])
-}
+use cdc_processor::sqs::message::Message;
+use common::{
+    Bodies, batches, customer_columns, encoded_mirror_rows, identity, item_columns, order_columns, product_columns,
+    sqs_event_json, wal2json_record,
+};
 
 /// Realistic Debezium bodies: ~10% dimensions, orders with 1-4 items, ~15% updates.
 fn corpus(events: usize) -> Vec<String> {
-    let mut converter = Converter::new("oltp", "oltp");
-    let mut bodies = Vec::with_capacity(events);
+    let mut out = Bodies::new(events);
     let mut lsn = 0x1_6000_0000u64;
-    let push = |converter: &mut Converter, record: String, bodies: &mut Vec<String>| {
-        let record: Record<'_> = serde_json::from_str(&record).expect("wal2json record");
-        for event in converter.convert(&record, 1_763_777_672_000_000).expect("convert") {
-            bodies.push(event.body);
-        }
-    };
     let (customers, products) = (2_000i64, 500i64);
-    let ts = json!("2025-03-14 09:26:53.589793+00");
     let mut n = 0u64;
-    while bodies.len() < events {
+    while out.bodies.len() < events {
         n += 1;
         lsn += 0x1a8;
         let xid = 10_000 + n;
         let record = if (n as i64) <= customers {
-            let id = n as i64;
-            wal2json_record(
-                lsn,
-                xid,
-                "customers",
-                json!([
-                    col("id", "bigint", json!(id)),
-                    col("email", "text", json!(format!("customer{id}@example.com"))),
-                    col("name", "text", json!(format!("Customer Number {id}"))),
-                    col("country", "text", json!(["PT", "DE", "US", "JP"][id as usize % 4])),
-                    col("city", "text", json!(["Porto", "Berlin", "Austin", "Osaka"][id as usize % 4])),
-                    col("created_at", "timestamp with time zone", ts.clone())
-                ]),
-                None,
-            )
+            wal2json_record(lsn, xid, "customers", customer_columns(n as i64, 0), None)
         } else if (n as i64) <= customers + products {
             let id = n as i64 - customers;
-            wal2json_record(
-                lsn,
-                xid,
-                "products",
-                json!([
-                    col("id", "bigint", json!(id)),
-                    col("name", "text", json!(format!("Product {id} Deluxe"))),
-                    col("category", "text", json!(["kitchen", "garden", "toys", "books", "office"][id as usize % 5])),
-                    col("price", "numeric(12,2)", money((id * 37) % 20_000 + 100)),
-                    col("created_at", "timestamp with time zone", ts.clone())
-                ]),
-                None,
-            )
+            wal2json_record(lsn, xid, "products", product_columns(id, (id * 37) % 20_000 + 100), None)
         } else if n.is_multiple_of(7) {
             // An order status update.
             let order_id = (n as i64 % 5_000) + 1;
-            wal2json_record(
-                lsn,
-                xid,
-                "orders",
-                order_columns(order_id, customers, &ts, "shipped"),
-                Some(json!([{"name": "id", "type": "bigint", "value": order_id}])),
-            )
+            let columns = order_columns(order_id, order_id % customers + 1, "shipped");
+            wal2json_record(lsn, xid, "orders", columns, Some(identity(order_id)))
         } else if n.is_multiple_of(3) {
             let order_id = n as i64;
-            wal2json_record(lsn, xid, "orders", order_columns(order_id, customers, &ts, "pending"), None)
+            wal2json_record(lsn, xid, "orders", order_columns(order_id, order_id % customers + 1, "pending"), None)
         } else {
             let item_id = n as i64;
             let order_id = n as i64 - (n as i64 % 3);
-            wal2json_record(
-                lsn,
-                xid,
-                "order_items",
-                json!([
-                    col("id", "bigint", json!(item_id)),
-                    col("order_id", "bigint", json!(order_id)),
-                    col("product_id", "bigint", json!(item_id % products + 1)),
-                    col("quantity", "integer", json!(item_id % 5 + 1)),
-                    col("price", "numeric(12,2)", money(1_999))
-                ]),
-                None,
-            )
+            let columns = item_columns(item_id, order_id, item_id % products + 1, item_id % 5 + 1, 1_999);
+            wal2json_record(lsn, xid, "order_items", columns, None)
         };
-        push(&mut converter, record, &mut bodies);
+        out.push(&record);
     }
+    let mut bodies = out.bodies;
     bodies.truncate(events);
     bodies
-}
-
-/// Cuts the corpus into batches no larger than one Lambda payload.
-fn batches(bodies: &[String]) -> Vec<Vec<Message>> {
-    let mut out = Vec::new();
-    let (mut current, mut size) = (Vec::new(), 0usize);
-    for (i, body) in bodies.iter().enumerate() {
-        let cost = serde_json::to_string(body).map(|s| s.len()).unwrap_or(body.len()) + RECORD_ENVELOPE;
-        if size + cost > PAYLOAD_LIMIT && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += cost;
-        current.push(Message {
-            id: MessageId::new(format!("bench-{i}")).expect("id"),
-            body: body.clone(),
-            receive_count: 1,
-            group_id: None,
-            receipt_handle: None,
-            source_arn: None,
-        });
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
 }
 
 fn settings(database: &str) -> ClickHouseSettings {
     ClickHouseSettings { database: database.to_string(), ..ClickHouseSettings::from_env() }
 }
 
-/// Pre-encodes the batch's mirror rows per table (outside the timed section).
-fn encoded_mirror_rows(batch: &[Message], dialect: Dialect) -> Vec<(SourceTable, Vec<u8>, usize)> {
-    let decoder = Decoder::new(DecodeOptions::default());
-    let mut per_table: Vec<(SourceTable, Vec<u8>, usize)> =
-        SourceTable::ALL.iter().map(|t| (*t, Vec::new(), 0)).collect();
-    for message in batch {
-        let Ok(Decoded::Change(event)) = decoder.decode(&message.body) else { continue };
-        let Some(table) = SourceTable::from_name(&event.table.name) else { continue };
-        if let Ok(MirrorChange::Rows(rows)) = mirror_change(table, &event) {
-            let slot = per_table.iter_mut().find(|(t, _, _)| *t == table).expect("table");
-            for row in rows {
-                rowbinary::encode_mirror_row(&mut slot.1, dialect, &row);
-                slot.2 += 1;
-            }
-        }
-    }
-    per_table
-}
-
 fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)> {
-    let records: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|m| {
-            json!({"messageId": m.id.as_str(), "receiptHandle": "AQEB", "body": m.body,
-            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1763777672000"},
-            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cdc-events", "awsRegion": "us-east-1"})
-        })
-        .collect();
-    let payload = json!({"Records": records}).to_string();
+    let payload = sqs_event_json(batch);
     let path = std::env::temp_dir().join("cdc-bench-6mb-batch.json");
     std::fs::write(&path, &payload).ok()?;
     // The child's own high-water mark (VmHWM), read from /proc while it runs: getrusage's
@@ -300,7 +154,7 @@ async fn main() {
     let fact_rows: usize = facts_tsv.trim().parse().unwrap_or(0);
     let mut prepared = Vec::new();
     for batch in &batches {
-        prepared.push(encoded_mirror_rows(batch, dialect));
+        prepared.push(encoded_mirror_rows(batch.iter().map(|m| m.body.as_str()), dialect));
     }
     // Facts: as many rows as the pipeline wrote, spread over the batches like the pipeline did.
     let fact = cdc_processor::fact::FactRow {
