@@ -34,6 +34,10 @@ CH_URL = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123").rstrip("/")
 RUN_TIMEOUT = float(os.environ.get("BENCH_RUN_TIMEOUT", "1800"))
 
 
+def fmt(seconds):
+    return "?" if seconds is None else f"{seconds:.1f}"
+
+
 def env_int(name, default):
     value = os.environ.get(name, "").replace("_", "").strip()
     return int(value) if value else default
@@ -215,9 +219,25 @@ def disk_bytes(db):
 # --- runs ----------------------------------------------------------------------------------------
 
 
+def server_cpu():
+    """CPU seconds (user + sys) of the local ClickHouse server process so far; None if not found.
+    The server is shared: the figure includes every other client's queries and its merges."""
+    total = None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if not open(f"/proc/{pid}/comm").read().startswith("clickhouse-serv"):
+                continue
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total = (total or 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def timed(cmd, env, cwd, out_path, err_path):
-    """Runs cmd; returns (wall s, user+sys CPU s of the child, exit code)."""
+    """Runs cmd; returns (wall s, user+sys CPU s of the child, exit code, server CPU s meanwhile)."""
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        server_before = server_cpu()
         started = time.perf_counter()
         child = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         killer = threading.Timer(RUN_TIMEOUT, child.kill)
@@ -227,8 +247,10 @@ def timed(cmd, env, cwd, out_path, err_path):
         finally:
             killer.cancel()
         wall = time.perf_counter() - started
+        server_after = server_cpu()
     child.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_utime + usage.ru_stime, child.returncode
+    server = server_after - server_before if server_before is not None and server_after is not None else None
+    return wall, usage.ru_utime + usage.ru_stime, child.returncode, server
 
 
 class Bench:
@@ -276,7 +298,7 @@ class Bench:
         facts_before = count(db, "sales_fact")
         load = os.getloadavg()[0]
         out, err = os.path.join(self.logs, f"{tag}.proc.out"), os.path.join(self.logs, f"{tag}.proc.err")
-        wall, cpu, code = timed([self.args.processor, "invoke", *files], self.processor_env(db), None, out, err)
+        wall, cpu, code, server = timed([self.args.processor, "invoke", *files], self.processor_env(db), None, out, err)
         if code != 0:
             raise RuntimeError(f"processor run {tag} exited {code}: {open(err).read()[-800:]}")
         failures = sum(len(json.loads(line).get("batchItemFailures", [])) for line in open(out) if line.strip())
@@ -298,7 +320,7 @@ class Bench:
             facts = count(db, "sales_fact") - facts_before  # after merges: a lower bound
         self.drop(db)
         ceiling = self.ceiling(tag, facts)
-        return dict(wall=wall, cpu=cpu, load=load, failures=failures, facts=facts, facts_exact=facts_exact,
+        return dict(wall=wall, cpu=cpu, server=server, load=load, failures=failures, facts=facts, facts_exact=facts_exact,
                     phases=phases if facts_exact else None, ceiling=ceiling)
 
     def ceiling(self, tag, facts):
@@ -321,7 +343,7 @@ class Bench:
         load = os.getloadavg()[0]
         out, err = os.path.join(self.logs, f"{tag}.peer.out"), os.path.join(self.logs, f"{tag}.peer.err")
         cmd = [self.args.peer_python, "handler.py", "run", *files]
-        wall, cpu, code = timed(cmd, self.peer_env(db), self.args.peer, out, err)
+        wall, cpu, code, server = timed(cmd, self.peer_env(db), self.args.peer, out, err)
         if code != 0:
             raise RuntimeError(f"peer run {tag} exited {code}: {open(err).read()[-800:]}")
         summary = open(out).read().strip().splitlines()
@@ -329,7 +351,7 @@ class Bench:
         failures = int(match.group(1)) if match else -1
         facts = count(db, "sales_fact") - facts_before
         self.drop(db)
-        return dict(wall=wall, cpu=cpu, load=load, failures=failures, facts=facts)
+        return dict(wall=wall, cpu=cpu, server=server, load=load, failures=failures, facts=facts)
 
 
 def main():
@@ -415,7 +437,7 @@ def main():
                         res = bench.run_peer(files, template and template[1], tag)
                     results[(who, wh)].append(res)
                     line = (f"round {r + 1} {wh:5} {who:9}: {events / res['wall']:8,.0f} events/s ({res['wall']:.2f} s,"
-                            f" CPU {res['cpu']:.2f} s, load {res['load']:.1f}, {res['facts']:,} facts, "
+                            f" CPU {res['cpu']:.2f} s, server CPU {fmt(res['server'])} s, load {res['load']:.1f}, {res['facts']:,} facts, "
                             f"{res['failures']} failures)")
                     if who == "processor":
                         line += f"; ceiling {events / res['ceiling']:,.0f} events/s ({res['ceiling']:.2f} s)"
@@ -425,20 +447,26 @@ def main():
         rate = lambda who, wh: events / med(who, wh, "wall")  # noqa: E731
         print()
         print(f"summary (median of {rounds} round(s), {events:,} events, same corpus, same ClickHouse):")
-        print(f"{'':28}{'empty':>14}{'seeded':>14}{'seeded/empty':>14}")
+        print(f"{'':32}{'empty':>14}{'seeded':>14}{'seeded/empty':>14}")
         for who in ("processor", "peer"):
-            print(f"{who + ' events/s':28}{rate(who, 'empty'):14,.0f}{rate(who, 'full'):14,.0f}"
+            print(f"{who + ' events/s':32}{rate(who, 'empty'):14,.0f}{rate(who, 'full'):14,.0f}"
                   f"{rate(who, 'full') / rate(who, 'empty'):14.2f}")
-        print(f"{'processor / peer':28}{rate('processor', 'empty') / rate('peer', 'empty'):14.2f}"
+        print(f"{'processor / peer':32}{rate('processor', 'empty') / rate('peer', 'empty'):14.2f}"
               f"{rate('processor', 'full') / rate('peer', 'full'):14.2f}")
         for who in ("processor", "peer"):
             per_m = lambda wh: med(who, wh, "cpu") / events * 1e6  # noqa: E731
-            print(f"{who + ' CPU s / M events':28}{per_m('empty'):14.1f}{per_m('full'):14.1f}")
+            print(f"{who + ' CPU s / M events':32}{per_m('empty'):14.1f}{per_m('full'):14.1f}")
+        if all(x["server"] is not None for v in results.values() for x in v):
+            for who in ("processor", "peer"):
+                per_m = lambda wh: med(who, wh, "server") / events * 1e6  # noqa: E731
+                print(f"{who + ' server CPU s / M ev.':32}{per_m('empty'):14.1f}{per_m('full'):14.1f}")
+            notes.append("server CPU: the ClickHouse server process during the run; the server is shared, so "
+                         "other clients' queries and merges count too")
         for who in ("processor", "peer"):
-            print(f"{who + ' facts written':28}{med(who, 'empty', 'facts'):14,.0f}{med(who, 'full', 'facts'):14,.0f}")
+            print(f"{who + ' facts written':32}{med(who, 'empty', 'facts'):14,.0f}{med(who, 'full', 'facts'):14,.0f}")
         ceil = lambda wh: events / med("processor", wh, "ceiling")  # noqa: E731
-        print(f"{'raw-insert ceiling events/s':28}{ceil('empty'):14,.0f}{ceil('full'):14,.0f}")
-        print(f"{'processor / ceiling':28}{rate('processor', 'empty') / ceil('empty'):14.2f}"
+        print(f"{'raw-insert ceiling events/s':32}{ceil('empty'):14,.0f}{ceil('full'):14,.0f}")
+        print(f"{'processor / ceiling':32}{rate('processor', 'empty') / ceil('empty'):14.2f}"
               f"{rate('processor', 'full') / ceil('full'):14.2f}")
         for wh in ("empty", "full"):
             phases = [x["phases"] for x in results[("processor", wh)] if x["phases"]]
