@@ -13,9 +13,9 @@ python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
 source scripts/services.sh
 
 cargo test --locked --lib --bins --tests
-# The same integration suite against a current ClickHouse engine (chDB), modern dialect; no test
-# is skipped.
-CLICKHOUSE_URL=$CHDB_URL cargo test --locked --test it
+# The same integration suite and the repair test against a current ClickHouse engine (chDB),
+# modern dialect (UInt256 fact versions, foreign keys that move); no test is skipped.
+CLICKHOUSE_URL=$CHDB_URL cargo test --locked --test it --test repair
 cargo bench --locked --no-run
 scripts/sam-check.sh
 echo "test: all passed" >&2

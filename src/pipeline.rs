@@ -655,7 +655,8 @@ impl Pipeline {
     /// Walks each task page by page while the invocation has time for another page. Returns
     /// the facts written and the tasks left unfinished, each where it stopped: the handler sends
     /// them as follow-up messages before it acknowledges their messages, so the work continues
-    /// durably, and every invocation that runs a task moves it forward by at least one page.
+    /// durably, and every invocation that runs tasks moves one forward by at least a page (tasks
+    /// run in scope order, so each finishes in a bounded number of invocations).
     async fn run_tasks(
         &self,
         tasks: BTreeMap<Scope, (usize, i64)>,
@@ -664,12 +665,12 @@ impl Pipeline {
         let mut facts = 0;
         let mut unfinished = Vec::new();
         let mut slowest_page = Duration::ZERO;
+        let mut pages = 0;
         for (scope, (message, after)) in tasks {
             let mut task = Task { scope, after };
-            let mut pages = 0;
             loop {
-                // The first page of a task always runs (progress on every retry); later ones
-                // only while twice the slowest page so far still fits.
+                // The invocation's first page always runs (progress on every retry); later
+                // ones only while twice the slowest page so far still fits.
                 if pages > 0 && Instant::now() + slowest_page * 2 >= deadline {
                     unfinished.push((message, task));
                     break;
