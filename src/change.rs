@@ -6,22 +6,37 @@
 
 use std::fmt;
 
-/// A source table: `schema.name` as the source database names it.
+/// A source table's identity, exactly as the event names it: (database, schema, table).
+/// Debezium names all three (`source.db`, `source.schema`, `source.table`), DMS the schema and
+/// table, the platform envelope an entity (`SalesOrder`, schema empty) or `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableRef {
+    pub database: Option<String>,
+    /// Empty when the event names no schema (a platform entity).
     pub schema: String,
     pub name: String,
 }
 
 impl TableRef {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { schema: schema.into(), name: name.into() }
+        Self { database: None, schema: schema.into(), name: name.into() }
+    }
+
+    pub fn with_database(mut self, database: Option<impl Into<String>>) -> Self {
+        self.database = database.map(Into::into);
+        self
     }
 }
 
 impl fmt::Display for TableRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
+        if let Some(db) = &self.database {
+            write!(f, "{db}.")?;
+        }
+        if !self.schema.is_empty() {
+            write!(f, "{}.", self.schema)?;
+        }
+        f.write_str(&self.name)
     }
 }
 
@@ -60,9 +75,11 @@ impl fmt::Display for Op {
 
 /// The position of a change in the source's log, used as the row version in ClickHouse.
 ///
-/// Debezium: `source.lsn`. DMS: the stream position when it is a PostgreSQL LSN, otherwise the
-/// commit timestamp in microseconds. Platform envelope: `eventTimestamp` in microseconds.
-/// Never processing time: a redelivered old change must never out-rank a newer one.
+/// Debezium: `source.lsn` (flattened: `__lsn`). DMS: the change's position parsed from
+/// `stream-position`, else the commit or record timestamp in microseconds, and 0 for a full-load
+/// row without position. Platform envelope: `eventTimestamp` in microseconds. Never processing
+/// time: a redelivered old change must never out-rank a newer one. The argument per format:
+/// docs/versions.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Version(pub u64);
 
@@ -265,7 +282,10 @@ impl FromIterator<(String, Value)> for Row {
 /// One committed row change, whatever format it arrived in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
+    /// The source table, as the event named it.
     pub table: TableRef,
+    /// The mirror this change feeds, by the configured [`crate::tables::TableMapping`].
+    pub mirror: crate::tables::SourceTable,
     pub op: Op,
     /// The row before the change (delete, update with a before image). Key columns only under
     /// PostgreSQL's REPLICA IDENTITY DEFAULT.
@@ -295,7 +315,7 @@ pub enum Skipped {
     LogicalMessage,
     /// DMS control record (DDL, table events).
     DmsControl,
-    /// A change to a table this processor does not know (counted; an error when configured).
+    /// A change of a table outside the table mapping (counted; an error when configured).
     UnknownTable,
 }
 

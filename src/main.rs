@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::DecodeOptions;
+use cdc_processor::tables::TableMapping;
 use cdc_processor::handler::{HandlerConfig, Invocation};
 use cdc_processor::pipeline::{Pipeline, SystemicError};
 use cdc_processor::sink::Warehouse;
@@ -57,12 +58,17 @@ enum Command {
 /// Builds the pipeline for given ClickHouse settings: at cold start and after a credential
 /// rotation.
 async fn build_pipeline(settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
-    Ok(Pipeline::new(decode_options(), Warehouse::new(&settings)))
+    Ok(Pipeline::new(decode_options()?, Warehouse::new(&settings)))
 }
 
-fn decode_options() -> DecodeOptions {
+/// `REJECT_UNKNOWN_TABLES` and `CAPTURED_TABLES` (the table mapping, `TableMapping::parse`). A
+/// mapping that cannot be used is a configuration error: systemic, so messages wait for the
+/// fix instead of being skipped or dead-lettered.
+fn decode_options() -> Result<DecodeOptions, SystemicError> {
     let reject = std::env::var("REJECT_UNKNOWN_TABLES").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
-    DecodeOptions { reject_unknown_tables: reject }
+    let tables = TableMapping::parse(&std::env::var("CAPTURED_TABLES").unwrap_or_default())
+        .map_err(|e| SystemicError { code: "config.captured_tables", detail: e.to_string(), is_auth: false })?;
+    Ok(DecodeOptions { reject_unknown_tables: reject, tables })
 }
 
 #[tokio::main]
@@ -127,7 +133,7 @@ async fn invoke(files: Vec<PathBuf>, timeout_seconds: Option<u64>) -> anyhow::Re
 
 async fn migrate() -> anyhow::Result<()> {
     let settings = ClickHouseSettings::from_env();
-    let pipeline = Pipeline::new(decode_options(), Warehouse::new(&settings));
+    let pipeline = Pipeline::new(decode_options().map_err(|e| anyhow::anyhow!(e.detail))?, Warehouse::new(&settings));
     pipeline.migrate(Instant::now() + Duration::from_secs(60)).await?;
     let version = pipeline.warehouse().server_version().await?;
     let dialect = pipeline.warehouse().dialect().await?;

@@ -237,6 +237,7 @@ mod tests {
     fn event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
         ChangeEvent {
             table: TableRef::new("public", "products"),
+            mirror: SourceTable::Products,
             op,
             before,
             after,

@@ -207,6 +207,12 @@ impl Pipeline {
     ) -> (Vec<PendingChange>, Vec<(usize, Task)>) {
         let mut pending = Vec::new();
         let mut tasks = Vec::new();
+        // Logged once per uncaptured table per decoder (cold start); every skip is counted.
+        let log_unmapped = || {
+            for table in self.decoder.take_new_unmapped_tables() {
+                tracing::warn!(table = %table, "skipping changes of a table outside CAPTURED_TABLES (logged once)");
+            }
+        };
         for (index, message) in messages.iter().enumerate() {
             let report = &mut reports[index];
             match Task::parse(&message.body) {
@@ -231,20 +237,19 @@ impl Pipeline {
                     continue;
                 }
             };
-            report.table = Some(event.table.name.clone());
+            // The decoder mapped the source table (database, schema, table) to its mirror by
+            // the configured mapping; tables outside it never get here (skipped or rejected).
+            let table = event.mirror;
+            report.table = Some(table.name().to_owned());
             report.op = Some(event.op);
             report.commit_time_us = event.commit_time_us;
             report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
-            let Some(table) = SourceTable::from_name(&event.table.name) else {
-                // The decoder skips unknown tables unless configured to reject them.
-                report.outcome = MessageOutcome::Skipped("unknown_table");
-                continue;
-            };
             match mirror::mirror_change(table, &event) {
                 Ok(change) => pending.push(PendingChange { message: index, change }),
                 Err(e) => report.outcome = failed(&e, Some(table.name())),
             }
         }
+        log_unmapped();
         (pending, tasks)
     }
 

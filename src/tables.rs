@@ -1,8 +1,11 @@
-//! The source tables this processor knows: the seeds' sales schema.
+//! The tables this processor mirrors (the seeds' sales schema), and which source tables feed
+//! them.
 //!
-//! Enters: a table name. Leaves: its [`TableSpec`] (columns and their kinds). Decoders use the
-//! kinds to type values when a message carries no schema block; the mirror stage uses them to
-//! build ClickHouse rows. Changes to any other table are skipped (or rejected when configured).
+//! Enters: a source table's identity (database, schema, table), or a mirror's name. Leaves: the
+//! mirror it feeds by the [`TableMapping`] (if any) and its [`TableSpec`] (columns and their
+//! kinds). Decoders use the kinds to type values when a message carries no schema block; the
+//! mirror stage uses them to build ClickHouse rows. A change of a table outside the mapping is
+//! skipped (or rejected when configured).
 
 /// How a source column is typed, independent of the wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,18 +141,11 @@ impl SourceTable {
         self.parent_key().is_some()
     }
 
-    /// Finds a known table by its unqualified name (the schema is not checked: the seeds' tables
-    /// live in `public`, DMS and the platform envelope may name them without a schema).
-    /// The platform envelope's PascalCase names (`OrderItem`, `SalesOrder`) are accepted too.
+    /// The mirror table called `name` in ClickHouse (`customers`, `products`, `orders`,
+    /// `order_items`), exactly. Never used for a source table's name: which source table feeds
+    /// a mirror is the [`TableMapping`]'s decision, never a match by bare name or alias.
     pub fn from_name(name: &str) -> Option<SourceTable> {
-        let lowered = name.to_ascii_lowercase();
-        Some(match lowered.as_str() {
-            "customers" | "customer" => SourceTable::Customers,
-            "products" | "product" => SourceTable::Products,
-            "orders" | "order" | "salesorder" | "sales_order" | "sales_orders" => SourceTable::Orders,
-            "order_items" | "order_item" | "orderitem" | "orderitems" => SourceTable::OrderItems,
-            _ => return None,
-        })
+        SourceTable::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 
@@ -172,9 +168,227 @@ mod tests {
     }
 
     #[test]
-    fn platform_names_map_to_source_tables() {
-        assert_eq!(SourceTable::from_name("OrderItem"), Some(SourceTable::OrderItems));
-        assert_eq!(SourceTable::from_name("SalesOrder"), Some(SourceTable::Orders));
-        assert_eq!(SourceTable::from_name("inventory"), None);
+    fn mirror_names_are_exact() {
+        assert_eq!(SourceTable::from_name("order_items"), Some(SourceTable::OrderItems));
+        for alias in ["OrderItem", "SalesOrder", "order", "ORDERS", "public.orders", "inventory"] {
+            assert_eq!(SourceTable::from_name(alias), None, "{alias}");
+        }
+    }
+}
+
+/// A source table the mapping captures.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CapturedSource {
+    /// A relational table, named as the source database names it: `schema.table`, or
+    /// `database.schema.table` to accept it from that database only. Names are compared exactly
+    /// (PostgreSQL identifiers are case-sensitive once quoted: `ORDERS` is not `orders`).
+    Table { database: Option<String>, schema: String, table: String },
+    /// An entity of the platform's `DatabaseChangeCaptured` envelope, named by its `tableName`
+    /// without a qualifier (`SalesOrder`). A qualified platform `tableName` (`public.orders`)
+    /// is a relational table and goes through [`CapturedSource::Table`] entries instead.
+    Platform { name: String },
+}
+
+impl std::fmt::Display for CapturedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapturedSource::Table { database: Some(db), schema, table } => write!(f, "{db}.{schema}.{table}"),
+            CapturedSource::Table { database: None, schema, table } => write!(f, "{schema}.{table}"),
+            CapturedSource::Platform { name } => write!(f, "platform:{name}"),
+        }
+    }
+}
+
+/// Which source tables are captured, and into which mirror: the processor's equivalent of
+/// Debezium's `table.include.list`. Configured by `CAPTURED_TABLES` (see [`TableMapping::parse`]);
+/// the default is [`TableMapping::default`]. Lookups are exact: a table is never mapped by its
+/// bare name or an alias, so `inventory.customers`, `archive.orders` or `ORDERS` never land in
+/// a sales mirror unless an entry says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMapping {
+    entries: Vec<(CapturedSource, SourceTable)>,
+}
+
+/// A `CAPTURED_TABLES` value that cannot be used (a configuration error: systemic).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CAPTURED_TABLES entry `{entry}`: {problem}")]
+pub struct MappingError {
+    pub entry: String,
+    pub problem: &'static str,
+}
+
+impl Default for TableMapping {
+    /// The four sales tables in schema `public` of any database, plus the platform envelope's
+    /// entity names.
+    ///
+    /// The platform entries (`Customer`, `Product`, `SalesOrder`, `OrderItem`) are part of the
+    /// platform's event contract (seed 002: `tableName` names the entity, in PascalCase, without
+    /// a schema), not aliases: they are accepted only from platform envelopes, never from a
+    /// Debezium or DMS event, whose tables are always (schema, table). Keeping them in the
+    /// default mapping lets the platform's events keep working without configuration; a
+    /// deployment without the platform can drop them by setting `CAPTURED_TABLES`.
+    fn default() -> Self {
+        let table = |name: &str, mirror| {
+            (CapturedSource::Table { database: None, schema: "public".into(), table: name.into() }, mirror)
+        };
+        let platform = |name: &str, mirror| (CapturedSource::Platform { name: name.into() }, mirror);
+        Self {
+            entries: vec![
+                table("customers", SourceTable::Customers),
+                table("products", SourceTable::Products),
+                table("orders", SourceTable::Orders),
+                table("order_items", SourceTable::OrderItems),
+                platform("Customer", SourceTable::Customers),
+                platform("Product", SourceTable::Products),
+                platform("SalesOrder", SourceTable::Orders),
+                platform("OrderItem", SourceTable::OrderItems),
+            ],
+        }
+    }
+}
+
+impl TableMapping {
+    /// Parses `CAPTURED_TABLES`: comma-separated entries `SOURCE[=MIRROR]`, where SOURCE is
+    /// `schema.table`, `database.schema.table` or `platform:Name`, and MIRROR one of
+    /// `customers`, `products`, `orders`, `order_items` (default: the source table's own name,
+    /// which must then be one of those). Whitespace around entries is ignored; an empty value
+    /// means the default mapping.
+    ///
+    /// Refused: an unknown mirror, a malformed source, the same source twice, and two relational
+    /// sources for one mirror (their log positions come from different databases or tables and
+    /// are not comparable as versions of one key; docs/versions.md).
+    pub fn parse(text: &str) -> Result<Self, MappingError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let mut entries: Vec<(CapturedSource, SourceTable)> = Vec::new();
+        for raw in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let err = |problem| MappingError { entry: raw.chars().take(200).collect(), problem };
+            let (source, mirror) = match raw.split_once('=') {
+                Some((s, m)) => (s.trim(), Some(m.trim())),
+                None => (raw, None),
+            };
+            let ident = |s: &str| !s.is_empty() && !s.contains(['.', ':', '=', ' ']);
+            let source = if let Some(name) = source.strip_prefix("platform:") {
+                if !ident(name) {
+                    return Err(err("a platform entity is `platform:Name`"));
+                }
+                CapturedSource::Platform { name: name.to_owned() }
+            } else {
+                let parts: Vec<&str> = source.split('.').collect();
+                if !parts.iter().all(|p| ident(p)) {
+                    return Err(err("a source is `schema.table` or `database.schema.table`"));
+                }
+                match parts.as_slice() {
+                    [schema, table] => {
+                        CapturedSource::Table { database: None, schema: (*schema).into(), table: (*table).into() }
+                    }
+                    [db, schema, table] => CapturedSource::Table {
+                        database: Some((*db).into()),
+                        schema: (*schema).into(),
+                        table: (*table).into(),
+                    },
+                    _ => return Err(err("a source is `schema.table` or `database.schema.table`")),
+                }
+            };
+            let mirror_name = match (mirror, &source) {
+                (Some(m), _) => m,
+                (None, CapturedSource::Table { table, .. }) => table.as_str(),
+                (None, CapturedSource::Platform { .. }) => return Err(err("a platform entity needs `=mirror`")),
+            };
+            let mirror = SourceTable::from_name(mirror_name)
+                .ok_or_else(|| err("the mirror must be customers, products, orders or order_items"))?;
+            if entries.iter().any(|(s, _)| *s == source) {
+                return Err(err("this source is listed twice"));
+            }
+            let relational = |s: &CapturedSource| matches!(s, CapturedSource::Table { .. });
+            if relational(&source) && entries.iter().any(|(s, m)| *m == mirror && relational(s)) {
+                return Err(err("another relational source already feeds this mirror"));
+            }
+            entries.push((source, mirror));
+        }
+        if entries.is_empty() {
+            return Err(MappingError { entry: text.chars().take(200).collect(), problem: "no entry" });
+        }
+        Ok(Self { entries })
+    }
+
+    /// The mirror fed by relational table `schema.table` of `database` (`None` when the event
+    /// does not name its database, as DMS records do: then only entries without a database
+    /// match).
+    pub fn table(&self, database: Option<&str>, schema: &str, table: &str) -> Option<SourceTable> {
+        self.entries.iter().find_map(|(source, mirror)| match source {
+            CapturedSource::Table { database: db, schema: s, table: t }
+                if s == schema && t == table && db.as_deref().is_none_or(|db| Some(db) == database) =>
+            {
+                Some(*mirror)
+            }
+            _ => None,
+        })
+    }
+
+    /// The mirror fed by the platform entity `name`.
+    pub fn platform(&self, name: &str) -> Option<SourceTable> {
+        self.entries.iter().find_map(|(source, mirror)| match source {
+            CapturedSource::Platform { name: n } if n == name => Some(*mirror),
+            _ => None,
+        })
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&CapturedSource, SourceTable)> {
+        self.entries.iter().map(|(s, m)| (s, *m))
+    }
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+
+    #[test]
+    fn default_maps_public_tables_and_platform_entities_only() {
+        let m = TableMapping::default();
+        assert_eq!(m.table(Some("shop"), "public", "orders"), Some(SourceTable::Orders));
+        assert_eq!(m.table(None, "public", "order_items"), Some(SourceTable::OrderItems));
+        for (schema, table) in
+            [("inventory", "customers"), ("lineage", "order"), ("archive", "orders"), ("public", "ORDERS")]
+        {
+            assert_eq!(m.table(None, schema, table), None, "{schema}.{table}");
+        }
+        // Platform names only from the platform, relational names only from tables.
+        assert_eq!(m.platform("SalesOrder"), Some(SourceTable::Orders));
+        assert_eq!(m.platform("orders"), None);
+        assert_eq!(m.table(None, "public", "SalesOrder"), None);
+    }
+
+    #[test]
+    fn parse_accepts_databases_renames_and_platform_entries() {
+        let m = TableMapping::parse(" shop.sales.orders , sales.line_items=order_items,platform:Kunde=customers ").unwrap();
+        assert_eq!(m.table(Some("shop"), "sales", "orders"), Some(SourceTable::Orders));
+        assert_eq!(m.table(Some("other"), "sales", "orders"), None);
+        assert_eq!(m.table(None, "sales", "orders"), None, "an entry with a database needs the event to name it");
+        assert_eq!(m.table(Some("any"), "sales", "line_items"), Some(SourceTable::OrderItems));
+        assert_eq!(m.platform("Kunde"), Some(SourceTable::Customers));
+        assert_eq!(m.table(None, "public", "orders"), None, "the default is replaced");
+        assert_eq!(TableMapping::parse("  ").unwrap(), TableMapping::default());
+    }
+
+    #[test]
+    fn parse_refuses_what_cannot_work() {
+        for bad in [
+            "public.invoices",
+            "orders",
+            "a.b.c.d",
+            "public.orders=sales_fact",
+            "platform:SalesOrder",
+            "public.orders,public.orders",
+            "public.orders,archive.orders",
+            "public..orders",
+            ",",
+        ] {
+            assert!(TableMapping::parse(bad).is_err(), "{bad}");
+        }
+        // A platform entity may feed a mirror that a table feeds too (the platform's own
+        // contract), two relational tables may not.
+        assert!(TableMapping::parse("public.orders,platform:SalesOrder=orders").is_ok());
     }
 }

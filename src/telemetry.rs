@@ -18,7 +18,7 @@ use crate::sqs::message::{MessageOutcome, MessageReport};
 
 pub const NAMESPACE: &str = "CdcProcessor";
 
-/// EMF accepts at most 100 metrics per directive; 9 are the batch metrics.
+/// EMF accepts at most 100 metrics per directive; 10 are the batch metrics.
 const MAX_EVENT_METRICS: usize = 90;
 
 /// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`). Logs go to stderr
@@ -54,6 +54,8 @@ pub struct InvocationMetrics {
     /// Messages that failed for a reason outside themselves (ClickHouse, credentials, TLS,
     /// configuration, deadline): the operator's signal that the environment is failing.
     pub environment_failures: u64,
+    /// Changes of tables outside the table mapping (`CAPTURED_TABLES`), acknowledged unread.
+    pub unmapped_table_changes: u64,
 }
 
 impl InvocationMetrics {
@@ -65,6 +67,9 @@ impl InvocationMetrics {
     /// Records one message's report: its event, rows, and (when delivered) its freshness.
     pub fn record_report(&mut self, report: &MessageReport, now_ms: i64) {
         self.record_event(report.table(), report.op.map(|op| op.as_str()), report.outcome.label());
+        if report.outcome == MessageOutcome::Skipped(crate::change::Skipped::UnknownTable.as_str()) {
+            self.unmapped_table_changes += 1;
+        }
         // Rows of a failed message did not land (or will be written again): not counted.
         if !report.outcome.is_failure() {
             self.rows_inserted += report.rows_inserted;
@@ -112,6 +117,7 @@ impl InvocationMetrics {
         put("Requeued".into(), "Count", json!(self.requeued));
         put("EnvironmentFailures".into(), "Count", json!(self.environment_failures));
         put("RowsInserted".into(), "Count", json!(self.rows_inserted));
+        put("UnmappedTableChanges".into(), "Count", json!(self.unmapped_table_changes));
         put("BatchDurationMs".into(), "Milliseconds", json!(self.batch_duration_ms));
         if let (Some(max), Some(p50)) = (self.freshness_max_ms(), self.freshness_p50_ms()) {
             put("FreshnessLagMsMax".into(), "Milliseconds", json!(max));

@@ -10,7 +10,8 @@ use libfuzzer_sys::fuzz_target;
 
 // One decoder for the whole run, like one Lambda container: the schema cache is exercised too.
 static DECODER: LazyLock<Decoder> = LazyLock::new(|| Decoder::new(DecodeOptions::default()));
-static STRICT: LazyLock<Decoder> = LazyLock::new(|| Decoder::new(DecodeOptions { reject_unknown_tables: true }));
+static STRICT: LazyLock<Decoder> =
+    LazyLock::new(|| Decoder::new(DecodeOptions { reject_unknown_tables: true, ..DecodeOptions::default() }));
 
 fuzz_target!(|data: &[u8]| {
     // SQS bodies are UTF-8 strings.

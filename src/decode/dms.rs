@@ -8,7 +8,7 @@
 //! the table's known column kinds (DMS sends numbers and strings, never base64).
 
 use super::raw::{self, RawObject};
-use super::{DecodeError, Decoder, Resolved, decode_row, parse_object, parse_pg_lsn, string, truncate};
+use super::{DecodeError, Decoder, Resolved, decode_row, parse_dms_position, parse_object, string, table_ref, truncate};
 use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Version};
 use crate::decode::debezium::id_text;
 use crate::decode::encoding::parse_iso_timestamp;
@@ -32,13 +32,15 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
     };
     let table_name = string(&metadata, "table-name")?.ok_or(DecodeError::MissingField("metadata.table-name"))?;
     let schema = string(&metadata, "schema-name")?;
-    let (table, spec) = match decoder.resolve_table(schema.as_deref(), &table_name)? {
+    // DMS names the schema and the table, never the database (a task reads one database).
+    let table = table_ref(None, schema.as_deref(), &table_name, false);
+    let (table, spec) = match decoder.resolve_table(table, false)? {
         Resolved::Known(table, spec) => (table, spec),
         Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
     };
 
     let commit_time_us = timestamp(&metadata, "commit-timestamp", "metadata.commit-timestamp")?;
-    let version = version(&metadata, commit_time_us)?;
+    let version = version(&metadata, op, commit_time_us)?;
     let transaction_id =
         metadata.get_some("transaction-id").map(|v| id_text(v, "metadata.transaction-id")).transpose()?;
 
@@ -54,6 +56,7 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
         table,
+        mirror: spec.table,
         op,
         before,
         after,
@@ -66,20 +69,30 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
     })))
 }
 
-/// The version of a DMS change, in order of preference:
+/// The version of a DMS change (docs/versions.md), in order of preference:
 ///
-/// 1. `stream-position` when it is a PostgreSQL LSN `XXXXXXXX/XXXXXXXX` (`hi << 32 | lo`): the
-///    same WAL position Debezium would report, exact and per change;
-/// 2. `commit-timestamp` in µs (present with transaction details enabled): commit order, but
-///    changes of one transaction share it;
-/// 3. `metadata.timestamp` in µs: when DMS produced the record, the weakest order.
+/// 1. `stream-position` (present with transaction details on, CDC only), parsed by
+///    [`parse_dms_position`]: the change's own log position, exact and per change, so two
+///    changes of one row in one transaction are ordered as they happened. A position in no
+///    known form is refused (`envelope.bad_field`), never replaced by a timestamp: versions
+///    of one table must stay on one scale.
+/// 2. A full-load row (`load`) without position: 0. A full load reads the table before the
+///    changes cached during it are applied; DMS applies them after the load, so every CDC
+///    change of that row outranks the loaded row, whatever scale its version is on.
+/// 3. `commit-timestamp` in µs: commit order, but the changes of one transaction share it
+///    (the later of two changes of one row in one transaction is not known: README).
+/// 4. `metadata.timestamp` in µs: when DMS produced the record, the weakest order.
 ///
-/// A source keeps one shape, so versions of one table stay comparable; the three scales are not
-/// comparable with each other (an LSN is far below any µs timestamp), which is why a task should
-/// not switch transaction details on and off mid-stream.
-fn version(metadata: &RawObject<'_>, commit_time_us: Option<i64>) -> Result<Version, DecodeError> {
-    if let Some(lsn) = string(metadata, "stream-position")?.as_deref().and_then(parse_pg_lsn) {
-        return super::position_version(lsn, "metadata.stream-position");
+/// A source keeps one shape, so versions of one table stay comparable; the scales are not
+/// comparable with each other (an LSN is far below any µs timestamp), which is why a task
+/// should not switch transaction details on and off mid-stream.
+fn version(metadata: &RawObject<'_>, op: Op, commit_time_us: Option<i64>) -> Result<Version, DecodeError> {
+    if let Some(position) = string(metadata, "stream-position")? {
+        let position = parse_dms_position(&position).ok_or(DecodeError::BadField("metadata.stream-position"))?;
+        return super::position_version(position, "metadata.stream-position");
+    }
+    if op == Op::Read {
+        return Ok(Version(0));
     }
     let micros = match commit_time_us {
         Some(us) => us,

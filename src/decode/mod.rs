@@ -24,9 +24,12 @@ mod wrapper;
 
 use serde_json::value::RawValue;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use crate::change::{Decoded, Row, Skipped, TableRef};
 use crate::error::{Classify, ErrorClass};
-use crate::tables::{SourceTable, TableSpec};
+use crate::tables::{TableMapping, TableSpec};
 use encoding::{FieldType, ValueError, decode_value};
 use raw::RawObject;
 use schema_cache::{RowPlan, SchemaCache};
@@ -35,17 +38,32 @@ use schema_cache::{RowPlan, SchemaCache};
 const MAX_WRAP_DEPTH: usize = 4;
 
 /// Decoder settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecodeOptions {
-    /// When true, a change to a table outside `tables.rs` is an error (`table.unknown`);
+    /// When true, a change of a table outside the mapping is an error (`table.unknown`);
     /// by default it is acknowledged as [`Skipped::UnknownTable`].
     pub reject_unknown_tables: bool,
+    /// Which source tables are captured, into which mirror (`CAPTURED_TABLES`).
+    pub tables: TableMapping,
 }
+
+/// Distinct uncaptured tables remembered per decoder for "logged once" (beyond it, changes of
+/// further tables are still counted, just not named again).
+const UNMAPPED_REMEMBERED: usize = 1024;
 
 /// Decodes message bodies. Holds the Debezium schema cache; `Send + Sync`, share it via `Arc`.
 pub struct Decoder {
     options: DecodeOptions,
     schemas: SchemaCache,
+    unmapped: Mutex<Unmapped>,
+}
+
+/// Uncaptured tables seen by this decoder (one per cold start), and those not yet handed to
+/// the caller for logging.
+#[derive(Default)]
+struct Unmapped {
+    seen: HashSet<TableRef>,
+    fresh: Vec<TableRef>,
 }
 
 /// Why a body cannot be decoded. Every variant is [`ErrorClass::Poison`]: decoding is a pure
@@ -137,11 +155,17 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new(options: DecodeOptions) -> Self {
-        Self { options, schemas: SchemaCache::new() }
+        Self { options, schemas: SchemaCache::new(), unmapped: Mutex::default() }
     }
 
-    pub fn options(&self) -> DecodeOptions {
-        self.options
+    pub fn options(&self) -> &DecodeOptions {
+        &self.options
+    }
+
+    /// Uncaptured tables whose first change this decoder skipped since the last call: the
+    /// caller logs each once (the decoder itself does not log). Names only, never values.
+    pub fn take_new_unmapped_tables(&self) -> Vec<TableRef> {
+        std::mem::take(&mut self.unmapped.lock().unwrap_or_else(|e| e.into_inner()).fresh)
     }
 
     /// Distinct Debezium schema blocks currently cached.
@@ -236,23 +260,54 @@ impl Decoder {
         Some(debezium::decode_payload(self, &payload, plan.row.as_ref()))
     }
 
-    /// Finds a known table, or says what to do with an unknown one.
-    fn resolve_table(&self, schema: Option<&str>, name: &str) -> Result<Resolved, DecodeError> {
-        // The platform and DMS may name a table `schema.table`.
-        let (qualifier, name) = match name.rsplit_once('.') {
-            Some((q, n)) => (Some(q), n),
-            None => (None, name),
+    /// Maps a source table to its mirror by the configured mapping, or says what to do with a
+    /// table outside it. `platform` is true for the platform envelope, whose unqualified names
+    /// are entities of its contract (`SalesOrder`); everything else is (database, schema, table)
+    /// and is matched exactly, never by a bare name or an alias.
+    fn resolve_table(&self, table: TableRef, platform: bool) -> Result<Resolved, DecodeError> {
+        let tables = &self.options.tables;
+        let mirror = if platform && table.schema.is_empty() && table.database.is_none() {
+            tables.platform(&table.name)
+        } else if table.schema.is_empty() {
+            None
+        } else {
+            tables.table(table.database.as_deref(), &table.schema, &table.name)
         };
-        let schema = schema.or(qualifier).filter(|s| !s.is_empty()).unwrap_or("public");
-        match SourceTable::from_name(name) {
-            Some(table) => {
-                let spec = table.spec();
-                Ok(Resolved::Known(TableRef::new(schema, spec.name), spec))
+        match mirror {
+            Some(mirror) => Ok(Resolved::Known(table, mirror.spec())),
+            None if self.options.reject_unknown_tables => Err(DecodeError::UnknownTable(truncate(&table.to_string(), 200))),
+            None => {
+                let mut unmapped = self.unmapped.lock().unwrap_or_else(|e| e.into_inner());
+                if unmapped.seen.len() < UNMAPPED_REMEMBERED && !unmapped.seen.contains(&table) {
+                    // Names from the input, bounded before they are kept or logged.
+                    let bounded = TableRef {
+                        database: table.database.as_deref().map(|d| truncate(d, 64)),
+                        schema: truncate(&table.schema, 64),
+                        name: truncate(&table.name, 64),
+                    };
+                    unmapped.seen.insert(table);
+                    unmapped.fresh.push(bounded);
+                }
+                Ok(Resolved::Unknown)
             }
-            None if self.options.reject_unknown_tables => Err(DecodeError::UnknownTable(truncate(name, 128))),
-            None => Ok(Resolved::Unknown),
         }
     }
+}
+
+/// A source table's identity from an event's fields: `qualified` may be `schema.table` or
+/// `database.schema.table` when the format puts the qualifier into the name (the platform
+/// envelope); Debezium and DMS name the schema separately and their table names are taken
+/// whole.
+fn table_ref(database: Option<&str>, schema: Option<&str>, name: &str, split_qualified: bool) -> TableRef {
+    if split_qualified && schema.is_none() && database.is_none() {
+        let parts: Vec<&str> = name.split('.').collect();
+        match parts.as_slice() {
+            [schema, table] => return TableRef::new(*schema, *table),
+            [db, schema, table] => return TableRef::new(*schema, *table).with_database(Some(*db)),
+            _ => {}
+        }
+    }
+    TableRef::new(schema.unwrap_or(""), name).with_database(database.filter(|d| !d.is_empty()))
 }
 
 enum Resolved {
@@ -271,8 +326,19 @@ fn decode_row(
     base64: bool,
 ) -> Result<Row, DecodeError> {
     let obj = parse_object(raw, field)?;
-    let mut row = Row::with_capacity(obj.len());
-    for (position, (name, value)) in obj.iter().enumerate() {
+    decode_columns(obj.iter(), obj.len(), plan, spec, base64)
+}
+
+/// Decodes columns given as (name, JSON text) in message order.
+fn decode_columns<'a>(
+    columns: impl Iterator<Item = (&'a str, &'a RawValue)>,
+    capacity: usize,
+    plan: Option<&RowPlan>,
+    spec: &TableSpec,
+    base64: bool,
+) -> Result<Row, DecodeError> {
+    let mut row = Row::with_capacity(capacity);
+    for (position, (name, value)) in columns.enumerate() {
         let kind = spec.column(name).map(|c| c.kind);
         let derived;
         let ty = match plan.and_then(|p| p.get(position, name)) {
@@ -328,6 +394,54 @@ pub fn parse_pg_lsn(s: &str) -> Option<u64> {
     Some((u64::from(part(hi)?) << 32) | u64::from(part(lo)?))
 }
 
+/// The log position in a DMS `stream-position`, as a number that orders the changes of one
+/// row, or `None` when the text is in no form DMS emits for PostgreSQL or MySQL
+/// (docs/versions.md):
+///
+/// - PostgreSQL, `XXXXXXXX/XXXXXXXX.N.XXXXXXXX/XXXXXXXX` (and a bare LSN): two LSNs around a
+///   decimal sequence number. In every captured record both LSNs are equal, so neither can be
+///   the commit LSN (a commit record always follows the change it commits): they are the
+///   transaction's first LSN and the change's own LSN. The greater of the two is therefore the
+///   change's WAL position, the same number Debezium reports as `source.lsn`: it increases
+///   within a transaction and, per row, across transactions (a row's writers are serialized by
+///   its lock).
+/// - MySQL binlog, `FILE.SEQ:POS:I:NEXT:XID:FILE.SEQ:BEGIN`: ordered by (file sequence,
+///   position of the row event, row index I within the event), packed as
+///   `SEQ << 43 | POS << 11 | I` (sequence below 2^20, position below 2^32, index below 2^11);
+///   a value outside those bounds is `None`.
+pub fn parse_dms_position(s: &str) -> Option<u64> {
+    if let Some(lsn) = parse_pg_lsn(s) {
+        return Some(lsn);
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if let [first, seq, change] = parts.as_slice()
+        && !seq.is_empty()
+        && seq.len() <= 10
+        && seq.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some(parse_pg_lsn(first)?.max(parse_pg_lsn(change)?));
+    }
+    let fields: Vec<&str> = s.split(':').collect();
+    if let [file, pos, index, next, xid, begin_file, begin] = fields.as_slice() {
+        let number = |t: &str| if !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()) { t.parse::<u64>().ok() } else { None };
+        let file_seq = |f: &str| {
+            let (name, seq) = f.rsplit_once('.')?;
+            if name.is_empty() { None } else { number(seq) }
+        };
+        let (seq, pos, index) = (file_seq(file)?, number(pos)?, number(index)?);
+        // The other members must be well-formed too, even though they do not order.
+        number(next)?;
+        number(xid)?;
+        file_seq(begin_file)?;
+        number(begin)?;
+        if seq >= 1 << 20 || pos >= 1 << 32 || index >= 1 << 11 {
+            return None;
+        }
+        return Some(seq << 43 | pos << 11 | index);
+    }
+    None
+}
+
 /// A log position used as version: one of 2^63 or more can only be a producer's bug, and would
 /// freeze its key forever (every later change looks older), so it is poison
 /// (docs/sales-fact.md, "Implausible versions").
@@ -377,6 +491,36 @@ mod tests {
         assert_eq!(parse_pg_lsn("1/"), None);
         assert_eq!(parse_pg_lsn("123456789/0"), None);
         assert_eq!(parse_pg_lsn("+1/0"), None);
+    }
+
+    #[test]
+    fn dms_positions_in_every_form() {
+        // PostgreSQL (RDS, transaction details on): the change's LSN.
+        assert_eq!(parse_dms_position("00000002/7C007178.3.00000002/7C007178"), Some(0x2_7C00_7178));
+        assert_eq!(parse_dms_position("00000002/7C007178.12.00000002/7C0073F8"), Some(0x2_7C00_73F8));
+        assert_eq!(parse_dms_position("00000002/7C0073F8.2.00000002/7C007178"), Some(0x2_7C00_73F8));
+        assert_eq!(parse_dms_position("0/16B3748"), Some(0x16B3748));
+        // MySQL binlog.
+        let mysql = "mysql-bin-changelog.002171:36912271:0:36912333:9324410911751:mysql-bin-changelog.002171:36912209";
+        assert_eq!(parse_dms_position(mysql), Some(2171 << 43 | 36_912_271 << 11));
+        let next_row = mysql.replacen(":0:", ":1:", 1);
+        assert!(parse_dms_position(&next_row) > parse_dms_position(mysql));
+        let next_file = "mysql-bin-changelog.002172:4:0:100:1:mysql-bin-changelog.002172:4";
+        assert!(parse_dms_position(next_file) > parse_dms_position(mysql));
+        for bad in [
+            "",
+            "00000002/7C007178.x.00000002/7C007178",
+            "00000002/7C007178.3",
+            "00000002/7C007178..00000002/7C007178",
+            "00000002/7C007178.3.00000002/7C007178.1",
+            "1234567",
+            "mysql-bin.1:2:3:4:5:mysql-bin.1",
+            "mysql-bin.1:2:4096:4:5:mysql-bin.1:2",
+            "mysql-bin.1:99999999999:0:4:5:mysql-bin.1:2",
+            "bin:2:0:4:5:bin:2",
+        ] {
+            assert_eq!(parse_dms_position(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! behind EventBridge, the event's `time` stands in when `eventTimestamp` is absent.
 
 use super::raw::RawObject;
-use super::{DecodeError, Decoder, Outer, Resolved, decode_row, string, truncate};
+use super::{DecodeError, Decoder, Outer, Resolved, decode_row, string, table_ref, truncate};
 use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped};
 use crate::decode::encoding::parse_iso_timestamp;
 
@@ -43,7 +43,10 @@ pub(crate) fn decode(
         _ => return Err(DecodeError::UnknownOp(truncate(&operation, 16))),
     };
     let table_name = string(fields, "tableName")?.ok_or(DecodeError::MissingField("tableName"))?;
-    let (table, spec) = match decoder.resolve_table(None, &table_name)? {
+    // `tableName` is an entity of the platform's contract (`SalesOrder`) or a qualified
+    // `schema.table` / `database.schema.table`; the mapping decides (tables.rs).
+    let table = table_ref(None, None, &table_name, true);
+    let (table, spec) = match decoder.resolve_table(table, true)? {
         Resolved::Known(table, spec) => (table, spec),
         Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
     };
@@ -72,6 +75,7 @@ pub(crate) fn decode(
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
         table,
+        mirror: spec.table,
         op,
         before,
         after,

@@ -124,7 +124,14 @@ fn parse_plan(raw: &str) -> Result<SchemaPlan, DecodeError> {
         .iter()
         .flatten()
         .find(|f| matches!(f.field.as_deref(), Some("after" | "before")) && f.ty.as_deref() == Some("struct"));
-    let row = match row_struct {
+    // A record flattened by ExtractNewRecordState: the root struct is the row itself, marked by
+    // the transform's `__` metadata fields (debezium.rs).
+    let flattened = || {
+        let fields = root.fields.as_ref()?;
+        let marked = fields.iter().any(|f| f.field.as_deref().is_some_and(|n| n.starts_with("__")));
+        (root.ty.as_deref() == Some("struct") && marked).then_some(&root)
+    };
+    let row = match row_struct.or_else(flattened) {
         None => None,
         Some(node) => {
             let mut fields = Vec::new();
