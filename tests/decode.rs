@@ -11,6 +11,7 @@ use cdc_processor::change::{ChangeEvent, Decimal, Decoded, InputFormat, Op, Row,
 use cdc_processor::decode::encoding::{self, ValueError};
 use cdc_processor::decode::{DecodeError, DecodeOptions, Decoder, ERROR_CODES};
 use cdc_processor::error::{Classify, ErrorClass};
+use cdc_processor::tables::SourceTable;
 use proptest::prelude::*;
 
 const JAN_1_2024_US: i64 = 1_704_067_200_000_000;
@@ -61,7 +62,8 @@ fn col<'a>(row: &'a Option<Row>, name: &str) -> &'a Value {
 // ---------- Debezium ----------
 
 fn assert_customer_create(c: &ChangeEvent) {
-    assert_eq!(c.table.to_string(), "public.customers");
+    assert_eq!(c.table.to_string(), "shop.public.customers");
+    assert_eq!(c.mirror, SourceTable::Customers);
     assert_eq!(c.op, Op::Create);
     assert_eq!(c.format, InputFormat::Debezium);
     assert_eq!(c.version.0, 24_023_184);
@@ -93,7 +95,7 @@ fn debezium_update_with_and_without_schema() {
     for name in ["debezium_update_with_schema.json", "debezium_update_no_schema.json"] {
         let c = change(name);
         assert_eq!(c.op, Op::Update, "{name}");
-        assert_eq!(c.table.to_string(), "public.orders");
+        assert_eq!((c.table.to_string(), c.mirror), ("shop.public.orders".to_owned(), SourceTable::Orders));
         assert_eq!(col(&c.before, "status"), &text("pending"));
         assert_eq!(col(&c.after, "status"), &text("paid"));
         // "AOb/" = 0x00E6FF = 59135 (a 0x00 sign byte, since 0xE6 has its top bit set) → 591.35.
@@ -107,7 +109,7 @@ fn debezium_delete_with_key_only_before() {
     for name in ["debezium_delete_with_schema.json", "debezium_delete_no_schema.json"] {
         let c = change(name);
         assert_eq!(c.op, Op::Delete);
-        assert_eq!(c.table.to_string(), "public.order_items");
+        assert_eq!(c.table.to_string(), "shop.public.order_items");
         assert!(c.after.is_none());
         assert_eq!(col(&c.before, "id"), &Value::Int(70001));
         assert_eq!(col(&c.before, "price"), &Value::Null);
@@ -130,7 +132,7 @@ fn debezium_truncate_has_no_rows() {
     for name in ["debezium_truncate_with_schema.json", "debezium_truncate_no_schema.json"] {
         let c = change(name);
         assert_eq!(c.op, Op::Truncate);
-        assert_eq!(c.table.to_string(), "public.orders");
+        assert_eq!((c.table.to_string(), c.mirror), ("shop.public.orders".to_owned(), SourceTable::Orders));
         assert!(c.before.is_none() && c.after.is_none());
         assert_eq!(c.version.0, 24_023_184);
     }
@@ -205,7 +207,7 @@ fn debezium_non_changes_are_skipped() {
 #[test]
 fn unknown_tables_are_skipped_or_rejected() {
     assert_eq!(skipped("debezium_unknown_table.json"), Skipped::UnknownTable);
-    let strict = Decoder::new(DecodeOptions { reject_unknown_tables: true });
+    let strict = Decoder::new(DecodeOptions { reject_unknown_tables: true, ..DecodeOptions::default() });
     let e = strict.decode(&fixture("debezium_unknown_table.json")).unwrap_err();
     assert_eq!(e.code(), "table.unknown");
     // Known tables still decode under the strict decoder.
@@ -284,10 +286,12 @@ fn dms_delete_falls_back_to_commit_timestamp() {
 }
 
 #[test]
-fn dms_load_falls_back_to_metadata_timestamp() {
+fn dms_load_without_position_ranks_below_every_change() {
     let c = change("dms_load.json");
     assert_eq!(c.op, Op::Read);
-    assert_eq!(c.version.0, (JAN_1_2024_US + 32_400_000_001) as u64);
+    // A full-load row without position: version 0, below every CDC change of the row
+    // (docs/versions.md).
+    assert_eq!(c.version.0, 0);
     assert_eq!(c.transaction_id, None);
     // 4.8 at the column's scale 2.
     assert_eq!(col(&c.after, "price"), &dec(480, 2));
@@ -301,8 +305,12 @@ fn dms_control_and_omitted_nulls() {
     let after = c.after.as_ref().unwrap();
     assert_eq!(after.len(), 3);
     assert_eq!(after.get("city"), None, "omitted, not null");
-    // stream-position is not an LSN: commit-timestamp wins.
+    // No stream-position: commit-timestamp.
     assert_eq!(c.version.0, (JAN_1_2024_US + 43_199_000_001) as u64);
+    // A position in no known form is refused, never replaced by a timestamp.
+    let body = fixture("dms_insert.json").replace(r#""stream-position": ""#, r#""stream-position": "x"#);
+    assert_ne!(body, fixture("dms_insert.json"));
+    assert_eq!(Decoder::default().decode(&body).unwrap_err().code(), "envelope.bad_field");
 }
 
 // ---------- Platform envelope ----------
@@ -311,7 +319,7 @@ fn dms_control_and_omitted_nulls() {
 fn platform_insert_ignores_unknown_fields() {
     let c = change("platform_insert.json");
     assert_eq!(c.format, InputFormat::Platform);
-    assert_eq!(c.table.to_string(), "public.orders"); // SalesOrder
+    assert_eq!((c.table.to_string(), c.mirror), ("SalesOrder".to_owned(), SourceTable::Orders));
     assert_eq!(c.op, Op::Create);
     let ts = JAN_1_2024_US + 36_000_123_456;
     assert_eq!(c.version.0, ts as u64);
@@ -324,7 +332,7 @@ fn platform_insert_ignores_unknown_fields() {
 #[test]
 fn platform_update_delete_and_nested_forms() {
     let u = change("platform_update.json");
-    assert_eq!((u.op, u.table.name.as_str()), (Op::Update, "products"));
+    assert_eq!((u.op, u.table.name.as_str(), u.mirror), (Op::Update, "Product", SourceTable::Products));
     assert_eq!(col(&u.before, "price"), &dec(450, 2));
     assert_eq!(col(&u.after, "price"), &dec(482, 2));
 
@@ -334,7 +342,7 @@ fn platform_update_delete_and_nested_forms() {
     assert_eq!(col(&d.before, "price"), &dec(482, 2));
 
     let n = change("platform_nested.json");
-    assert_eq!((n.op, n.table.name.as_str()), (Op::Create, "customers"));
+    assert_eq!((n.op, n.table.name.as_str(), n.mirror), (Op::Create, "Customer", SourceTable::Customers));
     assert_eq!(n.correlation_id.as_deref(), Some("corr-44"));
     assert_eq!(col(&n.after, "city"), &Value::Null);
     assert_eq!(n.version.0, (JAN_1_2024_US + 43_200_000_000) as u64);
@@ -391,9 +399,9 @@ fn errors_never_echo_row_values() {
 fn odd_bodies_do_not_panic() {
     let decoder = Decoder::default();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let deep_obj = format!(r#"{{"op":"c","source":{{"table":"orders","lsn":1}},"after":{{"x":{deep}}}}}"#);
+    let deep_obj = format!(r#"{{"op":"c","source":{{"schema":"public","table":"orders","lsn":1}},"after":{{"x":{deep}}}}}"#);
     let deep_nat = format!(
-        r#"{{"op":"c","source":{{"table":"orders","lsn":1}},"after":{{"x":{}1{}}}}}"#,
+        r#"{{"op":"c","source":{{"schema":"public","table":"orders","lsn":1}},"after":{{"x":{}1{}}}}}"#,
         "[".repeat(100),
         "]".repeat(100)
     );
@@ -443,7 +451,7 @@ proptest! {
     #[test]
     fn precise_decimal_column_round_trips_through_the_decoder((unscaled, scale) in any_decimal()) {
         let body = format!(
-            r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","fields":[{{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{{"scale":"{scale}"}},"field":"price"}}],"optional":true,"field":"after"}}]}},"payload":{{"op":"c","source":{{"table":"products","lsn":7}},"after":{{"price":"{}"}}}}}}"#,
+            r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","fields":[{{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{{"scale":"{scale}"}},"field":"price"}}],"optional":true,"field":"after"}}]}},"payload":{{"op":"c","source":{{"schema":"public","table":"products","lsn":7}},"after":{{"price":"{}"}}}}}}"#,
             encoding::decimal_to_base64(unscaled)
         );
         let Decoded::Change(c) = Decoder::default().decode(&body).unwrap() else { panic!("not a change") };
@@ -454,7 +462,7 @@ proptest! {
     fn micro_timestamps_match_chrono(us in -62_135_596_800_000_000i64..253_402_300_799_999_999) {
         let iso = chrono::DateTime::from_timestamp_micros(us).unwrap().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         prop_assert_eq!(encoding::parse_iso_timestamp(&iso), Ok(us));
-        let body = format!(r#"{{"op":"c","source":{{"table":"orders","lsn":1}},"after":{{"order_date":{us},"status":"{iso}"}}}}"#);
+        let body = format!(r#"{{"op":"c","source":{{"schema":"public","table":"orders","lsn":1}},"after":{{"order_date":{us},"status":"{iso}"}}}}"#);
         let Decoded::Change(c) = Decoder::default().decode(&body).unwrap() else { panic!("not a change") };
         prop_assert_eq!(c.after.unwrap().get("order_date").cloned(), Some(Value::Timestamp(us)));
     }
