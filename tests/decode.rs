@@ -484,3 +484,95 @@ proptest! {
         let _ = Decoder::default().decode(&body);
     }
 }
+
+// ---------- Flattened Debezium records (ExtractNewRecordState) ----------
+
+/// An `orders` row flattened with `add.fields=op,db,schema,table,lsn,source.ts_ms,txId` and
+/// `delete.handling.mode=rewrite`: the row has a `status` column.
+fn flattened(extra: &str) -> String {
+    format!(
+        r#"{{"id":9001,"customer_id":1001,"order_date":1704103200000000,"status":"shipped","total":"591.35"{extra}}}"#
+    )
+}
+
+#[test]
+fn flattened_records_decode_exactly_also_with_a_status_column() {
+    let meta = r#","__op":"u","__db":"shop","__schema":"public","__table":"orders","__lsn":24023128,"__source_ts_ms":1704103200123,"__txId":771,"__ts_ms":1704103299999,"__deleted":"false""#;
+    let decoder = Decoder::default();
+    let Decoded::Change(c) = decoder.decode(&flattened(meta)).unwrap() else { panic!("not a change") };
+    assert_eq!((c.op, c.mirror, c.table.to_string().as_str()), (Op::Update, SourceTable::Orders, "shop.public.orders"));
+    assert_eq!(c.version.0, 24023128);
+    assert_eq!(c.commit_time_us, Some(1_704_103_200_123_000), "source.ts_ms, not the processing ts_ms");
+    assert_eq!(c.transaction_id.as_deref(), Some("771"));
+    let after = c.after.as_ref().unwrap();
+    assert_eq!(after.len(), 5, "no __ member is a column");
+    assert_eq!(after.get("status"), Some(&text("shipped")));
+    assert_eq!(after.get("total"), Some(&dec(59135, 2)));
+
+    // With a schema block (the row struct itself), and through the cached-schema path.
+    let schema = r#"{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"int64","optional":true,"field":"customer_id"},{"type":"int64","optional":true,"name":"io.debezium.time.MicroTimestamp","version":1,"field":"order_date"},{"type":"string","optional":true,"field":"status"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2"},"field":"total"},{"type":"string","optional":true,"field":"__op"},{"type":"string","optional":true,"field":"__schema"},{"type":"string","optional":true,"field":"__table"},{"type":"int64","optional":true,"field":"__lsn"},{"type":"string","optional":true,"field":"__deleted"}],"optional":false,"name":"shop.public.orders.Value"}"#;
+    let body = format!(
+        r#"{{"schema":{schema},"payload":{{"id":9001,"customer_id":1001,"order_date":1704103200000000,"status":"shipped","total":"5v8=","__op":"c","__schema":"public","__table":"orders","__lsn":7,"__deleted":"false"}}}}"#
+    );
+    for _ in 0..2 {
+        let Decoded::Change(c) = decoder.decode(&body).unwrap() else { panic!("not a change") };
+        assert_eq!((c.op, c.version.0), (Op::Create, 7));
+        assert_eq!(col(&c.after, "total"), &dec(-6401, 2), "base64 0xE6FF by the row schema");
+        assert_eq!(col(&c.after, "order_date"), &Value::Timestamp(1_704_103_200_000_000));
+    }
+}
+
+#[test]
+fn flattened_deletes_and_missing_metadata() {
+    let decoder = Decoder::default();
+    // delete.handling.mode=rewrite: the before-image with __deleted "true".
+    let delete = r#","__op":"d","__schema":"public","__table":"orders","__lsn":24023200,"__deleted":"true""#;
+    let Decoded::Change(d) = decoder.decode(&flattened(delete)).unwrap() else { panic!("not a change") };
+    assert_eq!((d.op, d.after.is_none()), (Op::Delete, true));
+    assert_eq!(col(&d.before, "id"), &Value::Int(9001));
+    // Without __op, __deleted alone decides: "true" a delete, "false" an upsert.
+    let no_op = r#","__schema":"public","__table":"orders","__lsn":5,"__deleted":"true""#;
+    assert!(matches!(decoder.decode(&flattened(no_op)), Ok(Decoded::Change(c)) if c.op == Op::Delete));
+    // `source.NAME` form of add.fields.
+    let source_form = r#","__op":"r","__source_schema":"public","__source_table":"orders","__source_lsn":9"#;
+    assert!(matches!(decoder.decode(&flattened(source_form)), Ok(Decoded::Change(c)) if c.version.0 == 9));
+    // Another schema's table is not a sales table.
+    let other = r#","__op":"c","__schema":"archive","__table":"orders","__lsn":5"#;
+    assert_eq!(decoder.decode(&flattened(other)).unwrap(), Decoded::Skipped(Skipped::UnknownTable));
+    // Refused by name: no __lsn (no version), no table identity, contradictions, bad values.
+    for (extra, code) in [
+        (r#","__op":"c","__schema":"public","__table":"orders""#, "version.missing"),
+        (r#","__op":"c","__table":"orders","__lsn":5"#, "envelope.missing_field"),
+        (r#","__deleted":"false""#, "envelope.missing_field"),
+        (r#","__schema":"public","__table":"orders","__lsn":5"#, "envelope.missing_field"),
+        (r#","__op":"c","__schema":"public","__table":"orders","__lsn":5,"__deleted":"true""#, "envelope.bad_field"),
+        (r#","__op":"c","__schema":"public","__table":"orders","__lsn":5,"__deleted":true"#, "envelope.bad_field"),
+        (r#","__op":"c","__schema":"public","__table":"orders","__lsn":"5""#, "envelope.bad_field"),
+        (r#","__op":"x","__schema":"public","__table":"orders","__lsn":5"#, "op.unknown"),
+        (r#","__op":"c","__schema":"public","__table":"orders","__lsn":9223372036854775808"#, "version.implausible"),
+    ] {
+        let e = decoder.decode(&flattened(extra)).unwrap_err();
+        assert_eq!((e.code(), e.class()), (code, ErrorClass::Poison), "{extra}");
+    }
+    // Without __lsn the row is never taken for a transaction marker because of its status.
+    assert_eq!(decoder.decode(&flattened(r#","__deleted":"false","__op":"u""#)).unwrap_err().code(), "envelope.missing_field");
+}
+
+#[test]
+fn tables_are_identified_by_schema_and_exact_name() {
+    let decoder = Decoder::default();
+    let body = |schema: &str, table: &str| {
+        format!(r#"{{"op":"c","source":{{"db":"shop","schema":"{schema}","table":"{table}","lsn":5}},"after":{{"id":1}}}}"#)
+    };
+    assert!(matches!(decoder.decode(&body("public", "customers")), Ok(Decoded::Change(_))));
+    for (schema, table) in [("inventory", "customers"), ("lineage", "order"), ("archive", "orders"), ("public", "ORDERS"), ("public", "customer")] {
+        assert_eq!(decoder.decode(&body(schema, table)).unwrap(), Decoded::Skipped(Skipped::UnknownTable), "{schema}.{table}");
+    }
+    // Logged once per table per decoder, names only.
+    let logged = decoder.take_new_unmapped_tables();
+    assert_eq!(logged.len(), 5);
+    decoder.decode(&body("archive", "orders")).unwrap();
+    assert!(decoder.take_new_unmapped_tables().is_empty());
+    let strict = Decoder::new(DecodeOptions { reject_unknown_tables: true, ..DecodeOptions::default() });
+    assert_eq!(strict.decode(&body("archive", "orders")).unwrap_err().code(), "table.unknown");
+}
