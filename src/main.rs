@@ -12,10 +12,10 @@ use clap::{Parser, Subcommand};
 
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::DecodeOptions;
-use cdc_processor::tables::TableMapping;
 use cdc_processor::handler::{HandlerConfig, Invocation};
 use cdc_processor::pipeline::{Pipeline, SystemicError};
 use cdc_processor::sink::Warehouse;
+use cdc_processor::tables::TableMapping;
 use cdc_processor::{capture, freshness, generator, lambda, sqs, telemetry, verify};
 
 #[derive(Parser)]

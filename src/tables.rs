@@ -362,7 +362,8 @@ mod mapping_tests {
 
     #[test]
     fn parse_accepts_databases_renames_and_platform_entries() {
-        let m = TableMapping::parse(" shop.sales.orders , sales.line_items=order_items,platform:Kunde=customers ").unwrap();
+        let m =
+            TableMapping::parse(" shop.sales.orders , sales.line_items=order_items,platform:Kunde=customers ").unwrap();
         assert_eq!(m.table(Some("shop"), "sales", "orders"), Some(SourceTable::Orders));
         assert_eq!(m.table(Some("other"), "sales", "orders"), None);
         assert_eq!(m.table(None, "sales", "orders"), None, "an entry with a database needs the event to name it");

@@ -399,7 +399,8 @@ fn errors_never_echo_row_values() {
 fn odd_bodies_do_not_panic() {
     let decoder = Decoder::default();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let deep_obj = format!(r#"{{"op":"c","source":{{"schema":"public","table":"orders","lsn":1}},"after":{{"x":{deep}}}}}"#);
+    let deep_obj =
+        format!(r#"{{"op":"c","source":{{"schema":"public","table":"orders","lsn":1}},"after":{{"x":{deep}}}}}"#);
     let deep_nat = format!(
         r#"{{"op":"c","source":{{"schema":"public","table":"orders","lsn":1}},"after":{{"x":{}1{}}}}}"#,
         "[".repeat(100),
@@ -555,18 +556,33 @@ fn flattened_deletes_and_missing_metadata() {
         assert_eq!((e.code(), e.class()), (code, ErrorClass::Poison), "{extra}");
     }
     // Without __lsn the row is never taken for a transaction marker because of its status.
-    assert_eq!(decoder.decode(&flattened(r#","__deleted":"false","__op":"u""#)).unwrap_err().code(), "envelope.missing_field");
+    assert_eq!(
+        decoder.decode(&flattened(r#","__deleted":"false","__op":"u""#)).unwrap_err().code(),
+        "envelope.missing_field"
+    );
 }
 
 #[test]
 fn tables_are_identified_by_schema_and_exact_name() {
     let decoder = Decoder::default();
     let body = |schema: &str, table: &str| {
-        format!(r#"{{"op":"c","source":{{"db":"shop","schema":"{schema}","table":"{table}","lsn":5}},"after":{{"id":1}}}}"#)
+        format!(
+            r#"{{"op":"c","source":{{"db":"shop","schema":"{schema}","table":"{table}","lsn":5}},"after":{{"id":1}}}}"#
+        )
     };
     assert!(matches!(decoder.decode(&body("public", "customers")), Ok(Decoded::Change(_))));
-    for (schema, table) in [("inventory", "customers"), ("lineage", "order"), ("archive", "orders"), ("public", "ORDERS"), ("public", "customer")] {
-        assert_eq!(decoder.decode(&body(schema, table)).unwrap(), Decoded::Skipped(Skipped::UnknownTable), "{schema}.{table}");
+    for (schema, table) in [
+        ("inventory", "customers"),
+        ("lineage", "order"),
+        ("archive", "orders"),
+        ("public", "ORDERS"),
+        ("public", "customer"),
+    ] {
+        assert_eq!(
+            decoder.decode(&body(schema, table)).unwrap(),
+            Decoded::Skipped(Skipped::UnknownTable),
+            "{schema}.{table}"
+        );
     }
     // Logged once per table per decoder, names only.
     let logged = decoder.take_new_unmapped_tables();

@@ -31,21 +31,49 @@ use Expect::*;
 
 /// file → expected outcome with the default mapping, and why.
 const CASES: &[(&str, Expect, &str)] = &[
-    ("aws-example-eventbridge-event-obj.json", Error("envelope.unknown"), "EventBridge unwrapped; an EC2 state change is no change event"),
-    ("aws-example-sqs-event-obj.json", SqsEvent(&["envelope.unknown"]), "SQS event; the body {a, b} is JSON but no envelope"),
+    (
+        "aws-example-eventbridge-event-obj.json",
+        Error("envelope.unknown"),
+        "EventBridge unwrapped; an EC2 state change is no change event",
+    ),
+    (
+        "aws-example-sqs-event-obj.json",
+        SqsEvent(&["envelope.unknown"]),
+        "SQS event; the body {a, b} is JSON but no envelope",
+    ),
     ("aws-example-sqs-event.json", SqsEvent(&["body.not_json"]), "SQS event; the body `Message Body` is not JSON"),
-    ("blog-toast-update.json", Skip(Skipped::UnknownTable), "inventory.customers is not public.customers (issue 10: was written as customer 1004)"),
+    (
+        "blog-toast-update.json",
+        Skip(Skipped::UnknownTable),
+        "inventory.customers is not public.customers (issue 10: was written as customer 1004)",
+    ),
     ("dbz-cap-film-read.json", Skip(Skipped::UnknownTable), "public.film"),
     ("dbz-cap-flights-read.json", Skip(Skipped::UnknownTable), "flights table"),
-    ("dbz-cap-lineage-order-create.json", Skip(Skipped::UnknownTable), "lineage.order is not public.orders (issue 10: was taken by alias)"),
-    ("dbz-cap-orders-read.json", Change("testdb.public.orders", SourceTable::Orders, Op::Read), "public.orders of database testdb: the default mapping takes public.orders of any database"),
+    (
+        "dbz-cap-lineage-order-create.json",
+        Skip(Skipped::UnknownTable),
+        "lineage.order is not public.orders (issue 10: was taken by alias)",
+    ),
+    (
+        "dbz-cap-orders-read.json",
+        Change("testdb.public.orders", SourceTable::Orders, Op::Read),
+        "public.orders of database testdb: the default mapping takes public.orders of any database",
+    ),
     ("dbz-cap-source-table-create.json", Skip(Skipped::UnknownTable), "source_table"),
     ("dbz-cap-transactions-read.json", Skip(Skipped::UnknownTable), "transactions"),
-    ("dbz-cap-unwrap-orders.json", Error("envelope.missing_field"), "flattened without add.fields: no __table (nor __lsn), so no identity; never taken for a transaction marker for its status column"),
+    (
+        "dbz-cap-unwrap-orders.json",
+        Error("envelope.missing_field"),
+        "flattened without add.fields: no __table (nor __lsn), so no identity; never taken for a transaction marker for its status column",
+    ),
     ("dbz-cap-widgets-create.json", Skip(Skipped::UnknownTable), "widgets"),
     ("dbz-cap-widgets-delete.json", Skip(Skipped::UnknownTable), "widgets"),
     ("dbz-cap-widgets-update.json", Skip(Skipped::UnknownTable), "widgets"),
-    ("dbz-doc-create.json", Change("postgres.public.customers", SourceTable::Customers, Op::Create), "documentation create of public.customers"),
+    (
+        "dbz-doc-create.json",
+        Change("postgres.public.customers", SourceTable::Customers, Op::Create),
+        "documentation create of public.customers",
+    ),
     ("dbz-doc-delete.txt", Error("body.not_json"), "`{ ... }` placeholder as printed; repaired below"),
     ("dbz-doc-message-nontx.txt", Error("body.not_json"), "placeholder and a missing brace; repaired below"),
     ("dbz-doc-message-tx.txt", Error("body.not_json"), "placeholder; repaired below"),

@@ -195,10 +195,10 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
         (None, None) => return Err(DecodeError::MissingField("__op")),
     };
 
-    let (table_name, _) = added(record, "table", ["__table", "__source_table"])?
-        .ok_or(DecodeError::MissingField("__table"))?;
-    let (schema, _) = added(record, "schema", ["__schema", "__source_schema"])?
-        .ok_or(DecodeError::MissingField("__schema"))?;
+    let (table_name, _) =
+        added(record, "table", ["__table", "__source_table"])?.ok_or(DecodeError::MissingField("__table"))?;
+    let (schema, _) =
+        added(record, "schema", ["__schema", "__source_schema"])?.ok_or(DecodeError::MissingField("__schema"))?;
     let database = added(record, "db", ["__db", "__source_db"])?.map(|(db, _)| db);
     let table = table_ref(database.as_deref(), Some(&schema), &table_name, false);
     let (table, spec) = match decoder.resolve_table(table, false)? {

@@ -8,7 +8,9 @@
 //! the table's known column kinds (DMS sends numbers and strings, never base64).
 
 use super::raw::{self, RawObject};
-use super::{DecodeError, Decoder, Resolved, decode_row, parse_dms_position, parse_object, string, table_ref, truncate};
+use super::{
+    DecodeError, Decoder, Resolved, decode_row, parse_dms_position, parse_object, string, table_ref, truncate,
+};
 use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Version};
 use crate::decode::debezium::id_text;
 use crate::decode::encoding::parse_iso_timestamp;

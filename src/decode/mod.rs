@@ -275,7 +275,9 @@ impl Decoder {
         };
         match mirror {
             Some(mirror) => Ok(Resolved::Known(table, mirror.spec())),
-            None if self.options.reject_unknown_tables => Err(DecodeError::UnknownTable(truncate(&table.to_string(), 200))),
+            None if self.options.reject_unknown_tables => {
+                Err(DecodeError::UnknownTable(truncate(&table.to_string(), 200)))
+            }
             None => {
                 let mut unmapped = self.unmapped.lock().unwrap_or_else(|e| e.into_inner());
                 if unmapped.seen.len() < UNMAPPED_REMEMBERED && !unmapped.seen.contains(&table) {
@@ -423,7 +425,13 @@ pub fn parse_dms_position(s: &str) -> Option<u64> {
     }
     let fields: Vec<&str> = s.split(':').collect();
     if let [file, pos, index, next, xid, begin_file, begin] = fields.as_slice() {
-        let number = |t: &str| if !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()) { t.parse::<u64>().ok() } else { None };
+        let number = |t: &str| {
+            if !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()) {
+                t.parse::<u64>().ok()
+            } else {
+                None
+            }
+        };
         let file_seq = |f: &str| {
             let (name, seq) = f.rsplit_once('.')?;
             if name.is_empty() { None } else { number(seq) }
