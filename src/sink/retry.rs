@@ -169,7 +169,7 @@ mod tests {
     async fn a_call_that_never_answers_ends_at_the_deadline() {
         let started = Instant::now();
         let result: Result<(), _> = RetryPolicy::default()
-            .run(started + Duration::from_millis(200), || std::future::pending::<Result<(), SinkError>>())
+            .run(started + Duration::from_millis(200), std::future::pending::<Result<(), SinkError>>)
             .await;
         assert!(matches!(result, Err(SinkError::TimedOut)));
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
