@@ -361,6 +361,9 @@ def main():
     parser.add_argument("--peer", required=True, help="the peer's directory (handler.py)")
     parser.add_argument("--peer-python", required=True)
     args = parser.parse_args()
+    # BENCH_PEER=0: the processor alone, e.g. against a current engine the peer cannot reach (it
+    # speaks the native protocol; the test-only chDB front speaks HTTP).
+    with_peer = os.environ.get("BENCH_PEER", "1") != "0"
     args.peer_python = os.path.abspath(args.peer_python)
 
     items = env_int("BENCH_ITEMS", 10_000_000)
@@ -415,20 +418,24 @@ def main():
         started = time.perf_counter()
         bench.migrate(proc_tpl)
         seed(proc_tpl, size, notes)
-        bench.peer_setup(peer_tpl)
-        seed(peer_tpl, size, notes)
+        if with_peer:
+            bench.peer_setup(peer_tpl)
+            seed(peer_tpl, size, notes)
         seeded_s = time.perf_counter() - started
         started = time.perf_counter()
         merge(proc_tpl)
-        merge(peer_tpl)
+        if with_peer:
+            merge(peer_tpl)
         merged_s = time.perf_counter() - started
         print(f"  seeding {seeded_s:.0f} s, merging the seed parts {merged_s:.0f} s; on disk: processor "
-              f"{disk_bytes(proc_tpl) / 1e9:.2f} GB, peer {disk_bytes(peer_tpl) / 1e9:.2f} GB", flush=True)
+              f"{disk_bytes(proc_tpl) / 1e9:.2f} GB, peer {disk_bytes(peer_tpl) / 1e9 if with_peer else 0:.2f} GB",
+              flush=True)
 
-        results = {(who, wh): [] for who in ("processor", "peer") for wh in ("empty", "full")}
+        runners = ("processor", "peer") if with_peer else ("processor",)
+        results = {(who, wh): [] for who in runners for wh in ("empty", "full")}
         for r in range(rounds):
             for wh, template in (("empty", None), ("full", (proc_tpl, peer_tpl))):
-                order = ["processor", "peer"] if r % 2 == 0 else ["peer", "processor"]
+                order = list(runners) if r % 2 == 0 else list(reversed(runners))
                 for who in order:
                     tag = f"r{r}_{wh}"
                     if who == "processor":
@@ -448,21 +455,27 @@ def main():
         print()
         print(f"summary (median of {rounds} round(s), {events:,} events, same corpus, same ClickHouse):")
         print(f"{'':32}{'empty':>14}{'seeded':>14}{'seeded/empty':>14}")
-        for who in ("processor", "peer"):
+        for who in runners:
             print(f"{who + ' events/s':32}{rate(who, 'empty'):14,.0f}{rate(who, 'full'):14,.0f}"
                   f"{rate(who, 'full') / rate(who, 'empty'):14.2f}")
-        print(f"{'processor / peer':32}{rate('processor', 'empty') / rate('peer', 'empty'):14.2f}"
-              f"{rate('processor', 'full') / rate('peer', 'full'):14.2f}")
-        for who in ("processor", "peer"):
+        # Fan-out makes the seeded run derive more facts for the same events (an update of a
+        # product sold 200 times re-derives 200 facts): facts/s is the cost per unit of work.
+        facts_rate = lambda wh: med("processor", wh, "facts") / med("processor", wh, "wall")  # noqa: E731
+        print(f"{'processor facts/s':32}{facts_rate('empty'):14,.0f}{facts_rate('full'):14,.0f}"
+              f"{facts_rate('full') / facts_rate('empty'):14.2f}")
+        if with_peer:
+            print(f"{'processor / peer':32}{rate('processor', 'empty') / rate('peer', 'empty'):14.2f}"
+                  f"{rate('processor', 'full') / rate('peer', 'full'):14.2f}")
+        for who in runners:
             per_m = lambda wh: med(who, wh, "cpu") / events * 1e6  # noqa: E731
             print(f"{who + ' CPU s / M events':32}{per_m('empty'):14.1f}{per_m('full'):14.1f}")
         if all(x["server"] is not None for v in results.values() for x in v):
-            for who in ("processor", "peer"):
+            for who in runners:
                 per_m = lambda wh: med(who, wh, "server") / events * 1e6  # noqa: E731
                 print(f"{who + ' server CPU s / M ev.':32}{per_m('empty'):14.1f}{per_m('full'):14.1f}")
             notes.append("server CPU: the ClickHouse server process during the run; the server is shared, so "
                          "other clients' queries and merges count too")
-        for who in ("processor", "peer"):
+        for who in runners:
             print(f"{who + ' facts written':32}{med(who, 'empty', 'facts'):14,.0f}{med(who, 'full', 'facts'):14,.0f}")
         ceil = lambda wh: events / med("processor", wh, "ceiling")  # noqa: E731
         print(f"{'raw-insert ceiling events/s':32}{ceil('empty'):14,.0f}{ceil('full'):14,.0f}")

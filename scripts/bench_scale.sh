@@ -21,6 +21,8 @@
 #                    shares of the corpus, in % of events (10 / 1 / 0.1); the rest: new orders
 #                    with 1-5 items each
 #   BENCH_ROUNDS     rounds of the four runs (3); the summary gives medians
+#   BENCH_PEER=0     the processor alone (e.g. CLICKHOUSE_URL pointing at a current engine the
+#                    peer, which speaks the native protocol, cannot reach)
 #   BENCH_RUN_TIMEOUT  seconds before one run is killed (1800)
 #   BENCH_KEEP_LOGS  keep the runs' stdout/stderr and print where
 #   PEER_DIR         the peer (../shared/peer)

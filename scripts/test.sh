@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 python_has() { python3 -c "import $1" >/dev/null 2>&1; }
 python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
+# tests/outage.rs makes a private CA and a server certificate with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "test: installing openssl" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >/dev/null; else sudo apt-get install -y -qq openssl >/dev/null; fi
+fi
 
 source scripts/services.sh
 

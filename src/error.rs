@@ -5,8 +5,9 @@
 //!
 //! - [`ErrorClass::Transient`]: retry later (SQS redelivers after a backoff);
 //! - [`ErrorClass::Poison`]: this message can never succeed: dead-letter it, fail nothing else;
-//! - [`ErrorClass::Systemic`]: the environment is broken (wrong password, missing database):
-//!   fail the whole invocation so that no healthy message is dead-lettered.
+//! - [`ErrorClass::Systemic`]: the environment is broken (wrong password, missing database,
+//!   untrusted certificate): every message of the batch fails, none is ever dead-lettered for
+//!   it (docs/error-policy.md).
 
 use std::fmt;
 

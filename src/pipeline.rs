@@ -38,8 +38,9 @@ const INLINE_PER_PARENT: usize = 1_000;
 /// Children read inline per index lookup in all.
 const INLINE_TOTAL: usize = 50_000;
 
-/// A fault of the environment, not of any message: the invocation fails as a whole so that SQS
-/// redelivers the batch later and no healthy message is dead-lettered.
+/// A fault of the environment, not of any message (wrong password, missing table, a query the
+/// server's limits refuse): the pipeline stops, and the handler fails every message of the batch
+/// as environmental, so none of them moves toward the DLQ (docs/error-policy.md).
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct SystemicError {
@@ -516,7 +517,7 @@ impl Pipeline {
 
     /// Inserts the groups in one statement; if the server rejects the data, splits the groups in
     /// halves until the failing message(s) stand alone, so everything else still lands.
-    /// Returns the failed messages; a systemic error fails the invocation.
+    /// Returns the failed messages; a systemic error stops the pipeline.
     async fn insert_isolating(
         &self,
         table: &str,

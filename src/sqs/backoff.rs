@@ -1,12 +1,14 @@
 //! Exponential backoff with jitter for messages that failed transiently.
 //!
-//! Enters: a message's `ApproximateReceiveCount`. Leaves: the visibility timeout (seconds) to set
-//! with `ChangeMessageVisibility`, i.e. when SQS hands the message out again.
+//! Enters: a message's attempt number (its `ApproximateReceiveCount`, plus the environmental
+//! attempts a re-sent copy carries). Leaves: the delay (seconds) before SQS hands the message out
+//! again: a visibility timeout for `ChangeMessageVisibility`, or a re-sent copy's `DelaySeconds`.
 //!
 //! Why: with partial batch responses Lambda does not slow its polling when invocations fail
 //! (NOTES §2), and a failed message otherwise comes back after the queue's fixed visibility
-//! timeout, so a ClickHouse outage would burn through `maxReceiveCount` and push healthy messages
-//! into the DLQ. Growing the delay with each receive spreads those receives over minutes.
+//! timeout. The backoff alone only spreads receives: an outage would still burn through
+//! `maxReceiveCount`, which is why environmental failures re-send a copy instead
+//! (`sqs::requeue`, docs/error-policy.md).
 
 use std::time::Duration;
 
@@ -23,10 +25,9 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 60 s doubling up to 1 h. A full outage reaches the DLQ after the sum of the delays of
-    /// `maxReceiveCount − 1` receives: 15 min at 5 (60 + 120 + 240 + 480 s), about 4 h at 10.
-    /// Without the backoff a failed message would come back after the queue's visibility
-    /// timeout every time; the backoff retries a blip sooner and an outage ever later.
+    /// 60 s doubling up to 1 h: a blip is retried soon, a long failure ever later. A message's
+    /// own transient failures reach the DLQ after the sum of the delays of `maxReceiveCount − 1`
+    /// receives (15 min at 5); environmental ones never do (docs/error-policy.md).
     fn default() -> Self {
         Self { base: Duration::from_secs(60), cap: Duration::from_secs(3600) }
     }

@@ -40,8 +40,8 @@ pub enum BatchError {
 }
 
 impl Classify for BatchError {
-    // A miscounted batch is a bug, not a message's fault: fail the invocation so every message
-    // comes back, rather than guess which outcome belongs to which message.
+    // A miscounted batch is a bug, not a message's fault: every message fails as systemic (and
+    // comes back), rather than guess which outcome belongs to which message.
     fn class(&self) -> ErrorClass {
         ErrorClass::Systemic
     }

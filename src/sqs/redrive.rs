@@ -151,6 +151,17 @@ mod tests {
         assert_eq!(out.deduplication_id.as_deref(), Some("redrive-orig-x"));
     }
 
+    #[test]
+    fn a_redriven_copy_starts_its_outage_backoff_afresh() {
+        let mut m = dead("x");
+        m.attributes.insert(crate::sqs::requeue::ATTEMPT.to_string(), Attribute::number(7));
+        m.attributes.insert(crate::sqs::requeue::FIRST_MESSAGE_ID.to_string(), Attribute::string("first"));
+        let out = outgoing(&m, "https://q/src", false);
+        assert!(!out.attributes.contains_key(crate::sqs::requeue::ATTEMPT));
+        assert!(out.attributes.contains_key(crate::sqs::requeue::FIRST_MESSAGE_ID), "kept for tracing");
+        assert_eq!(out.delay_seconds, None);
+    }
+
     #[tokio::test]
     async fn moves_then_deletes_up_to_the_limit() {
         let queue = FakeQueue::default();
