@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a machine that has none of the services yet:
-# installs and starts ClickHouse, PostgreSQL (logical decoding) and moto on 127.0.0.1, runs every
+# installs and starts ClickHouse, PostgreSQL (logical decoding), moto (Secrets Manager) and the
+# local SQS (scripts/sqs.sh) on 127.0.0.1, installs cargo-lambda and the SAM CLI, runs every
 # Rust test against them (nothing is skipped), checks the modern SQL in chDB, lints the SAM
 # template and builds the deployable Lambda zip. Stops the services it started.
 set -euo pipefail
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 python_has() { python3 -c "import $1" >/dev/null 2>&1; }
 python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
 
+# cargo-lambda first: tests/lambda_runtime.rs runs the function under `cargo lambda watch`.
+scripts/tools.sh
 source scripts/services.sh
 
 cargo test --locked --lib --bins --tests
