@@ -58,10 +58,12 @@ $bin migrate
 
 echo "demo: $rate tx/s for ${seconds}s: generator → capture → SQS → poll (up to $max_concurrency concurrent invocations, batches of up to $batch_size within ${window_ms} ms) → ClickHouse" >&2
 $bin capture --queue-url "$queue_url" --slot "$CDC_SLOT" >"$logs/capture.log" 2>&1 &
-pids+=($!)
+capture_pid=$!
+pids+=($capture_pid)
 $bin poll --queue-url "$queue_url" --batch-size "$batch_size" --batching-window-ms "$window_ms" \
   --max-concurrency "$max_concurrency" --wait-time-seconds 1 --visibility-timeout 180 >/dev/null 2>"$logs/poll.log" &
-pids+=($!)
+poll_pid=$!
+pids+=($poll_pid)
 
 ch() { curl -fsS "$CLICKHOUSE_URL/" --data-binary "$1"; }
 if [ "$parts_every" -gt 0 ]; then
@@ -98,6 +100,13 @@ import os, boto3
 sqs = boto3.client('sqs', endpoint_url=os.environ['AWS_ENDPOINT_URL_SQS'], region_name=os.environ['AWS_REGION'])
 print(sqs.get_queue_attributes(QueueUrl='$dlq_url', AttributeNames=['ApproximateNumberOfMessages'])['Attributes']['ApproximateNumberOfMessages'])")
 echo "dead-letter queue depth: $dlq_depth"
+# Both stop gracefully on SIGTERM and print their totals.
+kill -TERM "$capture_pid" "$poll_pid" 2>/dev/null || true
+wait "$capture_pid" "$poll_pid" 2>/dev/null || true
+grep -h '^capture:' "$logs/capture.log" || true
+grep -h '^poll:' "$logs/poll.log" || true
+events=$(grep -ho '^capture: [0-9]*' "$logs/capture.log" | grep -o '[0-9]*$' || echo 0)
+echo "SQS messages during the traffic: $events in ${seconds}s = $((events / seconds)) messages/s"
 
 if [ "$analytics" = 1 ]; then
   # Pretty tables carry bold-text escape codes; the NoEscapes form is plain text for files and pipes.

@@ -15,6 +15,8 @@
 //! `MaximumConcurrency` (see [`poll`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::encodings::Base64Data;
@@ -65,6 +67,9 @@ pub struct PollArgs {
     /// The `awsRegion` of the built records.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
+    /// Set to stop: no new invocation starts, those in flight finish (SIGINT / SIGTERM set it).
+    #[arg(skip)]
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl PollArgs {
@@ -82,6 +87,7 @@ impl PollArgs {
             until_empty: false,
             duration: None,
             region: "us-east-1".into(),
+            stop: None,
         }
     }
 }
@@ -111,11 +117,27 @@ pub struct PollSummary {
 
 /// Runs `cdc-processor poll` with handler configuration from the environment and the real AWS
 /// clients (endpoint from `AWS_ENDPOINT_URL`).
-pub async fn run<F: PipelineFactory>(args: PollArgs, factory: F) -> Result<PollSummary, lambda_runtime::Error> {
+/// SIGINT / SIGTERM end the run gracefully: invocations in flight finish and delete what they
+/// processed, then the summary is printed on stderr.
+pub async fn run<F: PipelineFactory>(mut args: PollArgs, factory: F) -> Result<PollSummary, lambda_runtime::Error> {
     let config = HandlerConfig { source_queue_url: Some(args.queue_url.clone()), ..HandlerConfig::from_env() };
     let handler = crate::lambda::handler_from_env(factory, config).await;
+    let stop = args.stop.get_or_insert_with(Default::default).clone();
+    tokio::spawn(async move {
+        crate::capture::shutdown_signal().await;
+        stop.store(true, Ordering::SeqCst);
+    });
     let summary = poll(&args, &handler).await?;
     info!(?summary, "poll finished");
+    eprintln!(
+        "poll: {} invocations, {} messages received, {} deleted, {} failed, {} failed invocations, peak concurrency {}",
+        summary.batches,
+        summary.received,
+        summary.deleted,
+        summary.failed,
+        summary.failed_invocations,
+        summary.peak_concurrency
+    );
     Ok(summary)
 }
 
@@ -165,7 +187,8 @@ where
             summary.failed_invocations += u64::from(outcome.failed_invocation);
             summary.peak_concurrency = summary.peak_concurrency.max(rounds.len() as u64 + 1);
         }
-        let time_up = stop_at.is_some_and(|t| Instant::now() >= t);
+        let time_up = stop_at.is_some_and(|t| Instant::now() >= t)
+            || args.stop.as_ref().is_some_and(|stop| stop.load(Ordering::SeqCst));
         let batches_left = args.max_batches.map(|max| max.saturating_sub(summary.batches + rounds.len() as u64));
         if time_up || batches_left == Some(0) {
             draining = true;
@@ -351,8 +374,7 @@ pub fn to_sqs_event(messages: &[ReceivedMessage], queue_arn: &str, region: &str)
 mod tests {
     use std::collections::BTreeMap;
 
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
     use crate::config::ClickHouseSettings;
