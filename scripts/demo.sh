@@ -94,7 +94,8 @@ if [ "$parts_every" -gt 0 ]; then
 fi
 
 echo "demo: traffic done; verifying once the queue has drained" >&2
-$bin verify --wait 240
+verified=0
+$bin verify --wait 240 || verified=$?
 dlq_depth=$(python3 -c "
 import os, boto3
 sqs = boto3.client('sqs', endpoint_url=os.environ['AWS_ENDPOINT_URL_SQS'], region_name=os.environ['AWS_REGION'])
@@ -120,3 +121,4 @@ if [ "$analytics" = 1 ]; then
   q "SELECT product_category AS category, count() AS items, sum(revenue) AS revenue FROM sales_fact_current WHERE order_item_id < 9000000000 GROUP BY category ORDER BY revenue DESC"
 fi
 rm -rf "$logs"
+if [ "$verified" != 0 ]; then echo "demo: verify found differences (above)" >&2; exit "$verified"; fi
