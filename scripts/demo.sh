@@ -101,6 +101,10 @@ import os, boto3
 sqs = boto3.client('sqs', endpoint_url=os.environ['AWS_ENDPOINT_URL_SQS'], region_name=os.environ['AWS_REGION'])
 print(sqs.get_queue_attributes(QueueUrl='$dlq_url', AttributeNames=['ApproximateNumberOfMessages'])['Attributes']['ApproximateNumberOfMessages'])")
 echo "dead-letter queue depth: $dlq_depth"
+# CPU seconds (user + system) each of the pipeline's own processes used over the whole run.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo "?"; }
+sqs_pid=$(cat "${CDC_SERVICES_DIR:-.services}/local-sqs/local-sqs-${LOCAL_SQS_PORT:-9324}.pid" 2>/dev/null || echo 0)
+echo "cpu seconds over the run: capture $(cpu "$capture_pid"), poll $(cpu "$poll_pid"), local SQS $(cpu "$sqs_pid") (cumulative since it started)"
 # Both stop gracefully on SIGTERM and print their totals.
 kill -TERM "$capture_pid" "$poll_pid" 2>/dev/null || true
 wait "$capture_pid" "$poll_pid" 2>/dev/null || true
