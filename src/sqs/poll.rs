@@ -116,7 +116,8 @@ pub struct PollSummary {
 }
 
 /// Runs `cdc-processor poll` with handler configuration from the environment and the real AWS
-/// clients (endpoint from `AWS_ENDPOINT_URL`).
+/// clients (endpoint from `AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL`).
+///
 /// SIGINT / SIGTERM end the run gracefully: invocations in flight finish and delete what they
 /// processed, then the summary is printed on stderr.
 pub async fn run<F: PipelineFactory>(mut args: PollArgs, factory: F) -> Result<PollSummary, lambda_runtime::Error> {
