@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a machine that has none of the services yet:
-# installs and starts ClickHouse, PostgreSQL (logical decoding) and moto on 127.0.0.1, runs every
+# installs and starts ClickHouse, PostgreSQL (logical decoding), moto (Secrets Manager) and the
+# local SQS (scripts/sqs.sh) on 127.0.0.1, installs cargo-lambda and the SAM CLI, runs every
 # Rust test against them (nothing is skipped), runs the integration suite again against a current
 # engine (chDB behind scripts/chdb_server.py), checks the modern SQL in chDB, lints the SAM
 # template and builds the deployable Lambda zip. Stops the services it started.
@@ -12,9 +13,12 @@ python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
 # tests/outage.rs makes a private CA and a server certificate with the openssl command.
 if ! command -v openssl >/dev/null 2>&1; then
   echo "test: installing openssl" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >/dev/null; else sudo apt-get install -y -qq openssl >/dev/null; fi
+  sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_ apt-get update -qq && sudo_ apt-get install -y -qq openssl >/dev/null
 fi
 
+# cargo-lambda first: tests/lambda_runtime.rs runs the function under `cargo lambda watch`.
+scripts/tools.sh
 source scripts/services.sh
 
 cargo test --locked --lib --bins --tests

@@ -70,12 +70,28 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let handler = handler.clone();
         async move {
-            let invocation =
-                Invocation { request_id: event.context.request_id.clone(), deadline: Some(event.context.deadline()) };
+            let invocation = Invocation {
+                request_id: event.context.request_id.clone(),
+                deadline: Some(deadline_from_header(event.context.deadline, std::time::SystemTime::now())),
+            };
             handler.handle(event.payload, &invocation).await
         }
     }))
     .await
+}
+
+/// The invocation's deadline from `Lambda-Runtime-Deadline-Ms`: Unix time in milliseconds on
+/// Lambda (and under `sam local`). Some emulators send the time budget instead (cargo-lambda's
+/// runtime API sends `600000`, which read as a date is in 1970 and would make every invocation
+/// fail at once on "deadline exceeded"): a value before 2001-09-09 (10^12 ms) is read as a budget
+/// from `now`.
+pub fn deadline_from_header(deadline_ms: u64, now: std::time::SystemTime) -> std::time::SystemTime {
+    const EPOCH_2001_MS: u64 = 1_000_000_000_000;
+    if deadline_ms < EPOCH_2001_MS {
+        now + std::time::Duration::from_millis(deadline_ms)
+    } else {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms)
+    }
 }
 
 /// `cdc-processor invoke`: one event file through the handler, as Lambda would, without the
@@ -96,4 +112,19 @@ pub async fn invoke<F: PipelineFactory>(args: InvokeArgs, factory: F) -> Result<
     let response = handler.handle(event, &invocation).await?;
     println!("{}", serde_json::to_string(&response)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::deadline_from_header;
+
+    #[test]
+    fn deadline_is_epoch_millis_or_an_emulator_budget() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_796_000_000_000);
+        assert_eq!(deadline_from_header(1_796_000_030_000, now), now + Duration::from_secs(30));
+        assert_eq!(deadline_from_header(600_000, now), now + Duration::from_secs(600));
+        assert!(deadline_from_header(0, SystemTime::now()) <= SystemTime::now());
+    }
 }

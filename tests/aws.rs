@@ -1,12 +1,14 @@
-//! The AWS side against real AWS APIs: moto's server (SQS with redrive policies, Secrets
-//! Manager) on 127.0.0.1, started by `scripts/moto.sh` (which pip-installs it when missing) and
-//! stopped again if this test started it. Nothing is skipped: if moto cannot start, the test fails.
+//! The AWS side against real AWS APIs on 127.0.0.1: the local SQS engine (`scripts/sqs.sh`,
+//! rustack's SQS behind `tools/local-sqs`: redrive policies, visibility, receive counts,
+//! attributes, FIFO groups) and moto's server (Secrets Manager, `scripts/moto.sh`, which
+//! pip-installs it when missing), each stopped again if this test started it. Nothing is skipped:
+//! if a service cannot start, the test fails.
 //!
 //! The pipeline here is a fake driven by message bodies (`ok:…`, `poison:…`, `flaky:…`,
 //! `auth:…`): these tests are about SQS and Secrets Manager behaviour; the real pipeline against
 //! ClickHouse is tested by `tests/it`.
 //!
-//! One test function runs the scenarios in sequence so moto is started and stopped once, and
+//! One test function runs the scenarios in sequence so the services are started and stopped once, and
 //! so the log capture (marker values must never appear in a log line) sees all of them.
 
 use std::collections::HashMap;
@@ -32,34 +34,40 @@ const ROW_MARKER: &str = "ROWVALUE-MARKER-5b1e9c";
 const SECRET_MARKER: &str = "SECRET-MARKER-a77f04";
 
 // ---------------------------------------------------------------------------------------------
-// moto
+// local services: moto (Secrets Manager) and the local SQS engine (scripts/sqs.sh)
 
-struct Moto {
-    endpoint: String,
+struct Service {
+    script: &'static str,
+    port_var: &'static str,
+    port: String,
     started_here: bool,
 }
 
-impl Moto {
-    fn start() -> Moto {
-        let port = std::env::var("MOTO_PORT").unwrap_or_else(|_| "5000".into());
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto.sh"))
+impl Service {
+    /// Starts the service with its script unless it already answers; remembers who started it.
+    fn start(script: &'static str, port_var: &'static str, default_port: &str) -> Service {
+        let port = std::env::var(port_var).unwrap_or_else(|_| default_port.into());
+        let out = Command::new(format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR")))
             .arg("start")
-            .env("MOTO_PORT", &port)
+            .env(port_var, &port)
             .output()
-            .expect("run scripts/moto.sh");
-        assert!(out.status.success(), "scripts/moto.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+        assert!(out.status.success(), "scripts/{script} start failed: {}", String::from_utf8_lossy(&out.stderr));
         let started_here = String::from_utf8_lossy(&out.stdout).trim() == "started";
-        Moto { endpoint: format!("http://127.0.0.1:{port}"), started_here }
+        Service { script, port_var, port, started_here }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
-impl Drop for Moto {
+impl Drop for Service {
     fn drop(&mut self) {
         if self.started_here {
-            let port = self.endpoint.rsplit(':').next().unwrap_or("5000").to_string();
-            let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto.sh"))
+            let _ = Command::new(format!("{}/scripts/{}", env!("CARGO_MANIFEST_DIR"), self.script))
                 .arg("stop")
-                .env("MOTO_PORT", port)
+                .env(self.port_var, &self.port)
                 .status();
         }
     }
@@ -272,7 +280,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "current_thread")]
-async fn aws_side_against_moto() {
+async fn aws_side_against_local_services() {
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -282,11 +290,12 @@ async fn aws_side_against_moto() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let moto = Moto::start();
-    let config = sdk_config(&moto.endpoint).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let moto = Service::start("moto.sh", "MOTO_PORT", "5000");
+    let local_sqs = Service::start("sqs.sh", "LOCAL_SQS_PORT", "9324");
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config(&local_sqs.endpoint()).await);
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config(&moto.endpoint()).await);
 
+    queue_behaviours_the_processor_relies_on(&sqs).await;
     poll_drains_with_redrive_policy(&sqs).await;
     poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(&sqs).await;
     secret_cache_and_rotation(&secrets).await;
@@ -301,6 +310,123 @@ async fn aws_side_against_moto() {
     }
     assert!(text.contains("request_id"), "invocation span carries the request id");
     assert!(text.contains("message_id"), "failures carry the message id");
+}
+
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str, max: i32, visibility: i32) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max)
+        .visibility_timeout(visibility)
+        .wait_time_seconds(0)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages()
+        .to_vec()
+}
+
+fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<String> {
+    m.attributes().and_then(|a| a.get(&name)).cloned()
+}
+
+/// What the processor relies on from SQS, checked against the local engine: message and system
+/// attributes, the visibility timeout and `ChangeMessageVisibility`, receive counts, the redrive
+/// policy (`maxReceiveCount` sent as a JSON number: the engine rejects the string form AWS also
+/// accepts), `DeleteMessageBatch`, and FIFO message groups (in order, one batch per group in
+/// flight).
+async fn queue_behaviours_the_processor_relies_on(sqs: &aws_sdk_sqs::Client) {
+    let (source, dlq) = queue_pair(sqs, 2).await;
+    let id = sqs
+        .send_message()
+        .queue_url(&source)
+        .message_body("b1")
+        .message_attributes(
+            "source",
+            MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+    // First receive: attributes and a receive count of 1; invisible while in flight.
+    let got = receive(sqs, &source, 10, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message_id(), Some(id.as_str()));
+    assert_eq!(attr(&got[0], "source").as_deref(), Some("debezium"));
+    assert_eq!(system(&got[0], MessageSystemAttributeName::ApproximateReceiveCount).as_deref(), Some("1"));
+    assert!(system(&got[0], MessageSystemAttributeName::SentTimestamp).is_some());
+    assert!(receive(sqs, &source, 10, 1).await.is_empty(), "in flight: not visible");
+    // Visibility set to 0 brings it back at once, counted again.
+    sqs.change_message_visibility()
+        .queue_url(&source)
+        .receipt_handle(got[0].receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let again = receive(sqs, &source, 10, 1).await;
+    assert_eq!(system(&again[0], MessageSystemAttributeName::ApproximateReceiveCount).as_deref(), Some("2"));
+    // After maxReceiveCount (2) receives, the next receive moves it to the DLQ instead.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(receive(sqs, &source, 10, 1).await.is_empty(), "moved to the DLQ, not delivered a third time");
+    let dead = peek_all(sqs, &dlq).await;
+    assert_eq!(dead.len(), 1, "redrive policy moved it");
+    assert_eq!(dead[0].body(), Some("b1"));
+
+    // DeleteMessageBatch deletes what it is given and reports each entry.
+    let plain = create_queue(sqs, &unique("cdc-batch"), &[]).await;
+    for i in 0..10 {
+        send(sqs, &plain, &format!("m{i}")).await;
+    }
+    let got = receive(sqs, &plain, 10, 30).await;
+    assert_eq!(got.len(), 10);
+    let queue = SqsQueue::new(sqs.clone());
+    let handles: Vec<String> = got.iter().map(|m| m.receipt_handle().unwrap().to_string()).collect();
+    use cdc_processor::sqs::queue::Queue;
+    assert!(queue.delete_batch(&plain, &handles).await.unwrap().is_empty(), "all ten deleted");
+    let info = queue.info(&plain).await.unwrap();
+    assert_eq!((info.visible, info.in_flight), (0, 0), "{info:?}");
+
+    // FIFO: in order within a group; a group with a message in flight hands out nothing more.
+    let fifo = create_queue(
+        sqs,
+        &format!("{}.fifo", unique("cdc-fifo")),
+        &[
+            (QueueAttributeName::FifoQueue, "true".into()),
+            (QueueAttributeName::ContentBasedDeduplication, "true".into()),
+        ],
+    )
+    .await;
+    for (group, body) in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3")] {
+        sqs.send_message().queue_url(&fifo).message_body(body).message_group_id(group).send().await.unwrap();
+    }
+    let first = receive(sqs, &fifo, 1, 30).await;
+    assert_eq!(first[0].body(), Some("a1"));
+    assert_eq!(system(&first[0], MessageSystemAttributeName::MessageGroupId).as_deref(), Some("a"));
+    // Group b, in order; group a stays blocked. (The engine hands out one message per group per
+    // receive until it is deleted, where AWS may return several of a group in one call: both keep
+    // the order the handler's FIFO rules rely on.)
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        for m in receive(sqs, &fifo, 10, 30).await {
+            order.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    assert_eq!(order, ["b1", "b2"], "group b in order, group a blocked while a1 is in flight");
+    sqs.delete_message().queue_url(&fifo).receipt_handle(first[0].receipt_handle().unwrap()).send().await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        for m in receive(sqs, &fifo, 10, 30).await {
+            order.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    assert_eq!(order, ["a2", "a3"], "group a resumes in order once a1 is deleted");
 }
 
 /// Good, poison, flaky and duplicate messages; no DLQ URL configured, so poison reaches the DLQ

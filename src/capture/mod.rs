@@ -60,8 +60,9 @@ pub struct Args {
     /// Create the queue named by --queue-name when it does not exist.
     #[arg(long)]
     pub create_queue: bool,
-    /// SQS endpoint (a local moto server); the SDK also reads AWS_ENDPOINT_URL itself.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    /// SQS endpoint (a local SQS server). Without it the SDK reads `AWS_ENDPOINT_URL_SQS`, then
+    /// `AWS_ENDPOINT_URL`, itself.
+    #[arg(long)]
     pub endpoint_url: Option<String>,
     /// Debezium `topic.prefix`, reported as `source.name`.
     #[arg(long, default_value = "cdc")]
@@ -357,7 +358,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM (SIGINT only where there are no Unix signals).
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -10,13 +10,19 @@
 //! What the real mapping does that this mirrors (AWS "Using Lambda with Amazon SQS"): it gathers
 //! up to `BatchSize` records (receiving 10 per call) within `MaximumBatchingWindowInSeconds`,
 //! reports `ApproximateReceiveCount` and the other system attributes, deletes exactly the
-//! messages not listed in `batchItemFailures`, and deletes nothing when the invocation fails.
+//! messages not listed in `batchItemFailures` (in `DeleteMessageBatch` calls), deletes nothing when
+//! the invocation fails, and scales the number of concurrent invocations with the backlog up to
+//! `MaximumConcurrency` (see [`poll`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tracing::{info, warn};
 
 use crate::handler::{Handler, HandlerConfig, Invocation, PipelineFactory};
@@ -34,6 +40,15 @@ pub struct PollArgs {
     /// How long to keep gathering records for one batch (MaximumBatchingWindowInSeconds).
     #[arg(long, default_value_t = 0)]
     pub batching_window_seconds: u32,
+    /// The batching window in milliseconds, finer than the mapping allows (0 = use
+    /// --batching-window-seconds): trades freshness for fewer, larger inserts.
+    #[arg(long, default_value_t = 0)]
+    pub batching_window_ms: u64,
+    /// Most concurrent invocations, each with its own batch (the mapping's
+    /// `ScalingConfig.MaximumConcurrency`); concurrency starts at 1, grows by one while the queue
+    /// has a backlog and shrinks when a long poll finds nothing.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_concurrency: u32,
     /// Long-poll wait of each ReceiveMessage call (0..=20).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub wait_time_seconds: u32,
@@ -52,6 +67,9 @@ pub struct PollArgs {
     /// The `awsRegion` of the built records.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
+    /// Set to stop: no new invocation starts, those in flight finish (SIGINT / SIGTERM set it).
+    #[arg(skip)]
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl PollArgs {
@@ -61,12 +79,26 @@ impl PollArgs {
             queue_url: queue_url.into(),
             batch_size: 10,
             batching_window_seconds: 0,
+            batching_window_ms: 0,
+            max_concurrency: 5,
             wait_time_seconds: 2,
             visibility_timeout: 60,
             max_batches: None,
             until_empty: false,
             duration: None,
             region: "us-east-1".into(),
+            stop: None,
+        }
+    }
+}
+
+impl PollArgs {
+    /// The batching window in seconds (the millisecond form wins when set).
+    pub fn batching_window(&self) -> f64 {
+        if self.batching_window_ms > 0 {
+            self.batching_window_ms as f64 / 1000.0
+        } else {
+            f64::from(self.batching_window_seconds)
         }
     }
 }
@@ -79,19 +111,45 @@ pub struct PollSummary {
     pub deleted: u64,
     pub failed: u64,
     pub failed_invocations: u64,
+    /// Most invocations that ran at once.
+    pub peak_concurrency: u64,
 }
 
 /// Runs `cdc-processor poll` with handler configuration from the environment and the real AWS
-/// clients (endpoint from `AWS_ENDPOINT_URL`).
-pub async fn run<F: PipelineFactory>(args: PollArgs, factory: F) -> Result<PollSummary, lambda_runtime::Error> {
+/// clients (endpoint from `AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL`).
+///
+/// SIGINT / SIGTERM end the run gracefully: invocations in flight finish and delete what they
+/// processed, then the summary is printed on stderr.
+pub async fn run<F: PipelineFactory>(mut args: PollArgs, factory: F) -> Result<PollSummary, lambda_runtime::Error> {
     let config = HandlerConfig { source_queue_url: Some(args.queue_url.clone()), ..HandlerConfig::from_env() };
     let handler = crate::lambda::handler_from_env(factory, config).await;
+    let stop = args.stop.get_or_insert_with(Default::default).clone();
+    tokio::spawn(async move {
+        crate::capture::shutdown_signal().await;
+        stop.store(true, Ordering::SeqCst);
+    });
     let summary = poll(&args, &handler).await?;
     info!(?summary, "poll finished");
+    eprintln!(
+        "poll: {} invocations, {} messages received, {} deleted, {} failed, {} failed invocations, peak concurrency {}",
+        summary.batches,
+        summary.received,
+        summary.deleted,
+        summary.failed,
+        summary.failed_invocations,
+        summary.peak_concurrency
+    );
     Ok(summary)
 }
 
 /// The poll loop over a ready handler; its queue port does the receives and deletes.
+///
+/// Concurrency follows the mapping's scaling: one invocation at first; each invocation whose
+/// receives found a backlog (its batch filled up, or the last `ReceiveMessage` came back full)
+/// starts one more next to itself, up to `--max-concurrency` (`ScalingConfig.MaximumConcurrency`);
+/// an invocation whose long poll found nothing retires unless it is the last. Each concurrent
+/// invocation receives, is handled and deletes its own batch. They run as concurrent futures in
+/// the caller's task (the work they wait on, ClickHouse and SQS, is out of process).
 pub async fn poll<F, C, Q>(args: &PollArgs, handler: &Handler<F, C, Q>) -> Result<PollSummary, QueueError>
 where
     F: PipelineFactory,
@@ -102,64 +160,152 @@ where
     let arn = queue.info(&args.queue_url).await?.arn;
     let started = Instant::now();
     let stop_at = args.duration.map(|s| started + Duration::from_secs(s));
+    let max_concurrency = args.max_concurrency.max(1) as usize;
     let mut summary = PollSummary::default();
-    loop {
-        if args.max_batches.is_some_and(|max| summary.batches >= max) || stop_at.is_some_and(|t| Instant::now() >= t) {
-            break;
+    let mut rounds = FuturesUnordered::new();
+    let mut next_round = 0u64;
+    let mut draining = false;
+    let mut first_error: Option<QueueError> = None;
+    let round = |n: u64| run_round(handler, args, &arn, stop_at, format!("poll-{}-{n}", started.elapsed().as_millis()));
+    rounds.push(round(next_round));
+    next_round += 1;
+    while let Some(result) = rounds.next().await {
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Let the invocations in flight finish (their messages were received), start no
+                // more, then report the error.
+                draining = true;
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        if outcome.received > 0 {
+            summary.batches += 1;
+            summary.received += outcome.received as u64;
+            summary.deleted += outcome.deleted as u64;
+            summary.failed += outcome.failed as u64;
+            summary.failed_invocations += u64::from(outcome.failed_invocation);
+            summary.peak_concurrency = summary.peak_concurrency.max(rounds.len() as u64 + 1);
         }
-        let received = receive_batch(queue, args, stop_at).await?;
-        if received.is_empty() {
-            if args.until_empty {
-                let info = queue.info(&args.queue_url).await?;
-                if info.visible + info.in_flight + info.delayed == 0 {
-                    break;
+        let time_up = stop_at.is_some_and(|t| Instant::now() >= t)
+            || args.stop.as_ref().is_some_and(|stop| stop.load(Ordering::SeqCst));
+        let batches_left = args.max_batches.map(|max| max.saturating_sub(summary.batches + rounds.len() as u64));
+        if time_up || batches_left == Some(0) {
+            draining = true;
+        }
+        if outcome.received == 0 && args.until_empty && !draining {
+            match queue.info(&args.queue_url).await {
+                Ok(info) if info.visible + info.in_flight + info.delayed == 0 => draining = true,
+                Ok(_) => {}
+                Err(e) => {
+                    draining = true;
+                    first_error.get_or_insert(e);
                 }
             }
-            if args.wait_time_seconds == 0 {
-                // No long poll to pace the loop: do not spin on an empty queue.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        }
+        if draining {
             continue;
         }
-        summary.batches += 1;
-        summary.received += received.len() as u64;
-        let event = to_sqs_event(&received, &arn, &args.region);
-        let invocation = Invocation {
-            request_id: format!("poll-{}-{}", started.elapsed().as_millis(), summary.batches),
-            deadline: Some(std::time::SystemTime::now() + Duration::from_secs(args.visibility_timeout.into())),
-        };
-        let failed: HashSet<String> = match handler.handle(event, &invocation).await {
-            Ok(response) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
-            Err(_) => {
-                // As Lambda does: nothing is deleted; every message comes back (the handler has
-                // logged why and backed their visibility off).
-                summary.failed_invocations += 1;
-                summary.failed += received.len() as u64;
-                continue;
-            }
-        };
-        for m in &received {
-            if failed.contains(&m.message_id) {
-                summary.failed += 1;
-                continue;
-            }
-            match queue.delete(&args.queue_url, &m.receipt_handle).await {
-                Ok(()) => summary.deleted += 1,
-                // The message comes back and is processed again: harmless, rows carry versions.
-                Err(e) => warn!(message_id = %m.message_id, error = %e, "delete failed"),
+        // Scale: up by one on a backlog, down by one when idle (never below one invocation).
+        let mut start = if outcome.received == 0 && !rounds.is_empty() { 0 } else { 1 };
+        if outcome.backlog && rounds.len() + 1 < max_concurrency {
+            start += 1;
+        }
+        if let Some(left) = batches_left {
+            start = start.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        for _ in 0..start {
+            rounds.push(round(next_round));
+            next_round += 1;
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// What one invocation (receive → handle → delete) did.
+#[derive(Debug, Default)]
+struct RoundOutcome {
+    received: usize,
+    deleted: usize,
+    failed: usize,
+    failed_invocation: bool,
+    /// The receives suggested more messages were waiting.
+    backlog: bool,
+}
+
+/// One invocation: gathers a batch, hands it to the handler, deletes the succeeded messages in
+/// `DeleteMessageBatch` calls of 10 (concurrently).
+async fn run_round<F, C, Q>(
+    handler: &Handler<F, C, Q>,
+    args: &PollArgs,
+    arn: &str,
+    stop_at: Option<Instant>,
+    request_id: String,
+) -> Result<RoundOutcome, QueueError>
+where
+    F: PipelineFactory,
+    C: CredentialSource,
+    Q: Queue,
+{
+    let queue = handler.queue();
+    let (received, backlog) = receive_batch(queue, args, stop_at).await?;
+    if received.is_empty() {
+        if args.wait_time_seconds == 0 {
+            // No long poll to pace the loop: do not spin on an empty queue.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        return Ok(RoundOutcome::default());
+    }
+    let mut outcome = RoundOutcome { received: received.len(), backlog, ..RoundOutcome::default() };
+    let event = to_sqs_event(&received, arn, &args.region);
+    let invocation = Invocation {
+        request_id,
+        deadline: Some(std::time::SystemTime::now() + Duration::from_secs(args.visibility_timeout.into())),
+    };
+    let failed: HashSet<String> = match handler.handle(event, &invocation).await {
+        Ok(response) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+        Err(_) => {
+            // As Lambda does: nothing is deleted; every message comes back (the handler has
+            // logged why and backed their visibility off).
+            outcome.failed_invocation = true;
+            outcome.failed = received.len();
+            return Ok(outcome);
+        }
+    };
+    let to_delete: Vec<String> =
+        received.iter().filter(|m| !failed.contains(&m.message_id)).map(|m| m.receipt_handle.clone()).collect();
+    outcome.failed = received.len() - to_delete.len();
+    let results = futures::future::join_all(to_delete.chunks(10).map(|c| queue.delete_batch(&args.queue_url, c))).await;
+    let mut not_deleted = 0usize;
+    for (chunk, result) in to_delete.chunks(10).zip(results) {
+        match result {
+            Ok(left) => not_deleted += left.len(),
+            Err(e) => {
+                not_deleted += chunk.len();
+                warn!(error = %e, "delete batch failed");
             }
         }
     }
-    Ok(summary)
+    if not_deleted > 0 {
+        // They come back and are processed again: harmless, rows carry versions.
+        warn!(not_deleted, "some processed messages were not deleted");
+    }
+    outcome.deleted = to_delete.len() - not_deleted;
+    Ok(outcome)
 }
 
-/// Receives up to `batch_size` messages, 10 per call, within the batching window.
+/// Receives up to `batch_size` messages, 10 per call, within the batching window. Also says
+/// whether a backlog is likely (the batch filled up, or the last call came back full).
 async fn receive_batch<Q: Queue>(
     queue: &Q,
     args: &PollArgs,
     stop_at: Option<Instant>,
-) -> Result<Vec<ReceivedMessage>, QueueError> {
-    let window_end = Instant::now() + Duration::from_secs(args.batching_window_seconds.into());
+) -> Result<(Vec<ReceivedMessage>, bool), QueueError> {
+    let window_end = Instant::now() + Duration::from_secs_f64(args.batching_window());
     let mut batch: Vec<ReceivedMessage> = Vec::new();
     let mut seen = HashSet::new();
     loop {
@@ -172,17 +318,18 @@ async fn receive_batch<Q: Queue>(
             visibility_timeout_seconds: Some(args.visibility_timeout),
         };
         let got = queue.receive(&args.queue_url, request).await?;
+        let full_call = got.len() >= request.max_messages as usize;
         let empty = got.is_empty();
         batch.extend(got.into_iter().filter(|m| seen.insert(m.message_id.clone())));
         if batch.len() >= args.batch_size as usize {
-            return Ok(batch);
+            return Ok((batch, true));
         }
         let window_open = Instant::now() < window_end && stop_at.is_none_or(|t| Instant::now() < t);
         if !window_open {
-            return Ok(batch);
+            return Ok((batch, full_call && !empty));
         }
         if empty {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -228,8 +375,90 @@ pub fn to_sqs_event(messages: &[ReceivedMessage], queue_arn: &str, region: &str)
 mod tests {
     use std::collections::BTreeMap;
 
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+    use crate::config::ClickHouseSettings;
+    use crate::pipeline::{Process, SystemicError};
+    use crate::secrets::StaticCredentials;
+    use crate::sqs::message::{Message, MessageOutcome, MessageReport};
     use crate::sqs::queue::Attribute;
+    use crate::sqs::queue::fake::{Call, FakeQueue};
+
+    /// Delivers everything after a pause, recording how many invocations ran at once.
+    struct Slow {
+        running: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    }
+
+    impl Process for Slow {
+        async fn process(&self, messages: &[Message], _deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect())
+        }
+    }
+
+    /// Polls 100 queued messages with the given maximum concurrency; returns (summary, peak
+    /// concurrent invocations seen by the pipeline, delete calls).
+    async fn drain(max_concurrency: u32) -> (PollSummary, usize, Vec<Call>) {
+        let queue = FakeQueue::default();
+        *queue.to_receive.lock().unwrap() = (0..100)
+            .map(|i| ReceivedMessage {
+                message_id: format!("m{i}"),
+                receipt_handle: format!("rh{i}"),
+                body: "{}".into(),
+                system_attributes: [("ApproximateReceiveCount".to_string(), "1".to_string())].into(),
+                ..ReceivedMessage::default()
+            })
+            .collect();
+        let peak = Arc::new(AtomicUsize::new(0));
+        let factory = {
+            let peak = peak.clone();
+            move |_: ClickHouseSettings| {
+                let pipeline = Slow { running: Arc::new(AtomicUsize::new(0)), peak: peak.clone() };
+                async move { Ok::<_, SystemicError>(pipeline) }
+            }
+        };
+        let settings = ClickHouseSettings {
+            url: "http://127.0.0.1:1".into(),
+            user: "u".into(),
+            password: "p".into(),
+            database: "d".into(),
+        };
+        let handler = Handler::new(factory, StaticCredentials(settings), queue, HandlerConfig::default());
+        let args = PollArgs {
+            batch_size: 10,
+            wait_time_seconds: 0,
+            until_empty: true,
+            duration: Some(20),
+            max_concurrency,
+            ..PollArgs::new("https://sqs.us-east-1.amazonaws.com/123456789012/q")
+        };
+        let summary = poll(&args, &handler).await.unwrap();
+        let calls = handler.queue().calls();
+        (summary, peak.load(Ordering::SeqCst), calls)
+    }
+
+    #[tokio::test]
+    async fn concurrency_grows_with_the_backlog_up_to_the_maximum() {
+        let (summary, peak, calls) = drain(4).await;
+        assert_eq!((summary.received, summary.deleted, summary.failed), (100, 100, 0), "{summary:?}");
+        assert_eq!(calls.iter().filter(|c| matches!(c, Call::Delete(..))).count(), 100);
+        // A pipeline shared by concurrent invocations sees them overlap, never beyond the maximum.
+        assert!((2..=4).contains(&peak), "peak concurrency {peak}");
+        assert!(summary.peak_concurrency <= 4 && summary.peak_concurrency >= 2, "{summary:?}");
+    }
+
+    #[tokio::test]
+    async fn maximum_concurrency_one_is_sequential() {
+        let (summary, peak, _) = drain(1).await;
+        assert_eq!(summary.deleted, 100);
+        assert_eq!(peak, 1);
+        assert_eq!(summary.batches, 10, "full batches of 10");
+    }
 
     #[test]
     fn built_event_matches_lambda_shape() {

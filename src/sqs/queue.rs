@@ -9,7 +9,9 @@ use std::future::Future;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::primitives::Blob;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
 
 use crate::error::{Classify, ErrorClass};
 
@@ -111,6 +113,25 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = Result<String, QueueError>> + Send;
 
     fn delete(&self, queue_url: &str, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Deletes up to 10 messages in one call (`DeleteMessageBatch`); returns the receipt handles
+    /// the queue did NOT delete (they come back and are processed again, harmlessly). The default
+    /// deletes one by one.
+    fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send {
+        async move {
+            let mut not_deleted = Vec::new();
+            for handle in receipt_handles {
+                if self.delete(queue_url, handle).await.is_err() {
+                    not_deleted.push(handle.clone());
+                }
+            }
+            Ok(not_deleted)
+        }
+    }
 
     fn change_visibility(
         &self,
@@ -226,6 +247,34 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| err("DeleteMessage", e))?;
         Ok(())
+    }
+
+    async fn delete_batch(&self, queue_url: &str, receipt_handles: &[String]) -> Result<Vec<String>, QueueError> {
+        if receipt_handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err("DeleteMessageBatch", e))?;
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| err("DeleteMessageBatch", e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| f.id().parse::<usize>().ok())
+            .filter_map(|i| receipt_handles.get(i).cloned())
+            .collect())
     }
 
     async fn change_visibility(&self, queue_url: &str, receipt_handle: &str, seconds: u32) -> Result<(), QueueError> {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A local SQS endpoint that keeps up with the pipeline: tools/local-sqs (rustack's SQS engine,
+# pinned exact versions, its own Cargo.lock), built with cargo and started on 127.0.0.1, idempotently.
+#   scripts/sqs.sh start    build if missing or stale, start if not answering, wait until ready;
+#                           prints "started" when this call started it, "running" when it already was
+#   scripts/sqs.sh stop     stop the server this script started (by its pid file, never by name)
+#   scripts/sqs.sh status   exit 0 when an SQS endpoint answers on the port
+#   scripts/sqs.sh url      print the endpoint URL
+# Port: $LOCAL_SQS_PORT (default 9324). State under $CDC_SERVICES_DIR (default .services/ in the
+# repository); build output under $CARGO_TARGET_DIR/local-sqs when set, else the state directory.
+# Moto stays the Secrets Manager endpoint; AWS_ENDPOINT_URL_SQS points SQS clients here.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+port=${LOCAL_SQS_PORT:-9324}
+dir=${CDC_SERVICES_DIR:-$here/.services}/local-sqs
+target=${LOCAL_SQS_TARGET_DIR:-${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/local-sqs}}
+target=${target:-$dir/target}
+bin=$target/release/local-sqs
+pidfile=$dir/local-sqs-$port.pid
+log=$dir/local-sqs-$port.log
+
+ping() {
+  curl -fsS -o /dev/null --max-time 2 -X POST "http://127.0.0.1:${port}/" \
+    -H 'X-Amz-Target: AmazonSQS.ListQueues' -H 'Content-Type: application/x-amz-json-1.0' \
+    -d '{"MaxResults":1}' 2>/dev/null
+}
+
+build() {
+  mkdir -p "$dir"
+  # cargo decides whether anything changed; a no-op build takes well under a second.
+  echo "sqs: building tools/local-sqs (release)" >&2
+  CARGO_TARGET_DIR=$target cargo build --release --locked --quiet --manifest-path "$here/tools/local-sqs/Cargo.toml" >&2
+}
+
+start() {
+  if ping; then echo running; return 0; fi
+  build
+  # setsid: the server outlives this script; stop() ends it by its pid.
+  setsid "$bin" --host 127.0.0.1 --port "$port" >"$log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 100); do # at most ~20 s
+    if ping; then echo started; return 0; fi
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "sqs: server exited; log follows" >&2; tail -n 30 "$log" >&2; rm -f "$pidfile"; return 1
+    fi
+    sleep 0.2
+  done
+  echo "sqs: not answering on 127.0.0.1:${port} after 20 s" >&2
+  stop; return 1
+}
+
+stop() {
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done # at most 10 s
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) ping ;;
+  url) echo "http://127.0.0.1:${port}" ;;
+  *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
+esac
