@@ -422,12 +422,7 @@ mod tests {
                 async move { Ok::<_, SystemicError>(pipeline) }
             }
         };
-        let settings = ClickHouseSettings {
-            url: "http://127.0.0.1:1".into(),
-            user: "u".into(),
-            password: "p".into(),
-            database: "d".into(),
-        };
+        let settings = ClickHouseSettings::new("http://127.0.0.1:1", "u", "p", "d");
         let handler = Handler::new(factory, StaticCredentials(settings), queue, HandlerConfig::default());
         let args = PollArgs {
             batch_size: 10,
