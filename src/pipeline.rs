@@ -83,6 +83,8 @@ pub struct Pipeline {
     decoder: Decoder,
     warehouse: Warehouse,
     retry: RetryPolicy,
+    /// At most this many task pages per invocation (besides the deadline); `None`: no limit.
+    page_budget: Option<usize>,
 }
 
 /// A mirror write of one message.
@@ -120,7 +122,14 @@ impl Touched {
 
 impl Pipeline {
     pub fn new(decoder_options: DecodeOptions, warehouse: Warehouse) -> Self {
-        Self { decoder: Decoder::new(decoder_options), warehouse, retry: RetryPolicy::default() }
+        Self { decoder: Decoder::new(decoder_options), warehouse, retry: RetryPolicy::default(), page_budget: None }
+    }
+
+    /// Limits the task pages one invocation runs (the rest continues in follow-ups), e.g. to keep
+    /// invocations short; the deadline limits them anyway.
+    pub fn with_page_budget(mut self, pages: usize) -> Self {
+        self.page_budget = Some(pages.max(1));
+        self
     }
 
     pub fn warehouse(&self) -> &Warehouse {
@@ -677,7 +686,8 @@ impl Pipeline {
             loop {
                 // The invocation's first page always runs (progress on every retry); later
                 // ones only while twice the slowest page so far still fits.
-                if pages > 0 && Instant::now() + slowest_page * 2 >= deadline {
+                let out_of_budget = self.page_budget.is_some_and(|budget| pages >= budget);
+                if pages > 0 && (out_of_budget || Instant::now() + slowest_page * 2 >= deadline) {
                     unfinished.push((message, task));
                     break;
                 }
