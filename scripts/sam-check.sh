@@ -18,6 +18,6 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep 
   rustup target add aarch64-unknown-linux-gnu
 fi
 cargo lambda build --release --arm64 --output-format zip --bin cdc-processor
-zip=target/lambda/cdc-processor/bootstrap.zip
+zip=${CARGO_TARGET_DIR:-target}/lambda/cdc-processor/bootstrap.zip
 [ -s "$zip" ] || { echo "sam-check: $zip was not produced" >&2; exit 1; }
 echo "sam-check: template valid, $zip ($(du -h "$zip" | cut -f1)) built" >&2
