@@ -13,6 +13,8 @@ port=${CHDB_HTTP_PORT:-8124}
 dir=${CDC_SERVICES_DIR:-$here/.services}/chdb
 pidfile=$dir/chdb-$port.pid
 log=$dir/chdb-$port.log
+name=chdb
+source "$here/scripts/pid-server.sh"
 
 ping() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${port}/ping" 2>/dev/null; }
 
@@ -25,30 +27,7 @@ install() {
 start() {
   if ping; then echo running; return 0; fi
   install
-  mkdir -p "$dir"
-  # setsid: the server outlives this script; stop() ends it by its pid.
-  setsid python3 "$here/scripts/chdb_server.py" --port "$port" --data "$dir/data-$port" >"$log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  for _ in $(seq 1 100); do # at most ~30 s
-    if ping; then echo started; return 0; fi
-    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      echo "chdb: server exited; log follows" >&2; tail -n 30 "$log" >&2; rm -f "$pidfile"; return 1
-    fi
-    sleep 0.3
-  done
-  echo "chdb: not answering on 127.0.0.1:${port} after 30 s" >&2
-  stop; return 1
-}
-
-stop() {
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done # at most 10 s
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  launch python3 "$here/scripts/chdb_server.py" --port "$port" --data "$dir/data-$port"
 }
 
 case "${1:-}" in

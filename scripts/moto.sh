@@ -11,6 +11,8 @@ port=${MOTO_PORT:-5000}
 dir=${CDC_SERVICES_DIR:-$here/.services}/moto
 pidfile=$dir/moto-$port.pid
 log=$dir/moto-$port.log
+name=moto
+source "$here/scripts/pid-server.sh"
 
 ping() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${port}/moto-api/data.json" 2>/dev/null; }
 
@@ -23,30 +25,7 @@ install() {
 start() {
   if ping; then echo running; return 0; fi
   install
-  mkdir -p "$dir"
-  # setsid: the server outlives this script but not its own process group's stop below.
-  setsid python3 -m moto.server -H 127.0.0.1 -p "$port" >"$log" 2>&1 < /dev/null &
-  echo $! >"$pidfile"
-  for _ in $(seq 1 100); do # at most ~30 s
-    if ping; then echo started; return 0; fi
-    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      echo "moto: server exited; log follows" >&2; tail -n 30 "$log" >&2; rm -f "$pidfile"; return 1
-    fi
-    sleep 0.3
-  done
-  echo "moto: not answering on 127.0.0.1:${port} after 30 s" >&2
-  stop; return 1
-}
-
-stop() {
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done # at most 10 s
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  launch python3 -m moto.server -H 127.0.0.1 -p "$port"
 }
 
 case "${1:-}" in

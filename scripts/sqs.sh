@@ -18,6 +18,8 @@ target=${target:-$dir/target}
 bin=$target/release/local-sqs
 pidfile=$dir/local-sqs-$port.pid
 log=$dir/local-sqs-$port.log
+name=sqs
+source "$here/scripts/pid-server.sh"
 
 ping() {
   curl -fsS -o /dev/null --max-time 2 -X POST "http://127.0.0.1:${port}/" \
@@ -35,29 +37,7 @@ build() {
 start() {
   if ping; then echo running; return 0; fi
   build
-  # setsid: the server outlives this script; stop() ends it by its pid.
-  setsid "$bin" --host 127.0.0.1 --port "$port" >"$log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  for _ in $(seq 1 100); do # at most ~20 s
-    if ping; then echo started; return 0; fi
-    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      echo "sqs: server exited; log follows" >&2; tail -n 30 "$log" >&2; rm -f "$pidfile"; return 1
-    fi
-    sleep 0.2
-  done
-  echo "sqs: not answering on 127.0.0.1:${port} after 20 s" >&2
-  stop; return 1
-}
-
-stop() {
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done # at most 10 s
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  launch "$bin" --host 127.0.0.1 --port "$port"
 }
 
 case "${1:-}" in
