@@ -271,7 +271,9 @@ impl Pipeline {
     /// - A deletion of an order item or an order carries only the key (REPLICA IDENTITY
     ///   DEFAULT); its tombstone takes the row's last known values, so that the fact derivation
     ///   still finds the item's order and product, and the order's customer, and counts their
-    ///   versions (`fact.rs`). Nothing known: the tombstone keeps its defaults.
+    ///   versions. Only the legacy sum version needs this; the tuple version of current servers
+    ///   orders deletions by the item alone (docs/sales-fact.md §3). Nothing known: the
+    ///   tombstone keeps its defaults.
     async fn complete_rows(
         &self,
         pending: &mut Vec<PendingChange>,

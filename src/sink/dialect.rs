@@ -275,9 +275,10 @@ pub fn id_list(ids: &[i64]) -> String {
 /// `_version`, `_is_deleted`, with timestamps as Int64 microseconds.
 ///
 /// A deleted row keeps the values it had before its deletion (a Debezium delete carries only
-/// the key): the fact derivation needs a deleted item's order and product, and a deleted
-/// order's customer, to count their versions; otherwise the deletion's version sum could fall
-/// below that of the live fact it must replace. Old versions survive until a merge; by then
+/// the key): with the legacy sum version the fact derivation needs a deleted item's order and
+/// product, and a deleted order's customer, to count their versions; otherwise the deletion's
+/// sum could fall below that of the live fact it must replace (the tuple version of current
+/// servers needs none of this: docs/sales-fact.md §3). Old versions survive until a merge; by then
 /// the derivations that needed them have run, and a later one through a merged tombstone only
 /// yields a lower-versioned deletion, which cannot displace the stored one.
 pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64]) -> String {
