@@ -397,3 +397,21 @@ async fn a_product_with_150000_items_is_renamed_through_bounded_pages_and_follow
     assert_eq!(renamed, format!("{ITEMS}\t{ITEMS}\n"));
     drop_database(&database).await;
 }
+
+/// DMS from PostgreSQL: two updates of one row in one transaction share the commit time; their
+/// stream positions order them, so delivered in reverse the later value still wins in ClickHouse.
+#[tokio::test]
+async fn dms_changes_of_one_transaction_delivered_in_reverse_end_with_the_later_value() {
+    let (pipeline, database) = fresh_pipeline("dms_order").await;
+    let body = |name: &str, position: &str, record: u32| {
+        format!(
+            r#"{{"data":{{"id":7,"email":"c7@x.io","name":"{name}","country":"UK","city":"London","created_at":"2024-01-01T00:00:00Z"}},"metadata":{{"commit-timestamp":"2024-07-29T00:58:44.886717Z","operation":"update","partition-key-type":"schema-table","record-type":"data","schema-name":"public","stream-position":"{position}","table-name":"customers","timestamp":"2024-07-29T00:58:44.895275Z","transaction-id":1140,"transaction-record-id":{record}}}}}"#
+        )
+    };
+    let first = body("first", "00000002/7C007328.2.00000002/7C007328", 1);
+    let second = body("second", "00000002/7C007328.3.00000002/7C0073C0", 2);
+    assert_all_ok(&run(&pipeline, &[second]).await);
+    assert_all_ok(&run(&pipeline, &[first]).await);
+    assert_eq!(tsv(&pipeline, "SELECT name FROM DB.customers_current").await, "second\n");
+    drop_database(&database).await;
+}
