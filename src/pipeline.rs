@@ -572,22 +572,24 @@ impl Pipeline {
     /// A parent with more children than fit inline, and a truncation, become tasks.
     async fn touched(&self, written: &[&PendingChange], deadline: Instant) -> Result<Touched, SinkError> {
         let mut touched = Touched::default();
-        let mut parents: BTreeMap<Scope, usize> = BTreeMap::new();
+        // Changed parents by key, each with the first message that changed it (a task it causes
+        // belongs to that message).
+        let (mut orders, mut customers, mut products) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for p in written {
             match &p.change {
                 MirrorChange::Truncate { .. } => touched.add_task(p.message, Scope::All, i64::MIN),
                 MirrorChange::Rows(rows) => {
                     for row in rows {
-                        let scope = match row.table {
+                        let parents = match row.table {
                             SourceTable::OrderItems => {
                                 touched.items.insert(row.key);
                                 continue;
                             }
-                            SourceTable::Orders => Scope::Order(row.key),
-                            SourceTable::Customers => Scope::Customer(row.key),
-                            SourceTable::Products => Scope::Product(row.key),
+                            SourceTable::Orders => &mut orders,
+                            SourceTable::Customers => &mut customers,
+                            SourceTable::Products => &mut products,
                         };
-                        parents.entry(scope).or_insert(p.message);
+                        parents.entry(row.key).or_insert(p.message);
                     }
                 }
             }
@@ -596,57 +598,47 @@ impl Pipeline {
             // A truncation re-derives every fact anyway.
             return Ok(touched);
         }
-        let keys = |wanted: fn(Scope) -> Option<i64>, parents: &BTreeMap<Scope, usize>| -> Vec<(i64, usize)> {
-            parents.iter().filter_map(|(s, m)| wanted(*s).map(|k| (k, *m))).collect()
-        };
-        // Customers reach their items through their orders: first the orders.
-        let customers = keys(|s| if let Scope::Customer(k) = s { Some(k) } else { None }, &parents);
-        let customer_keys: Vec<i64> = customers.iter().map(|(k, _)| *k).collect();
-        let pairs = self
-            .retry
-            .run(deadline, || {
-                self.warehouse.children(dialect::ORDERS_BY_CUSTOMER, &customer_keys, INLINE_PER_PARENT, INLINE_TOTAL)
-            })
-            .await?;
-        let split = split_children(&customer_keys, &pairs, INLINE_PER_PARENT, INLINE_TOTAL);
-        for (customer, message) in &customers {
-            if split.incomplete.iter().any(|(c, _)| c == customer) {
-                // Too many orders to read inline: the whole customer becomes a task.
-                touched.add_task(*message, Scope::Customer(*customer), i64::MIN);
-            }
+        // Customers reach their items through their orders: first the orders. A customer with
+        // too many orders to read inline becomes a task of its own.
+        let (pairs, split) = self.children_of(dialect::ORDERS_BY_CUSTOMER, &customers, deadline).await?;
+        let too_many: BTreeSet<i64> = split.incomplete.iter().map(|(customer, _)| *customer).collect();
+        for customer in &too_many {
+            touched.add_task(customers[customer], Scope::Customer(*customer), i64::MIN);
         }
-        for (customer, order) in &pairs {
-            if let Some((_, message)) = customers.iter().find(|(c, _)| c == customer)
-                && !split.incomplete.iter().any(|(c, _)| c == customer)
-            {
-                parents.entry(Scope::Order(*order)).or_insert(*message);
+        for (customer, order) in pairs {
+            if let Some(&message) = customers.get(&customer).filter(|_| !too_many.contains(&customer)) {
+                orders.entry(order).or_insert(message);
             }
         }
 
-        let orders = keys(|s| if let Scope::Order(k) = s { Some(k) } else { None }, &parents);
-        let products = keys(|s| if let Scope::Product(k) = s { Some(k) } else { None }, &parents);
-        let order_keys: Vec<i64> = orders.iter().map(|(k, _)| *k).collect();
-        let product_keys: Vec<i64> = products.iter().map(|(k, _)| *k).collect();
         let (by_order, by_product) = tokio::join!(
-            self.retry.run(deadline, || {
-                self.warehouse.children(dialect::ITEMS_BY_ORDER, &order_keys, INLINE_PER_PARENT, INLINE_TOTAL)
-            }),
-            self.retry.run(deadline, || {
-                self.warehouse.children(dialect::ITEMS_BY_PRODUCT, &product_keys, INLINE_PER_PARENT, INLINE_TOTAL)
-            }),
+            self.children_of(dialect::ITEMS_BY_ORDER, &orders, deadline),
+            self.children_of(dialect::ITEMS_BY_PRODUCT, &products, deadline),
         );
-        for (found, owners, scope) in
-            [(by_order?, orders, Scope::Order as fn(i64) -> Scope), (by_product?, products, Scope::Product)]
+        for ((_, split), owners, scope) in
+            [(by_order?, &orders, Scope::Order as fn(i64) -> Scope), (by_product?, &products, Scope::Product)]
         {
-            let keys: Vec<i64> = owners.iter().map(|(k, _)| *k).collect();
-            let split = split_children(&keys, &found, INLINE_PER_PARENT, INLINE_TOTAL);
             touched.items.extend(split.children);
             for (parent, after) in split.incomplete {
-                let message = owners.iter().find(|(k, _)| *k == parent).map_or(0, |(_, m)| *m);
-                touched.add_task(message, scope(parent), after);
+                touched.add_task(owners[&parent], scope(parent), after);
             }
         }
         Ok(touched)
+    }
+
+    /// The children of changed parents through one index, read inline (`(parent, child)` pairs),
+    /// and how they split into complete parents and parents with more children than fit.
+    async fn children_of(
+        &self,
+        index: FkIndex,
+        parents: &BTreeMap<i64, usize>,
+        deadline: Instant,
+    ) -> Result<(Vec<(i64, i64)>, Split), SinkError> {
+        let keys: Vec<i64> = parents.keys().copied().collect();
+        let pairs =
+            self.retry.run(deadline, || self.warehouse.children(index, &keys, INLINE_PER_PARENT, INLINE_TOTAL)).await?;
+        let split = split_children(&keys, &pairs, INLINE_PER_PARENT, INLINE_TOTAL);
+        Ok((pairs, split))
     }
 
     /// Re-derives the given order items, a page at a time: one snapshot read and one INSERT per
