@@ -127,6 +127,8 @@ async fn rewrite_from_source(pipeline: &Pipeline, args: &Args, table: SourceTabl
     let key_column = table.spec().key;
     let columns: Vec<String> =
         def.columns.iter().map(|c| format!("\"{}\"::text", c.name.replace('"', "\"\""))).collect();
+    // The next chunk starts after the last key read, wherever the key sits among the columns.
+    let key_index = def.columns.iter().position(|c| c.name == key_column).context("the table has no key column")?;
     converter.add_table(def);
 
     // Read before the rows: every change they miss has a greater position (module docs).
@@ -164,7 +166,7 @@ async fn rewrite_from_source(pipeline: &Pipeline, args: &Args, table: SourceTabl
             Some(key) => key,
             None => match rows.last() {
                 Some(row) if rows.len() == CHUNK => {
-                    row.get::<_, Option<String>>(0).and_then(|k| k.parse().ok()).context("key")?
+                    row.get::<_, Option<String>>(key_index).and_then(|k| k.parse().ok()).context("key")?
                 }
                 _ => break,
             },
