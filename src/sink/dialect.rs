@@ -311,7 +311,7 @@ pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, i
 /// The children of the given parents, at most `per_parent` of each (the first by child key) and
 /// `total` in all, as `(parent, child)` rows ordered by parent then child. The key list is the
 /// invocation's own changed keys, bounded by the batch; fan-out beyond the limits continues
-/// page by page ([`page_query`]).
+/// page by page ([`page_queries`]).
 pub fn children_query(database: &str, index: FkIndex, parents: &[i64], per_parent: usize, total: usize) -> String {
     let FkIndex { table, parent, child } = index;
     format!(
@@ -322,11 +322,37 @@ pub fn children_query(database: &str, index: FkIndex, parents: &[i64], per_paren
     )
 }
 
-/// One page of a re-derivation: the next `limit` order item ids above `after` in `scope`, in
-/// ascending order. The query text is the same size whatever the fan-out; each page reads
-/// only the scope's index range (a whole-table scope reads the ids above `after`).
-pub fn page_query(database: &str, scope: Scope, after: i64, limit: usize) -> String {
-    format!("SELECT id FROM ({}) GROUP BY id ORDER BY id LIMIT {limit}", scope_items(database, scope, after))
+/// One page of a re-derivation: the queries whose answers, merged by [`merge_pages`], are the
+/// next `limit` order item ids above `after` in `scope`, in ascending order. The query text is
+/// the same size whatever the fan-out. A parent's scope reads the parent's range of its index;
+/// the whole-table scope reads each table in key order from `after` and stops after `limit`
+/// distinct ids (one query per table: a `DISTINCT` over their union could not stop early).
+pub fn page_queries(database: &str, scope: Scope, after: i64, limit: usize) -> Vec<String> {
+    let db = quote_ident(database);
+    let page = |source: String| format!("SELECT DISTINCT id FROM ({source}) ORDER BY id LIMIT {limit}");
+    match scope {
+        Scope::All => vec![
+            format!("SELECT DISTINCT id FROM {db}.order_items WHERE id > {after} ORDER BY id LIMIT {limit}"),
+            format!(
+                "SELECT DISTINCT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after} \
+                 ORDER BY id LIMIT {limit}"
+            ),
+        ],
+        _ => vec![page(scope_items(database, scope, after))],
+    }
+}
+
+/// Merges the answers of [`page_queries`] into one page: the distinct ids up to the smallest
+/// last id of any answer that came back full (above it, a full answer may have left ids out), at
+/// most `limit`. The page is shorter than `limit` only when every answer was short, i.e. when
+/// the scope has nothing more.
+pub fn merge_pages(answers: Vec<Vec<i64>>, limit: usize) -> Vec<i64> {
+    let cut = answers.iter().filter(|a| a.len() >= limit).filter_map(|a| a.last().copied()).min().unwrap_or(i64::MAX);
+    let mut ids: Vec<i64> = answers.into_iter().flatten().filter(|id| *id <= cut).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(limit);
+    ids
 }
 
 /// Every order item id above `after` in `scope` (with repeats), as a subquery.
@@ -428,6 +454,16 @@ mod tests {
         assert!(ddl.contains("order_date DateTime64(6, 'UTC')"));
         let legacy = schema_statements(Dialect::Legacy, "analytics", None).join("\n");
         assert!(!legacy.contains("DateTime64") && !legacy.contains("LowCardinality"));
+    }
+
+    #[test]
+    fn pages_of_several_tables_stop_where_a_full_answer_may_have_left_ids_out() {
+        // order_items came back full at 5; sales_fact holds 4 and 9 too: 9 waits for the next page.
+        assert_eq!(merge_pages(vec![vec![1, 3, 5], vec![4, 9]], 3), vec![1, 3, 4]);
+        assert_eq!(merge_pages(vec![vec![1, 3, 5], vec![2, 9]], 5), vec![1, 2, 3, 5, 9]);
+        // Both short: the scope's last page.
+        assert_eq!(merge_pages(vec![vec![7], vec![7, 8]], 3), vec![7, 8]);
+        assert!(merge_pages(vec![vec![], vec![]], 3).is_empty());
     }
 
     #[test]

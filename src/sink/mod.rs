@@ -241,14 +241,18 @@ impl Warehouse {
         Ok(self.fetch::<Pair>(&sql).await?.into_iter().map(|p| (p.parent, p.child)).collect())
     }
 
-    /// The next page of a re-derivation; see [`dialect::page_query`].
+    /// The next page of a re-derivation; see [`dialect::page_queries`].
     pub async fn page(&self, scope: Scope, after: i64, limit: usize) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Id {
             id: i64,
         }
-        let sql = dialect::page_query(&self.database, scope, after, limit);
-        Ok(self.fetch::<Id>(&sql).await?.into_iter().map(|r| r.id).collect())
+        let queries = dialect::page_queries(&self.database, scope, after, limit);
+        let answers = futures::future::try_join_all(queries.iter().map(|sql| async move {
+            Ok::<_, SinkError>(self.fetch::<Id>(sql).await?.into_iter().map(|r| r.id).collect::<Vec<i64>>())
+        }))
+        .await?;
+        Ok(dialect::merge_pages(answers, limit))
     }
 
     /// Runs an `ALTER TABLE ... DELETE` and waits (up to `wait`) until the server has applied
