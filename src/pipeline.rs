@@ -784,9 +784,10 @@ fn fail_messages(
     messages: &[usize],
     error: SinkError,
 ) -> Result<Vec<MessageReport>, SystemicError> {
-    // Only a message's own data can be poison; a fault met while deriving facts or reading is
-    // never a reason to dead-letter, so anything not systemic is retried.
-    if error.class() == ErrorClass::Systemic {
+    // Only a message's own data can be poison, and a fault met while preparing, reading or
+    // deriving facts is not: what retrying can cure is retried, anything else (a server refusing
+    // our own query or rows) is the environment's, systemic (docs/error-policy.md).
+    if error.class() != ErrorClass::Transient {
         return Err(error.into());
     }
     for &m in messages {
