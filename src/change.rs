@@ -285,7 +285,7 @@ pub struct ChangeEvent {
     /// The source table, as the event named it.
     pub table: TableRef,
     /// The mirror this change feeds, by the configured [`crate::tables::TableMapping`].
-    pub mirror: crate::tables::SourceTable,
+    pub mirror: crate::tables::MirrorTarget,
     pub op: Op,
     /// The row before the change (delete, update with a before image). Key columns only under
     /// PostgreSQL's REPLICA IDENTITY DEFAULT.

@@ -31,6 +31,7 @@ pub mod error;
 pub mod fact;
 pub mod freshness;
 pub mod generator;
+pub mod generic;
 pub mod handler;
 pub mod lambda;
 pub mod mirror;

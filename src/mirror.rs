@@ -237,7 +237,7 @@ mod tests {
     fn event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
         ChangeEvent {
             table: TableRef::new("public", "products"),
-            mirror: SourceTable::Products,
+            mirror: crate::tables::MirrorTarget::Sales(SourceTable::Products),
             op,
             before,
             after,

@@ -1,11 +1,14 @@
-//! The tables this processor mirrors (the seeds' sales schema), and which source tables feed
-//! them.
+//! The tables this processor mirrors, and which source tables feed them.
 //!
 //! Enters: a source table's identity (database, schema, table), or a mirror's name. Leaves: the
-//! mirror it feeds by the [`TableMapping`] (if any) and its [`TableSpec`] (columns and their
-//! kinds). Decoders use the kinds to type values when a message carries no schema block; the
-//! mirror stage uses them to build ClickHouse rows. A change of a table outside the mapping is
-//! skipped (or rejected when configured).
+//! [`MirrorTarget`] it feeds by the [`TableMapping`] (if any). The four sales tables (the seeds'
+//! schema) have declared [`TableSpec`]s (columns and their kinds): decoders use the kinds to
+//! type values when a message carries no schema block, the mirror stage to build their rows,
+//! and they feed `sales_fact`. Every other mapped table is a generic mirror, typed from its
+//! events (`crate::generic`). A change of a table outside the mapping is skipped (or rejected
+//! when configured).
+
+use std::sync::Arc;
 
 /// How a source column is typed, independent of the wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +202,47 @@ impl std::fmt::Display for CapturedSource {
     }
 }
 
+/// Where a captured table's changes go in ClickHouse.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MirrorTarget {
+    /// One of the four sales tables: a mirror with declared columns that also feeds
+    /// `sales_fact`.
+    Sales(SourceTable),
+    /// Any other table: a generic mirror, typed from what its events carry and created on first
+    /// sight (`crate::generic`, docs/generic-mirrors.md).
+    Generic(Arc<GenericTable>),
+}
+
+impl MirrorTarget {
+    /// The ClickHouse table name.
+    pub fn name(&self) -> &str {
+        match self {
+            MirrorTarget::Sales(table) => table.name(),
+            MirrorTarget::Generic(table) => &table.name,
+        }
+    }
+
+    pub fn sales(&self) -> Option<SourceTable> {
+        match self {
+            MirrorTarget::Sales(table) => Some(*table),
+            MirrorTarget::Generic(_) => None,
+        }
+    }
+}
+
+impl PartialEq<SourceTable> for MirrorTarget {
+    fn eq(&self, other: &SourceTable) -> bool {
+        self.sales() == Some(*other)
+    }
+}
+
+/// A generic mirror: its ClickHouse name and the source's primary-key columns, which order it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GenericTable {
+    pub name: String,
+    pub key: Vec<String>,
+}
+
 /// Which source tables are captured, and into which mirror: the processor's equivalent of
 /// Debezium's `table.include.list`. Configured by `CAPTURED_TABLES` (see [`TableMapping::parse`]);
 /// the default is [`TableMapping::default`]. Lookups are exact: a table is never mapped by its
@@ -206,7 +250,7 @@ impl std::fmt::Display for CapturedSource {
 /// a sales mirror unless an entry says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMapping {
-    entries: Vec<(CapturedSource, SourceTable)>,
+    entries: Vec<(CapturedSource, MirrorTarget)>,
 }
 
 /// A `CAPTURED_TABLES` value that cannot be used (a configuration error: systemic).
@@ -229,9 +273,13 @@ impl Default for TableMapping {
     /// deployment without the platform can drop them by setting `CAPTURED_TABLES`.
     fn default() -> Self {
         let table = |name: &str, mirror| {
-            (CapturedSource::Table { database: None, schema: "public".into(), table: name.into() }, mirror)
+            (
+                CapturedSource::Table { database: None, schema: "public".into(), table: name.into() },
+                MirrorTarget::Sales(mirror),
+            )
         };
-        let platform = |name: &str, mirror| (CapturedSource::Platform { name: name.into() }, mirror);
+        let platform =
+            |name: &str, mirror| (CapturedSource::Platform { name: name.into() }, MirrorTarget::Sales(mirror));
         Self {
             entries: vec![
                 table("customers", SourceTable::Customers),
@@ -247,28 +295,45 @@ impl Default for TableMapping {
     }
 }
 
+/// Names this processor keeps for itself in the ClickHouse database: a generic mirror may not
+/// take them (nor any name starting with `_`, nor one ending in `_current`, the views).
+const RESERVED_TARGETS: &[&str] = &["sales_fact"];
+
 impl TableMapping {
-    /// Parses `CAPTURED_TABLES`: comma-separated entries `SOURCE[=MIRROR]`, where SOURCE is
-    /// `schema.table`, `database.schema.table` or `platform:Name`, and MIRROR one of
-    /// `customers`, `products`, `orders`, `order_items` (default: the source table's own name,
-    /// which must then be one of those). Whitespace around entries is ignored; an empty value
-    /// means the default mapping.
+    /// Parses `CAPTURED_TABLES`: comma-separated entries `SOURCE[=TARGET][(KEY ...)]`, where
+    /// SOURCE is `schema.table`, `database.schema.table` or `platform:Name`, TARGET the ClickHouse
+    /// table (default: the source table's own name) and KEY the source's primary-key columns,
+    /// separated by spaces (default: `id`). A TARGET of `customers`, `products`, `orders` or
+    /// `order_items` is that sales mirror (key `id`, feeds `sales_fact`); any other is a generic
+    /// mirror. Whitespace around entries is ignored; an empty value means the default mapping.
     ///
-    /// Refused: an unknown mirror, a malformed source, the same source twice, and two relational
-    /// sources for one mirror (their log positions come from different databases or tables and
-    /// are not comparable as versions of one key; docs/versions.md).
+    /// Refused: a malformed source or target, a key for a sales mirror other than `id`, the same
+    /// source twice, and two relational sources for one target (their log positions come from
+    /// different databases or tables and are not comparable as versions of one key;
+    /// docs/versions.md): a same-named table of another schema needs a target of its own.
     pub fn parse(text: &str) -> Result<Self, MappingError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let mut entries: Vec<(CapturedSource, SourceTable)> = Vec::new();
+        let mut entries: Vec<(CapturedSource, MirrorTarget)> = Vec::new();
         for raw in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let err = |problem| MappingError { entry: raw.chars().take(200).collect(), problem };
-            let (source, mirror) = match raw.split_once('=') {
-                Some((s, m)) => (s.trim(), Some(m.trim())),
+            let (rest, key) = match raw.split_once('(') {
+                Some((rest, key)) => {
+                    let key = key.strip_suffix(')').ok_or_else(|| err("a key is `(column column ...)` at the end"))?;
+                    let columns: Vec<String> = key.split_whitespace().map(str::to_owned).collect();
+                    if columns.is_empty() || columns.iter().any(|c| c.contains(['(', ')', '`'])) {
+                        return Err(err("a key is `(column column ...)` at the end"));
+                    }
+                    (rest.trim(), Some(columns))
+                }
                 None => (raw, None),
             };
-            let ident = |s: &str| !s.is_empty() && !s.contains(['.', ':', '=', ' ']);
+            let (source, target) = match rest.split_once('=') {
+                Some((s, m)) => (s.trim(), Some(m.trim())),
+                None => (rest, None),
+            };
+            let ident = |s: &str| !s.is_empty() && !s.contains(['.', ':', '=', ' ', '(', ')']);
             let source = if let Some(name) = source.strip_prefix("platform:") {
                 if !ident(name) {
                     return Err(err("a platform entity is `platform:Name`"));
@@ -291,21 +356,49 @@ impl TableMapping {
                     _ => return Err(err("a source is `schema.table` or `database.schema.table`")),
                 }
             };
-            let mirror_name = match (mirror, &source) {
+            let target_name = match (target, &source) {
                 (Some(m), _) => m,
                 (None, CapturedSource::Table { table, .. }) => table.as_str(),
-                (None, CapturedSource::Platform { .. }) => return Err(err("a platform entity needs `=mirror`")),
+                (None, CapturedSource::Platform { .. }) => return Err(err("a platform entity needs `=target`")),
             };
-            let mirror = SourceTable::from_name(mirror_name)
-                .ok_or_else(|| err("the mirror must be customers, products, orders or order_items"))?;
+            let target = match SourceTable::from_name(target_name) {
+                Some(sales) => {
+                    if key.as_ref().is_some_and(|k| k.as_slice() != [sales.spec().key]) {
+                        return Err(err("a sales mirror is keyed by `id`"));
+                    }
+                    MirrorTarget::Sales(sales)
+                }
+                None => {
+                    let plain = target_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if !plain
+                        || target_name.starts_with('_')
+                        || target_name.starts_with(|c: char| c.is_ascii_digit())
+                        || target_name.ends_with("_current")
+                        || RESERVED_TARGETS.contains(&target_name)
+                    {
+                        return Err(err(
+                            "a target is letters, digits and `_`, not starting with `_` or a digit, not ending in \
+                             `_current`, not `sales_fact`",
+                        ));
+                    }
+                    let key = key.unwrap_or_else(|| vec!["id".to_owned()]);
+                    if (1..key.len()).any(|i| key[..i].contains(&key[i])) {
+                        return Err(err("a key column is listed twice"));
+                    }
+                    MirrorTarget::Generic(Arc::new(GenericTable { name: target_name.to_owned(), key }))
+                }
+            };
             if entries.iter().any(|(s, _)| *s == source) {
                 return Err(err("this source is listed twice"));
             }
             let relational = |s: &CapturedSource| matches!(s, CapturedSource::Table { .. });
-            if relational(&source) && entries.iter().any(|(s, m)| *m == mirror && relational(s)) {
-                return Err(err("another relational source already feeds this mirror"));
+            if relational(&source) && entries.iter().any(|(s, m)| m.name() == target.name() && relational(s)) {
+                return Err(err("another relational source already feeds this target"));
             }
-            entries.push((source, mirror));
+            if entries.iter().any(|(_, m)| m.name() == target.name() && *m != target) {
+                return Err(err("this target is listed with another key"));
+            }
+            entries.push((source, target));
         }
         if entries.is_empty() {
             return Err(MappingError { entry: text.chars().take(200).collect(), problem: "no entry" });
@@ -316,27 +409,27 @@ impl TableMapping {
     /// The mirror fed by relational table `schema.table` of `database` (`None` when the event
     /// does not name its database, as DMS records do: then only entries without a database
     /// match).
-    pub fn table(&self, database: Option<&str>, schema: &str, table: &str) -> Option<SourceTable> {
+    pub fn table(&self, database: Option<&str>, schema: &str, table: &str) -> Option<&MirrorTarget> {
         self.entries.iter().find_map(|(source, mirror)| match source {
             CapturedSource::Table { database: db, schema: s, table: t }
                 if s == schema && t == table && db.as_deref().is_none_or(|db| Some(db) == database) =>
             {
-                Some(*mirror)
+                Some(mirror)
             }
             _ => None,
         })
     }
 
     /// The mirror fed by the platform entity `name`.
-    pub fn platform(&self, name: &str) -> Option<SourceTable> {
+    pub fn platform(&self, name: &str) -> Option<&MirrorTarget> {
         self.entries.iter().find_map(|(source, mirror)| match source {
-            CapturedSource::Platform { name: n } if n == name => Some(*mirror),
+            CapturedSource::Platform { name: n } if n == name => Some(mirror),
             _ => None,
         })
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (&CapturedSource, SourceTable)> {
-        self.entries.iter().map(|(s, m)| (s, *m))
+    pub fn entries(&self) -> impl Iterator<Item = (&CapturedSource, &MirrorTarget)> {
+        self.entries.iter().map(|(s, m)| (s, m))
     }
 }
 
@@ -344,18 +437,22 @@ impl TableMapping {
 mod mapping_tests {
     use super::*;
 
+    fn sales(target: Option<&MirrorTarget>) -> Option<SourceTable> {
+        target.and_then(MirrorTarget::sales)
+    }
+
     #[test]
     fn default_maps_public_tables_and_platform_entities_only() {
         let m = TableMapping::default();
-        assert_eq!(m.table(Some("shop"), "public", "orders"), Some(SourceTable::Orders));
-        assert_eq!(m.table(None, "public", "order_items"), Some(SourceTable::OrderItems));
+        assert_eq!(sales(m.table(Some("shop"), "public", "orders")), Some(SourceTable::Orders));
+        assert_eq!(sales(m.table(None, "public", "order_items")), Some(SourceTable::OrderItems));
         for (schema, table) in
             [("inventory", "customers"), ("lineage", "order"), ("archive", "orders"), ("public", "ORDERS")]
         {
             assert_eq!(m.table(None, schema, table), None, "{schema}.{table}");
         }
         // Platform names only from the platform, relational names only from tables.
-        assert_eq!(m.platform("SalesOrder"), Some(SourceTable::Orders));
+        assert_eq!(sales(m.platform("SalesOrder")), Some(SourceTable::Orders));
         assert_eq!(m.platform("orders"), None);
         assert_eq!(m.table(None, "public", "SalesOrder"), None);
     }
@@ -364,25 +461,50 @@ mod mapping_tests {
     fn parse_accepts_databases_renames_and_platform_entries() {
         let m =
             TableMapping::parse(" shop.sales.orders , sales.line_items=order_items,platform:Kunde=customers ").unwrap();
-        assert_eq!(m.table(Some("shop"), "sales", "orders"), Some(SourceTable::Orders));
+        assert_eq!(sales(m.table(Some("shop"), "sales", "orders")), Some(SourceTable::Orders));
         assert_eq!(m.table(Some("other"), "sales", "orders"), None);
         assert_eq!(m.table(None, "sales", "orders"), None, "an entry with a database needs the event to name it");
-        assert_eq!(m.table(Some("any"), "sales", "line_items"), Some(SourceTable::OrderItems));
-        assert_eq!(m.platform("Kunde"), Some(SourceTable::Customers));
+        assert_eq!(sales(m.table(Some("any"), "sales", "line_items")), Some(SourceTable::OrderItems));
+        assert_eq!(sales(m.platform("Kunde")), Some(SourceTable::Customers));
         assert_eq!(m.table(None, "public", "orders"), None, "the default is replaced");
         assert_eq!(TableMapping::parse("  ").unwrap(), TableMapping::default());
     }
 
     #[test]
+    fn any_other_target_is_a_generic_mirror_with_its_key() {
+        let m = TableMapping::parse(
+            "public.orders, public.order_notes(order_id line_no), archive.customers=archive_customers, \
+             public.invoices",
+        )
+        .unwrap();
+        let generic = |schema, table| match m.table(None, schema, table) {
+            Some(MirrorTarget::Generic(g)) => (g.name.clone(), g.key.clone()),
+            other => panic!("{schema}.{table}: {other:?}"),
+        };
+        assert_eq!(generic("public", "order_notes"), ("order_notes".into(), vec!["order_id".into(), "line_no".into()]));
+        assert_eq!(generic("archive", "customers"), ("archive_customers".into(), vec!["id".into()]));
+        assert_eq!(generic("public", "invoices"), ("invoices".into(), vec!["id".into()]));
+        // The sales table of the same name in `public` is not captured: this mapping lists none.
+        assert_eq!(m.table(None, "public", "customers"), None);
+    }
+
+    #[test]
     fn parse_refuses_what_cannot_work() {
         for bad in [
-            "public.invoices",
             "orders",
             "a.b.c.d",
             "public.orders=sales_fact",
+            "public.x=_truncations",
+            "public.x=x_current",
+            "public.x=bad-name",
+            "public.x(a",
+            "public.x()",
+            "public.x(a a)",
+            "public.orders(customer_id)",
             "platform:SalesOrder",
             "public.orders,public.orders",
             "public.orders,archive.orders",
+            "public.notes,archive.notes",
             "public..orders",
             ",",
         ] {
@@ -391,5 +513,6 @@ mod mapping_tests {
         // A platform entity may feed a mirror that a table feeds too (the platform's own
         // contract), two relational tables may not.
         assert!(TableMapping::parse("public.orders,platform:SalesOrder=orders").is_ok());
+        assert!(TableMapping::parse("public.notes,archive.notes=archive_notes").is_ok());
     }
 }

@@ -74,8 +74,8 @@ pub(crate) fn decode_payload(
     let schema = string(&source, "schema")?;
     let database = string(&source, "db")?;
     let table = table_ref(database.as_deref(), schema.as_deref(), &table_name, false);
-    let (table, spec) = match decoder.resolve_table(table, false)? {
-        Resolved::Known(table, spec) => (table, spec),
+    let (table, mirror) = match decoder.resolve_table(table, false)? {
+        Resolved::Known(table, mirror) => (table, mirror),
         Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
     };
 
@@ -89,7 +89,7 @@ pub(crate) fn decode_payload(
         (None, None)
     } else {
         let row = |field: &'static str| {
-            payload.get_some(field).map(|raw| decode_row(raw, field, plan, spec, true)).transpose()
+            payload.get_some(field).map(|raw| decode_row(raw, field, plan, mirror.declared(), true)).transpose()
         };
         let (before, after) = (row("before")?, row("after")?);
         match op {
@@ -101,7 +101,7 @@ pub(crate) fn decode_payload(
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
         table,
-        mirror: spec.table,
+        mirror,
         op,
         before,
         after,
@@ -201,8 +201,8 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
         added(record, "schema", ["__schema", "__source_schema"])?.ok_or(DecodeError::MissingField("__schema"))?;
     let database = added(record, "db", ["__db", "__source_db"])?.map(|(db, _)| db);
     let table = table_ref(database.as_deref(), Some(&schema), &table_name, false);
-    let (table, spec) = match decoder.resolve_table(table, false)? {
-        Resolved::Known(table, spec) => (table, spec),
+    let (table, mirror) = match decoder.resolve_table(table, false)? {
+        Resolved::Known(table, mirror) => (table, mirror),
         Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
     };
 
@@ -227,13 +227,13 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
         (None, None)
     } else {
         let columns = record.iter().filter(|(k, _)| !k.starts_with("__"));
-        let row = decode_columns(columns, record.len(), plan, spec, true)?;
+        let row = decode_columns(columns, record.len(), plan, mirror.declared(), true)?;
         if op == Op::Delete { (Some(row), None) } else { (None, Some(row)) }
     };
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
         table,
-        mirror: spec.table,
+        mirror,
         op,
         before,
         after,

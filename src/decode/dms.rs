@@ -36,8 +36,8 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
     let schema = string(&metadata, "schema-name")?;
     // DMS names the schema and the table, never the database (a task reads one database).
     let table = table_ref(None, schema.as_deref(), &table_name, false);
-    let (table, spec) = match decoder.resolve_table(table, false)? {
-        Resolved::Known(table, spec) => (table, spec),
+    let (table, mirror) = match decoder.resolve_table(table, false)? {
+        Resolved::Known(table, mirror) => (table, mirror),
         Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
     };
 
@@ -47,9 +47,11 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
         metadata.get_some("transaction-id").map(|v| id_text(v, "metadata.transaction-id")).transpose()?;
 
     let data = top.get_some("data").ok_or(DecodeError::MissingField("data"))?;
-    let data = decode_row(data, "data", None, spec, false)?;
-    let before_image =
-        top.get_some("before-image").map(|raw| decode_row(raw, "before-image", None, spec, false)).transpose()?;
+    let data = decode_row(data, "data", None, mirror.declared(), false)?;
+    let before_image = top
+        .get_some("before-image")
+        .map(|raw| decode_row(raw, "before-image", None, mirror.declared(), false))
+        .transpose()?;
     let (before, after) = match op {
         Op::Delete => (Some(data), None),
         Op::Update => (before_image, Some(data)),
@@ -58,7 +60,7 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
         table,
-        mirror: spec.table,
+        mirror,
         op,
         before,
         after,
@@ -78,9 +80,11 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
 ///    changes of one row in one transaction are ordered as they happened. A position in no
 ///    known form is refused (`envelope.bad_field`), never replaced by a timestamp: versions
 ///    of one table must stay on one scale.
-/// 2. A full-load row (`load`) without position: 0. A full load reads the table before the
+/// 2. A full-load row (`load`) without position: 1. A full load reads the table before the
 ///    changes cached during it are applied; DMS applies them after the load, so every CDC
-///    change of that row outranks the loaded row, whatever scale its version is on.
+///    change of that row outranks the loaded row, whatever scale its version is on. Not 0:
+///    0 is "never seen / not truncated" in the fact derivation and the `_current` views, which
+///    keep only rows above the last truncation position (0 without one).
 /// 3. `commit-timestamp` in µs: commit order, but the changes of one transaction share it
 ///    (the later of two changes of one row in one transaction is not known: README).
 /// 4. `metadata.timestamp` in µs: when DMS produced the record, the weakest order.
@@ -94,7 +98,7 @@ fn version(metadata: &RawObject<'_>, op: Op, commit_time_us: Option<i64>) -> Res
         return super::position_version(position, "metadata.stream-position");
     }
     if op == Op::Read {
-        return Ok(Version(0));
+        return Ok(Version(1));
     }
     let micros = match commit_time_us {
         Some(us) => us,

@@ -29,7 +29,7 @@ use std::sync::Mutex;
 
 use crate::change::{Decoded, Row, Skipped, TableRef};
 use crate::error::{Classify, ErrorClass};
-use crate::tables::{TableMapping, TableSpec};
+use crate::tables::{MirrorTarget, TableMapping, TableSpec};
 use encoding::{FieldType, ValueError, decode_value};
 use raw::RawObject;
 use schema_cache::{RowPlan, SchemaCache};
@@ -274,7 +274,7 @@ impl Decoder {
             tables.table(table.database.as_deref(), &table.schema, &table.name)
         };
         match mirror {
-            Some(mirror) => Ok(Resolved::Known(table, mirror.spec())),
+            Some(mirror) => Ok(Resolved::Known(table, mirror.clone())),
             None if self.options.reject_unknown_tables => {
                 Err(DecodeError::UnknownTable(truncate(&table.to_string(), 200)))
             }
@@ -313,8 +313,16 @@ fn table_ref(database: Option<&str>, schema: Option<&str>, name: &str, split_qua
 }
 
 enum Resolved {
-    Known(TableRef, &'static TableSpec),
+    Known(TableRef, MirrorTarget),
     Unknown,
+}
+
+impl MirrorTarget {
+    /// The declared columns that type values when a message has no schema block (sales
+    /// mirrors); a generic mirror takes every value by its natural JSON mapping.
+    fn declared(&self) -> Option<&'static TableSpec> {
+        self.sales().map(|t| t.spec())
+    }
 }
 
 /// Decodes one row image (`before`, `after`, DMS `data`...). Column types come from the schema
@@ -324,7 +332,7 @@ fn decode_row(
     raw: &RawValue,
     field: &'static str,
     plan: Option<&RowPlan>,
-    spec: &TableSpec,
+    spec: Option<&TableSpec>,
     base64: bool,
 ) -> Result<Row, DecodeError> {
     let obj = parse_object(raw, field)?;
@@ -336,12 +344,12 @@ fn decode_columns<'a>(
     columns: impl Iterator<Item = (&'a str, &'a RawValue)>,
     capacity: usize,
     plan: Option<&RowPlan>,
-    spec: &TableSpec,
+    spec: Option<&TableSpec>,
     base64: bool,
 ) -> Result<Row, DecodeError> {
     let mut row = Row::with_capacity(capacity);
     for (position, (name, value)) in columns.enumerate() {
-        let kind = spec.column(name).map(|c| c.kind);
+        let kind = spec.and_then(|s| s.column(name)).map(|c| c.kind);
         let derived;
         let ty = match plan.and_then(|p| p.get(position, name)) {
             Some(ty) => ty,

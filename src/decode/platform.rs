@@ -46,8 +46,8 @@ pub(crate) fn decode(
     // `tableName` is an entity of the platform's contract (`SalesOrder`) or a qualified
     // `schema.table` / `database.schema.table`; the mapping decides (tables.rs).
     let table = table_ref(None, None, &table_name, true);
-    let (table, spec) = match decoder.resolve_table(table, true)? {
-        Resolved::Known(table, spec) => (table, spec),
+    let (table, mirror) = match decoder.resolve_table(table, true)? {
+        Resolved::Known(table, mirror) => (table, mirror),
         Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
     };
 
@@ -59,8 +59,9 @@ pub(crate) fn decode(
     let version = super::time_version(micros, "eventTimestamp")?;
     let correlation_id = standard("correlationId")?;
 
-    let row =
-        |field: &'static str| fields.get_some(field).map(|raw| decode_row(raw, field, None, spec, false)).transpose();
+    let row = |field: &'static str| {
+        fields.get_some(field).map(|raw| decode_row(raw, field, None, mirror.declared(), false)).transpose()
+    };
     let (before, after) = (row("before")?, row("after")?);
     let (before, after) = match op {
         Op::Create | Op::Update if after.is_none() => return Err(DecodeError::MissingField("after")),
@@ -75,7 +76,7 @@ pub(crate) fn decode(
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
         table,
-        mirror: spec.table,
+        mirror,
         op,
         before,
         after,

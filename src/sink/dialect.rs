@@ -10,6 +10,7 @@
 //! derivation needs a deleted row's version. `argMax(col, _version) ... GROUP BY key` returns the
 //! newest row including tombstones on every version.
 
+use crate::generic::ColumnType;
 use crate::rederive::Scope;
 use crate::tables::{ColumnKind, SourceTable, TableSpec};
 
@@ -192,16 +193,8 @@ const LOOKUP_SETTINGS: &str = "SETTINGS index_granularity = 1024";
 /// clusters and ClickHouse Cloud").
 pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>) -> Vec<String> {
     let db = quote_ident(database);
-    let on = cluster.map_or(String::new(), |c| format!(" ON CLUSTER {}", quote_ident(c)));
-    let engine = |parameters: &str| match cluster {
-        None => format!("ReplacingMergeTree({parameters})"),
-        Some(_) => {
-            let rest = if parameters.is_empty() { String::new() } else { format!(", {parameters}") };
-            format!(
-                "ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}'{rest})"
-            )
-        }
-    };
+    let on = on_cluster(cluster);
+    let engine = |parameters: &str| engine(cluster, parameters);
     let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}{on}")];
     for table in SourceTable::ALL {
         let spec = table.spec();
@@ -240,14 +233,151 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
          SELECT * FROM {db}.{FACT_TABLE} FINAL WHERE _is_deleted = 0"
     ));
     for table in SourceTable::ALL {
-        let name = table.name();
-        statements.push(format!(
-            "CREATE VIEW IF NOT EXISTS {db}.{name}_current{on} AS \
-             SELECT * FROM {db}.{name} FINAL WHERE _is_deleted = 0 AND _version > \
-             (SELECT max(_version) FROM {db}.{TRUNCATIONS_TABLE} WHERE table_name = '{name}')"
-        ));
+        statements.push(current_view(database, table.name(), cluster, false));
     }
     statements
+}
+
+/// ` ON CLUSTER name` when the schema is deployed on a cluster.
+fn on_cluster(cluster: Option<&str>) -> String {
+    cluster.map_or(String::new(), |c| format!(" ON CLUSTER {}", quote_ident(c)))
+}
+
+/// The engine of a versioned table: `ReplacingMergeTree`, replicated on a cluster.
+fn engine(cluster: Option<&str>, parameters: &str) -> String {
+    match cluster {
+        None => format!("ReplacingMergeTree({parameters})"),
+        Some(_) => {
+            let rest = if parameters.is_empty() { String::new() } else { format!(", {parameters}") };
+            format!(
+                "ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}'{rest})"
+            )
+        }
+    }
+}
+
+/// The current-state view of a mirror: live rows newer than the table's last truncation (0
+/// when there is none: every version is above it, docs/versions.md). `SELECT *` is expanded
+/// when the view is created, so a generic mirror's view is created again after its table
+/// gains a column.
+fn current_view(database: &str, table: &str, cluster: Option<&str>, replace: bool) -> String {
+    let db = quote_ident(database);
+    let create = if replace { "CREATE OR REPLACE VIEW" } else { "CREATE VIEW IF NOT EXISTS" };
+    format!(
+        "{create} {db}.{view}{on} AS SELECT * FROM {db}.{name} FINAL WHERE _is_deleted = 0 AND _version > \
+         (SELECT max(_version) FROM {db}.{TRUNCATIONS_TABLE} WHERE table_name = {literal})",
+        view = quote_ident(&format!("{table}_current")),
+        name = quote_ident(table),
+        on = on_cluster(cluster),
+        literal = quote_literal(table),
+    )
+}
+
+/// A generic mirror: key columns (never NULL) first, then the other columns as `Nullable`, then
+/// version and flag; ordered by the source's primary key (docs/generic-mirrors.md).
+pub fn create_generic_table(
+    dialect: Dialect,
+    database: &str,
+    cluster: Option<&str>,
+    table: &str,
+    key: &[(String, ColumnType)],
+    columns: &[(String, ColumnType)],
+) -> String {
+    let defs: Vec<String> = key
+        .iter()
+        .map(|(name, ty)| format!("{} {}", quote_ident(name), ty.sql(dialect)))
+        .chain(columns.iter().map(|(name, ty)| format!("{} Nullable({})", quote_ident(name), ty.sql(dialect))))
+        .chain(["_version UInt64".to_string(), "_is_deleted UInt8".to_string()])
+        .collect();
+    let order: Vec<String> = key.iter().map(|(name, _)| quote_ident(name)).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({defs}) ENGINE = {engine} ORDER BY ({order}) {LOOKUP_SETTINGS}",
+        db = quote_ident(database),
+        name = quote_ident(table),
+        on = on_cluster(cluster),
+        defs = defs.join(", "),
+        engine = engine(cluster, dialect.version_parameters()),
+        order = order.join(", "),
+    )
+}
+
+/// The statements that (re)create a generic mirror's current-state view: after a new column, the
+/// view must be created again to show it. 18.16 has no `CREATE OR REPLACE VIEW`: it drops and
+/// creates (a concurrent reader may miss the view for that moment; every invocation that adds a
+/// column recreates the view after its own ALTER, so the last one includes every column).
+pub fn generic_view_statements(dialect: Dialect, database: &str, cluster: Option<&str>, table: &str) -> Vec<String> {
+    match dialect {
+        Dialect::Modern => vec![current_view(database, table, cluster, true)],
+        Dialect::Legacy => vec![
+            format!(
+                "DROP TABLE IF EXISTS {}.{}{}",
+                quote_ident(database),
+                quote_ident(&format!("{table}_current")),
+                on_cluster(cluster)
+            ),
+            current_view(database, table, cluster, false),
+        ],
+    }
+}
+
+/// Adds one column to a generic mirror. 18.16 has no `ADD COLUMN IF NOT EXISTS`: a concurrent
+/// invocation that added it first makes this fail with "already exists", which the caller
+/// takes as success ([`is_duplicate_column`]).
+pub fn add_column(
+    dialect: Dialect,
+    database: &str,
+    cluster: Option<&str>,
+    table: &str,
+    column: &str,
+    ty: ColumnType,
+) -> String {
+    let if_not_exists = if dialect == Dialect::Modern { "IF NOT EXISTS " } else { "" };
+    format!(
+        "ALTER TABLE {}.{}{} ADD COLUMN {if_not_exists}{} Nullable({})",
+        quote_ident(database),
+        quote_ident(table),
+        on_cluster(cluster),
+        quote_ident(column),
+        ty.sql(dialect)
+    )
+}
+
+/// The columns of a table, in order, as `(name, type)` rows.
+pub fn columns_query(database: &str, table: &str) -> String {
+    format!(
+        "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
+        quote_literal(database),
+        quote_literal(table)
+    )
+}
+
+/// The newest row of each listed key of a generic mirror (TOAST completion), in RowBinary:
+/// `columns` in order, then `_version`, `_is_deleted`. `keys` are SQL literals of the key
+/// columns, one tuple per key.
+pub fn generic_latest_query(
+    database: &str,
+    table: &str,
+    key: &[String],
+    columns: &[String],
+    keys: &[String],
+) -> String {
+    let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let key_tuple = if key.len() == 1 { key_list[0].clone() } else { format!("({})", key_list.join(", ")) };
+    let select: Vec<String> =
+        columns.iter().map(|c| quote_ident(c)).chain(["_version".into(), "_is_deleted".into()]).collect();
+    format!(
+        "SELECT {select} FROM {db}.{name} WHERE {key_tuple} IN ({keys}) ORDER BY _version DESC LIMIT 1 BY {by}",
+        select = select.join(", "),
+        db = quote_ident(database),
+        name = quote_ident(table),
+        keys = keys.join(", "),
+        by = key_list.join(", "),
+    )
+}
+
+/// A string literal for SQL text.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Backquotes an identifier (database names come from configuration).
@@ -431,7 +561,8 @@ pub fn truncations_query(database: &str) -> String {
 }
 
 pub fn insert_statement(database: &str, table: &str, columns: &[&str]) -> String {
-    format!("INSERT INTO {}.{} ({}) FORMAT RowBinary", quote_ident(database), table, columns.join(", "))
+    let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    format!("INSERT INTO {}.{} ({}) FORMAT RowBinary", quote_ident(database), quote_ident(table), columns.join(", "))
 }
 
 #[cfg(test)]

@@ -31,6 +31,11 @@ pub enum SinkError {
     Protocol(String),
     #[error("ClickHouse server version {0} is not supported")]
     UnsupportedServer(String),
+    /// A generic mirror in ClickHouse that this processor cannot write (a column type it does
+    /// not write, a key that differs from the mapping's): an operator's decision is needed.
+    /// `detail` names table and column only.
+    #[error("{detail}")]
+    Schema { code: &'static str, detail: String },
 }
 
 /// Codes that mean "this data can never be inserted": bad values, wrong types, parse failures.
@@ -88,7 +93,7 @@ impl Classify for SinkError {
     fn class(&self) -> ErrorClass {
         match self {
             SinkError::Network(_) | SinkError::TimedOut => ErrorClass::Transient,
-            SinkError::Protocol(_) | SinkError::UnsupportedServer(_) => ErrorClass::Systemic,
+            SinkError::Protocol(_) | SinkError::UnsupportedServer(_) | SinkError::Schema { .. } => ErrorClass::Systemic,
             SinkError::Tls(_) | SinkError::Unauthorized(_) => ErrorClass::Systemic,
             SinkError::Server { code, .. } if BAD_DATA.contains(code) => ErrorClass::Poison,
             SinkError::Server { code, .. } if SYSTEMIC.contains(code) || TOO_LARGE.contains(code) => {
@@ -109,6 +114,7 @@ impl Classify for SinkError {
             SinkError::Unauthorized(_) => "clickhouse.auth",
             SinkError::Protocol(_) => "clickhouse.protocol",
             SinkError::UnsupportedServer(_) => "clickhouse.unsupported_server",
+            SinkError::Schema { code, .. } => code,
             e if e.is_auth() => "clickhouse.auth",
             SinkError::Server { code: 60, .. } => "clickhouse.unknown_table",
             SinkError::Server { code: 81, .. } => "clickhouse.unknown_database",

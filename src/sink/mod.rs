@@ -6,6 +6,7 @@
 
 pub mod dialect;
 pub mod error;
+mod generic;
 mod http;
 pub mod retry;
 pub mod rowbinary;
@@ -37,6 +38,8 @@ pub struct Warehouse {
     cluster: Option<String>,
     dialect: OnceCell<Dialect>,
     schema_ready: OnceCell<()>,
+    /// Columns of the generic mirrors as last read from ClickHouse, by table.
+    generic_columns: std::sync::Mutex<HashMap<String, Vec<crate::generic::Column>>>,
     /// Statements sent (each attempt counts): lets tests check that the round trips of an
     /// invocation do not grow with its batch.
     statements: AtomicU64,
@@ -65,6 +68,7 @@ impl Warehouse {
             database: settings.database.clone(),
             dialect: OnceCell::new(),
             schema_ready: OnceCell::new(),
+            generic_columns: std::sync::Mutex::default(),
             statements: AtomicU64::new(0),
         }
     }
@@ -149,6 +153,24 @@ impl Warehouse {
             .fetch_all::<T>()
             .await
             .map_err(SinkError::from_client)
+    }
+
+    /// Runs a SELECT and returns its result in `format`, as bytes.
+    pub async fn fetch_raw(&self, sql: &str, format: &str) -> Result<Vec<u8>, SinkError> {
+        self.count_statement();
+        let mut cursor = self
+            .client
+            .query(sql)
+            .with_setting("wait_end_of_query", "1")
+            .with_setting("max_query_size", MAX_QUERY_SIZE)
+            .with_setting("select_sequential_consistency", "1")
+            .fetch_bytes(format)
+            .map_err(SinkError::from_client)?;
+        let mut out = Vec::new();
+        while let Some(chunk) = cursor.next().await.map_err(SinkError::from_client)? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     /// Runs a SELECT and returns its result as TabSeparated text (reports, tests).

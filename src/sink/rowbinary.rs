@@ -28,7 +28,16 @@ pub fn put_i128(out: &mut Vec<u8>, v: i128) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+pub fn put_f64(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
 pub fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+/// A `String` value: its length as a LEB128 varint, then the bytes (which need not be UTF-8).
+pub fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let mut len = s.len() as u64;
     loop {
         let byte = (len & 0x7f) as u8;
@@ -39,7 +48,7 @@ pub fn put_string(out: &mut Vec<u8>, s: &str) {
         }
         out.push(byte | 0x80);
     }
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
 }
 
 /// An instant in microseconds, as `DateTime64(6)` (modern) or `DateTime` seconds (legacy,

@@ -12,6 +12,8 @@
 //! lookups), and no query or buffer grows with a change's fan-out: facts are derived in pages
 //! of at most [`PAGE`] items.
 
+mod generic;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -28,7 +30,8 @@ use crate::sink::dialect::{self, Dialect, FkIndex};
 use crate::sink::retry::RetryPolicy;
 use crate::sink::{SinkError, Warehouse, rowbinary};
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
-use crate::tables::SourceTable;
+use crate::tables::{MirrorTarget, SourceTable};
+use generic::PendingGeneric;
 
 /// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
 /// the query text and the memory of a round, whatever a change's fan-out.
@@ -145,9 +148,9 @@ impl Pipeline {
         let mut reports: Vec<MessageReport> =
             messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
         let mut timings = Timings::start();
-        let (pending, tasks) = self.decode_all(messages, &mut reports);
+        let (pending, generic, tasks) = self.decode_all(messages, &mut reports);
         timings.lap("decode");
-        if pending.is_empty() && tasks.is_empty() {
+        if pending.is_empty() && generic.is_empty() && tasks.is_empty() {
             return Ok(reports);
         }
 
@@ -160,10 +163,19 @@ impl Pipeline {
         let dialect = match prepared.await {
             Ok(dialect) => dialect,
             Err(e) => {
-                let all: Vec<usize> = pending.iter().map(|p| p.message).chain(task_messages).collect();
+                let all: Vec<usize> = pending
+                    .iter()
+                    .map(|p| p.message)
+                    .chain(generic.iter().map(|g| g.message))
+                    .chain(task_messages)
+                    .collect();
                 return fail_messages(reports, &all, e);
             }
         };
+        // Generic mirrors feed no fact: written beside the sales path, failing only their own
+        // messages (docs/generic-mirrors.md).
+        self.write_generic(dialect, generic, &mut reports, deadline).await?;
+        timings.lap("generic");
 
         let mut pending = pending;
         if let Err(e) = self.complete_rows(&mut pending, &mut reports, deadline).await {
@@ -214,8 +226,9 @@ impl Pipeline {
         &self,
         messages: &[Message],
         reports: &mut [MessageReport],
-    ) -> (Vec<PendingChange>, Vec<(usize, Task)>) {
+    ) -> (Vec<PendingChange>, Vec<PendingGeneric>, Vec<(usize, Task)>) {
         let mut pending = Vec::new();
+        let mut generic = Vec::new();
         let mut tasks = Vec::new();
         // Logged once per uncaptured table per decoder (cold start); every skip is counted.
         let log_unmapped = || {
@@ -249,18 +262,23 @@ impl Pipeline {
             };
             // The decoder mapped the source table (database, schema, table) to its mirror by
             // the configured mapping; tables outside it never get here (skipped or rejected).
-            let table = event.mirror;
-            report.table = Some(table.name().to_owned());
+            report.table = Some(event.mirror.name().to_owned());
             report.op = Some(event.op);
             report.commit_time_us = event.commit_time_us;
             report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
-            match mirror::mirror_change(table, &event) {
-                Ok(change) => pending.push(PendingChange { message: index, change }),
-                Err(e) => report.outcome = failed(&e, Some(table.name())),
+            match &event.mirror {
+                MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
+                    Ok(change) => pending.push(PendingChange { message: index, change }),
+                    Err(e) => report.outcome = failed(&e, Some(table.name())),
+                },
+                MirrorTarget::Generic(table) => match crate::generic::generic_change(table, &event) {
+                    Ok(change) => generic.push(PendingGeneric { message: index, table: table.clone(), change }),
+                    Err(e) => report.outcome = failed(&e, Some(&table.name)),
+                },
             }
         }
         log_unmapped();
-        (pending, tasks)
+        (pending, generic, tasks)
     }
 
     /// Completes rows from what is already known about their key, before they are written:

@@ -1,0 +1,255 @@
+//! The generic-mirror stage of an invocation: rows of every captured table that is not a sales
+//! table, one INSERT per table (docs/generic-mirrors.md).
+//!
+//! Per table: complete TOAST placeholders (an older change of the key in this batch, else the
+//! stored row), make sure the table has a column for every value (created or altered on first
+//! sight), encode every row against the columns ClickHouse really has, insert. A value that no
+//! column type can take exactly is an incompatible schema change: that table's messages fail as
+//! systemic (retried without moving toward the DLQ) until an operator widens the column; the
+//! other tables' messages are unaffected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::change::{Value, Version};
+use crate::error::{Classify, ErrorClass};
+use crate::generic::{Column, ColumnType, GenericChange, GenericRow, ValueFault, encode_row};
+use crate::sink::dialect::{self, Dialect};
+use crate::sink::{SinkError, rowbinary};
+use crate::sqs::message::{MessageOutcome, MessageReport};
+use crate::tables::GenericTable;
+
+use super::{Groups, Pipeline, SystemicError};
+
+/// A change of a generic table, decoded and waiting to be written.
+pub struct PendingGeneric {
+    pub message: usize,
+    pub table: Arc<GenericTable>,
+    pub change: GenericChange,
+}
+
+/// How one message of a generic table failed: class and code.
+type Failure = (ErrorClass, &'static str);
+
+impl Pipeline {
+    /// Writes every generic change; failures land in the messages' reports. Only a fault of the
+    /// whole environment (authentication, an unreachable server that retries did not cure... as
+    /// classified by the sink) stops the invocation.
+    pub(super) async fn write_generic(
+        &self,
+        dialect: Dialect,
+        pending: Vec<PendingGeneric>,
+        reports: &mut [MessageReport],
+        deadline: Instant,
+    ) -> Result<(), SystemicError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut truncations: Groups = Vec::new();
+        let mut tables: BTreeMap<String, (Arc<GenericTable>, Vec<(usize, Vec<GenericRow>)>)> = BTreeMap::new();
+        for p in pending {
+            match p.change {
+                GenericChange::Truncate { version } => {
+                    let mut bytes = Vec::new();
+                    rowbinary::put_string(&mut bytes, &p.table.name);
+                    rowbinary::put_u64(&mut bytes, version.0);
+                    truncations.push((p.message, bytes));
+                }
+                GenericChange::Rows(rows) => {
+                    let entry = tables.entry(p.table.name.clone()).or_insert_with(|| (p.table.clone(), Vec::new()));
+                    entry.1.push((p.message, rows));
+                }
+            }
+        }
+        let mut failed: HashMap<usize, Failure> = HashMap::new();
+        let mut written: HashMap<usize, u64> = HashMap::new();
+        for (message, _) in &truncations {
+            written.insert(*message, 1);
+        }
+        for (_, messages) in tables.values() {
+            for (message, rows) in messages {
+                written.insert(*message, rows.len() as u64);
+            }
+        }
+        let writes =
+            tables.into_values().map(|(table, messages)| self.write_generic_table(dialect, table, messages, deadline));
+        let truncate = async {
+            if truncations.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.insert_isolating(dialect::TRUNCATIONS_TABLE, &["table_name", "_version"], truncations, deadline).await
+        };
+        let (results, truncated) = tokio::join!(futures::future::join_all(writes), truncate);
+        for result in results.into_iter().chain([truncated]) {
+            for (message, class, code) in result? {
+                failed.insert(message, (class, code));
+            }
+        }
+        for (message, rows) in written {
+            match failed.get(&message) {
+                Some(&(class, code)) => {
+                    let table = reports[message].table.clone();
+                    reports[message].outcome = MessageOutcome::Failed { class, code, table };
+                }
+                None => reports[message].rows_inserted = rows,
+            }
+        }
+        Ok(())
+    }
+
+    /// One generic table: complete, extend, encode, insert. Returns the failed messages.
+    async fn write_generic_table(
+        &self,
+        dialect: Dialect,
+        table: Arc<GenericTable>,
+        mut messages: Vec<(usize, Vec<GenericRow>)>,
+        deadline: Instant,
+    ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+        let all = |messages: &[(usize, Vec<GenericRow>)], (class, code): Failure| {
+            messages.iter().map(|(m, _)| (*m, class, code)).collect::<Vec<_>>()
+        };
+        let (key_types, needed) = column_types(&messages, dialect);
+        let w = self.warehouse();
+        let columns = match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+            Ok(columns) => columns,
+            Err(e) => return table_fault(&table, &messages, e),
+        };
+
+        let mut failures = Vec::new();
+        let unresolved = match self.complete_generic(&table, &columns, &mut messages, deadline).await {
+            Ok(unresolved) => unresolved,
+            Err(e) => return table_fault(&table, &messages, e),
+        };
+        let mut groups: Groups = Vec::with_capacity(messages.len());
+        for (message, rows) in &messages {
+            if unresolved.contains(message) {
+                failures.push((*message, ErrorClass::Transient, "toast.base_missing"));
+                continue;
+            }
+            let mut bytes = Vec::new();
+            let encoded: Result<(), (String, ValueFault)> =
+                rows.iter().try_for_each(|row| encode_row(&mut bytes, dialect, &columns, row));
+            match encoded {
+                Ok(()) => groups.push((*message, bytes)),
+                Err((_, ValueFault::Unstorable(code))) => failures.push((*message, ErrorClass::Poison, code)),
+                Err((_, ValueFault::Missing)) => failures.push((*message, ErrorClass::Transient, "toast.base_missing")),
+                Err((column, ValueFault::Incompatible)) => {
+                    // The source changed a column's type in a way the ClickHouse column cannot
+                    // follow in place. Names only: never the value.
+                    let ty = columns.iter().find(|c| c.name == column).map(|c| c.ty);
+                    tracing::error!(
+                        table = %table.name,
+                        column = %column,
+                        clickhouse_type = ?ty,
+                        "a source column changed type beyond what its ClickHouse column holds; \
+                         widen the column (ALTER TABLE ... MODIFY COLUMN) to continue"
+                    );
+                    w.forget_generic(&table.name);
+                    return Ok(all(&messages, (ErrorClass::Systemic, "schema.incompatible_change")));
+                }
+            }
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).chain(["_version", "_is_deleted"]).collect();
+        failures.extend(self.insert_isolating(&table.name, &names, groups, deadline).await?);
+        Ok(failures)
+    }
+
+    /// Completes TOAST placeholders: each takes the value of the newest live row of the key
+    /// older than the change, from this batch or from ClickHouse. Returns the messages with a
+    /// placeholder nothing older can fill yet (their older change may still be in flight: they
+    /// are retried).
+    async fn complete_generic(
+        &self,
+        table: &GenericTable,
+        columns: &[Column],
+        messages: &mut [(usize, Vec<GenericRow>)],
+        deadline: Instant,
+    ) -> Result<Vec<usize>, SinkError> {
+        let incomplete: Vec<Vec<Value>> = messages
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().filter(|r| r.has_unavailable()).map(|r| r.key.clone()))
+            .collect();
+        if incomplete.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Candidate bases: complete live rows of the batch, then the stored rows.
+        let mut bases: Vec<(Vec<Value>, crate::change::Row, Version, bool)> = messages
+            .iter()
+            .flat_map(|(_, rows)| rows.iter())
+            .filter(|r| !r.is_deleted && !r.has_unavailable())
+            .map(|r| (r.key.clone(), r.columns.clone(), r.version, true))
+            .collect();
+        let w = self.warehouse();
+        let stored = self.retry.run(deadline, || w.generic_latest(table, columns, &incomplete)).await?;
+        bases.extend(stored.into_iter().map(|(key, row, version, deleted)| (key, row, version, !deleted)));
+
+        let mut unresolved = Vec::new();
+        for (message, rows) in messages.iter_mut() {
+            for row in rows.iter_mut().filter(|r| r.has_unavailable()) {
+                let base = bases
+                    .iter()
+                    .filter(|(key, _, version, live)| *live && *key == row.key && *version < row.version)
+                    .max_by_key(|(_, _, version, _)| *version);
+                let Some((_, base, _, _)) = base else {
+                    unresolved.push(*message);
+                    continue;
+                };
+                row.columns = row
+                    .columns
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            Value::Unavailable => base.get(name).cloned().unwrap_or(Value::Null),
+                            other => other.clone(),
+                        };
+                        (name.to_owned(), value)
+                    })
+                    .collect();
+            }
+        }
+        Ok(unresolved)
+    }
+}
+
+/// The key columns' types (from the first row) and, for every other column that carries a
+/// value, the type its first value asks for.
+fn column_types(
+    messages: &[(usize, Vec<GenericRow>)],
+    dialect: Dialect,
+) -> (Vec<ColumnType>, Vec<(String, ColumnType)>) {
+    let rows = || messages.iter().flat_map(|(_, rows)| rows.iter());
+    let key_types = rows()
+        .next()
+        .map(|row| row.key.iter().map(|v| ColumnType::of(v, dialect).unwrap_or(ColumnType::String)).collect())
+        .unwrap_or_default();
+    let mut needed: Vec<(String, ColumnType)> = Vec::new();
+    for row in rows() {
+        for (name, value) in row.columns.iter() {
+            if let Some(ty) = ColumnType::of(value, dialect)
+                && !needed.iter().any(|(n, _)| n == name)
+            {
+                needed.push((name.to_owned(), ty));
+            }
+        }
+    }
+    (key_types, needed)
+}
+
+/// A table that cannot be prepared: a schema problem (a type this processor does not write, a
+/// key that differs from the mapping) fails that table's messages as systemic; a transient
+/// fault fails them for retry; anything else stops the invocation.
+fn table_fault(
+    table: &GenericTable,
+    messages: &[(usize, Vec<GenericRow>)],
+    error: SinkError,
+) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+    match error {
+        SinkError::Schema { .. } => {
+            tracing::error!(table = %table.name, error = %error, "generic mirror cannot be written");
+        }
+        ref e if e.class() == ErrorClass::Transient => {}
+        e => return Err(e.into()),
+    }
+    Ok(messages.iter().map(|(m, _)| (*m, error.class(), error.code())).collect())
+}
