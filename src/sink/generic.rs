@@ -29,14 +29,22 @@ impl Warehouse {
         needed: &[(String, ColumnType)],
     ) -> Result<Vec<Column>, SinkError> {
         let has_all = |columns: &[Column]| needed.iter().all(|(n, _)| columns.iter().any(|c| c.name == *n));
-        if let Some(columns) = self.cached_generic(&table.name)
-            && has_all(&columns)
+        let cached = self.cached_generic(&table.name);
+        if let Some(Some(columns)) = &cached
+            && has_all(columns)
         {
-            return Ok(columns);
+            return Ok(columns.clone());
         }
         let dialect = self.dialect().await?;
         let cluster = self.cluster.as_deref();
         let mut columns = self.read_generic_columns(&table.name).await?;
+        if matches!(cached, Some(None)) && !columns.is_empty() {
+            // Forgotten after a refused value: an operator may have widened a column since, and
+            // a view keeps the column types it was created with.
+            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, &table.name) {
+                self.execute(&statement).await?;
+            }
+        }
         if columns.is_empty() {
             let key: Vec<(String, ColumnType)> = table.key.iter().cloned().zip(key_types.iter().copied()).collect();
             self.execute(&dialect::create_generic_table(dialect, &self.database, cluster, &table.name, &key, needed))
@@ -64,17 +72,21 @@ impl Warehouse {
             columns = self.read_generic_columns(&table.name).await?;
         }
         check_key(table, &columns)?;
-        self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).insert(table.name.clone(), columns.clone());
+        self.generic_columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(table.name.clone(), Some(columns.clone()));
         Ok(columns)
     }
 
-    /// Forgets the cached columns of `table` (after ClickHouse refused a value for them: an
-    /// operator may have changed a column's type).
+    /// Forgets the cached columns of `table` after one of its values fit no column: the next
+    /// use reads them again (an operator may widen a column meanwhile) and recreates the view.
     pub fn forget_generic(&self, table: &str) {
-        self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).remove(table);
+        self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).insert(table.to_owned(), None);
     }
 
-    fn cached_generic(&self, table: &str) -> Option<Vec<Column>> {
+    /// `None`: never read; `Some(None)`: forgotten.
+    fn cached_generic(&self, table: &str) -> Option<Option<Vec<Column>>> {
         self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).get(table).cloned()
     }
 

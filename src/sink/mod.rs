@@ -38,8 +38,9 @@ pub struct Warehouse {
     cluster: Option<String>,
     dialect: OnceCell<Dialect>,
     schema_ready: OnceCell<()>,
-    /// Columns of the generic mirrors as last read from ClickHouse, by table.
-    generic_columns: std::sync::Mutex<HashMap<String, Vec<crate::generic::Column>>>,
+    /// Columns of the generic mirrors as last read from ClickHouse, by table (`None`: to be
+    /// read again, see `forget_generic`).
+    generic_columns: std::sync::Mutex<HashMap<String, Option<Vec<crate::generic::Column>>>>,
     /// Statements sent (each attempt counts): lets tests check that the round trips of an
     /// invocation do not grow with its batch.
     statements: AtomicU64,

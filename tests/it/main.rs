@@ -3,4 +3,5 @@
 mod chdb;
 mod clickhouse;
 mod convergence;
+mod generic;
 mod support;

@@ -1,0 +1,247 @@
+//! Generic mirrors against a real ClickHouse: tables created on first sight with composite keys
+//! and every logical type, columns added when a source column first carries a value, TOAST,
+//! deletions, truncation, a same-named table of another schema, an incompatible type change
+//! (systemic for that table only), and two invocations adding the same column at once.
+
+use cdc_processor::decode::DecodeOptions;
+use cdc_processor::error::ErrorClass;
+use cdc_processor::pipeline::{Pipeline, Process};
+use cdc_processor::sink::Warehouse;
+use cdc_processor::sink::dialect::Dialect;
+use cdc_processor::sqs::message::{Message, MessageOutcome, MessageReport};
+use cdc_processor::tables::TableMapping;
+use serde_json::{Value as Json, json};
+
+use crate::support::*;
+
+const MAPPING: &str = "public.customers, public.products, public.orders, public.order_items, \
+                       public.order_notes(order_id line_no), public.catalog_extras, public.gauges, \
+                       archive.customers=archive_customers";
+
+fn pipeline(database: &str) -> Pipeline {
+    let options = DecodeOptions { tables: TableMapping::parse(MAPPING).expect("mapping"), ..DecodeOptions::default() };
+    Pipeline::new(options, Warehouse::new(&settings(database)))
+}
+
+async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
+    let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
+    pipeline.process(&messages, deadline()).await.expect("no systemic fault of the whole batch")
+}
+
+fn assert_all_ok(reports: &[MessageReport]) {
+    for (i, r) in reports.iter().enumerate() {
+        assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
+    }
+}
+
+async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
+    let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
+    pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
+}
+
+/// A Debezium event of `schema.table`, schemaless (the natural JSON mapping types the values).
+fn body(schema: &str, table: &str, op: &str, before: Option<Json>, after: Option<Json>, lsn: u64) -> String {
+    let ts_ms = 1_704_067_200_000u64 + lsn;
+    json!({
+        "before": before, "after": after, "op": op, "ts_ms": ts_ms,
+        "source": {"version": "2.5.0.Final", "connector": "postgresql", "name": "oltp", "ts_ms": ts_ms,
+                   "snapshot": "false", "db": "oltp", "schema": schema, "table": table, "lsn": lsn},
+    })
+    .to_string()
+}
+
+/// `public.catalog_extras` with its schema block: every logical type Debezium gives these
+/// PostgreSQL columns.
+fn extras(op: &str, after: Json, lsn: u64) -> String {
+    let fields = json!([
+        {"type": "int64", "optional": false, "field": "id"},
+        {"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+         "parameters": {"scale": "4", "connect.decimal.precision": "12"}, "field": "price"},
+        {"type": "string", "optional": true, "name": "io.debezium.time.ZonedTimestamp", "field": "seen_at"},
+        {"type": "string", "optional": true, "name": "io.debezium.data.Json", "field": "attrs"},
+        {"type": "string", "optional": true, "name": "io.debezium.data.Uuid", "field": "ref"},
+        {"type": "array", "optional": true, "items": {"type": "string", "optional": true}, "field": "tags"},
+        {"type": "bytes", "optional": true, "field": "blob"},
+        {"type": "boolean", "optional": true, "field": "flag"},
+        {"type": "double", "optional": true, "field": "ratio"},
+        {"type": "int32", "optional": true, "name": "io.debezium.time.Date", "field": "day"},
+        {"type": "string", "optional": true, "field": "note"},
+    ]);
+    let value =
+        json!({"type": "struct", "fields": fields, "optional": true, "name": "oltp.public.catalog_extras.Value"});
+    let mut before = value.clone();
+    before["field"] = json!("before");
+    let mut after_schema = value;
+    after_schema["field"] = json!("after");
+    let schema = json!({"type": "struct", "name": "oltp.public.catalog_extras.Envelope",
+                        "fields": [before, after_schema, {"type": "string", "optional": false, "field": "op"}]});
+    let payload: Json = serde_json::from_str(&body("public", "catalog_extras", op, None, Some(after), lsn)).unwrap();
+    json!({"schema": schema, "payload": payload}).to_string()
+}
+
+fn extras_row(id: i64, note: Json) -> Json {
+    json!({
+        "id": id, "price": debezium_decimal(123_400), "seen_at": "2024-01-01T10:00:00.123456Z",
+        "attrs": "{\"size\": 2}", "ref": "8c2d6b1e-3f4a-4b5c-9d6e-7f8091a2b3c4", "tags": ["a", null, "b,c"],
+        "blob": "AAH/", "flag": true, "ratio": 0.25, "day": 19723, "note": note,
+    })
+}
+
+#[tokio::test]
+async fn generic_tables_are_created_typed_extended_and_kept_apart_by_schema() {
+    let database = fresh_database("generic");
+    let pipeline = pipeline(&database);
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running (scripts/clickhouse.sh start)");
+    let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
+
+    let note = |order, line, text: &str| json!({"order_id": order, "line_no": line, "body": text});
+    let first = [
+        extras("c", extras_row(1, Json::Null), 10),
+        body("public", "order_notes", "c", None, Some(note(1, 1, "first")), 11),
+        body("public", "order_notes", "c", None, Some(note(1, 2, "second")), 12),
+        body("archive", "customers", "c", None, Some(json!({"id": 1, "name": "Archived"})), 13),
+        body(
+            "public",
+            "customers",
+            "c",
+            None,
+            Some(json!({"id": 1, "email": "a@x.io", "name": "Ada", "country": "UK", "city": "London",
+                         "created_at": "2024-01-01T00:00:00Z"})),
+            14,
+        ),
+    ];
+    assert_all_ok(&run(&pipeline, &first).await);
+
+    // Every logical type in its column; `note` (NULL so far) has no column yet.
+    let seen_at = if modern { "toUnixTimestamp64Micro(seen_at)" } else { "seen_at" };
+    let day = if modern { "toInt32(day)" } else { "day" };
+    let row = tsv(
+        &pipeline,
+        &format!(
+            "SELECT id, toInt64(price * 10000), {seen_at}, attrs, ref, tags, hex(blob), toUInt8(flag), ratio, {day} \
+             FROM DB.catalog_extras_current"
+        ),
+    )
+    .await;
+    assert_eq!(
+        row,
+        "1\t123400\t1704103200123456\t{\"size\": 2}\t8c2d6b1e-3f4a-4b5c-9d6e-7f8091a2b3c4\t[\"a\",null,\"b,c\"]\t\
+         0001FF\t1\t0.25\t19723\n"
+    );
+    let columns = tsv(
+        &pipeline,
+        &format!("SELECT name, type FROM system.columns WHERE database = '{database}' AND table = 'catalog_extras'"),
+    )
+    .await;
+    for column in ["id\tInt64\n", "price\tNullable(Decimal(38, 6))\n", "tags\tNullable(String)\n"] {
+        assert!(columns.contains(column), "{column} in {columns}");
+    }
+    assert!(!columns.contains("note"), "a column that was only ever NULL waits for a value: {columns}");
+
+    // The composite key orders the notes; the same-named table of schema `archive` has its own
+    // mirror and never touches the sales `customers`.
+    assert_eq!(
+        tsv(&pipeline, "SELECT order_id, line_no, body FROM DB.order_notes_current ORDER BY line_no").await,
+        "1\t1\tfirst\n1\t2\tsecond\n"
+    );
+    assert_eq!(tsv(&pipeline, "SELECT id, name FROM DB.archive_customers_current").await, "1\tArchived\n");
+    assert_eq!(tsv(&pipeline, "SELECT id, name FROM DB.customers_current").await, "1\tAda\n");
+
+    // A new value in `note` adds the column (and the view shows it); a TOAST placeholder keeps
+    // the stored `attrs`; a key-only deletion removes one note; a truncation empties the archive.
+    let mut toasted = extras_row(1, json!("now with a note"));
+    toasted["attrs"] = json!("__debezium_unavailable_value");
+    toasted["ratio"] = json!(0.5);
+    let second = [
+        extras("u", toasted, 20),
+        body("public", "order_notes", "d", Some(json!({"order_id": 1, "line_no": 1})), None, 21),
+        body("archive", "customers", "t", None, None, 22),
+    ];
+    assert_all_ok(&run(&pipeline, &second).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT attrs, ratio, note FROM DB.catalog_extras_current").await,
+        "{\"size\": 2}\t0.5\tnow with a note\n"
+    );
+    assert_eq!(tsv(&pipeline, "SELECT line_no FROM DB.order_notes_current").await, "2\n");
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.archive_customers_current").await, "0\n");
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.customers_current").await, "1\n");
+
+    // A later row without `note` (the source dropped the column): NULL, nothing fails.
+    let mut dropped = extras_row(2, Json::Null);
+    dropped.as_object_mut().unwrap().remove("note");
+    assert_all_ok(&run(&pipeline, &[extras("c", dropped, 30)]).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT id, isNull(note) FROM DB.catalog_extras_current ORDER BY id").await,
+        "1\t0\n2\t1\n"
+    );
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn an_incompatible_type_change_fails_only_that_tables_messages_as_systemic() {
+    let database = fresh_database("generic_incompatible");
+    let pipeline = pipeline(&database);
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let gauge =
+        |id, level: Json, lsn| body("public", "gauges", "c", None, Some(json!({"id": id, "level": level})), lsn);
+    assert_all_ok(&run(&pipeline, &[gauge(1, json!(5), 1)]).await);
+
+    // `level` became fractional in the source: Int64 cannot hold 5.5 exactly.
+    let reports = run(
+        &pipeline,
+        &[
+            gauge(2, json!(5.5), 2),
+            body("public", "order_notes", "c", None, Some(json!({"order_id": 1, "line_no": 1, "body": "x"})), 3),
+            gauge(3, json!(6), 4),
+        ],
+    )
+    .await;
+    let systemic = MessageOutcome::Failed {
+        class: ErrorClass::Systemic,
+        code: "schema.incompatible_change",
+        table: Some("gauges".into()),
+    };
+    assert_eq!(reports[0].outcome, systemic);
+    assert_eq!(reports[2].outcome, systemic, "the table's other messages wait too: their order matters");
+    assert!(!reports[1].outcome.is_failure(), "another table is unaffected: {:?}", reports[1].outcome);
+    assert_eq!(tsv(&pipeline, "SELECT id FROM DB.gauges_current").await, "1\n");
+
+    // An operator widens the column; the same messages then land.
+    pipeline
+        .warehouse()
+        .execute(&format!("ALTER TABLE {database}.gauges MODIFY COLUMN level Nullable(Float64)"))
+        .await
+        .expect("widen");
+    assert_all_ok(&run(&pipeline, &[gauge(2, json!(5.5), 2), gauge(3, json!(6), 4)]).await);
+    assert_eq!(tsv(&pipeline, "SELECT id, level FROM DB.gauges_current ORDER BY id").await, "1\t5\n2\t5.5\n3\t6\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn two_invocations_adding_the_same_column_at_once_both_land() {
+    let database = fresh_database("generic_race");
+    let first = pipeline(&database);
+    first.migrate(deadline()).await.expect("ClickHouse must be running");
+    let note = |line: i64, column: &str, lsn| {
+        let mut row = json!({"order_id": 7, "line_no": line, "body": "b"});
+        row[column] = json!(line);
+        body("public", "order_notes", "c", None, Some(row), lsn)
+    };
+    // The table exists; then, in each round, two fresh invocations need the same new column at
+    // the same moment.
+    assert_all_ok(&run(&first, &[note(100, "line_no", 1)]).await);
+    for round in 0..3i64 {
+        let (a, b) = (pipeline(&database), pipeline(&database));
+        let column = format!("extra_{round}");
+        let (left, right) =
+            ([note(round * 2, &column, 10 + round as u64)], [note(round * 2 + 1, &column, 20 + round as u64)]);
+        let (ra, rb) = tokio::join!(run(&a, &left), run(&b, &right));
+        assert_all_ok(&ra);
+        assert_all_ok(&rb);
+    }
+    assert_eq!(
+        tsv(&first, "SELECT count(), sum(extra_0), sum(extra_1), sum(extra_2) FROM DB.order_notes_current").await,
+        "7\t1\t5\t9\n"
+    );
+    drop_database(&database).await;
+}
