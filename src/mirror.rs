@@ -5,7 +5,7 @@
 //! a truncation watermark. Values are converted to the ClickHouse column types here, so a value
 //! that cannot be stored exactly is a poison error of this message alone.
 
-use crate::change::{ChangeEvent, Decimal, Op, Row, Special, Value, Version};
+use crate::change::{ChangeEvent, Decimal, InputFormat, Op, Row, Special, Value, Version};
 use crate::error::{Classify, ErrorClass};
 use crate::tables::{ColumnKind, SourceTable, TableSpec};
 
@@ -81,6 +81,8 @@ pub enum MirrorError {
     MissingImage { table: &'static str },
     #[error("the change to {table} has no usable key column `{column}`")]
     MissingKey { table: &'static str, column: &'static str },
+    #[error("the change to {table} lacks column `{column}`, which every image of this format carries")]
+    MissingColumn { table: &'static str, column: &'static str },
     #[error("column {table}.{column} holds a value of the wrong type")]
     TypeMismatch { table: &'static str, column: &'static str },
     #[error("column {table}.{column}: decimal does not fit Decimal(38, {CLICKHOUSE_DECIMAL_SCALE}) exactly")]
@@ -99,6 +101,7 @@ impl Classify for MirrorError {
         match self {
             MirrorError::MissingImage { .. } => "row.missing_image",
             MirrorError::MissingKey { .. } => "row.missing_key",
+            MirrorError::MissingColumn { .. } => "row.missing_column",
             MirrorError::TypeMismatch { .. } => "value.type_mismatch",
             MirrorError::DecimalNotExact { .. } => "value.decimal_not_exact",
             MirrorError::DecimalNaN { .. } => "value.decimal_nan",
@@ -121,7 +124,10 @@ pub fn mirror_change(table: SourceTable, event: &ChangeEvent) -> Result<MirrorCh
         }
         Op::Create | Op::Read | Op::Update => {
             let after = event.after.as_ref().ok_or(MirrorError::MissingImage { table: spec.name })?;
-            let row = row_from_image(spec, after, version)?;
+            // Debezium images carry every column of the table (NULLs included); DMS omits NULL
+            // columns unless `IncludeNullAndEmpty` is set, and the platform sends what changed.
+            let complete = event.format == InputFormat::Debezium;
+            let row = row_from_image(spec, after, version, complete)?;
             let mut rows = Vec::with_capacity(2);
             // A key change that arrives as one update (DMS, the platform envelope) removes the
             // old key; Debezium sends it as delete + create, which needs nothing extra.
@@ -137,6 +143,18 @@ pub fn mirror_change(table: SourceTable, event: &ChangeEvent) -> Result<MirrorCh
     }
 }
 
+/// Columns of the change's image that the sales table does not declare and that carry a value:
+/// they are not stored (the declared columns are `sales_fact`'s contract), so the caller counts
+/// and logs them (docs/generic-mirrors.md, "Values that are dropped on purpose").
+pub fn undeclared_columns<'e>(spec: &TableSpec, event: &'e ChangeEvent) -> impl Iterator<Item = &'e str> {
+    event
+        .after
+        .iter()
+        .flat_map(|row| row.iter())
+        .filter(|(name, value)| *value != &Value::Null && spec.column(name).is_none())
+        .map(|(name, _)| name)
+}
+
 fn key_of(spec: &TableSpec, image: &Row) -> Result<i64, MirrorError> {
     let missing = MirrorError::MissingKey { table: spec.name, column: spec.key };
     match image.get(spec.key) {
@@ -147,11 +165,15 @@ fn key_of(spec: &TableSpec, image: &Row) -> Result<i64, MirrorError> {
     }
 }
 
-fn row_from_image(spec: &TableSpec, image: &Row, version: Version) -> Result<MirrorRow, MirrorError> {
+/// A row from an image. `complete`: the format always carries every column, so a declared
+/// column the image lacks means the source table no longer matches the declared one, and
+/// storing a default would be a silent wrong value.
+fn row_from_image(spec: &TableSpec, image: &Row, version: Version, complete: bool) -> Result<MirrorRow, MirrorError> {
     let key = key_of(spec, image)?;
     let mut cells = Vec::with_capacity(spec.columns.len());
     for column in spec.columns {
         let cell = match image.get(column.name) {
+            None if complete => return Err(MirrorError::MissingColumn { table: spec.name, column: column.name }),
             // DMS omits null columns; a null is stored as the column's default.
             None | Some(Value::Null) => default_cell(column.kind),
             Some(value) => cell_from_value(spec.name, column.name, column.kind, value)?,
@@ -232,7 +254,7 @@ fn cell_from_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{InputFormat, TableRef};
+    use crate::change::TableRef;
 
     fn event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
         ChangeEvent {
@@ -245,7 +267,7 @@ mod tests {
             commit_time_us: None,
             transaction_id: None,
             correlation_id: None,
-            format: InputFormat::Debezium,
+            format: InputFormat::Dms,
             snapshot: None,
         }
     }
@@ -274,6 +296,15 @@ mod tests {
         // created_at absent (as DMS omits nulls): default.
         assert_eq!(row.cells[4], Cell::Timestamp(0));
         assert!(row.has_unavailable());
+    }
+
+    #[test]
+    fn a_debezium_image_without_a_declared_column_is_an_error_not_a_default() {
+        let mut debezium = event(Op::Create, None, Some(product(7, Value::Decimal(Decimal::new(1, 0)))));
+        debezium.format = InputFormat::Debezium;
+        let err = mirror_change(SourceTable::Products, &debezium).unwrap_err();
+        assert_eq!((err.code(), err.class()), ("row.missing_column", ErrorClass::Poison));
+        assert!(err.to_string().contains("created_at"));
     }
 
     #[test]

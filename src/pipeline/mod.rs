@@ -88,6 +88,8 @@ pub struct Pipeline {
     retry: RetryPolicy,
     /// At most this many task pages per invocation (besides the deadline); `None`: no limit.
     page_budget: Option<usize>,
+    /// Undeclared sales-table columns already logged (once per cold start).
+    undeclared_logged: std::sync::Mutex<std::collections::HashSet<(SourceTable, String)>>,
 }
 
 /// A mirror write of one message.
@@ -125,7 +127,13 @@ impl Touched {
 
 impl Pipeline {
     pub fn new(decoder_options: DecodeOptions, warehouse: Warehouse) -> Self {
-        Self { decoder: Decoder::new(decoder_options), warehouse, retry: RetryPolicy::default(), page_budget: None }
+        Self {
+            decoder: Decoder::new(decoder_options),
+            warehouse,
+            retry: RetryPolicy::default(),
+            page_budget: None,
+            undeclared_logged: std::sync::Mutex::default(),
+        }
     }
 
     /// Limits the task pages one invocation runs (the rest continues in follow-ups), e.g. to keep
@@ -267,10 +275,16 @@ impl Pipeline {
             report.commit_time_us = event.commit_time_us;
             report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
             match &event.mirror {
-                MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
-                    Ok(change) => pending.push(PendingChange { message: index, change }),
-                    Err(e) => report.outcome = failed(&e, Some(table.name())),
-                },
+                MirrorTarget::Sales(table) => {
+                    for column in mirror::undeclared_columns(table.spec(), &event) {
+                        report.undeclared_values += 1;
+                        self.log_undeclared_once(*table, column);
+                    }
+                    match mirror::mirror_change(*table, &event) {
+                        Ok(change) => pending.push(PendingChange { message: index, change }),
+                        Err(e) => report.outcome = failed(&e, Some(table.name())),
+                    }
+                }
                 MirrorTarget::Generic(table) => match crate::generic::generic_change(table, &event) {
                     Ok(change) => generic.push(PendingGeneric { message: index, table: table.clone(), change }),
                     Err(e) => report.outcome = failed(&e, Some(&table.name)),
@@ -279,6 +293,20 @@ impl Pipeline {
         }
         log_unmapped();
         (pending, generic, tasks)
+    }
+
+    /// Logs a column a sales mirror does not declare, once per table and column per cold start
+    /// (bounded: names come from the input). Names only, never values.
+    fn log_undeclared_once(&self, table: SourceTable, column: &str) {
+        const REMEMBERED: usize = 1024;
+        let mut seen = self.undeclared_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < REMEMBERED && seen.insert((table, column.chars().take(64).collect())) {
+            tracing::warn!(
+                table = table.name(),
+                column = %column.chars().take(64).collect::<String>(),
+                "a column the sales mirror does not declare is not stored (counted in UndeclaredColumnValues; logged once)"
+            );
+        }
     }
 
     /// Completes rows from what is already known about their key, before they are written:
