@@ -17,7 +17,6 @@ use crate::error::{Classify, ErrorClass};
 use crate::generic::{Column, ColumnType, GenericChange, GenericRow, ValueFault, encode_row};
 use crate::sink::dialect::{self, Dialect};
 use crate::sink::{SinkError, rowbinary};
-use crate::sqs::message::{MessageOutcome, MessageReport};
 use crate::tables::GenericTable;
 
 use super::{Groups, Pipeline, SystemicError};
@@ -32,19 +31,21 @@ pub struct PendingGeneric {
 /// How one message of a generic table failed: class and code.
 type Failure = (ErrorClass, &'static str);
 
+/// What became of one message: the rows it wrote, or how it failed.
+pub type GenericOutcome = Result<u64, Failure>;
+
 impl Pipeline {
-    /// Writes every generic change; failures land in the messages' reports. Only a fault of the
-    /// whole environment (authentication, an unreachable server that retries did not cure... as
-    /// classified by the sink) stops the invocation.
+    /// Writes every generic change and says what became of each message. Only a fault of the
+    /// whole environment (authentication, a missing database...: systemic, as the sink
+    /// classifies it) stops the invocation.
     pub(super) async fn write_generic(
         &self,
         dialect: Dialect,
         pending: Vec<PendingGeneric>,
-        reports: &mut [MessageReport],
         deadline: Instant,
-    ) -> Result<(), SystemicError> {
+    ) -> Result<Vec<(usize, GenericOutcome)>, SystemicError> {
         if pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut truncations: Groups = Vec::new();
         let mut tables: BTreeMap<String, (Arc<GenericTable>, Vec<(usize, Vec<GenericRow>)>)> = BTreeMap::new();
@@ -86,16 +87,10 @@ impl Pipeline {
                 failed.insert(message, (class, code));
             }
         }
-        for (message, rows) in written {
-            match failed.get(&message) {
-                Some(&(class, code)) => {
-                    let table = reports[message].table.clone();
-                    reports[message].outcome = MessageOutcome::Failed { class, code, table };
-                }
-                None => reports[message].rows_inserted = rows,
-            }
-        }
-        Ok(())
+        Ok(written
+            .into_iter()
+            .map(|(message, rows)| (message, failed.get(&message).map_or(Ok(rows), |f| Err(*f))))
+            .collect())
     }
 
     /// One generic table: complete, extend, encode, insert. Returns the failed messages.

@@ -167,7 +167,6 @@ impl Pipeline {
             self.warehouse.ensure_schema().await?;
             self.warehouse.dialect().await
         });
-        let task_messages: Vec<usize> = tasks.iter().map(|(m, _)| *m).collect();
         let dialect = match prepared.await {
             Ok(dialect) => dialect,
             Err(e) => {
@@ -175,23 +174,61 @@ impl Pipeline {
                     .iter()
                     .map(|p| p.message)
                     .chain(generic.iter().map(|g| g.message))
-                    .chain(task_messages)
+                    .chain(tasks.iter().map(|(m, _)| *m))
                     .collect();
-                return fail_messages(reports, &all, e);
+                fail_messages(&mut reports, &all, e)?;
+                return Ok(reports);
             }
         };
-        // Generic mirrors feed no fact: written beside the sales path, failing only their own
-        // messages (docs/generic-mirrors.md).
-        self.write_generic(dialect, generic, &mut reports, deadline).await?;
-        timings.lap("generic");
+        // Generic mirrors feed no fact: they are written concurrently with the sales path and
+        // fail only their own messages (docs/generic-mirrors.md).
+        let (generic, sales) = tokio::join!(
+            self.write_generic(dialect, generic, deadline),
+            self.run_sales(dialect, pending, tasks, &mut reports, &mut timings, deadline)
+        );
+        sales?;
+        for (message, outcome) in generic? {
+            match outcome {
+                Ok(rows) => reports[message].rows_inserted = rows,
+                Err((class, code)) => {
+                    let table = reports[message].table.clone();
+                    reports[message].outcome = MessageOutcome::Failed { class, code, table };
+                }
+            }
+        }
+        tracing::debug!(
+            messages = messages.len(),
+            mirror_rows = reports.iter().map(|r| r.rows_inserted).sum::<u64>(),
+            decode_ms = timings.ms("decode"),
+            complete_ms = timings.ms("complete"),
+            mirrors_ms = timings.ms("mirrors"),
+            facts_ms = timings.ms("facts"),
+            "pipeline phases"
+        );
+        Ok(reports)
+    }
 
-        let mut pending = pending;
-        if let Err(e) = self.complete_rows(&mut pending, &mut reports, deadline).await {
+    /// The sales path: complete rows, write indexes and mirrors, re-derive the facts they
+    /// touch, and carry what did not fit as follow-ups. Outcomes land in `reports`.
+    async fn run_sales(
+        &self,
+        dialect: Dialect,
+        mut pending: Vec<PendingChange>,
+        tasks: Vec<(usize, Task)>,
+        reports: &mut [MessageReport],
+        timings: &mut Timings,
+        deadline: Instant,
+    ) -> Result<(), SystemicError> {
+        if pending.is_empty() && tasks.is_empty() {
+            return Ok(());
+        }
+        let task_messages: Vec<usize> = tasks.iter().map(|(m, _)| *m).collect();
+        if let Err(e) = self.complete_rows(&mut pending, reports, deadline).await {
             let all: Vec<usize> = pending.iter().map(|p| p.message).chain(task_messages).collect();
             return fail_messages(reports, &all, e);
         }
         timings.lap("complete");
-        let written = self.write_rows(dialect, &pending, &mut reports, deadline).await?;
+        let written = self.write_rows(dialect, &pending, reports, deadline).await?;
         timings.lap("mirrors");
 
         let affected: Vec<usize> = written.iter().map(|p| p.message).chain(task_messages).collect();
@@ -214,18 +251,8 @@ impl Pipeline {
             reports[message].follow_ups.push(task.to_body());
         }
         timings.lap("facts");
-        tracing::debug!(
-            messages = messages.len(),
-            changes = written.len(),
-            mirror_rows = reports.iter().map(|r| r.rows_inserted).sum::<u64>(),
-            facts,
-            decode_ms = timings.ms("decode"),
-            complete_ms = timings.ms("complete"),
-            mirrors_ms = timings.ms("mirrors"),
-            facts_ms = timings.ms("facts"),
-            "pipeline phases"
-        );
-        Ok(reports)
+        tracing::debug!(changes = written.len(), facts, "sales path");
+        Ok(())
     }
 
     /// Decodes and maps every message; failures and skips are final here. Follow-up messages
@@ -825,11 +852,7 @@ fn failed(error: &impl Classify, table: Option<&str>) -> MessageOutcome {
     MessageOutcome::Failed { class: error.class(), code: error.code(), table: table.map(str::to_string) }
 }
 
-fn fail_messages(
-    mut reports: Vec<MessageReport>,
-    messages: &[usize],
-    error: SinkError,
-) -> Result<Vec<MessageReport>, SystemicError> {
+fn fail_messages(reports: &mut [MessageReport], messages: &[usize], error: SinkError) -> Result<(), SystemicError> {
     // Only a message's own data can be poison, and a fault met while preparing, reading or
     // deriving facts is not: what retrying can cure is retried, anything else (a server refusing
     // our own query or rows) is the environment's, systemic (docs/error-policy.md).
@@ -840,7 +863,7 @@ fn fail_messages(
         let table = reports[m].table.clone();
         reports[m].outcome = MessageOutcome::Failed { class: ErrorClass::Transient, code: error.code(), table };
     }
-    Ok(reports)
+    Ok(())
 }
 
 #[cfg(test)]
