@@ -243,23 +243,23 @@ pub fn encode_row(
     row: &GenericRow,
 ) -> Result<(), (String, ValueFault)> {
     for column in columns {
-        let value = row.value(&column.name);
-        let result = if column.nullable {
-            if *value == Value::Null {
-                rowbinary::put_u8(out, 1);
-                Ok(())
-            } else {
-                rowbinary::put_u8(out, 0);
-                encode_value(out, dialect, column.ty, value)
-            }
-        } else {
-            encode_value(out, dialect, column.ty, value)
-        };
-        result.map_err(|fault| (column.name.clone(), fault))?;
+        encode_column(out, dialect, column, row.value(&column.name)).map_err(|fault| (column.name.clone(), fault))?;
     }
     rowbinary::put_u64(out, row.version.0);
     rowbinary::put_u8(out, u8::from(row.is_deleted));
     Ok(())
+}
+
+/// Encodes one value into `column` (a `Nullable` column writes its NULL flag first).
+pub fn encode_column(out: &mut Vec<u8>, dialect: Dialect, column: &Column, value: &Value) -> Result<(), ValueFault> {
+    if column.nullable {
+        if *value == Value::Null {
+            rowbinary::put_u8(out, 1);
+            return Ok(());
+        }
+        rowbinary::put_u8(out, 0);
+    }
+    encode_value(out, dialect, column.ty, value)
 }
 
 /// 2^53: integers up to this are exact in a Float64.

@@ -27,12 +27,15 @@ pub enum Cell {
 }
 
 /// One row of a mirror table: the columns of [`TableSpec::columns`] in order, then the version
-/// and deletion flag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and deletion flag; columns the table does not declare travel in `extras` (stored as extra
+/// `Nullable` columns, typed like a generic mirror's: docs/generic-mirrors.md).
+#[derive(Debug, Clone, PartialEq)]
 pub struct MirrorRow {
     pub table: SourceTable,
     pub key: i64,
     pub cells: Vec<Cell>,
+    /// The image's columns beyond the declared ones, as they came (none for a deletion).
+    pub extras: Row,
     pub version: Version,
     pub is_deleted: bool,
 }
@@ -47,11 +50,11 @@ impl MirrorRow {
             .enumerate()
             .map(|(i, c)| if i == 0 { Cell::Int(key) } else { default_cell(c.kind) })
             .collect();
-        MirrorRow { table, key, cells, version, is_deleted: true }
+        MirrorRow { table, key, cells, extras: Row::new(), version, is_deleted: true }
     }
 
     pub fn has_unavailable(&self) -> bool {
-        self.cells.contains(&Cell::Unavailable)
+        self.cells.contains(&Cell::Unavailable) || self.extras.iter().any(|(_, v)| *v == Value::Unavailable)
     }
 
     /// The value of an integer column (key and foreign keys), by name.
@@ -65,7 +68,7 @@ impl MirrorRow {
 }
 
 /// What one change event does to the mirrors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MirrorChange {
     Rows(Vec<MirrorRow>),
     /// Every row of `table` with a version below `version` is gone.
@@ -143,18 +146,6 @@ pub fn mirror_change(table: SourceTable, event: &ChangeEvent) -> Result<MirrorCh
     }
 }
 
-/// Columns of the change's image that the sales table does not declare and that carry a value:
-/// they are not stored (the declared columns are `sales_fact`'s contract), so the caller counts
-/// and logs them (docs/generic-mirrors.md, "Values that are dropped on purpose").
-pub fn undeclared_columns<'e>(spec: &TableSpec, event: &'e ChangeEvent) -> impl Iterator<Item = &'e str> {
-    event
-        .after
-        .iter()
-        .flat_map(|row| row.iter())
-        .filter(|(name, value)| *value != &Value::Null && spec.column(name).is_none())
-        .map(|(name, _)| name)
-}
-
 fn key_of(spec: &TableSpec, image: &Row) -> Result<i64, MirrorError> {
     let missing = MirrorError::MissingKey { table: spec.name, column: spec.key };
     match image.get(spec.key) {
@@ -180,7 +171,12 @@ fn row_from_image(spec: &TableSpec, image: &Row, version: Version, complete: boo
         };
         cells.push(cell);
     }
-    Ok(MirrorRow { table: spec.table, key, cells, version, is_deleted: false })
+    let extras = image
+        .iter()
+        .filter(|(name, _)| spec.column(name).is_none())
+        .map(|(name, value)| (name.to_owned(), value.clone()))
+        .collect();
+    Ok(MirrorRow { table: spec.table, key, cells, extras, version, is_deleted: false })
 }
 
 /// The stored default for a NULL (ClickHouse columns here are not Nullable: the fact join needs

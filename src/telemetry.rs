@@ -56,8 +56,6 @@ pub struct InvocationMetrics {
     pub environment_failures: u64,
     /// Changes of tables outside the table mapping (`CAPTURED_TABLES`), acknowledged unread.
     pub unmapped_table_changes: u64,
-    /// Non-NULL values of columns a sales mirror does not declare (not stored).
-    pub undeclared_column_values: u64,
 }
 
 impl InvocationMetrics {
@@ -72,7 +70,6 @@ impl InvocationMetrics {
         if report.outcome == MessageOutcome::Skipped(crate::change::Skipped::UnknownTable.as_str()) {
             self.unmapped_table_changes += 1;
         }
-        self.undeclared_column_values += report.undeclared_values;
         // Rows of a failed message did not land (or will be written again): not counted.
         if !report.outcome.is_failure() {
             self.rows_inserted += report.rows_inserted;
@@ -121,7 +118,6 @@ impl InvocationMetrics {
         put("EnvironmentFailures".into(), "Count", json!(self.environment_failures));
         put("RowsInserted".into(), "Count", json!(self.rows_inserted));
         put("UnmappedTableChanges".into(), "Count", json!(self.unmapped_table_changes));
-        put("UndeclaredColumnValues".into(), "Count", json!(self.undeclared_column_values));
         put("BatchDurationMs".into(), "Milliseconds", json!(self.batch_duration_ms));
         if let (Some(max), Some(p50)) = (self.freshness_max_ms(), self.freshness_p50_ms()) {
             put("FreshnessLagMsMax".into(), "Milliseconds", json!(max));

@@ -194,7 +194,7 @@ pub fn encoded_mirror_rows<'a>(
         SourceTable::ALL.iter().map(|t| (*t, Vec::new(), 0)).collect();
     for body in bodies {
         let Ok(Decoded::Change(event)) = decoder.decode(body) else { continue };
-        let table = event.mirror;
+        let Some(table) = event.mirror.sales() else { continue };
         if let Ok(MirrorChange::Rows(rows)) = mirror_change(table, &event) {
             let slot = per_table.iter_mut().find(|(t, _, _)| *t == table).expect("table");
             for row in rows {

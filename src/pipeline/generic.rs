@@ -34,6 +34,9 @@ type Failure = (ErrorClass, &'static str);
 /// What became of one message: the rows it wrote, or how it failed.
 pub type GenericOutcome = Result<u64, Failure>;
 
+/// The rows of one generic table in a batch, by message.
+type TableRows = (Arc<GenericTable>, Vec<(usize, Vec<GenericRow>)>);
+
 impl Pipeline {
     /// Writes every generic change and says what became of each message. Only a fault of the
     /// whole environment (authentication, a missing database...: systemic, as the sink
@@ -48,7 +51,7 @@ impl Pipeline {
             return Ok(Vec::new());
         }
         let mut truncations: Groups = Vec::new();
-        let mut tables: BTreeMap<String, (Arc<GenericTable>, Vec<(usize, Vec<GenericRow>)>)> = BTreeMap::new();
+        let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
         for p in pending {
             match p.change {
                 GenericChange::Truncate { version } => {

@@ -1,11 +1,17 @@
 //! The core of one invocation: messages in, one report per message out.
 //!
-//! decode → mirror rows → foreign-key index rows (one INSERT per index) → mirror rows (one INSERT
-//! per table) → find the facts the changes touch (key lookups in the indexes) → re-derive them
-//! page by page → INSERT into `sales_fact` → re-derivations that did not fit become follow-up
-//! messages. Everything SQS-specific (batch response, FIFO rules, backoff, DLQ, sending the
+//! decode → two paths, run concurrently:
+//! - generic mirrors (every captured table but the sales tables; [`generic`]): rows → columns
+//!   added on first value → one INSERT per table;
+//! - sales: mirror rows → foreign-key index rows (one INSERT per index) → mirror rows (one INSERT
+//!   per table, extra columns included) → find the facts the changes touch (key lookups in the
+//!   indexes) → re-derive them page by page → INSERT into `sales_fact` → re-derivations that did
+//!   not fit become follow-up messages.
+//!
+//! Everything SQS-specific (batch response, FIFO rules, backoff, DLQ, sending the
 //! follow-ups) lives in `handler` and `sqs`, which see this stage only through [`Process`]. The
-//! SQL lives in `sink`; this module only orchestrates. Design: docs/sales-fact.md.
+//! SQL lives in `sink`; this module only orchestrates. Design: docs/sales-fact.md,
+//! docs/generic-mirrors.md.
 //!
 //! Per invocation the number of ClickHouse round trips does not grow with the batch (at most one
 //! INSERT per table, more only while isolating a poison row by bisection, and a fixed set of
@@ -20,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::change::{Decoded, Version};
+use crate::change::{Decoded, Value, Version};
 use crate::decode::{DecodeOptions, Decoder};
 use crate::error::{Classify, ErrorClass};
 use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState};
+use crate::generic::{ColumnType, ValueFault, encode_column};
 use crate::mirror::{self, Cell, MirrorChange, MirrorRow};
 use crate::rederive::{Scope, Task};
 use crate::sink::dialect::{self, Dialect, FkIndex};
@@ -88,14 +95,42 @@ pub struct Pipeline {
     retry: RetryPolicy,
     /// At most this many task pages per invocation (besides the deadline); `None`: no limit.
     page_budget: Option<usize>,
-    /// Undeclared sales-table columns already logged (once per cold start).
-    undeclared_logged: std::sync::Mutex<std::collections::HashSet<(SourceTable, String)>>,
 }
 
 /// A mirror write of one message.
 struct PendingChange {
     message: usize,
     change: MirrorChange,
+}
+
+impl PendingChange {
+    /// The sales table the change writes (a truncation's too).
+    fn table(&self) -> Option<SourceTable> {
+        match &self.change {
+            MirrorChange::Rows(rows) => rows.first().map(|r| r.table),
+            MirrorChange::Truncate { table, .. } => Some(*table),
+        }
+    }
+}
+
+/// The code of a value no column type can take exactly (docs/generic-mirrors.md).
+const INCOMPATIBLE: &str = "schema.incompatible_change";
+
+/// How a message fails when one of its extra-column values cannot be written.
+fn extra_fault(table: SourceTable, column: &str, fault: ValueFault) -> (ErrorClass, &'static str) {
+    match fault {
+        ValueFault::Unstorable(code) => (ErrorClass::Poison, code),
+        ValueFault::Missing => (ErrorClass::Transient, "toast.base_missing"),
+        ValueFault::Incompatible => {
+            tracing::error!(
+                table = table.name(),
+                column = %column,
+                "a source column changed type beyond what its ClickHouse column holds; widen the column \
+                 (ALTER TABLE ... MODIFY COLUMN) to continue"
+            );
+            (ErrorClass::Systemic, INCOMPATIBLE)
+        }
+    }
 }
 
 /// Counts of one invocation, for the summary log line.
@@ -127,13 +162,7 @@ impl Touched {
 
 impl Pipeline {
     pub fn new(decoder_options: DecodeOptions, warehouse: Warehouse) -> Self {
-        Self {
-            decoder: Decoder::new(decoder_options),
-            warehouse,
-            retry: RetryPolicy::default(),
-            page_budget: None,
-            undeclared_logged: std::sync::Mutex::default(),
-        }
+        Self { decoder: Decoder::new(decoder_options), warehouse, retry: RetryPolicy::default(), page_budget: None }
     }
 
     /// Limits the task pages one invocation runs (the rest continues in follow-ups), e.g. to keep
@@ -302,16 +331,10 @@ impl Pipeline {
             report.commit_time_us = event.commit_time_us;
             report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
             match &event.mirror {
-                MirrorTarget::Sales(table) => {
-                    for column in mirror::undeclared_columns(table.spec(), &event) {
-                        report.undeclared_values += 1;
-                        self.log_undeclared_once(*table, column);
-                    }
-                    match mirror::mirror_change(*table, &event) {
-                        Ok(change) => pending.push(PendingChange { message: index, change }),
-                        Err(e) => report.outcome = failed(&e, Some(table.name())),
-                    }
-                }
+                MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
+                    Ok(change) => pending.push(PendingChange { message: index, change }),
+                    Err(e) => report.outcome = failed(&e, Some(table.name())),
+                },
                 MirrorTarget::Generic(table) => match crate::generic::generic_change(table, &event) {
                     Ok(change) => generic.push(PendingGeneric { message: index, table: table.clone(), change }),
                     Err(e) => report.outcome = failed(&e, Some(&table.name)),
@@ -320,20 +343,6 @@ impl Pipeline {
         }
         log_unmapped();
         (pending, generic, tasks)
-    }
-
-    /// Logs a column a sales mirror does not declare, once per table and column per cold start
-    /// (bounded: names come from the input). Names only, never values.
-    fn log_undeclared_once(&self, table: SourceTable, column: &str) {
-        const REMEMBERED: usize = 1024;
-        let mut seen = self.undeclared_logged.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() < REMEMBERED && seen.insert((table, column.chars().take(64).collect())) {
-            tracing::warn!(
-                table = table.name(),
-                column = %column.chars().take(64).collect::<String>(),
-                "a column the sales mirror does not declare is not stored (counted in UndeclaredColumnValues; logged once)"
-            );
-        }
     }
 
     /// Completes rows from what is already known about their key, before they are written:
@@ -370,15 +379,23 @@ impl Pipeline {
         for p in pending.iter() {
             if let MirrorChange::Rows(rows) = &p.change {
                 for row in rows.iter().filter(|r| !r.has_unavailable() && !r.is_deleted) {
-                    let base = Base { version: row.version, live: true, cells: row.cells.clone() };
+                    let base =
+                        Base { version: row.version, live: true, cells: row.cells.clone(), extras: row.extras.clone() };
                     bases.entry((row.table, row.key)).or_default().push(base);
                 }
             }
         }
         for (table, keys) in &lookups {
             let keys: Vec<i64> = keys.iter().copied().collect();
+            let mut extras = self.stored_extras(*table, pending, &keys, deadline).await?;
             for (key, version, deleted, cells) in self.stored_rows(*table, &keys, deadline).await? {
-                bases.entry((*table, key)).or_default().push(Base { version, live: !deleted, cells });
+                // The extra columns of the same stored version (read separately: their types
+                // are only known at run time).
+                let extras = match extras.remove(&key) {
+                    Some((v, row)) if v == version => row,
+                    _ => crate::change::Row::new(),
+                };
+                bases.entry((*table, key)).or_default().push(Base { version, live: !deleted, cells, extras });
             }
         }
         let mut unresolved = BTreeSet::new();
@@ -406,6 +423,17 @@ impl Pipeline {
                                 *cell = stored.clone();
                             }
                         }
+                        row.extras = row
+                            .extras
+                            .iter()
+                            .map(|(name, value)| {
+                                let value = match value {
+                                    Value::Unavailable => base.extras.get(name).cloned().unwrap_or(Value::Null),
+                                    other => other.clone(),
+                                };
+                                (name.to_owned(), value)
+                            })
+                            .collect();
                     }
                     None => {
                         unresolved.insert(p.message);
@@ -428,6 +456,39 @@ impl Pipeline {
             });
         }
         Ok(())
+    }
+
+    /// The stored extra columns (beyond the declared ones) of the newest row of each key, with
+    /// its version, when some row of `table` in the batch has a TOAST placeholder in one.
+    async fn stored_extras(
+        &self,
+        table: SourceTable,
+        pending: &[PendingChange],
+        keys: &[i64],
+        deadline: Instant,
+    ) -> Result<HashMap<i64, (Version, crate::change::Row)>, SinkError> {
+        let placeholder = pending.iter().any(|p| {
+            matches!(&p.change, MirrorChange::Rows(rows)
+                if rows.iter().any(|r| r.table == table && r.extras.iter().any(|(_, v)| *v == Value::Unavailable)))
+        });
+        if !placeholder {
+            return Ok(HashMap::new());
+        }
+        let w = &self.warehouse;
+        let extras = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
+        let key = crate::generic::Column { name: table.spec().key.to_owned(), ty: ColumnType::Int64, nullable: false };
+        let columns: Vec<crate::generic::Column> = std::iter::once(key).chain(extras).collect();
+        let as_generic =
+            crate::tables::GenericTable { name: table.name().to_owned(), key: vec![table.spec().key.to_owned()] };
+        let keys: Vec<Vec<Value>> = keys.iter().map(|k| vec![Value::Int(*k)]).collect();
+        let rows = self.retry.run(deadline, || w.generic_latest(&as_generic, &columns, &keys)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, row, version, _)| match key.first() {
+                Some(Value::Int(k)) => Some((*k, (version, row))),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The newest stored row of each key, as mirror cells.
@@ -537,13 +598,36 @@ impl Pipeline {
         });
         let mut failed = self.collect_failures(inserts).await?;
 
+        // Columns beyond the declared ones, per table (added on their first value).
+        let (extras, extra_failures) = self.extra_columns(pending, deadline).await?;
+        failed.extend(extra_failures);
         let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
-        for p in pending.iter().filter(|p| !failed.contains_key(&p.message)) {
+        'messages: for p in pending {
+            if failed.contains_key(&p.message) {
+                continue;
+            }
             let mut bytes = Vec::new();
             let table = match &p.change {
                 MirrorChange::Rows(rows) => {
                     for row in rows {
                         rowbinary::encode_mirror_row(&mut bytes, dialect, row);
+                        let columns = extras.get(&row.table).map_or(&[][..], Vec::as_slice);
+                        for column in columns {
+                            let value = row.extras.get(&column.name).unwrap_or(&Value::Null);
+                            if let Err(fault) = encode_column(&mut bytes, dialect, column, value) {
+                                let failure = extra_fault(row.table, &column.name, fault);
+                                if failure.1 == INCOMPATIBLE {
+                                    // Every message of the table waits: their order matters.
+                                    self.warehouse.forget_generic(row.table.name());
+                                    for other in pending.iter().filter(|o| o.table() == Some(row.table)) {
+                                        failed.insert(other.message, failure);
+                                    }
+                                } else {
+                                    failed.insert(p.message, failure);
+                                }
+                                continue 'messages;
+                            }
+                        }
                     }
                     rows.first().map_or("", |r: &MirrorRow| r.table.name())
                 }
@@ -557,14 +641,23 @@ impl Pipeline {
                 per_table.entry(table).or_default().push((p.message, bytes));
             }
         }
+        // A table whose messages all failed above (an incompatible extra column) is not written.
+        for groups in per_table.values_mut() {
+            groups.retain(|(message, _)| !failed.contains_key(message));
+        }
         // The tables are independent: insert them concurrently (one statement each).
-        let inserts = per_table.into_iter().map(|(table, groups)| async move {
-            let columns = match SourceTable::from_name(table) {
-                Some(source) => dialect::mirror_columns(source.spec()),
-                None => vec!["table_name", "_version"],
-            };
-            self.insert_isolating(table, &columns, groups, deadline).await
-        });
+        let extras = &extras;
+        let inserts =
+            per_table.into_iter().filter(|(_, groups)| !groups.is_empty()).map(|(table, groups)| async move {
+                let columns: Vec<&str> = match SourceTable::from_name(table) {
+                    Some(source) => {
+                        let extra = extras.get(&source).into_iter().flatten().map(|c| c.name.as_str());
+                        dialect::mirror_columns(source.spec()).into_iter().chain(extra).collect()
+                    }
+                    None => vec!["table_name", "_version"],
+                };
+                self.insert_isolating(table, &columns, groups, deadline).await
+            });
         failed.extend(self.collect_failures(inserts).await?);
 
         let mut written = Vec::with_capacity(pending.len());
@@ -584,6 +677,58 @@ impl Pipeline {
             }
         }
         Ok(written)
+    }
+
+    /// The extra columns each sales table's INSERT carries: those of ClickHouse's extra columns
+    /// that some row of the batch has, after adding the ones a first value asks for. A table
+    /// whose extra columns cannot be prepared fails its messages (schema problem: systemic;
+    /// transient: retried); a fault of the whole environment stops the invocation.
+    async fn extra_columns(
+        &self,
+        pending: &[PendingChange],
+        deadline: Instant,
+    ) -> Result<
+        (BTreeMap<SourceTable, Vec<crate::generic::Column>>, HashMap<usize, (ErrorClass, &'static str)>),
+        SystemicError,
+    > {
+        let dialect = self.warehouse.dialect().await.map_err(SystemicError::from)?;
+        let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, Vec<(String, ColumnType)>)> = BTreeMap::new();
+        for p in pending {
+            let MirrorChange::Rows(rows) = &p.change else { continue };
+            for row in rows.iter().filter(|r| !r.extras.is_empty()) {
+                let (names, needed) = carried.entry(row.table).or_default();
+                for (name, value) in row.extras.iter() {
+                    names.insert(name.to_owned());
+                    if let Some(ty) = ColumnType::of(value, dialect)
+                        && !needed.iter().any(|(n, _)| n == name)
+                    {
+                        needed.push((name.to_owned(), ty));
+                    }
+                }
+            }
+        }
+        let mut columns = BTreeMap::new();
+        let mut failed = HashMap::new();
+        for (table, (names, needed)) in carried {
+            let w = &self.warehouse;
+            match self.retry.run(deadline, || w.sales_extras(table, &needed)).await {
+                Ok(all) => {
+                    columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
+                }
+                Err(e) if matches!(e, SinkError::Schema { .. }) || e.class() == ErrorClass::Transient => {
+                    tracing::warn!(
+                        table = table.name(),
+                        code = e.code(),
+                        "extra columns of a sales mirror unavailable"
+                    );
+                    for p in pending.iter().filter(|p| p.table() == Some(table)) {
+                        failed.insert(p.message, (e.class(), e.code()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((columns, failed))
     }
 
     async fn collect_failures(
@@ -819,6 +964,7 @@ struct Base {
     version: Version,
     live: bool,
     cells: Vec<Cell>,
+    extras: crate::change::Row,
 }
 
 fn is_default(cell: &Cell) -> bool {

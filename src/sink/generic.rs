@@ -9,7 +9,7 @@
 
 use crate::change::{Row, Value, Version};
 use crate::generic::{Column, ColumnType, read_value};
-use crate::tables::GenericTable;
+use crate::tables::{GenericTable, SourceTable};
 
 use super::dialect::{self, Dialect, quote_literal};
 use super::{SinkError, Warehouse};
@@ -28,8 +28,34 @@ impl Warehouse {
         key_types: &[ColumnType],
         needed: &[(String, ColumnType)],
     ) -> Result<Vec<Column>, SinkError> {
+        let columns = self.ensure_columns(&table.name, &[], Some((table, key_types)), needed).await?;
+        check_key(table, &columns)?;
+        Ok(columns)
+    }
+
+    /// The extra columns of a sales mirror (those beyond its declared ones, added when a source
+    /// column the declaration lacks first carried a value), after adding those of `needed` that
+    /// are missing. Same rules as a generic mirror's columns.
+    pub async fn sales_extras(
+        &self,
+        table: SourceTable,
+        needed: &[(String, ColumnType)],
+    ) -> Result<Vec<Column>, SinkError> {
+        let declared: Vec<&str> = table.spec().columns.iter().map(|c| c.name).collect();
+        self.ensure_columns(table.name(), &declared, None, needed).await
+    }
+
+    /// The columns of `name` beyond `declared`, with every column of `needed` added; `create`
+    /// makes a missing generic mirror with that key.
+    async fn ensure_columns(
+        &self,
+        name: &str,
+        declared: &[&str],
+        create: Option<(&GenericTable, &[ColumnType])>,
+        needed: &[(String, ColumnType)],
+    ) -> Result<Vec<Column>, SinkError> {
         let has_all = |columns: &[Column]| needed.iter().all(|(n, _)| columns.iter().any(|c| c.name == *n));
-        let cached = self.cached_generic(&table.name);
+        let cached = self.cached_generic(name);
         if let Some(Some(columns)) = &cached
             && has_all(columns)
         {
@@ -37,45 +63,42 @@ impl Warehouse {
         }
         let dialect = self.dialect().await?;
         let cluster = self.cluster.as_deref();
-        let mut columns = self.read_generic_columns(&table.name).await?;
-        if matches!(cached, Some(None)) && !columns.is_empty() {
+        let mut columns = self.read_generic_columns(name, declared).await?;
+        if matches!(cached, Some(None)) {
             // Forgotten after a refused value: an operator may have widened a column since, and
             // a view keeps the column types it was created with.
-            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, &table.name) {
+            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
             }
         }
-        if columns.is_empty() {
+        if let Some((table, key_types)) = create
+            && columns.is_empty()
+        {
             let key: Vec<(String, ColumnType)> = table.key.iter().cloned().zip(key_types.iter().copied()).collect();
-            self.execute(&dialect::create_generic_table(dialect, &self.database, cluster, &table.name, &key, needed))
-                .await?;
-            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, &table.name) {
+            self.execute(&dialect::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
+            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
             }
-            columns = self.read_generic_columns(&table.name).await?;
+            columns = self.read_generic_columns(name, declared).await?;
         }
         let missing: Vec<&(String, ColumnType)> =
             needed.iter().filter(|(n, _)| !columns.iter().any(|c| c.name == *n)).collect();
         if !missing.is_empty() {
-            for (name, ty) in &missing {
-                let sql = dialect::add_column(dialect, &self.database, cluster, &table.name, name, *ty);
+            for (column, ty) in &missing {
+                let sql = dialect::add_column(dialect, &self.database, cluster, name, column, *ty);
                 match self.execute(&sql).await {
                     Ok(()) => {}
                     Err(e) if is_duplicate_column(&e) => {}
                     Err(e) => return Err(e),
                 }
-                tracing::info!(table = %table.name, column = %name, "generic mirror: column added");
+                tracing::info!(table = %name, column = %column, "mirror: column added");
             }
-            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, &table.name) {
+            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
             }
-            columns = self.read_generic_columns(&table.name).await?;
+            columns = self.read_generic_columns(name, declared).await?;
         }
-        check_key(table, &columns)?;
-        self.generic_columns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(table.name.clone(), Some(columns.clone()));
+        self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), Some(columns.clone()));
         Ok(columns)
     }
 
@@ -90,9 +113,9 @@ impl Warehouse {
         self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).get(table).cloned()
     }
 
-    /// The table's columns from `system.columns` (empty: no such table), without the version
-    /// and flag.
-    async fn read_generic_columns(&self, table: &str) -> Result<Vec<Column>, SinkError> {
+    /// The table's columns from `system.columns` (empty: no such table), without the version,
+    /// the flag and the `declared` ones.
+    async fn read_generic_columns(&self, table: &str, declared: &[&str]) -> Result<Vec<Column>, SinkError> {
         #[derive(clickhouse::Row, serde::Deserialize)]
         struct Described {
             name: String,
@@ -100,7 +123,8 @@ impl Warehouse {
         }
         let rows: Vec<Described> = self.fetch(&dialect::columns_query(&self.database, table)).await?;
         let mut columns = Vec::with_capacity(rows.len());
-        for row in rows.into_iter().filter(|r| r.name != "_version" && r.name != "_is_deleted") {
+        let ours = |name: &str| name == "_version" || name == "_is_deleted" || declared.contains(&name);
+        for row in rows.into_iter().filter(|r| !ours(&r.name)) {
             let (ty, nullable) = ColumnType::parse(&row.r#type).ok_or_else(|| SinkError::Schema {
                 code: "schema.unsupported_type",
                 detail: format!("column {table}.{} has a type this processor does not write", row.name),

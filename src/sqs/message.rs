@@ -114,9 +114,6 @@ pub struct MessageReport {
     pub rows_inserted: u64,
     /// The platform envelope's `correlationId` (or Debezium `txId`), for log correlation.
     pub correlation_id: Option<String>,
-    /// Non-NULL values of columns a sales mirror does not declare, left out of ClickHouse
-    /// (counted in `UndeclaredColumnValues`; docs/generic-mirrors.md).
-    pub undeclared_values: u64,
     /// Messages the handler must send to the source queue before it acknowledges this one:
     /// re-derivations that did not finish within the invocation (`rederive::Task` bodies).
     pub follow_ups: Vec<String>,
@@ -130,7 +127,6 @@ impl MessageReport {
             op: None,
             commit_time_us: None,
             rows_inserted: 0,
-            undeclared_values: 0,
             correlation_id: None,
             follow_ups: Vec::new(),
         }

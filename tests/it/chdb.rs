@@ -15,7 +15,7 @@ use cdc_processor::tables::SourceTable;
 use serde_json::json;
 
 fn row(table: SourceTable, key: i64, cells: Vec<Cell>, version: u64) -> MirrorRow {
-    MirrorRow { table, key, cells, version: Version(version), is_deleted: false }
+    MirrorRow { table, key, cells, extras: Default::default(), version: Version(version), is_deleted: false }
 }
 
 #[test]

@@ -245,3 +245,57 @@ async fn two_invocations_adding_the_same_column_at_once_both_land() {
     );
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exact() {
+    let database = fresh_database("generic_sales_extras");
+    let pipeline = pipeline(&database);
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let product = |id: i64, name: &str, brand: Json, lsn| {
+        let after = json!({"id": id, "name": name, "category": "Home", "price": 4.5,
+                           "created_at": "2024-01-01T00:00:00Z", "brand": brand, "weight_g": 1200});
+        body("public", "products", "c", None, Some(after), lsn)
+    };
+    let customer = json!({"id": 1, "email": "a@x.io", "name": "Ada", "country": "UK", "city": "London",
+                          "created_at": "2024-01-01T00:00:00Z"});
+    let order =
+        json!({"id": 3, "customer_id": 1, "order_date": "2024-01-01T00:00:00Z", "status": "paid", "total": 4.5});
+    let item = json!({"id": 4, "order_id": 3, "product_id": 2, "quantity": 1, "price": 4.5});
+    let first = [
+        product(2, "Lamp", json!("Lumo"), 1),
+        body("public", "customers", "c", None, Some(customer), 2),
+        body("public", "orders", "c", None, Some(order), 3),
+        body("public", "order_items", "c", None, Some(item), 4),
+    ];
+    assert_all_ok(&run(&pipeline, &first).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT id, name, brand, weight_g FROM DB.products_current").await,
+        "2\tLamp\tLumo\t1200\n"
+    );
+    assert_eq!(tsv(&pipeline, "SELECT product_name FROM DB.sales_fact_current").await, "Lamp\n");
+
+    // A TOAST placeholder in an extra column keeps the stored value; the declared ones change.
+    assert_all_ok(&run(&pipeline, &[product(2, "Lamp XL", json!("__debezium_unavailable_value"), 5)]).await);
+    assert_eq!(tsv(&pipeline, "SELECT name, brand FROM DB.products_current").await, "Lamp XL\tLumo\n");
+    assert_eq!(tsv(&pipeline, "SELECT product_name FROM DB.sales_fact_current").await, "Lamp XL\n");
+
+    // `weight_g` turned fractional: the products' messages wait (systemic), the rest lands.
+    let mut heavier: Json = serde_json::from_str(&product(2, "Lamp XL", json!("Lumo"), 6)).unwrap();
+    heavier["after"]["weight_g"] = json!(1200.5);
+    let reports = run(
+        &pipeline,
+        &[heavier.to_string(), body("public", "order_notes", "c", None, Some(json!({"order_id": 1, "line_no": 1})), 7)],
+    )
+    .await;
+    assert_eq!(
+        reports[0].outcome,
+        MessageOutcome::Failed {
+            class: ErrorClass::Systemic,
+            code: "schema.incompatible_change",
+            table: Some("products".into())
+        }
+    );
+    assert!(!reports[1].outcome.is_failure(), "{:?}", reports[1].outcome);
+    assert_eq!(tsv(&pipeline, "SELECT weight_g FROM DB.products_current").await, "1200\n");
+    drop_database(&database).await;
+}
