@@ -129,10 +129,13 @@ impl Capture {
                 tracing::error!(error = %err, "PostgreSQL connection closed");
             }
         });
-        // wal2json prints timestamptz in the session's time zone and DateStyle.
-        pg.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3")
-            .await
-            .context("setting session time zone")?;
+        // wal2json prints timestamptz in the session's time zone and DateStyle, and bytea in the
+        // session's bytea_output (the converter reads the hex form).
+        pg.batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; SET bytea_output = 'hex'",
+        )
+        .await
+        .context("setting session time zone")?;
         let wal_level: String = pg.query_one("SHOW wal_level", &[]).await?.get(0);
         if wal_level != "logical" {
             bail!(
