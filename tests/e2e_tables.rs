@@ -55,6 +55,39 @@ fn log_path(command: &str) -> std::path::PathBuf {
 
 struct Stop(Vec<Child>);
 
+/// Drops what the test created (replication slot, source database, ClickHouse database) however
+/// the test ends; declared before the children so it runs after they are stopped.
+struct Cleanup {
+    name: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await; a thread with its own runtime can, also while the test's runtime unwinds.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok((admin, connection)) = tokio_postgres::connect(&pg_url("postgres"), tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = admin
+                        .batch_execute(&format!(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}'"
+                        ))
+                        .await;
+                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+                let ch = cdc_processor::sink::Warehouse::new(&cdc_processor::config::ClickHouseSettings {
+                    database: name.clone(),
+                    ..cdc_processor::config::ClickHouseSettings::from_env()
+                });
+                let _ = ch.execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
+            });
+        })
+        .join();
+    }
+}
+
 impl Drop for Stop {
     fn drop(&mut self) {
         for child in &mut self.0 {
@@ -370,6 +403,7 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
 
     // Source database, schemas, and the rows the snapshot will carry.
     pg("postgres").await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let cleanup = Cleanup { name: name.clone() };
     let source = pg(&name).await;
     source.batch_execute(SOURCE_SCHEMA_SQL).await.expect("source schema");
     source.batch_execute(EXTRA_SCHEMA_SQL).await.expect("extra tables");
@@ -482,7 +516,7 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
     let mut summary = String::new();
     std::io::Read::read_to_string(&mut generator.stdout.take().expect("generator stdout"), &mut summary)
         .expect("generator summary");
-    assert!(generated.success(), "generator failed: {summary}");
+    let generated_ok = generated.success() && generator_ok(&summary);
 
     // Everything committed must arrive: verify retries until clean or its wait runs out.
     let verify = processor(&["verify", "--wait", "120"], &env)
@@ -516,17 +550,11 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
     }
 
     // Clean up before asserting: the slot, the source database and the ClickHouse database.
-    let _ = source.batch_execute(&format!("SELECT pg_drop_replication_slot('{name}')")).await;
     drop(source);
-    let _ = pg("postgres").await.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
-    let ch = cdc_processor::sink::Warehouse::new(&cdc_processor::config::ClickHouseSettings {
-        database: name.clone(),
-        ..cdc_processor::config::ClickHouseSettings::from_env()
-    });
-    let _ = ch.execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
+    drop(cleanup);
     drop(local_sqs);
 
-    assert!(generator_ok(&summary), "the generator did not run: {summary}\n{report}");
+    assert!(generated_ok, "the generator failed: {summary}\n{report}");
     assert!(verify.status.success(), "verify found differences (or failed):\n{report}");
     // verify must really have compared the new tables, each with rows on both sides.
     for table in ["customers", "order_items", "sales_fact", "order_notes", "catalog_extras", "archive_customers"] {
