@@ -25,6 +25,7 @@ use tokio_postgres::NoTls;
 
 use crate::capture::DEFAULT_PG_URL;
 use crate::change::Decimal;
+use crate::tables::{CapturedSource, MirrorTarget, TableMapping};
 
 /// ClickHouse connection options shared by `verify` and `freshness`.
 #[derive(Debug, Clone, clap::Args)]
@@ -497,56 +498,25 @@ pub struct VerifyTable {
     pub key_columns: Vec<String>,
 }
 
-/// The mirrors `CHECKS` already compares column by column (and through `sales_fact`).
-const SALES_MIRRORS: [&str; 4] = ["customers", "products", "orders", "order_items"];
-
-/// The generic tables of a `CAPTURED_TABLES` value: its relational entries
-/// (`SOURCE[=TARGET][(KEY1 KEY2 ...)]`, SOURCE `schema.table` or `database.schema.table`),
-/// except the platform's entities and the four sales mirrors, which have their own checks.
+/// The generic tables of a `CAPTURED_TABLES` value ([`TableMapping::parse`], the processor's
+/// own reading of it): its relational entries whose mirror is generic. The four sales mirrors
+/// have their own checks (`CHECKS`, `sales_fact`); the platform's entities have no PostgreSQL
+/// table to compare with.
 pub fn verify_tables(spec: &str) -> anyhow::Result<Vec<VerifyTable>> {
-    let mut out = Vec::new();
-    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if entry.starts_with("platform:") {
-            continue;
-        }
-        let (mapping, key_columns) = match entry.strip_suffix(')') {
-            Some(head) => {
-                let (mapping, keys) =
-                    head.split_once('(').with_context(|| format!("entry {entry:?}: ')' without '('"))?;
-                let keys: Vec<String> = keys.split_whitespace().map(str::to_string).collect();
-                if keys.is_empty() {
-                    bail!("entry {entry:?}: empty key list");
-                }
-                (mapping.trim(), keys)
-            }
-            None => (entry, vec!["id".to_string()]),
-        };
-        let (source, target) = match mapping.split_once('=') {
-            Some((s, t)) => (s.trim(), Some(t.trim())),
-            None => (mapping, None),
-        };
-        let parts: Vec<&str> = source.split('.').collect();
-        let (pg_database, pg_schema, pg_table) = match parts.as_slice() {
-            [schema, table] => (None, *schema, *table),
-            [db, schema, table] => (Some(db.to_string()), *schema, *table),
-            _ => bail!("entry {entry:?}: the source must be schema.table or database.schema.table"),
-        };
-        let clickhouse_table = target.unwrap_or(pg_table);
-        if [pg_schema, pg_table, clickhouse_table].iter().any(|p| p.is_empty()) {
-            bail!("entry {entry:?}: empty name");
-        }
-        if SALES_MIRRORS.contains(&clickhouse_table) {
-            continue;
-        }
-        out.push(VerifyTable {
-            pg_database,
-            pg_schema: pg_schema.to_string(),
-            pg_table: pg_table.to_string(),
-            clickhouse_table: clickhouse_table.to_string(),
-            key_columns,
-        });
-    }
-    Ok(out)
+    let mapping = TableMapping::parse(spec)?;
+    Ok(mapping
+        .entries()
+        .filter_map(|(source, target)| match (source, target) {
+            (CapturedSource::Table { database, schema, table }, MirrorTarget::Generic(generic)) => Some(VerifyTable {
+                pg_database: database.clone(),
+                pg_schema: schema.clone(),
+                pg_table: table.clone(),
+                clickhouse_table: generic.name.clone(),
+                key_columns: generic.key.clone(),
+            }),
+            _ => None,
+        })
+        .collect())
 }
 
 /// How a generic mirror's column is read on both sides and compared.
@@ -996,9 +966,8 @@ mod tests {
     #[test]
     fn captured_tables_become_generic_checks() {
         let tables = verify_tables(
-            "public.customers, public.products,public.orders,public.order_items, platform:Customer, \
-             public.order_notes(order_id line_no), archive.customers=archive_customers, shop.public.catalog_extras, \
-             sales.public.orders=orders",
+            "public.customers, public.products,public.orders,public.order_items, platform:Customer=customers, \
+             public.order_notes(order_id line_no), archive.customers=archive_customers, shop.public.catalog_extras",
         )
         .unwrap();
         let names: Vec<(&str, &str, &str)> =
@@ -1013,11 +982,10 @@ mod tests {
         );
         assert_eq!(tables[0].key_columns, ["order_id", "line_no"]);
         assert_eq!(tables[1].key_columns, ["id"]);
-        assert_eq!(tables[2].pg_database.as_deref(), Some("shop"));
-        assert!(verify_tables("public.x()").is_err());
+        assert_eq!((tables[0].pg_database.as_deref(), tables[2].pg_database.as_deref()), (None, Some("shop")));
+        // The sales tables alone: nothing generic to compare.
+        assert_eq!(verify_tables("public.customers,public.orders").unwrap(), []);
         assert!(verify_tables("x").is_err());
-        assert!(verify_tables("public.x=").is_err());
-        assert_eq!(verify_tables(" , ").unwrap(), []);
     }
 
     #[test]
