@@ -617,7 +617,7 @@ fn tables_are_identified_by_schema_and_exact_name() {
 fn captured_bytes_and_arrays_decode() {
     use cdc_processor::capture::debezium::Converter;
     use cdc_processor::capture::wal2json::Record;
-    let data = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"\\x00ff0a","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
+    let data = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"00ff0a","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
     let record: Record<'_> = serde_json::from_str(data).unwrap();
     let events = Converter::new("cdc", "sales").convert(&record, 0).unwrap();
     let change = match Decoder::default().decode(&events[0].body) {

@@ -11,6 +11,10 @@
 //! BYTEA as `bytes` (`binary.handling.mode=bytes`: base64 in JSON), one-dimensional arrays of
 //! integers, floats, booleans, numerics, dates, uuids and character types as Kafka Connect
 //! `array`s whose items are the element's schema (optional: an element may be NULL).
+//!
+//! Known gap: wal2json (2.5, Debian's) writes NaN and ±Infinity of float and numeric columns as
+//! JSON `null`, so a streamed change carries them as NULL, which the converter cannot tell
+//! apart from a real NULL; a snapshot reads them exactly (PostgreSQL's text form).
 //! `source.lsn` is the change's own WAL position, `source.ts_ms`/`ts_us` the commit time, `txId` the
 //! transaction id. UPDATE/DELETE `before` carries what PostgreSQL logged as the old image: the key
 //! columns under REPLICA IDENTITY DEFAULT. A primary-key change becomes delete (old key) + create
@@ -640,10 +644,11 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
     })
 }
 
-/// Decodes PostgreSQL's hex output of a BYTEA (`\x0a0b...`, the server's default
-/// `bytea_output`, which the capture's session sets explicitly).
+/// Decodes the hex text of a BYTEA: PostgreSQL's hex output (`\\x0a0b...`, the session's
+/// `bytea_output`, which the capture sets to `hex`) as a snapshot reads it, or the same without
+/// the `\\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
 pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
-    let hex = text.strip_prefix("\\x")?.as_bytes();
+    let hex = text.strip_prefix("\\x").unwrap_or(text).as_bytes();
     if hex.len() % 2 != 0 {
         return None;
     }
@@ -1106,16 +1111,22 @@ mod tests {
     fn bytea_hex_becomes_bytes() {
         assert_eq!(parse_bytea_hex("\\x"), Some(vec![]));
         assert_eq!(parse_bytea_hex("\\x0a0bFF"), Some(vec![0x0a, 0x0b, 0xff]));
+        // wal2json's form: the prefix stripped.
+        assert_eq!(parse_bytea_hex("00ff0a5c22"), Some(vec![0x00, 0xff, 0x0a, 0x5c, 0x22]));
+        assert_eq!(parse_bytea_hex(""), Some(vec![]));
         assert_eq!(parse_bytea_hex("\\x0"), None);
         assert_eq!(parse_bytea_hex("\\xzz"), None);
+        // The escape output format is refused, not misread.
         assert_eq!(parse_bytea_hex("\\001"), None);
+        assert_eq!(parse_bytea_hex("00\\377"), None);
         let col = ColumnDef::new("blob", "bytea", true);
         assert_eq!(col.field_type, FieldType::Bytes);
         assert_eq!(encode_text(&col, "\\x0a0bff").unwrap(), J::String("Cgv/".into()));
+        assert_eq!(encode_text(&col, "0a0bff").unwrap(), J::String("Cgv/".into()));
         assert!(encode_text(&col, "abc").is_err());
     }
 
-    const EXTRAS: &str = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"extras","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL,x}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"flags","type":"boolean[]","value":"{t,f}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"\\x00ff","optional":true},{"name":"stamps","type":"timestamp with time zone[]","value":"{\"2026-01-01 00:00:00+00\"}","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
+    const EXTRAS: &str = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"extras","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL,x}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"flags","type":"boolean[]","value":"{t,f}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"00ff","optional":true},{"name":"stamps","type":"timestamp with time zone[]","value":"{\"2026-01-01 00:00:00+00\"}","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
 
     #[test]
     fn arrays_and_bytes_get_debezium_schema_and_values() {
