@@ -537,6 +537,16 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
         .unwrap_or(usize::MAX);
     report.push_str(&format!("dead-letter queue: {dead} message(s)\n"));
     drop(running);
+
+    // With the pipeline stopped, change the source behind its back: verify must name exactly
+    // these rows and columns (it compares the new tables for real, arrays and bytes included).
+    let tamper = "UPDATE catalog_extras SET tags = array_append(tags, 'tampered') WHERE id = 1; \
+                  UPDATE catalog_extras SET blob = '\\x01'::bytea WHERE id = 3; \
+                  UPDATE order_notes SET body = 'tampered' WHERE order_id = 1 AND line_no = 2; \
+                  DELETE FROM archive.customers WHERE id = 1;";
+    let tampered = source.batch_execute(tamper).await.map_err(|e| e.to_string());
+    let second = processor(&["verify"], &env).stdout(Stdio::piped()).stderr(Stdio::null()).output().expect("verify");
+    let second_out = String::from_utf8_lossy(&second.stdout).to_string();
     for command in ["migrate", "capture", "poll", "generate", "verify"] {
         let text = std::fs::read_to_string(log_path(command)).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(8).collect();
@@ -566,6 +576,17 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
         );
     }
     assert_eq!(dead, 0, "the dead-letter queue is not empty:\n{report}");
+    tampered.expect("tampering with the source");
+    assert!(!second.status.success(), "verify missed the tampered rows:\n{second_out}");
+    for expected in [
+        "wrong key 1: columns [\"tags\"]",
+        "wrong key 3: columns [\"blob\"]",
+        "wrong key (1, 2): columns [\"body\"]",
+        "extra keys: [1]",
+        "verify: FAILED, 4 differences",
+    ] {
+        assert!(second_out.contains(expected), "verify did not report `{expected}`:\n{second_out}");
+    }
     println!("{report}\n{summary}");
 }
 

@@ -649,7 +649,7 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
 /// the `\\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
 pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
     let hex = text.strip_prefix("\\x").unwrap_or(text).as_bytes();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
