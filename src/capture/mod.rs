@@ -242,7 +242,16 @@ impl Capture {
                 }
                 other => other,
             };
-            events.extend(converted?);
+            // The slot stays where it is: a restart meets the same change again, so the error must
+            // say where it is (names and position only, never the value).
+            events.extend(converted.with_context(|| {
+                format!(
+                    "converting the change of {}.{} at {} (the slot was not advanced)",
+                    record.schema.as_deref().unwrap_or("?"),
+                    record.table.as_deref().unwrap_or("?"),
+                    record.lsn.as_deref().unwrap_or("?")
+                )
+            })?);
         }
         let bytes = events.iter().map(|e| e.body.len() as u64).sum();
         self.publisher.publish(&events).await.context("publishing to SQS (the slot was not advanced)")?;
