@@ -11,15 +11,17 @@
 //! BYTEA as `bytes` (`binary.handling.mode=bytes`: base64 in JSON), one-dimensional arrays of
 //! integers, floats, booleans, numerics, dates, uuids and character types as Kafka Connect
 //! `array`s whose items are the element's schema (optional: an element may be NULL).
-//!
-//! Known gap: wal2json (2.5, Debian's) writes NaN and ±Infinity of float and numeric columns as
-//! JSON `null`, so a streamed change carries them as NULL, which the converter cannot tell
-//! apart from a real NULL; a snapshot reads them exactly (PostgreSQL's text form).
 //! `source.lsn` is the change's own WAL position, `source.ts_ms`/`ts_us` the commit time, `txId` the
 //! transaction id. UPDATE/DELETE `before` carries what PostgreSQL logged as the old image: the key
 //! columns under REPLICA IDENTITY DEFAULT. A primary-key change becomes delete (old key) + create
 //! (new key), as the connector emits it (the tombstone between them is not sent: SQS has no empty
 //! bodies). TRUNCATE becomes op `t`.
+//!
+//! Known gap: wal2json (2.5, Debian's) writes NaN and ±Infinity of float and numeric columns as
+//! JSON `null`, so a streamed change carries them as NULL, which the converter cannot tell
+//! apart from a real NULL; a snapshot reads them exactly (PostgreSQL's text form). TIME, TIMETZ,
+//! INTERVAL and the other types not listed above are sent as the server's text, where the
+//! connector sends `MicroTime`, `ZonedTime`, `MicroDuration`, ...
 
 use std::collections::HashMap;
 
@@ -644,9 +646,9 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
     })
 }
 
-/// Decodes the hex text of a BYTEA: PostgreSQL's hex output (`\\x0a0b...`, the session's
+/// Decodes the hex text of a BYTEA: PostgreSQL's hex output (`\x0a0b...`, the session's
 /// `bytea_output`, which the capture sets to `hex`) as a snapshot reads it, or the same without
-/// the `\\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
+/// the `\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
 pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
     let hex = text.strip_prefix("\\x").unwrap_or(text).as_bytes();
     if !hex.len().is_multiple_of(2) {
