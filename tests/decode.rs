@@ -610,3 +610,23 @@ fn tables_are_identified_by_schema_and_exact_name() {
     let strict = Decoder::new(DecodeOptions { reject_unknown_tables: true, ..DecodeOptions::default() });
     assert_eq!(strict.decode(&body("archive", "orders")).unwrap_err().code(), "table.unknown");
 }
+
+/// What the capture emits for bytea and arrays (Debezium `bytes` and `array` schemas) decodes
+/// into bytes and typed arrays, elements NULL included.
+#[test]
+fn captured_bytes_and_arrays_decode() {
+    use cdc_processor::capture::debezium::Converter;
+    use cdc_processor::capture::wal2json::Record;
+    let data = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"00ff0a","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
+    let record: Record<'_> = serde_json::from_str(data).unwrap();
+    let events = Converter::new("cdc", "sales").convert(&record, 0).unwrap();
+    let change = match Decoder::default().decode(&events[0].body) {
+        Ok(Decoded::Change(c)) => *c,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    assert_eq!(col(&change.after, "blob"), &Value::Bytes(vec![0x00, 0xff, 0x0a]));
+    assert_eq!(col(&change.after, "tags"), &Value::Array(vec![text("a b"), text("c\"d"), Value::Null]));
+    assert_eq!(col(&change.after, "counts"), &Value::Array(vec![Value::Int(1), Value::Null, Value::Int(-3)]));
+    assert_eq!(col(&change.after, "prices"), &Value::Array(vec![dec(15000, 4), dec(-1, 4)]));
+    assert_eq!(col(&change.after, "refs"), &Value::Array(vec![]));
+}

@@ -7,12 +7,21 @@
 //! `time.precision.mode=adaptive`): NUMERIC(p,s) as `org.apache.kafka.connect.data.Decimal` (base64
 //! of the big-endian two's-complement unscaled integer), unconstrained NUMERIC as
 //! `io.debezium.data.VariableScaleDecimal`, TIMESTAMPTZ as `io.debezium.time.ZonedTimestamp` (ISO-8601
-//! UTC), TIMESTAMP as `io.debezium.time.MicroTimestamp`, DATE as `io.debezium.time.Date`.
+//! UTC), TIMESTAMP as `io.debezium.time.MicroTimestamp`, DATE as `io.debezium.time.Date`,
+//! BYTEA as `bytes` (`binary.handling.mode=bytes`: base64 in JSON), one-dimensional arrays of
+//! integers, floats, booleans, numerics, dates, uuids and character types as Kafka Connect
+//! `array`s whose items are the element's schema (optional: an element may be NULL).
 //! `source.lsn` is the change's own WAL position, `source.ts_ms`/`ts_us` the commit time, `txId` the
 //! transaction id. UPDATE/DELETE `before` carries what PostgreSQL logged as the old image: the key
 //! columns under REPLICA IDENTITY DEFAULT. A primary-key change becomes delete (old key) + create
 //! (new key), as the connector emits it (the tombstone between them is not sent: SQS has no empty
 //! bodies). TRUNCATE becomes op `t`.
+//!
+//! Known gap: wal2json (2.5, Debian's) writes NaN and ±Infinity of float and numeric columns as
+//! JSON `null`, so a streamed change carries them as NULL, which the converter cannot tell
+//! apart from a real NULL; a snapshot reads them exactly (PostgreSQL's text form). TIME, TIMETZ,
+//! INTERVAL and the other types not listed above are sent as the server's text, where the
+//! connector sends `MicroTime`, `ZonedTime`, `MicroDuration`, ...
 
 use std::collections::HashMap;
 
@@ -67,14 +76,85 @@ pub enum FieldType {
     Date,
     Uuid,
     Json,
+    /// BYTEA: the raw bytes, base64 in JSON.
+    Bytes,
+    /// A one-dimensional array of a scalar type (PostgreSQL's `type[]`).
+    Array(ArrayElement),
     /// TEXT, VARCHAR and every type not listed: the server's text form.
     Text,
+}
+
+/// The element types of arrays the connector maps to Kafka Connect arrays (its
+/// `PostgresValueConverter`); arrays of other types keep the server's text form, as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayElement {
+    Int16,
+    Int32,
+    Int64,
+    Bool,
+    Float32,
+    Float64,
+    Decimal { precision: u32, scale: u32 },
+    VariableDecimal,
+    Date,
+    Uuid,
+    Text,
+}
+
+impl ArrayElement {
+    /// The scalar field type each element is encoded as.
+    fn scalar(self) -> FieldType {
+        match self {
+            ArrayElement::Int16 => FieldType::Int16,
+            ArrayElement::Int32 => FieldType::Int32,
+            ArrayElement::Int64 => FieldType::Int64,
+            ArrayElement::Bool => FieldType::Bool,
+            ArrayElement::Float32 => FieldType::Float32,
+            ArrayElement::Float64 => FieldType::Float64,
+            ArrayElement::Decimal { precision, scale } => FieldType::Decimal { precision, scale },
+            ArrayElement::VariableDecimal => FieldType::VariableDecimal,
+            ArrayElement::Date => FieldType::Date,
+            ArrayElement::Uuid => FieldType::Uuid,
+            ArrayElement::Text => FieldType::Text,
+        }
+    }
+
+    fn from_scalar(ft: FieldType, type_name: &str) -> Option<ArrayElement> {
+        Some(match ft {
+            FieldType::Int16 => ArrayElement::Int16,
+            FieldType::Int32 => ArrayElement::Int32,
+            FieldType::Int64 => ArrayElement::Int64,
+            FieldType::Bool => ArrayElement::Bool,
+            FieldType::Float32 => ArrayElement::Float32,
+            FieldType::Float64 => ArrayElement::Float64,
+            FieldType::Decimal { precision, scale } => ArrayElement::Decimal { precision, scale },
+            FieldType::VariableDecimal => ArrayElement::VariableDecimal,
+            FieldType::Date => ArrayElement::Date,
+            FieldType::Uuid => ArrayElement::Uuid,
+            // Only the character types; every other type that falls to Text (xml, money,
+            // intervals, ...) has no array mapping in the connector.
+            FieldType::Text if is_character_type(type_name) => ArrayElement::Text,
+            _ => return None,
+        })
+    }
+}
+
+/// `text`, `character varying(n)`, `character(n)` (and their short spellings).
+fn is_character_type(type_name: &str) -> bool {
+    let base = type_name.split('(').next().unwrap_or("").trim();
+    matches!(base, "text" | "character varying" | "varchar" | "character" | "char" | "bpchar" | "name")
 }
 
 impl FieldType {
     /// From wal2json's `type` (PostgreSQL's `format_type` with typmod).
     pub fn from_pg(type_name: &str) -> FieldType {
         let t = type_name.trim();
+        // `format_type` prints every array as `element[]`, whatever its dimensions.
+        if let Some(element) = t.strip_suffix("[]") {
+            let element = element.trim();
+            return ArrayElement::from_scalar(FieldType::from_pg(element), element)
+                .map_or(FieldType::Text, FieldType::Array);
+        }
         match t {
             "smallint" | "int2" => FieldType::Int16,
             "integer" | "int" | "int4" => FieldType::Int32,
@@ -86,6 +166,7 @@ impl FieldType {
             "date" => FieldType::Date,
             "uuid" => FieldType::Uuid,
             "json" | "jsonb" => FieldType::Json,
+            "bytea" => FieldType::Bytes,
             _ if t.starts_with("timestamp") && t.ends_with("with time zone") => FieldType::ZonedTimestamp,
             _ if t.starts_with("timestamp") => FieldType::MicroTimestamp,
             _ if t.starts_with("numeric(") || t.starts_with("decimal(") => {
@@ -121,6 +202,8 @@ impl FieldType {
             FieldType::Date => ("int32", Some("io.debezium.time.Date"), None),
             FieldType::Uuid => ("string", Some("io.debezium.data.Uuid"), None),
             FieldType::Json => ("string", Some("io.debezium.data.Json"), None),
+            FieldType::Bytes => ("bytes", None, None),
+            FieldType::Array(_) => ("array", None, None),
             FieldType::Text => ("string", None, None),
         }
     }
@@ -493,8 +576,14 @@ fn encode_raw(col: &ColumnDef, raw: Option<&RawValue>) -> Result<serde_json::Val
 
 /// Encodes one value given in PostgreSQL's text form.
 fn encode_text(col: &ColumnDef, text: &str) -> Result<serde_json::Value, ConvertError> {
+    encode_as(col, col.field_type, text)
+}
+
+/// Encodes `text` as `field_type` (the column's own type, or its array's element type); `col`
+/// only names the column in errors.
+fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde_json::Value, ConvertError> {
     use serde_json::Value as J;
-    Ok(match col.field_type {
+    Ok(match field_type {
         FieldType::Int16 | FieldType::Int32 | FieldType::Int64 => {
             J::from(text.parse::<i64>().map_err(|_| bad(col, "not an integer"))?)
         }
@@ -538,8 +627,129 @@ fn encode_text(col: &ColumnDef, text: &str) -> Result<serde_json::Value, Convert
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
             J::from((date - epoch).num_days())
         }
+        FieldType::Bytes => {
+            let bytes = parse_bytea_hex(text).ok_or_else(|| bad(col, "not bytea hex text (bytea_output=hex)"))?;
+            J::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+        FieldType::Array(element) => {
+            let items = parse_pg_array(text).map_err(|reason| bad(col, reason))?;
+            let mut values = Vec::with_capacity(items.len());
+            for item in items {
+                values.push(match item {
+                    None => J::Null,
+                    Some(t) => encode_as(col, element.scalar(), &t)?,
+                });
+            }
+            J::Array(values)
+        }
         FieldType::Uuid | FieldType::Json | FieldType::Text => J::String(text.to_string()),
     })
+}
+
+/// Decodes the hex text of a BYTEA: PostgreSQL's hex output (`\x0a0b...`, the session's
+/// `bytea_output`, which the capture sets to `hex`) as a snapshot reads it, or the same without
+/// the `\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
+pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix("\\x").unwrap_or(text).as_bytes();
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    hex.chunks_exact(2).map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect()
+}
+
+/// Parses PostgreSQL's text form of a one-dimensional array (`{1,2,NULL}`,
+/// `{"a b","c\"d",NULL}`) into its elements, `None` for an SQL NULL. Elements are quoted by
+/// the server when they contain a delimiter, brace, quote, backslash or white space, are empty,
+/// or spell NULL; inside quotes (and outside) a backslash takes the next character literally.
+/// A multi-dimensional array is refused: Debezium's arrays have one dimension.
+pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>, &'static str> {
+    let mut rest = text.trim();
+    // Non-default bounds come first: `[0:2]={1,2,3}`. One bound pair is one dimension.
+    if rest.starts_with('[') {
+        let (bounds, array) = rest.split_once('=').ok_or("malformed array bounds")?;
+        if bounds.matches('[').count() != 1 {
+            return Err("multi-dimensional arrays are not supported");
+        }
+        rest = array.trim_start();
+    }
+    let mut chars = rest.chars().peekable();
+    if chars.next() != Some('{') {
+        return Err("array text does not start with '{'");
+    }
+    let mut items = Vec::new();
+    let skip_ws = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+    };
+    skip_ws(&mut chars);
+    if chars.peek() == Some(&'}') {
+        chars.next();
+    } else {
+        loop {
+            skip_ws(&mut chars);
+            match chars.peek() {
+                Some('{') => return Err("multi-dimensional arrays are not supported"),
+                Some('"') => {
+                    chars.next();
+                    let mut item = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('"') => break,
+                            Some('\\') => item.push(chars.next().ok_or("unterminated escape in array")?),
+                            Some(c) => item.push(c),
+                            None => return Err("unterminated quoted array element"),
+                        }
+                    }
+                    items.push(Some(item));
+                    skip_ws(&mut chars);
+                }
+                Some(_) => {
+                    let mut item = String::new();
+                    // Trailing white space of an unquoted element is not part of it, unless escaped.
+                    let mut kept = 0;
+                    let mut escaped = false;
+                    while let Some(&c) = chars.peek() {
+                        if c == ',' || c == '}' {
+                            break;
+                        }
+                        chars.next();
+                        match c {
+                            '\\' => {
+                                item.push(chars.next().ok_or("unterminated escape in array")?);
+                                kept = item.len();
+                                escaped = true;
+                            }
+                            '"' | '{' => return Err("unexpected character in unquoted array element"),
+                            c => {
+                                item.push(c);
+                                if !c.is_whitespace() {
+                                    kept = item.len();
+                                }
+                            }
+                        }
+                    }
+                    item.truncate(kept);
+                    if item.is_empty() {
+                        return Err("empty unquoted array element");
+                    }
+                    items.push(if !escaped && item.eq_ignore_ascii_case("NULL") { None } else { Some(item) });
+                }
+                None => return Err("unterminated array"),
+            }
+            match chars.next() {
+                Some(',') => continue,
+                Some('}') => break,
+                _ => return Err("expected ',' or '}' in array"),
+            }
+        }
+    }
+    skip_ws(&mut chars);
+    if chars.next().is_some() {
+        return Err("trailing characters after array");
+    }
+    Ok(items)
 }
 
 /// Base64 of the minimal big-endian two's-complement bytes of `unscaled` (Java's
@@ -597,24 +807,38 @@ pub fn zoned_iso(us: i64) -> String {
 }
 
 fn field_schema(col: &ColumnDef) -> String {
-    let (ty, name, parameters) = col.field_type.schema_parts();
     let field = serde_json::to_string(&col.name).unwrap_or_default();
+    let mut out = type_schema(col.field_type, col.optional);
+    // `type_schema` ends with the object's closing brace; the field name comes last.
+    out.pop();
+    out.push_str(&format!(r#","field":{field}}}"#));
+    out
+}
+
+/// One type's schema object as the JSON converter writes it (key order: type, items or fields,
+/// optional, name, version, doc, parameters), without `field`.
+fn type_schema(field_type: FieldType, optional: bool) -> String {
+    let (ty, name, parameters) = field_type.schema_parts();
     let mut out = String::with_capacity(160);
     out.push_str(&format!(r#"{{"type":"{ty}","#));
-    if col.field_type == FieldType::VariableDecimal {
+    if field_type == FieldType::VariableDecimal {
         out.push_str(r#""fields":[{"type":"int32","optional":false,"field":"scale"},{"type":"bytes","optional":false,"field":"value"}],"#);
     }
-    out.push_str(&format!(r#""optional":{}"#, col.optional));
+    if let FieldType::Array(element) = field_type {
+        // The connector builds every array's element schema optional (elements may be NULL).
+        out.push_str(&format!(r#""items":{},"#, type_schema(element.scalar(), true)));
+    }
+    out.push_str(&format!(r#""optional":{optional}"#));
     if let Some(name) = name {
         out.push_str(&format!(r#","name":"{name}","version":1"#));
     }
-    if col.field_type == FieldType::VariableDecimal {
+    if field_type == FieldType::VariableDecimal {
         out.push_str(r#","doc":"Variable scaled decimal""#);
     }
     if let Some(parameters) = parameters {
         out.push_str(&format!(r#","parameters":{parameters}"#));
     }
-    out.push_str(&format!(r#","field":{field}}}"#));
+    out.push('}');
     out
 }
 
@@ -856,5 +1080,174 @@ mod tests {
         assert_eq!(FieldType::from_pg("timestamp without time zone"), FieldType::MicroTimestamp);
         assert_eq!(FieldType::from_pg("character varying(20)"), FieldType::Text);
         assert_eq!(FieldType::from_pg("integer"), FieldType::Int32);
+    }
+
+    #[test]
+    fn array_text_parses_quotes_escapes_and_nulls() {
+        let p = |t: &str| parse_pg_array(t).unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(p("{}"), Vec::<Option<String>>::new());
+        assert_eq!(p("{1,2,NULL}"), vec![s("1"), s("2"), None]);
+        assert_eq!(p("{null,NuLl}"), vec![None, None]);
+        assert_eq!(p(r#"{"a b","c\"d",NULL}"#), vec![s("a b"), s("c\"d"), None]);
+        // A quoted NULL is the text "NULL", not SQL NULL.
+        assert_eq!(p(r#"{"NULL",""}"#), vec![s("NULL"), s("")]);
+        assert_eq!(p(r#"{"x,y","{z}","back\\slash"}"#), vec![s("x,y"), s("{z}"), s("back\\slash")]);
+        assert_eq!(p(r#"{a\,b,c\ }"#), vec![s("a,b"), s("c ")]);
+        assert_eq!(p("{ 1 , 2 }"), vec![s("1"), s("2")]);
+        assert_eq!(p("{é,日本}"), vec![s("é"), s("日本")]);
+        assert_eq!(p("[0:1]={7,8}"), vec![s("7"), s("8")]);
+    }
+
+    #[test]
+    fn malformed_and_multidimensional_arrays_are_refused() {
+        for bad in
+            ["{{1,2},{3,4}}", "[1:2][1:1]={{1},{2}}", "1,2", "{1,2", r#"{"a}"#, "{1,2}x", "{1,,2}", r#"{a"b}"#, "{1\\"]
+        {
+            assert!(parse_pg_array(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_pg_array("{{1}}"), Err("multi-dimensional arrays are not supported"));
+    }
+
+    #[test]
+    fn bytea_hex_becomes_bytes() {
+        assert_eq!(parse_bytea_hex("\\x"), Some(vec![]));
+        assert_eq!(parse_bytea_hex("\\x0a0bFF"), Some(vec![0x0a, 0x0b, 0xff]));
+        // wal2json's form: the prefix stripped.
+        assert_eq!(parse_bytea_hex("00ff0a5c22"), Some(vec![0x00, 0xff, 0x0a, 0x5c, 0x22]));
+        assert_eq!(parse_bytea_hex(""), Some(vec![]));
+        assert_eq!(parse_bytea_hex("\\x0"), None);
+        assert_eq!(parse_bytea_hex("\\xzz"), None);
+        // The escape output format is refused, not misread.
+        assert_eq!(parse_bytea_hex("\\001"), None);
+        assert_eq!(parse_bytea_hex("00\\377"), None);
+        let col = ColumnDef::new("blob", "bytea", true);
+        assert_eq!(col.field_type, FieldType::Bytes);
+        assert_eq!(encode_text(&col, "\\x0a0bff").unwrap(), J::String("Cgv/".into()));
+        assert_eq!(encode_text(&col, "0a0bff").unwrap(), J::String("Cgv/".into()));
+        assert!(encode_text(&col, "abc").is_err());
+    }
+
+    const EXTRAS: &str = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"extras","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL,x}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"flags","type":"boolean[]","value":"{t,f}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"00ff","optional":true},{"name":"stamps","type":"timestamp with time zone[]","value":"{\"2026-01-01 00:00:00+00\"}","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
+
+    #[test]
+    fn arrays_and_bytes_get_debezium_schema_and_values() {
+        let mut conv = Converter::new("cdc", "sales");
+        let events = convert(&mut conv, EXTRAS);
+        let v = body(&events[0]);
+        let after = &v["payload"]["after"];
+        assert_eq!(after["tags"], serde_json::json!(["a b", "c\"d", null, "x"]));
+        assert_eq!(after["counts"], serde_json::json!([1, null, -3]));
+        // 1.5000 at scale 4 = 15000 = 0x3A98; -0.0001 = -1 = 0xFF.
+        assert_eq!(after["prices"], serde_json::json!(["Opg=", "/w=="]));
+        assert_eq!(after["flags"], serde_json::json!([true, false]));
+        assert_eq!(after["refs"], serde_json::json!([]));
+        assert_eq!(after["blob"], "AP8=");
+        // Arrays of types the connector does not map keep the text form, as before.
+        assert_eq!(after["stamps"], "{\"2026-01-01 00:00:00+00\"}");
+
+        let fields = v["schema"]["fields"][1]["fields"].as_array().unwrap().clone();
+        let field = |name: &str| fields.iter().find(|f| f["field"] == name).unwrap().clone();
+        assert_eq!(
+            field("tags"),
+            serde_json::json!({"type":"array","items":{"type":"string","optional":true},"optional":true,"field":"tags"})
+        );
+        assert_eq!(field("counts")["items"], serde_json::json!({"type":"int32","optional":true}));
+        assert_eq!(
+            field("prices")["items"],
+            serde_json::json!({"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,
+                "parameters":{"scale":"4","connect.decimal.precision":"12"}})
+        );
+        assert_eq!(field("flags")["items"], serde_json::json!({"type":"boolean","optional":true}));
+        assert_eq!(
+            field("refs")["items"],
+            serde_json::json!({"type":"string","optional":true,"name":"io.debezium.data.Uuid","version":1})
+        );
+        assert_eq!(field("blob"), serde_json::json!({"type":"bytes","optional":true,"field":"blob"}));
+        assert_eq!(field("stamps"), serde_json::json!({"type":"string","optional":true,"field":"stamps"}));
+        // The JSON converter writes `items` right after `type` (byte-for-byte schema blocks).
+        assert!(
+            events[0].body.contains(
+                r#"{"type":"array","items":{"type":"int32","optional":true},"optional":true,"field":"counts"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_multidimensional_array_is_a_conversion_error() {
+        let mut conv = Converter::new("cdc", "sales");
+        let data = EXTRAS.replace(r#""{1,NULL,-3}""#, r#""{{1,2},{3,4}}""#);
+        let record: Record<'_> = serde_json::from_str(&data).unwrap();
+        match conv.convert(&record, 0) {
+            Err(ConvertError::BadValue { column, reason, .. }) => {
+                assert_eq!(column, "counts");
+                assert!(reason.contains("multi-dimensional"), "{reason}");
+            }
+            other => panic!("expected BadValue, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn field_types_of_arrays_and_bytea() {
+        assert_eq!(FieldType::from_pg("bytea"), FieldType::Bytes);
+        assert_eq!(FieldType::from_pg("smallint[]"), FieldType::Array(ArrayElement::Int16));
+        assert_eq!(FieldType::from_pg("bigint[]"), FieldType::Array(ArrayElement::Int64));
+        assert_eq!(FieldType::from_pg("character varying(20)[]"), FieldType::Array(ArrayElement::Text));
+        assert_eq!(FieldType::from_pg("numeric[]"), FieldType::Array(ArrayElement::VariableDecimal));
+        assert_eq!(
+            FieldType::from_pg("numeric(12,4)[]"),
+            FieldType::Array(ArrayElement::Decimal { precision: 12, scale: 4 })
+        );
+        assert_eq!(FieldType::from_pg("uuid[]"), FieldType::Array(ArrayElement::Uuid));
+        assert_eq!(FieldType::from_pg("xml[]"), FieldType::Text);
+        assert_eq!(FieldType::from_pg("jsonb[]"), FieldType::Text);
+    }
+
+    #[test]
+    fn added_column_mid_stream_changes_the_schema_block() {
+        let mut conv = Converter::new("cdc", "sales");
+        let first = body(&convert(&mut conv, INSERT)[0]);
+        let altered =
+            INSERT.replace(r#"],"pk""#, r#",{"name":"note","type":"text","value":"hello","optional":true}],"pk""#);
+        let second = body(&convert(&mut conv, &altered)[0]);
+        let names = |v: &J| -> Vec<String> {
+            v["schema"]["fields"][1]["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["field"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(!names(&first).contains(&"note".to_string()));
+        assert_eq!(names(&second).last().map(String::as_str), Some("note"));
+        assert_eq!(second["payload"]["after"]["note"], "hello");
+        // A delete afterwards uses the re-learned columns (its key is still known).
+        let delete = r#"{"action":"D","xid":748,"timestamp":"2026-11-22 02:14:33+00","lsn":"0/1940000","schema":"public","table":"products","identity":[{"name":"id","type":"bigint","value":1}]}"#;
+        let deleted = body(&convert(&mut conv, delete)[0]);
+        assert_eq!(names(&deleted).last().map(String::as_str), Some("note"));
+        assert_eq!(deleted["payload"]["before"], serde_json::json!({"id": 1}));
+    }
+
+    #[test]
+    fn same_table_name_in_two_schemas_stays_apart() {
+        let mut conv = Converter::new("cdc", "sales");
+        convert(&mut conv, INSERT);
+        let archive = INSERT
+            .replace(r#""schema":"public""#, r#""schema":"archive""#)
+            .replace(r#"{"name":"category","type":"text","value":"cat","optional":true},"#, "");
+        let a = body(&convert(&mut conv, &archive)[0]);
+        assert_eq!(a["payload"]["source"]["schema"], "archive");
+        assert_eq!(a["schema"]["name"], "cdc.archive.products.Envelope");
+        assert!(a["payload"]["after"].get("category").is_none());
+        // The public table's definition is untouched by the archive one.
+        let p = body(&convert(&mut conv, INSERT)[0]);
+        assert_eq!(p["schema"]["name"], "cdc.public.products.Envelope");
+        assert_eq!(p["payload"]["after"]["category"], "cat");
+        let truncate = r#"{"action":"T","xid":749,"timestamp":"2026-11-22 02:14:34+00","lsn":"0/1950000","schema":"archive","table":"products"}"#;
+        let t = body(&convert(&mut conv, truncate)[0]);
+        assert_eq!(
+            (t["payload"]["source"]["schema"].as_str(), t["payload"]["op"].as_str()),
+            (Some("archive"), Some("t"))
+        );
     }
 }

@@ -129,10 +129,13 @@ impl Capture {
                 tracing::error!(error = %err, "PostgreSQL connection closed");
             }
         });
-        // wal2json prints timestamptz in the session's time zone and DateStyle.
-        pg.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3")
-            .await
-            .context("setting session time zone")?;
+        // wal2json prints timestamptz in the session's time zone and DateStyle, and bytea in the
+        // session's bytea_output (the converter reads the hex form).
+        pg.batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; SET bytea_output = 'hex'",
+        )
+        .await
+        .context("setting session time zone")?;
         let wal_level: String = pg.query_one("SHOW wal_level", &[]).await?.get(0);
         if wal_level != "logical" {
             bail!(
@@ -239,7 +242,16 @@ impl Capture {
                 }
                 other => other,
             };
-            events.extend(converted?);
+            // The slot stays where it is: a restart meets the same change again, so the error must
+            // say where it is (names and position only, never the value).
+            events.extend(converted.with_context(|| {
+                format!(
+                    "converting the change of {}.{} at {} (the slot was not advanced)",
+                    record.schema.as_deref().unwrap_or("?"),
+                    record.table.as_deref().unwrap_or("?"),
+                    record.lsn.as_deref().unwrap_or("?")
+                )
+            })?);
         }
         let bytes = events.iter().map(|e| e.body.len() as u64).sum();
         self.publisher.publish(&events).await.context("publishing to SQS (the slot was not advanced)")?;
