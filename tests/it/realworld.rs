@@ -244,21 +244,18 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
         let reports = pipeline.process(&messages, deadline()).await.expect("no systemic fault of the whole batch");
         assert_eq!(reports.len(), messages.len(), "{name}");
         for report in &reports {
-            match (outcome, &report.outcome) {
-                (Delivered, MessageOutcome::Delivered) => {}
-                (Skipped(kind), MessageOutcome::Skipped(got)) if kind == got => {}
-                (Failed(class, code), MessageOutcome::Failed { class: c, code: k, .. }) if (class, code) == (c, k) => {}
-                _ => panic!("{name} (step {step}): expected {outcome:?} ({why}), got {:?}", report.outcome),
-            }
+            assert_outcome(name, outcome, &report.outcome, &format!("step {step}: {why}"));
         }
         for check in *checks {
             match check {
                 Row(target, key, columns, expected) => {
-                    let got = tsv(&pipeline, modern, &format!("SELECT {columns} FROM DB.{target}_current WHERE {key}")).await;
+                    let got =
+                        tsv(&pipeline, modern, &format!("SELECT {columns} FROM DB.{target}_current WHERE {key}")).await;
                     assert_eq!(got, format!("{expected}\n"), "{name} (step {step}): {target} {key}: {why}");
                 }
                 Gone(target, key) => {
-                    let got = tsv(&pipeline, modern, &format!("SELECT count() FROM DB.{target}_current WHERE {key}")).await;
+                    let got =
+                        tsv(&pipeline, modern, &format!("SELECT count() FROM DB.{target}_current WHERE {key}")).await;
                     assert_eq!(got, "0\n", "{name} (step {step}): {target} {key} deleted: {why}");
                 }
                 Count(target, n) => {
@@ -277,7 +274,79 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
     )
     .await;
     assert!(!columns.contains("created_at") && columns.contains("updated_at"), "{columns}");
+
+    // The same bodies in one invocation, in reverse order (deletes before inserts, the TOAST
+    // update before its base, the key move before the insert it moves): every message has its
+    // outcome and the mirrors end exactly as above, column types and versions included.
+    let sequential = snapshot(&pipeline, modern).await;
+    let batch_database = fresh_database("realworld_batch");
+    let batch = self::pipeline(&batch_database, MAPPING);
+    batch.migrate(deadline()).await.expect("ClickHouse must be running");
+    let mut expected = Vec::new();
+    let mut messages = Vec::new();
+    for (step, (name, how, outcome, _, _)) in STEPS.iter().enumerate().rev() {
+        if matches!(outcome, Failed(Transient, _)) {
+            continue; // the TOAST update before its base existed: delivered in its later step
+        }
+        for (i, body) in bodies(name, *how).into_iter().enumerate() {
+            messages.push(message(format!("s{step}m{i}"), body));
+            expected.push((*name, *outcome));
+        }
+    }
+    let reports = batch.process(&messages, deadline()).await.expect("no systemic fault of the whole batch");
+    assert_eq!(reports.len(), messages.len());
+    for ((name, outcome), report) in expected.iter().zip(&reports) {
+        assert_outcome(name, outcome, &report.outcome, "one batch, reverse order");
+    }
+    assert_eq!(snapshot(&batch, modern).await, sequential);
+    drop_database(&batch_database).await;
     drop_database(&database).await;
+}
+
+const TARGETS: &[&str] = &[
+    "doc_customers",
+    "inventory_customers",
+    "film",
+    "flights",
+    "lineage_order",
+    "testdb_orders",
+    "source_table",
+    "transactions",
+    "widgets",
+    "scalars",
+    "acy_leads",
+    "sbtest_x",
+    "demo",
+    "foo",
+];
+
+/// Every mirror's columns (name and type) and live rows (columns by name, rows sorted).
+async fn snapshot(pipeline: &Pipeline, modern: bool) -> String {
+    let database = pipeline.warehouse().database().to_string();
+    let mut all = String::new();
+    for target in TARGETS {
+        let columns = tsv(
+            pipeline,
+            modern,
+            &format!("SELECT name, type FROM system.columns WHERE database = '{database}' AND table = '{target}' ORDER BY name"),
+        )
+        .await;
+        let names: Vec<&str> = columns.lines().map(|l| l.split('\t').next().unwrap()).collect();
+        assert!(names.contains(&"_version"), "{target} exists: {columns}");
+        let list = names.join(", ");
+        let rows = tsv(pipeline, modern, &format!("SELECT {list} FROM DB.{target}_current ORDER BY {list}")).await;
+        all += &format!("== {target}\n{columns}--\n{rows}");
+    }
+    all
+}
+
+fn assert_outcome(name: &str, expected: &Outcome, got: &MessageOutcome, why: &str) {
+    match (expected, got) {
+        (Delivered, MessageOutcome::Delivered) => {}
+        (Skipped(kind), MessageOutcome::Skipped(k)) if kind == k => {}
+        (Failed(class, code), MessageOutcome::Failed { class: c, code: k, .. }) if (class, code) == (c, k) => {}
+        _ => panic!("{name}: expected {expected:?} ({why}), got {got:?}"),
+    }
 }
 
 /// With the default mapping, the two files whose tables are named like sales tables go to the
@@ -290,7 +359,8 @@ async fn sales_named_tables_with_other_columns_are_poison() {
     let pipeline = pipeline(&database, "public.customers, public.products, public.orders, public.order_items");
     pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
-    for (name, code) in [("dbz-doc-create.json", "row.missing_column"), ("dbz-cap-orders-read.json", "row.missing_key")] {
+    for (name, code) in [("dbz-doc-create.json", "row.missing_column"), ("dbz-cap-orders-read.json", "row.missing_key")]
+    {
         let reports = pipeline.process(&[message(name, raw(name))], deadline()).await.expect("no systemic fault");
         assert!(
             matches!(&reports[0].outcome, MessageOutcome::Failed { class: Poison, code: c, .. } if *c == code),
