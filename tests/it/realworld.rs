@@ -99,6 +99,10 @@ const STEPS: &[(&str, Body, Outcome, &[Check], &str)] = &[
            "Dana\tKretchmar\tannek@noanswer.org\tWritten before the update"),
        Count("inventory_customers", 1)],
      "the unchanged biography is kept from the stored row"),
+    ("blog-toast-update.json", Raw, Delivered,
+     &[Row("inventory_customers", "id = 1004", "first_name, biography, _version", "Dana\tWritten before the update\t34650016"),
+       Count("inventory_customers", 1)],
+     "delivered again (SQS delivers at least once): already stored, not retried into the DLQ"),
 
     ("dbz-cap-film-read.json", Raw, Delivered,
      &[Row("film", "film_id = 778",
