@@ -5,6 +5,9 @@
 //!
 //! Files of tables outside the default mapping are decoded a second time with a mapping that
 //! captures them, so that their rows and versions are checked too (`captured`).
+//!
+//! The ClickHouse half (every change landing with the file's values, on both engines) is
+//! `tests/it/realworld.rs`.
 
 use cdc_processor::change::{ChangeEvent, Decoded, Op, Skipped, Value};
 use cdc_processor::decode::{DecodeOptions, Decoder};

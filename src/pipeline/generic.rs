@@ -129,6 +129,7 @@ impl Pipeline {
             let encoded: Result<(), (String, ValueFault)> =
                 rows.iter().try_for_each(|row| encode_row(&mut bytes, dialect, &columns, row));
             match encoded {
+                Ok(()) if bytes.is_empty() => {} // superseded: nothing to write
                 Ok(()) => groups.push((*message, bytes)),
                 Err((_, ValueFault::Unstorable(code))) => failures.push((*message, ErrorClass::Poison, code)),
                 Err((_, ValueFault::Missing)) => failures.push((*message, ErrorClass::Transient, "toast.base_missing")),
@@ -153,10 +154,9 @@ impl Pipeline {
         Ok(failures)
     }
 
-    /// Completes TOAST placeholders: each takes the value of the newest live row of the key
-    /// older than the change, from this batch or from ClickHouse. Returns the messages with a
-    /// placeholder nothing older can fill yet (their older change may still be in flight: they
-    /// are retried).
+    /// Completes TOAST placeholders (`fill_placeholders`) from the complete live rows of this
+    /// batch and the newest stored row of each key. Returns the messages with a placeholder
+    /// nothing older can fill yet (their older change may still be in flight: they are retried).
     async fn complete_generic(
         &self,
         table: &GenericTable,
@@ -171,43 +171,65 @@ impl Pipeline {
         if incomplete.is_empty() {
             return Ok(Vec::new());
         }
-        // Candidate bases: complete live rows of the batch, then the stored rows.
-        let mut bases: Vec<(Vec<Value>, crate::change::Row, Version, bool)> = messages
-            .iter()
-            .flat_map(|(_, rows)| rows.iter())
-            .filter(|r| !r.is_deleted && !r.has_unavailable())
-            .map(|r| (r.key.clone(), r.columns.clone(), r.version, true))
-            .collect();
         let w = self.warehouse();
         let stored = self.retry.run(deadline, || w.generic_latest(table, columns, &incomplete)).await?;
-        bases.extend(stored.into_iter().map(|(key, row, version, deleted)| (key, row, version, !deleted)));
-
-        let mut unresolved = Vec::new();
-        for (message, rows) in messages.iter_mut() {
-            for row in rows.iter_mut().filter(|r| r.has_unavailable()) {
-                let base = bases
-                    .iter()
-                    .filter(|(key, _, version, live)| *live && *key == row.key && *version < row.version)
-                    .max_by_key(|(_, _, version, _)| *version);
-                let Some((_, base, _, _)) = base else {
-                    unresolved.push(*message);
-                    continue;
-                };
-                row.columns = row
-                    .columns
-                    .iter()
-                    .map(|(name, value)| {
-                        let value = match value {
-                            Value::Unavailable => base.get(name).cloned().unwrap_or(Value::Null),
-                            other => other.clone(),
-                        };
-                        (name.to_owned(), value)
-                    })
-                    .collect();
-            }
-        }
-        Ok(unresolved)
+        Ok(fill_placeholders(messages, stored))
     }
+}
+
+/// The newest stored row of a key: key, values, version, deleted.
+type Stored = (Vec<Value>, crate::change::Row, Version, bool);
+
+/// Fills each TOAST placeholder with the value of the newest live row of the key older than the
+/// change: a complete live row of this batch, or the stored row (`stored`: the newest stored
+/// row of each key, deleted or not). Returns the messages with a placeholder nothing can fill.
+///
+/// A change no newer than the stored row of its key is already stored (SQS delivers at least
+/// once) or superseded (delivered after the key's next change, which standard queues do): the
+/// mirror holds this or a newer version, so its row could never become the key's current one,
+/// and its base will never again be the newest stored row. Its row is left out and the message
+/// succeeds; retrying it could only end in the DLQ.
+fn fill_placeholders(messages: &mut [(usize, Vec<GenericRow>)], stored: Vec<Stored>) -> Vec<usize> {
+    let superseded = |row: &GenericRow| {
+        row.has_unavailable() && stored.iter().any(|(key, _, version, _)| *key == row.key && *version >= row.version)
+    };
+    for (_, rows) in messages.iter_mut() {
+        rows.retain(|row| !superseded(row));
+    }
+    // Candidate bases: complete live rows of the batch, then the stored rows.
+    let mut bases: Vec<Stored> = messages
+        .iter()
+        .flat_map(|(_, rows)| rows.iter())
+        .filter(|r| !r.is_deleted && !r.has_unavailable())
+        .map(|r| (r.key.clone(), r.columns.clone(), r.version, true))
+        .collect();
+    bases.extend(stored.into_iter().map(|(key, row, version, deleted)| (key, row, version, !deleted)));
+
+    let mut unresolved = Vec::new();
+    for (message, rows) in messages.iter_mut() {
+        for row in rows.iter_mut().filter(|r| r.has_unavailable()) {
+            let base = bases
+                .iter()
+                .filter(|(key, _, version, live)| *live && *key == row.key && *version < row.version)
+                .max_by_key(|(_, _, version, _)| *version);
+            let Some((_, base, _, _)) = base else {
+                unresolved.push(*message);
+                continue;
+            };
+            row.columns = row
+                .columns
+                .iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        Value::Unavailable => base.get(name).cloned().unwrap_or(Value::Null),
+                        other => other.clone(),
+                    };
+                    (name.to_owned(), value)
+                })
+                .collect();
+        }
+    }
+    unresolved
 }
 
 /// The key columns' types (from the first row) and, for every other column that carries a
@@ -250,4 +272,65 @@ fn table_fault(
         e => return Err(e.into()),
     }
     Ok(messages.iter().map(|(m, _)| (*m, error.class(), error.code())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Row;
+
+    fn row(id: i64, version: u64, bio: Value) -> GenericRow {
+        let table = Arc::new(GenericTable { name: "people".into(), key: vec!["id".into()] });
+        let columns: Row =
+            [("name".to_owned(), Value::Text("Dana".into())), ("bio".to_owned(), bio)].into_iter().collect();
+        GenericRow { table, key: vec![Value::Int(id)], columns, version: Version(version), is_deleted: false }
+    }
+
+    fn stored(id: i64, version: u64, bio: &str, deleted: bool) -> Stored {
+        let columns: Row = [("bio".to_owned(), Value::Text(bio.into()))].into_iter().collect();
+        (vec![Value::Int(id)], columns, Version(version), deleted)
+    }
+
+    fn bio(messages: &[(usize, Vec<GenericRow>)], message: usize) -> Option<&Value> {
+        messages[message].1.first().map(|r| r.value("bio"))
+    }
+
+    #[test]
+    fn a_placeholder_takes_the_newest_older_live_value_of_the_batch_or_the_stored_row() {
+        let mut messages = vec![
+            (0, vec![row(1, 20, Value::Unavailable)]),
+            (1, vec![row(1, 10, Value::Text("in batch".into()))]),
+            (2, vec![row(2, 20, Value::Unavailable)]),
+        ];
+        let unresolved =
+            fill_placeholders(&mut messages, vec![stored(1, 5, "stored", false), stored(2, 5, "kept", false)]);
+        assert!(unresolved.is_empty());
+        assert_eq!(bio(&messages, 0), Some(&Value::Text("in batch".into())), "the newer of batch and stored");
+        assert_eq!(bio(&messages, 2), Some(&Value::Text("kept".into())));
+    }
+
+    #[test]
+    fn without_an_older_live_row_the_message_waits() {
+        let mut messages = vec![(0, vec![row(1, 20, Value::Unavailable)]), (1, vec![row(2, 20, Value::Unavailable)])];
+        let unresolved = fill_placeholders(&mut messages, vec![stored(2, 10, "gone", true)]);
+        assert_eq!(unresolved, vec![0, 1], "nothing stored; stored row deleted");
+    }
+
+    #[test]
+    fn a_change_no_newer_than_the_stored_row_is_not_retried() {
+        // The update (version 20) arrives after the key's next change (30) is stored: its base
+        // (10) will never again be the newest stored row.
+        let mut messages = vec![(0, vec![row(1, 20, Value::Unavailable)]), (1, vec![row(2, 20, Value::Unavailable)])];
+        let unresolved =
+            fill_placeholders(&mut messages, vec![stored(1, 30, "newer", false), stored(2, 30, "deleted", true)]);
+        assert!(unresolved.is_empty(), "{unresolved:?}");
+        assert!(messages.iter().all(|(_, rows)| rows.is_empty()), "nothing to write: a newer version is stored");
+        // The same change delivered again after it was stored: already there.
+        let mut messages = vec![(0, vec![row(1, 20, Value::Unavailable)])];
+        assert!(fill_placeholders(&mut messages, vec![stored(1, 20, "filled", false)]).is_empty());
+        assert!(messages[0].1.is_empty());
+        // A newer complete row only in this batch does not supersede: it may still fail.
+        let mut messages = vec![(0, vec![row(1, 20, Value::Unavailable)]), (1, vec![row(1, 30, Value::Null)])];
+        assert_eq!(fill_placeholders(&mut messages, Vec::new()), vec![0]);
+    }
 }

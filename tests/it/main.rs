@@ -4,4 +4,5 @@ mod chdb;
 mod clickhouse;
 mod convergence;
 mod generic;
+mod realworld;
 mod support;
