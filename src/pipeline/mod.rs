@@ -379,8 +379,13 @@ impl Pipeline {
         for p in pending.iter() {
             if let MirrorChange::Rows(rows) = &p.change {
                 for row in rows.iter().filter(|r| !r.has_unavailable() && !r.is_deleted) {
-                    let base =
-                        Base { version: row.version, live: true, cells: row.cells.clone(), extras: row.extras.clone() };
+                    let base = Base {
+                        version: row.version,
+                        live: true,
+                        stored: false,
+                        cells: row.cells.clone(),
+                        extras: row.extras.clone(),
+                    };
                     bases.entry((row.table, row.key)).or_default().push(base);
                 }
             }
@@ -395,7 +400,13 @@ impl Pipeline {
                     Some((v, row)) if v == version => row,
                     _ => crate::change::Row::new(),
                 };
-                bases.entry((*table, key)).or_default().push(Base { version, live: !deleted, cells, extras });
+                bases.entry((*table, key)).or_default().push(Base {
+                    version,
+                    live: !deleted,
+                    stored: true,
+                    cells,
+                    extras,
+                });
             }
         }
         let mut unresolved = BTreeSet::new();
@@ -415,8 +426,17 @@ impl Pipeline {
                     }
                     continue;
                 }
-                // The newest live base older than this change.
-                match candidates.iter().filter(|b| b.live && b.version < row.version).max_by_key(|b| b.version) {
+                // The newest live base older than this change. None, but ClickHouse already holds
+                // this version or a newer one: the change was delivered before (SQS delivers at
+                // least once) or is superseded, and its placeholders take the stored values (the
+                // very values of its first delivery, or values that lose to the newer version
+                // anyway). It is still written and its facts derived: the first delivery may have
+                // stopped before deriving them. Only stored rows count here: a newer row of the
+                // same batch may yet fail.
+                let older = candidates.iter().filter(|b| b.live && b.version < row.version).max_by_key(|b| b.version);
+                let stored =
+                    || candidates.iter().filter(|b| b.stored && b.version >= row.version).max_by_key(|b| b.version);
+                match older.or_else(stored) {
                     Some(base) => {
                         for (cell, stored) in row.cells.iter_mut().zip(&base.cells) {
                             if *cell == Cell::Unavailable {
@@ -963,6 +983,8 @@ impl Process for Pipeline {
 struct Base {
     version: Version,
     live: bool,
+    /// Read from ClickHouse (not a row of this batch).
+    stored: bool,
     cells: Vec<Cell>,
     extras: crate::change::Row,
 }
