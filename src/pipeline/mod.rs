@@ -113,6 +113,11 @@ impl PendingChange {
     }
 }
 
+/// Failed messages with their class and code.
+type Failures = HashMap<usize, (ErrorClass, &'static str)>;
+/// Columns a batch needs, each with the type its first value asks for.
+type NeededColumns = Vec<(String, ColumnType)>;
+
 /// The code of a value no column type can take exactly (docs/generic-mirrors.md).
 const INCOMPATIBLE: &str = "schema.incompatible_change";
 
@@ -707,12 +712,10 @@ impl Pipeline {
         &self,
         pending: &[PendingChange],
         deadline: Instant,
-    ) -> Result<
-        (BTreeMap<SourceTable, Vec<crate::generic::Column>>, HashMap<usize, (ErrorClass, &'static str)>),
-        SystemicError,
-    > {
+    ) -> Result<(BTreeMap<SourceTable, Vec<crate::generic::Column>>, Failures), SystemicError> {
         let dialect = self.warehouse.dialect().await.map_err(SystemicError::from)?;
-        let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, Vec<(String, ColumnType)>)> = BTreeMap::new();
+        // Per table: the extra columns its rows carry, and the type each first value asks for.
+        let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> = BTreeMap::new();
         for p in pending {
             let MirrorChange::Rows(rows) = &p.change else { continue };
             for row in rows.iter().filter(|r| !r.extras.is_empty()) {
