@@ -299,3 +299,22 @@ async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exac
     assert_eq!(tsv(&pipeline, "SELECT weight_g FROM DB.products_current").await, "1200\n");
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn a_toast_placeholder_under_a_composite_key_takes_the_stored_value() {
+    let database = fresh_database("generic_toast_composite");
+    let pipeline = pipeline(&database);
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let note = |line: i64, text: &str, tag: &str, lsn| {
+        let after = json!({"order_id": 9, "line_no": line, "body": text, "tag": tag});
+        body("public", "order_notes", "c", None, Some(after), lsn)
+    };
+    assert_all_ok(&run(&pipeline, &[note(1, "long text one", "a", 1), note(2, "long text two", "b", 2)]).await);
+    // Only line 2 changes its tag; its body arrives as a placeholder.
+    assert_all_ok(&run(&pipeline, &[note(2, "__debezium_unavailable_value", "c", 3)]).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT line_no, body, tag FROM DB.order_notes_current ORDER BY line_no").await,
+        "1\tlong text one\ta\n2\tlong text two\tc\n"
+    );
+    drop_database(&database).await;
+}
