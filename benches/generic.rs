@@ -8,7 +8,9 @@
 //! Prints, measured in the same run:
 //! - end to end: decode → generic rows → table created / columns checked → one INSERT per batch;
 //! - ceiling: the same rows, pre-encoded, inserted raw into a copy of the table, one INSERT per
-//!   batch; and the ratio between the two.
+//!   batch; and the ratio between the two;
+//! - decode alone (the same bodies through the decoder and `generic_change`, no ClickHouse): how
+//!   much of the end-to-end time is spent before any row leaves the process.
 //!
 //! Run: `scripts/clickhouse.sh start && cargo bench --bench generic` (BENCH_EVENTS to change the
 //! corpus size; CLICKHOUSE_URL for another server).
@@ -97,6 +99,7 @@ async fn main() {
     }
     let e2e = started.elapsed();
     assert_eq!(failures, 0, "every benchmark event must be delivered");
+    let statements = pipeline.warehouse().statements_sent();
 
     // The ceiling: the same rows, encoded beforehand against the table's columns, into a copy.
     let warehouse = pipeline.warehouse();
@@ -130,8 +133,22 @@ async fn main() {
     }
     let ceiling = started.elapsed();
 
+    let decoder = Decoder::new(options.clone());
+    let started = Instant::now();
+    let mut rows = 0usize;
+    for body in &bodies {
+        if let Ok(Decoded::Change(event)) = decoder.decode(body)
+            && let Ok(GenericChange::Rows(changed)) = generic_change(&table, &event)
+        {
+            rows += changed.len();
+        }
+    }
+    let decode = started.elapsed();
+    assert_eq!(rows, bodies.len(), "one row per event");
+
     let rate = |d: Duration| bodies.len() as f64 / d.as_secs_f64();
-    println!("end to end: {:.0} events/s ({:.2} s)", rate(e2e), e2e.as_secs_f64());
+    println!("decode alone: {:.0} events/s ({:.2} s)", rate(decode), decode.as_secs_f64());
+    println!("end to end: {:.0} events/s ({:.2} s, {statements} statements)", rate(e2e), e2e.as_secs_f64());
     println!(
         "raw insert ceiling (same rows, pre-encoded): {:.0} events/s ({:.2} s)",
         rate(ceiling),
