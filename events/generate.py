@@ -78,9 +78,9 @@ SOURCE_FIELDS = [
 ]
 
 
-def envelope_schema(table):
-    value = f"shop.public.{table}.Value"
-    columns = COLUMNS[table]
+def envelope_schema(table, schema="public", columns=None):
+    value = f"shop.{schema}.{table}.Value"
+    columns = columns or COLUMNS[table]
     return {"type": "struct", "fields": [
         {"type": "struct", "fields": columns, "optional": True, "name": value, "field": "before"},
         {"type": "struct", "fields": columns, "optional": True, "name": value, "field": "after"},
@@ -90,7 +90,7 @@ def envelope_schema(table):
                                       col("int64", "data_collection_order", False)],
          "optional": True, "name": "event.block", "version": 1, "field": "transaction"},
         col("string", "op", False), col("int64", "ts_ms"), col("int64", "ts_us"), col("int64", "ts_ns")],
-        "optional": False, "name": f"shop.public.{table}.Envelope", "version": 2}
+        "optional": False, "name": f"shop.{schema}.{table}.Envelope", "version": 2}
 
 
 def iso(us):
@@ -111,7 +111,7 @@ class Tx:
         return self.lsn
 
 
-def debezium_payload(tx, table, op, before, after):
+def debezium_payload(tx, table, op, before, after, schema="public"):
     lsn = tx.next_lsn()
     processed_us = tx.commit_us + 180_000
     return {
@@ -120,15 +120,15 @@ def debezium_payload(tx, table, op, before, after):
                    "ts_ms": tx.commit_us // 1000, "snapshot": "false", "db": "sales",
                    "sequence": json.dumps([str(lsn - 56), str(lsn)], separators=(",", ":")),
                    "ts_us": tx.commit_us, "ts_ns": tx.commit_us * 1000,
-                   "schema": "public", "table": table, "txId": tx.tx_id, "lsn": lsn, "xmin": None},
+                   "schema": schema, "table": table, "txId": tx.tx_id, "lsn": lsn, "xmin": None},
         "transaction": None, "op": op,
         "ts_ms": processed_us // 1000, "ts_us": processed_us, "ts_ns": processed_us * 1000,
     }
 
 
-def debezium(tx, table, op, before, after, with_schema=True):
-    payload = debezium_payload(tx, table, op, before, after)
-    doc = {"schema": envelope_schema(table), "payload": payload} if with_schema else payload
+def debezium(tx, table, op, before, after, with_schema=True, schema="public", columns=None):
+    payload = debezium_payload(tx, table, op, before, after, schema)
+    doc = {"schema": envelope_schema(table, schema, columns), "payload": payload} if with_schema else payload
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -326,5 +326,26 @@ write("tombstone-heartbeat.json", [
     record(begin, "tx-begin"),
     record(end, "tx-end"),
 ])
+
+# --- Tables beyond the sales schema: generic mirrors (docs/generic-mirrors.md) -------------------
+# Captured with CAPTURED_TABLES='public.customers, public.products, public.orders, public.order_items,
+#   public.order_notes(order_id line_no), archive.customers=archive_customers'; with the default
+# mapping they are acknowledged as uncaptured tables.
+COLUMNS["order_notes"] = [col("int64", "order_id", False), col("int32", "line_no", False), col("string", "body"),
+                          col("string", "noted_at", name=ZONED)]
+ARCHIVE_CUSTOMERS = [col("int64", "id", False), col("string", "email"), col("string", "archived_at", name=ZONED)]
+tx = Tx(780, T0_US + 60_000_000, 24_400_000)
+note1 = {"order_id": 9001, "line_no": 1, "body": "Gift wrap, please", "noted_at": iso(tx.commit_us)}
+note2 = {"order_id": 9001, "line_no": 2, "body": "Leave at the door", "noted_at": iso(tx.commit_us)}
+generic = [
+    record(debezium(tx, "order_notes", "c", None, note1), "dbz-note-9001-1"),
+    record(debezium(tx, "order_notes", "c", None, note2), "dbz-note-9001-2"),
+]
+tx = Tx(781, T0_US + 61_000_000, 24_500_000)
+generic.append(record(debezium(tx, "order_notes", "u", None, {**note2, "body": "Ring twice"}), "dbz-note-9001-2-u"))
+archived = {"id": 1001, "email": "old-address@example.com", "archived_at": iso(tx.commit_us)}
+generic.append(record(debezium(tx, "customers", "c", None, archived, schema="archive", columns=ARCHIVE_CUSTOMERS),
+                      "dbz-archive-customer-1001"))
+write("debezium-generic-tables.json", generic)
 
 print("events: wrote", ", ".join(sorted(f for f in os.listdir(HERE) if f.endswith(".json"))))
