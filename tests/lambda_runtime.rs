@@ -9,61 +9,18 @@
 //! (started here with `scripts/sqs.sh` when not running; the handler changes the visibility of
 //! failed messages there). Nothing is skipped: a missing piece fails the test.
 
+mod e2e_support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::Decoder;
 use cdc_processor::sink::Warehouse;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-/// Children killed (and reaped) on drop, also when an assertion fails.
-struct Stop(Vec<Child>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The local SQS, started with `scripts/sqs.sh` unless it answers; stopped only if started here.
-struct LocalSqs {
-    port: String,
-    started_here: bool,
-}
-
-impl LocalSqs {
-    fn start() -> Self {
-        let port = env_or("LOCAL_SQS_PORT", "9324");
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sqs.sh"))
-            .arg("start")
-            .env("LOCAL_SQS_PORT", &port)
-            .output()
-            .expect("run scripts/sqs.sh");
-        assert!(out.status.success(), "scripts/sqs.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
-        Self { started_here: String::from_utf8_lossy(&out.stdout).trim() == "started", port }
-    }
-}
-
-impl Drop for LocalSqs {
-    fn drop(&mut self) {
-        if self.started_here {
-            let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sqs.sh"))
-                .arg("stop")
-                .env("LOCAL_SQS_PORT", &self.port)
-                .status();
-        }
-    }
-}
+use e2e_support::{LocalSqs, Stop, env_or};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
@@ -139,7 +96,7 @@ async fn the_function_under_the_lambda_runtime_api_answers_batches_and_writes_ro
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_ENDPOINT_URL_SQS", format!("http://127.0.0.1:{}", sqs.port))
+        .env("AWS_ENDPOINT_URL_SQS", &sqs.endpoint)
         .env("CLICKHOUSE_URL", &clickhouse_url)
         .env("CLICKHOUSE_DATABASE", &database)
         .env("RUST_LOG", "warn")

@@ -2,6 +2,8 @@
 //! (as releases before the plausibility check could write) is rewritten from the source, its
 //! facts follow, and a whole-table repair turns rows the source no longer has into deletions.
 
+mod e2e_support;
+
 use std::time::{Duration, Instant};
 
 use cdc_processor::config::ClickHouseSettings;
@@ -14,22 +16,7 @@ use cdc_processor::sink::Warehouse;
 use cdc_processor::sqs::message::{Message, MessageId, MessageOutcome};
 
 use cdc_processor::generator::SOURCE_SCHEMA_SQL;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn pg_url(database: &str) -> String {
-    format!("host=127.0.0.1 port={} user=postgres dbname={database}", env_or("CDC_PG_PORT", "5432"))
-}
-
-async fn pg(database: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&pg_url(database), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must be running (scripts/postgres.sh start): {e}"));
-    tokio::spawn(connection);
-    client
-}
+use e2e_support::{env_or, pg, pg_url};
 
 fn args(database: &str, table: &str, key: Option<i64>) -> Args {
     Args { pg_url: pg_url(database), schema: "public".into(), table: table.into(), key, facts_only: false }

@@ -1,4 +1,4 @@
-//! What the end-to-end tests share: the `cdc-processor` binary run with the test's environment,
+//! What the tests against real services share: the `cdc-processor` binary run with the test's environment,
 //! PostgreSQL clients, the local SQS engine, and a queue with its dead-letter queue.
 
 #![allow(dead_code)] // each test crate uses its own part
