@@ -8,28 +8,10 @@ use cdc_processor::decode::DecodeOptions;
 use cdc_processor::error::ErrorClass;
 use cdc_processor::pipeline::{Pipeline, Process};
 use cdc_processor::sink::Warehouse;
-use cdc_processor::sqs::message::{Message, MessageOutcome, MessageReport};
+use cdc_processor::sqs::message::MessageOutcome;
 use serde_json::json;
 
 use crate::support::*;
-
-async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
-    let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
-    pipeline.process(&messages, deadline()).await.expect("no systemic fault")
-}
-
-fn assert_all_ok(reports: &[MessageReport]) {
-    for (i, r) in reports.iter().enumerate() {
-        assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
-    }
-}
-
-/// A query's TabSeparated result. Decimals are read as `toFloat64(...)`: 18.16 prints `Decimal(38, 6)`
-/// with all six digits, current servers without trailing zeros.
-async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
-    let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
-    pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
-}
 
 fn customer(id: i64, name: &str) -> Customer {
     Customer {

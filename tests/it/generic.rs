@@ -5,10 +5,10 @@
 
 use cdc_processor::decode::DecodeOptions;
 use cdc_processor::error::ErrorClass;
-use cdc_processor::pipeline::{Pipeline, Process};
+use cdc_processor::pipeline::Pipeline;
 use cdc_processor::sink::Warehouse;
 use cdc_processor::sink::dialect::Dialect;
-use cdc_processor::sqs::message::{Message, MessageOutcome, MessageReport};
+use cdc_processor::sqs::message::MessageOutcome;
 use cdc_processor::tables::TableMapping;
 use serde_json::{Value as Json, json};
 
@@ -21,22 +21,6 @@ const MAPPING: &str = "public.customers, public.products, public.orders, public.
 fn pipeline(database: &str) -> Pipeline {
     let options = DecodeOptions { tables: TableMapping::parse(MAPPING).expect("mapping"), ..DecodeOptions::default() };
     Pipeline::new(options, Warehouse::new(&settings(database)))
-}
-
-async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
-    let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
-    pipeline.process(&messages, deadline()).await.expect("no systemic fault of the whole batch")
-}
-
-fn assert_all_ok(reports: &[MessageReport]) {
-    for (i, r) in reports.iter().enumerate() {
-        assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
-    }
-}
-
-async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
-    let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
-    pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
 }
 
 /// A Debezium event of `schema.table`, schemaless (the natural JSON mapping types the values).

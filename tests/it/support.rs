@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::DecodeOptions;
-use cdc_processor::pipeline::Pipeline;
+use cdc_processor::pipeline::{Pipeline, Process};
 use cdc_processor::sink::Warehouse;
 use cdc_processor::sink::dialect::Dialect;
-use cdc_processor::sqs::message::{Message, MessageId};
+use cdc_processor::sqs::message::{Message, MessageId, MessageReport};
 use serde_json::{Value as Json, json};
 
 pub fn clickhouse_url() -> String {
@@ -320,4 +320,24 @@ pub fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (us
     let extra = actual.keys().filter(|k| !expected.contains_key(k)).count();
     let wrong = expected.iter().filter(|(k, v)| actual.get(k).is_some_and(|a| a != *v)).count();
     (missing, extra, wrong)
+}
+
+/// Runs one batch of bodies through the pipeline (no systemic fault expected).
+pub async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
+    let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
+    pipeline.process(&messages, deadline()).await.expect("no systemic fault of the whole batch")
+}
+
+pub fn assert_all_ok(reports: &[MessageReport]) {
+    for (i, r) in reports.iter().enumerate() {
+        assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
+    }
+}
+
+/// A query's TabSeparated result; `DB.` stands for the pipeline's database. Decimals are best read
+/// as `toFloat64(...)`: 18.16 prints `Decimal(38, 6)` with all six digits, current servers without
+/// trailing zeros.
+pub async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
+    let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
+    pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
 }
