@@ -3,7 +3,7 @@
 //!
 //! - `public.order_notes`: a composite primary key `(order_id, line_no)`, key changes included;
 //! - `public.catalog_extras`: numeric(12,4), timestamptz, jsonb, uuid, text[], int[], bytea,
-//!   boolean, float8 and date columns, with NULLs, empty arrays, quotes, commas, braces,
+//!   boolean, float8, date, time and interval columns, with NULLs, empty arrays, quotes, commas, braces,
 //!   backslashes and non-ASCII text, and an `ALTER TABLE ... ADD COLUMN note text` in the middle
 //!   of the run followed by rows using it (and a second added column that stays NULL);
 //! - `archive.customers`: the same name as `public.customers` in another schema, with other
@@ -80,7 +80,9 @@ CREATE TABLE public.catalog_extras (
     blob    BYTEA,
     flag    BOOLEAN,
     ratio   FLOAT8,
-    day     DATE
+    day     DATE,
+    at_time TIME,
+    span    INTERVAL
 );
 CREATE SCHEMA archive;
 CREATE TABLE archive.customers (
@@ -116,7 +118,7 @@ fn note_body(i: u64) -> String {
 }
 
 /// The column list of `catalog_extras` before the ALTER.
-const EXTRAS_COLUMNS: &str = "id, price, seen_at, attrs, ref, tags, counts, blob, flag, ratio, day";
+const EXTRAS_COLUMNS: &str = "id, price, seen_at, attrs, ref, tags, counts, blob, flag, ratio, day, at_time, span";
 
 /// One `catalog_extras` row's values (in `EXTRAS_COLUMNS` order), varied by `i` and `salt`.
 /// NaN and ±Infinity are left out of float8 and numeric: wal2json 2.5 writes them as JSON null,
@@ -189,7 +191,21 @@ fn extras_values(i: u64, salt: u64) -> String {
         1 => "'1900-02-28'".to_string(),
         _ => format!("DATE '2026-01-01' + {k}"),
     };
-    format!("{i}, {price}, {seen_at}, {attrs}, {uuid}, {tags}, {counts}, {blob}, {flag}, {ratio}, {day}")
+    let at_time = match k % 4 {
+        0 => "NULL".to_string(),
+        1 => "'24:00:00'".to_string(),
+        _ => format!("TIME '00:00:00' + INTERVAL '{k} seconds {} microseconds'", k * 11),
+    };
+    let span = match k % 5 {
+        0 => "NULL".to_string(),
+        1 => "INTERVAL '1 year 2 months 3 days 04:05:06.789'".to_string(),
+        2 => "INTERVAL '-1 day +02:00:00'".to_string(),
+        3 => "INTERVAL '100 hours'".to_string(),
+        _ => format!("INTERVAL '{k} minutes {} microseconds'", k * 3),
+    };
+    format!(
+        "{i}, {price}, {seen_at}, {attrs}, {uuid}, {tags}, {counts}, {blob}, {flag}, {ratio}, {day}, {at_time}, {span}"
+    )
 }
 
 fn insert_extras(ids: impl Iterator<Item = u64>, salt: u64) -> String {

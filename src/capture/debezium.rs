@@ -73,6 +73,11 @@ pub enum FieldType {
     ZonedTimestamp,
     /// TIMESTAMP (without time zone).
     MicroTimestamp,
+    /// TIME (without time zone): µs since midnight (`io.debezium.time.MicroTime`).
+    MicroTime,
+    /// INTERVAL: µs, a month counted as 365.25 / 12 days (`io.debezium.time.MicroDuration`,
+    /// Debezium's default `interval.handling.mode=numeric`).
+    MicroDuration,
     Date,
     Uuid,
     Json,
@@ -169,6 +174,8 @@ impl FieldType {
             "bytea" => FieldType::Bytes,
             _ if t.starts_with("timestamp") && t.ends_with("with time zone") => FieldType::ZonedTimestamp,
             _ if t.starts_with("timestamp") => FieldType::MicroTimestamp,
+            _ if t.starts_with("time") && !t.ends_with("with time zone") => FieldType::MicroTime,
+            _ if t.starts_with("interval") => FieldType::MicroDuration,
             _ if t.starts_with("numeric(") || t.starts_with("decimal(") => {
                 let inner = t.split_once('(').and_then(|(_, r)| r.strip_suffix(')'));
                 let mut parts = inner.unwrap_or("").split(',').map(|p| p.trim().parse::<u32>());
@@ -200,6 +207,8 @@ impl FieldType {
             FieldType::ZonedTimestamp => ("string", Some("io.debezium.time.ZonedTimestamp"), None),
             FieldType::MicroTimestamp => ("int64", Some("io.debezium.time.MicroTimestamp"), None),
             FieldType::Date => ("int32", Some("io.debezium.time.Date"), None),
+            FieldType::MicroTime => ("int64", Some("io.debezium.time.MicroTime"), None),
+            FieldType::MicroDuration => ("int64", Some("io.debezium.time.MicroDuration"), None),
             FieldType::Uuid => ("string", Some("io.debezium.data.Uuid"), None),
             FieldType::Json => ("string", Some("io.debezium.data.Json"), None),
             FieldType::Bytes => ("bytes", None, None),
@@ -622,6 +631,8 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
             "-infinity" => J::from(NEGATIVE_INFINITY_US),
             _ => J::from(parse_timestamp_us(text).ok_or_else(|| bad(col, "not a timestamp"))?),
         },
+        FieldType::MicroTime => J::from(parse_time_us(text).ok_or_else(|| bad(col, "not a time"))?),
+        FieldType::MicroDuration => J::from(parse_interval_us(text).ok_or_else(|| bad(col, "not an interval"))?),
         FieldType::Date => {
             let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad(col, "not a date"))?;
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -649,6 +660,63 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
 /// Decodes the hex text of a BYTEA: PostgreSQL's hex output (`\x0a0b...`, the session's
 /// `bytea_output`, which the capture sets to `hex`) as a snapshot reads it, or the same without
 /// the `\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
+/// `HH:MM:SS[.ffffff]` (PostgreSQL's `time` output; `24:00:00` included) as µs since midnight.
+pub fn parse_time_us(text: &str) -> Option<i64> {
+    let mut parts = text.trim().splitn(3, ':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    let number =
+        |t: &str| if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) { t.parse::<i64>().ok() } else { None };
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse::<i64>().ok()? };
+    let (h, m, whole) = (number(h)?, number(m)?, number(whole)?);
+    if h > 24 || m > 59 || whole > 60 {
+        return None;
+    }
+    Some(((h * 60 + m) * 60 + whole) * 1_000_000 + micros)
+}
+
+/// Microseconds of Debezium's average month (365.25 / 12 days).
+const MONTH_US: i64 = 2_629_800_000_000;
+
+/// PostgreSQL's `interval` output in the default `postgres` IntervalStyle (which the capture
+/// session sets): `[N year[s]] [N mon[s]] [N day[s]] [[+-]HH:MM:SS[.ffffff]]`, each part signed,
+/// as Debezium's MicroDuration µs (a month is 365.25 / 12 days, a year 12 months).
+pub fn parse_interval_us(text: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut tokens = text.split_whitespace().peekable();
+    let mut any = false;
+    while let Some(token) = tokens.next() {
+        any = true;
+        if token.contains(':') {
+            let (negative, clock) = match token.as_bytes().first()? {
+                b'-' => (true, &token[1..]),
+                b'+' => (false, &token[1..]),
+                _ => (false, token),
+            };
+            // Hours may exceed 24 in an interval.
+            let (hours, rest) = clock.split_once(':')?;
+            let hours: i64 = hours.parse().ok()?;
+            let rest_us = parse_time_us(&format!("0:{rest}"))?;
+            let us = hours.checked_mul(3_600_000_000)?.checked_add(rest_us)?;
+            total = total.checked_add(if negative { -us } else { us })?;
+            continue;
+        }
+        let amount: i64 = token.parse().ok()?;
+        let unit = tokens.next()?;
+        let per = match unit.trim_end_matches('s') {
+            "year" => 12 * MONTH_US,
+            "mon" => MONTH_US,
+            "day" => 86_400_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(amount.checked_mul(per)?)?;
+    }
+    any.then_some(total)
+}
+
 pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
     let hex = text.strip_prefix("\\x").unwrap_or(text).as_bytes();
     if !hex.len().is_multiple_of(2) {
@@ -921,6 +989,31 @@ mod tests {
         assert_eq!(decimal_base64(-129), "/38=");
         // 123456789012.34 → 12345678901234 = 0x0B3A73CE2FF2
         assert_eq!(decimal_base64(12_345_678_901_234), "Czpzzi/y");
+    }
+
+    #[test]
+    fn times_and_intervals_become_debezium_microseconds() {
+        assert_eq!(FieldType::from_pg("time without time zone"), FieldType::MicroTime);
+        assert_eq!(FieldType::from_pg("time(3) without time zone"), FieldType::MicroTime);
+        assert_eq!(FieldType::from_pg("time with time zone"), FieldType::Text);
+        assert_eq!(FieldType::from_pg("interval"), FieldType::MicroDuration);
+        assert_eq!(parse_time_us("04:05:06.789"), Some(((4 * 60 + 5) * 60 + 6) * 1_000_000 + 789_000));
+        assert_eq!(parse_time_us("24:00:00"), Some(86_400_000_000));
+        for bad in ["4:5", "04:05:06.1234567", "25:00:00", "aa:00:00", "04:05:-6"] {
+            assert_eq!(parse_time_us(bad), None, "{bad}");
+        }
+        let day = 86_400_000_000i64;
+        assert_eq!(
+            parse_interval_us("1 year 2 mons 3 days 04:05:06.5"),
+            Some(14 * MONTH_US + 3 * day + 14_706_500_000)
+        );
+        assert_eq!(parse_interval_us("-1 days +02:00:00"), Some(-day + 7_200_000_000));
+        assert_eq!(parse_interval_us("-00:00:01.5"), Some(-1_500_000));
+        assert_eq!(parse_interval_us("1 mon"), Some(MONTH_US));
+        assert_eq!(parse_interval_us("100:00:00"), Some(360_000_000_000));
+        for bad in ["", "1 fortnight", "P1D", "1"] {
+            assert_eq!(parse_interval_us(bad), None, "{bad}");
+        }
     }
 
     #[test]

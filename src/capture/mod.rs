@@ -129,10 +129,12 @@ impl Capture {
                 tracing::error!(error = %err, "PostgreSQL connection closed");
             }
         });
-        // wal2json prints timestamptz in the session's time zone and DateStyle, and bytea in the
-        // session's bytea_output (the converter reads the hex form).
+        // wal2json prints timestamptz in the session's time zone and DateStyle, bytea in the
+        // session's bytea_output (the converter reads the hex form) and intervals in its
+        // IntervalStyle (the converter reads `postgres`).
         pg.batch_execute(
-            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; SET bytea_output = 'hex'",
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+             SET IntervalStyle = 'postgres'",
         )
         .await
         .context("setting session time zone")?;
