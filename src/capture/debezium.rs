@@ -8,7 +8,8 @@
 //! of the big-endian two's-complement unscaled integer), unconstrained NUMERIC as
 //! `io.debezium.data.VariableScaleDecimal`, TIMESTAMPTZ as `io.debezium.time.ZonedTimestamp` (ISO-8601
 //! UTC), TIMESTAMP as `io.debezium.time.MicroTimestamp`, DATE as `io.debezium.time.Date`,
-//! BYTEA as `bytes` (`binary.handling.mode=bytes`: base64 in JSON), one-dimensional arrays of
+//! TIME as `io.debezium.time.MicroTime`, INTERVAL as `io.debezium.time.MicroDuration`
+//! (`interval.handling.mode=numeric`), BYTEA as `bytes` (`binary.handling.mode=bytes`: base64 in JSON), one-dimensional arrays of
 //! integers, floats, booleans, numerics, dates, uuids and character types as Kafka Connect
 //! `array`s whose items are the element's schema (optional: an element may be NULL).
 //! `source.lsn` is the change's own WAL position, `source.ts_ms`/`ts_us` the commit time, `txId` the
@@ -19,9 +20,9 @@
 //!
 //! Known gap: wal2json (2.5, Debian's) writes NaN and ±Infinity of float and numeric columns as
 //! JSON `null`, so a streamed change carries them as NULL, which the converter cannot tell
-//! apart from a real NULL; a snapshot reads them exactly (PostgreSQL's text form). TIME, TIMETZ,
-//! INTERVAL and the other types not listed above are sent as the server's text, where the
-//! connector sends `MicroTime`, `ZonedTime`, `MicroDuration`, ...
+//! apart from a real NULL; a snapshot reads them exactly (PostgreSQL's text form). TIMETZ and the
+//! other types not listed above are sent as the server's text, where the connector sends
+//! `ZonedTime`, ...
 
 use std::collections::HashMap;
 
