@@ -445,7 +445,11 @@ mod tests {
     use crate::tables::MirrorTarget;
 
     fn table(key: &[&str]) -> Arc<GenericTable> {
-        Arc::new(GenericTable { name: "notes".into(), key: key.iter().map(|k| (*k).to_owned()).collect() })
+        Arc::new(GenericTable {
+            name: "notes".into(),
+            key: key.iter().map(|k| (*k).to_owned()).collect(),
+            declared: Vec::new(),
+        })
     }
 
     fn event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {

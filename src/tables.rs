@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 /// How a source column is typed, independent of the wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ColumnKind {
     /// BIGINT.
     Int64,
@@ -236,11 +236,37 @@ impl PartialEq<SourceTable> for MirrorTarget {
     }
 }
 
-/// A generic mirror: its ClickHouse name and the source's primary-key columns, which order it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A generic mirror: its ClickHouse name, the source's primary-key columns, which order it, and
+/// the columns whose type is declared for events that carry no schema (DMS, the platform,
+/// schemaless Debezium): their values are read as that kind instead of by their JSON form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct GenericTable {
     pub name: String,
     pub key: Vec<String>,
+    pub declared: Vec<(String, ColumnKind)>,
+}
+
+impl GenericTable {
+    pub fn declared(&self, column: &str) -> Option<ColumnKind> {
+        self.declared.iter().find(|(name, _)| name == column).map(|(_, kind)| *kind)
+    }
+}
+
+/// A declared column type of `CAPTURED_TABLES` (`{column:type ...}`).
+fn declared_kind(text: &str) -> Option<ColumnKind> {
+    Some(match text {
+        "bigint" | "int8" | "integer" | "int" | "int4" | "smallint" | "int2" => ColumnKind::Int64,
+        "text" => ColumnKind::Text,
+        "numeric" => ColumnKind::Decimal { scale: 0 },
+        "timestamp" | "timestamptz" => ColumnKind::Timestamp,
+        _ => {
+            let scale = text.strip_prefix("numeric(")?.strip_suffix(')')?.trim().parse::<u32>().ok()?;
+            if scale > 38 {
+                return None;
+            }
+            ColumnKind::Decimal { scale }
+        }
+    })
 }
 
 /// Which source tables are captured, and into which mirror: the processor's equivalent of
@@ -300,10 +326,12 @@ impl Default for TableMapping {
 const RESERVED_TARGETS: &[&str] = &["sales_fact"];
 
 impl TableMapping {
-    /// Parses `CAPTURED_TABLES`: comma-separated entries `SOURCE[=TARGET][(KEY ...)]`, where
-    /// SOURCE is `schema.table`, `database.schema.table` or `platform:Name`, TARGET the ClickHouse
-    /// table (default: the source table's own name) and KEY the source's primary-key columns,
-    /// separated by spaces (default: `id`). A TARGET of `customers`, `products`, `orders` or
+    /// Parses `CAPTURED_TABLES`: comma-separated entries `SOURCE[=TARGET][(KEY ...)][{COL:TYPE ...}]`,
+    /// where SOURCE is `schema.table`, `database.schema.table` or `platform:Name`, TARGET the
+    /// ClickHouse table (default: the source table's own name), KEY the source's primary-key
+    /// columns, separated by spaces (default: `id`), and COL:TYPE declares how a generic mirror's
+    /// column is read from events without a schema block (TYPE `bigint`, `text`, `numeric`,
+    /// `numeric(S)`, `timestamp`). A TARGET of `customers`, `products`, `orders` or
     /// `order_items` is that sales mirror (key `id`, feeds `sales_fact`); any other is a generic
     /// mirror. Whitespace around entries is ignored; an empty value means the default mapping.
     ///
@@ -318,7 +346,24 @@ impl TableMapping {
         let mut entries: Vec<(CapturedSource, MirrorTarget)> = Vec::new();
         for raw in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let err = |problem| MappingError { entry: raw.chars().take(200).collect(), problem };
-            let (rest, key) = match raw.split_once('(') {
+            let (raw_mapping, declared) = match raw.strip_suffix('}').and_then(|r| r.rsplit_once('{')) {
+                Some((rest, types)) => {
+                    let mut declared = Vec::new();
+                    for pair in types.split_whitespace() {
+                        let (column, ty) =
+                            pair.split_once(':').ok_or_else(|| err("a declared type is `column:type`"))?;
+                        let kind = declared_kind(ty)
+                            .ok_or_else(|| err("a declared type is bigint, text, numeric, numeric(S) or timestamp"))?;
+                        if column.is_empty() || declared.iter().any(|(c, _)| c == column) {
+                            return Err(err("a declared column is named once"));
+                        }
+                        declared.push((column.to_owned(), kind));
+                    }
+                    (rest.trim(), declared)
+                }
+                None => (raw, Vec::new()),
+            };
+            let (rest, key) = match raw_mapping.split_once('(') {
                 Some((rest, key)) => {
                     let key = key.strip_suffix(')').ok_or_else(|| err("a key is `(column column ...)` at the end"))?;
                     let columns: Vec<String> = key.split_whitespace().map(str::to_owned).collect();
@@ -327,7 +372,7 @@ impl TableMapping {
                     }
                     (rest.trim(), Some(columns))
                 }
-                None => (raw, None),
+                None => (raw_mapping, None),
             };
             let (source, target) = match rest.split_once('=') {
                 Some((s, m)) => (s.trim(), Some(m.trim())),
@@ -366,6 +411,9 @@ impl TableMapping {
                     if key.as_ref().is_some_and(|k| k.as_slice() != [sales.spec().key]) {
                         return Err(err("a sales mirror is keyed by `id`"));
                     }
+                    if !declared.is_empty() {
+                        return Err(err("a sales mirror's columns are declared already"));
+                    }
                     MirrorTarget::Sales(sales)
                 }
                 None => {
@@ -385,7 +433,7 @@ impl TableMapping {
                     if (1..key.len()).any(|i| key[..i].contains(&key[i])) {
                         return Err(err("a key column is listed twice"));
                     }
-                    MirrorTarget::Generic(Arc::new(GenericTable { name: target_name.to_owned(), key }))
+                    MirrorTarget::Generic(Arc::new(GenericTable { name: target_name.to_owned(), key, declared }))
                 }
             };
             if entries.iter().any(|(s, _)| *s == source) {
@@ -484,6 +532,12 @@ mod mapping_tests {
         assert_eq!(generic("public", "order_notes"), ("order_notes".into(), vec!["order_id".into(), "line_no".into()]));
         assert_eq!(generic("archive", "customers"), ("archive_customers".into(), vec!["id".into()]));
         assert_eq!(generic("public", "invoices"), ("invoices".into(), vec!["id".into()]));
+        let typed = TableMapping::parse("public.foo(id){amount:numeric(2) seen:timestamp note:text}").unwrap();
+        let Some(MirrorTarget::Generic(foo)) = typed.table(None, "public", "foo") else { panic!("generic") };
+        assert_eq!(foo.key, vec!["id".to_string()]);
+        assert_eq!(foo.declared("amount"), Some(ColumnKind::Decimal { scale: 2 }));
+        assert_eq!(foo.declared("seen"), Some(ColumnKind::Timestamp));
+        assert_eq!(foo.declared("other"), None);
         // The sales table of the same name in `public` is not captured: this mapping lists none.
         assert_eq!(m.table(None, "public", "customers"), None);
     }
@@ -501,6 +555,10 @@ mod mapping_tests {
             "public.x()",
             "public.x(a a)",
             "public.orders(customer_id)",
+            "public.orders{total:numeric}",
+            "public.x{a:float}",
+            "public.x{a}",
+            "public.x{a:text a:text}",
             "platform:SalesOrder",
             "public.orders,public.orders",
             "public.orders,archive.orders",

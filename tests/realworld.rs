@@ -253,3 +253,20 @@ fn dms_two_changes_of_one_row_in_one_transaction_delivered_in_reverse() {
     assert!(later.version > earlier.version, "{:?} vs {:?}", later.version, earlier.version);
     assert_eq!(later.after.as_ref().unwrap().get("name"), Some(&Value::Text("second".into())));
 }
+
+#[test]
+fn declared_types_read_schemaless_dms_values_exactly() {
+    // DMS sends timestamps as ISO strings and carries no schema: undeclared, `created_at` is
+    // text; declared, it is an instant (and an integer column stays an integer).
+    let plain = change(&captured("lab_logix_crm_replica.acy_leads"), &raw("dms-blog-insert.json"));
+    let after = plain.after.as_ref().unwrap();
+    assert_eq!(after.get("created_at"), Some(&Value::Text("2016-08-09T15:35:24Z".into())));
+    let typed = change(
+        &captured("lab_logix_crm_replica.acy_leads{created_at:timestamp ownership_id:numeric(2)}"),
+        &raw("dms-blog-insert.json"),
+    );
+    let after = typed.after.as_ref().unwrap();
+    assert_eq!(after.get("created_at"), Some(&Value::Timestamp(1_470_756_924_000_000)));
+    assert_eq!(after.get("ownership_id"), Some(&Value::Decimal(cdc_processor::change::Decimal::new(500, 2))));
+    assert_eq!(after.get("id"), Some(&Value::Int(315_233)));
+}

@@ -317,11 +317,30 @@ enum Resolved {
     Unknown,
 }
 
+/// The column kinds that type values when a message has no schema block: a sales mirror's
+/// declared columns, a generic mirror's declared types (`{column:type}` in `CAPTURED_TABLES`);
+/// every other value takes its natural JSON mapping.
+#[derive(Clone, Copy)]
+enum Declared<'a> {
+    Sales(&'static TableSpec),
+    Generic(&'a crate::tables::GenericTable),
+}
+
+impl Declared<'_> {
+    fn kind(&self, column: &str) -> Option<crate::tables::ColumnKind> {
+        match self {
+            Declared::Sales(spec) => spec.column(column).map(|c| c.kind),
+            Declared::Generic(table) => table.declared(column),
+        }
+    }
+}
+
 impl MirrorTarget {
-    /// The declared columns that type values when a message has no schema block (sales
-    /// mirrors); a generic mirror takes every value by its natural JSON mapping.
-    fn declared(&self) -> Option<&'static TableSpec> {
-        self.sales().map(|t| t.spec())
+    fn declared(&self) -> Option<Declared<'_>> {
+        Some(match self {
+            MirrorTarget::Sales(table) => Declared::Sales(table.spec()),
+            MirrorTarget::Generic(table) => Declared::Generic(table),
+        })
     }
 }
 
@@ -332,7 +351,7 @@ fn decode_row(
     raw: &RawValue,
     field: &'static str,
     plan: Option<&RowPlan>,
-    spec: Option<&TableSpec>,
+    spec: Option<Declared<'_>>,
     base64: bool,
 ) -> Result<Row, DecodeError> {
     let obj = parse_object(raw, field)?;
@@ -344,12 +363,12 @@ fn decode_columns<'a>(
     columns: impl Iterator<Item = (&'a str, &'a RawValue)>,
     capacity: usize,
     plan: Option<&RowPlan>,
-    spec: Option<&TableSpec>,
+    spec: Option<Declared<'_>>,
     base64: bool,
 ) -> Result<Row, DecodeError> {
     let mut row = Row::with_capacity(capacity);
     for (position, (name, value)) in columns.enumerate() {
-        let kind = spec.and_then(|s| s.column(name)).map(|c| c.kind);
+        let kind = spec.and_then(|s| s.kind(name));
         let derived;
         let ty = match plan.and_then(|p| p.get(position, name)) {
             Some(ty) => ty,

@@ -280,7 +280,7 @@ mod tests {
     use crate::change::Row;
 
     fn row(id: i64, version: u64, bio: Value) -> GenericRow {
-        let table = Arc::new(GenericTable { name: "people".into(), key: vec!["id".into()] });
+        let table = Arc::new(GenericTable { name: "people".into(), key: vec!["id".into()], declared: Vec::new() });
         let columns: Row =
             [("name".to_owned(), Value::Text("Dana".into())), ("bio".to_owned(), bio)].into_iter().collect();
         GenericRow { table, key: vec![Value::Int(id)], columns, version: Version(version), is_deleted: false }

@@ -503,8 +503,11 @@ impl Pipeline {
         let extras = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
         let key = crate::generic::Column { name: table.spec().key.to_owned(), ty: ColumnType::Int64, nullable: false };
         let columns: Vec<crate::generic::Column> = std::iter::once(key).chain(extras).collect();
-        let as_generic =
-            crate::tables::GenericTable { name: table.name().to_owned(), key: vec![table.spec().key.to_owned()] };
+        let as_generic = crate::tables::GenericTable {
+            name: table.name().to_owned(),
+            key: vec![table.spec().key.to_owned()],
+            declared: Vec::new(),
+        };
         let keys: Vec<Vec<Value>> = keys.iter().map(|k| vec![Value::Int(*k)]).collect();
         let rows = self.retry.run(deadline, || w.generic_latest(&as_generic, &columns, &keys)).await?;
         Ok(rows

@@ -302,3 +302,45 @@ async fn a_toast_placeholder_under_a_composite_key_takes_the_stored_value() {
     );
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn declared_types_give_schemaless_dms_columns_their_real_types() {
+    let database = fresh_database("generic_declared");
+    let options = DecodeOptions {
+        tables: TableMapping::parse("public.payments{amount:numeric(2) paid_at:timestamp}").expect("mapping"),
+        ..DecodeOptions::default()
+    };
+    let pipeline = Pipeline::new(options, Warehouse::new(&settings(&database)));
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
+    let dms = |id: i64, amount: Json, at: &str| {
+        json!({"data": {"id": id, "amount": amount, "paid_at": at, "memo": "x"},
+               "metadata": {"timestamp": "2024-07-29T00:58:17.983670Z", "record-type": "data", "operation": "insert",
+                            "partition-key-type": "schema-table", "schema-name": "public", "table-name": "payments",
+                            "stream-position": format!("00000002/7C00{id:04X}.1.00000002/7C00{id:04X}")}})
+        .to_string()
+    };
+    assert_all_ok(
+        &run(
+            &pipeline,
+            &[dms(1, json!("12.50"), "2024-07-29T00:58:17.5Z"), dms(2, json!(0.1), "2024-07-29T01:00:00Z")],
+        )
+        .await,
+    );
+    // (TabSeparated escapes the quotes of `'UTC'`: compare inside ClickHouse.)
+    let timestamp = if modern { "Nullable(DateTime64(6, \\'UTC\\'))" } else { "Nullable(Int64)" };
+    for (column, ty) in [("amount", "Nullable(Decimal(38, 6))"), ("paid_at", timestamp)] {
+        let sql = format!(
+            "SELECT count() FROM system.columns WHERE database = '{database}' AND table = 'payments' \
+             AND name = '{column}' AND type = '{ty}'"
+        );
+        assert_eq!(tsv(&pipeline, &sql).await, "1\n", "{column} is {ty}");
+    }
+    let paid_at = if modern { "toUnixTimestamp64Micro(paid_at)" } else { "paid_at" };
+    assert_eq!(
+        tsv(&pipeline, &format!("SELECT id, toInt64(amount * 100), {paid_at} FROM DB.payments_current ORDER BY id"))
+            .await,
+        "1\t1250\t1722214697500000\n2\t10\t1722214800000000\n"
+    );
+    drop_database(&database).await;
+}
