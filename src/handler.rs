@@ -302,7 +302,7 @@ where
     ) -> Result<SqsBatchResponse, HandlerError> {
         let deadlines = self.deadlines(invocation);
         // Every record must have an id we can report: otherwise Lambda could only read an
-        // empty/unknown identifier, which fails the batch anyway (NOTES §2). Failing now is
+        // empty/unknown identifier, which fails the batch anyway (docs/platform-facts.md §2). Failing now is
         // explicit and leaves nothing half-acknowledged.
         let mut messages = Vec::with_capacity(event.records.len());
         let mut attributes = Vec::with_capacity(event.records.len());

@@ -352,7 +352,7 @@ impl Pipeline {
 
     /// Completes rows from what is already known about their key, before they are written:
     ///
-    /// - TOAST placeholders take the value already stored (NOTES §1): from an older change of the
+    /// - TOAST placeholders take the value already stored (docs/platform-facts.md §1): from an older change of the
     ///   same key in this batch, else from ClickHouse. A row whose older value is nowhere yet is
     ///   retried later (transient): its older change may still be in flight.
     /// - A deletion of an order item or an order carries only the key (REPLICA IDENTITY

@@ -1,6 +1,6 @@
 //! ClickHouse failures, classified in one place.
 //!
-//! Error codes from ClickHouse's `ErrorCodes.cpp` (NOTES §3). The server reports them in the
+//! Error codes from ClickHouse's `ErrorCodes.cpp` (docs/platform-facts.md §3). The server reports them in the
 //! HTTP body as `Code: N` (18.x: `Code: 60, e.displayText() = ...`; current: `Code: 60. DB::...`).
 //!
 //! A connection failure is classified from its whole cause chain, not from the top message

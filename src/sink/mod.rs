@@ -52,7 +52,7 @@ impl Warehouse {
             .with_url(&settings.url)
             .with_user(&settings.user)
             .with_password(&settings.password)
-            // The crate's schema check uses settings unknown to old servers (NOTES §3); every
+            // The crate's schema check uses settings unknown to old servers (docs/platform-facts.md §3); every
             // row layout here is fixed by our own queries instead.
             .with_validation(false)
             .with_compression(clickhouse::Compression::None);
@@ -138,7 +138,7 @@ impl Warehouse {
 
     /// Runs a SELECT and decodes its RowBinary rows. `wait_end_of_query` makes the server buffer
     /// the result, so an exception mid-query arrives as an HTTP error rather than as text
-    /// appended to a 200 response (NOTES §3).
+    /// appended to a 200 response (docs/platform-facts.md §3).
     pub async fn fetch<T>(&self, sql: &str) -> Result<Vec<T>, SinkError>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,

@@ -1,6 +1,6 @@
 //! Retries of transient ClickHouse failures: exponential backoff with full jitter, bounded by
 //! the invocation's deadline (Lambda kills a function that overruns its timeout, failing the
-//! whole batch, NOTES §2).
+//! whole batch, docs/platform-facts.md §2).
 //!
 //! Every attempt is bounded too: by the deadline, and by `attempt_timeout`, so a call that never
 //! answers (a half-open connection after a failover, a server that accepts and stalls) becomes a

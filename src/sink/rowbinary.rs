@@ -1,7 +1,7 @@
 //! RowBinary encoding of mirror and fact rows.
 //!
 //! Enters: [`MirrorRow`]s and [`FactRow`]s. Leaves: bytes for `INSERT ... FORMAT RowBinary`.
-//! RowBinary costs the server ~2.5x less CPU than JSONEachRow (NOTES §3); the column types
+//! RowBinary costs the server ~2.5x less CPU than JSONEachRow (docs/platform-facts.md §3); the column types
 //! depend on the server's [`Dialect`], so the encoding is ours rather than serde's.
 
 use crate::fact::FactRow;

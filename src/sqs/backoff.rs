@@ -5,7 +5,7 @@
 //! again: a visibility timeout for `ChangeMessageVisibility`, or a re-sent copy's `DelaySeconds`.
 //!
 //! Why: with partial batch responses Lambda does not slow its polling when invocations fail
-//! (NOTES §2), and a failed message otherwise comes back after the queue's fixed visibility
+//! (docs/platform-facts.md §2), and a failed message otherwise comes back after the queue's fixed visibility
 //! timeout. The backoff alone only spreads receives: an outage would still burn through
 //! `maxReceiveCount`, which is why environmental failures re-send a copy instead
 //! (`sqs::requeue`, docs/error-policy.md).

@@ -4,7 +4,7 @@
 //! Leaves: one [`Disposition`] per message (what to do with it) and, once dead-letter sends are
 //! settled, the `SqsBatchResponse` Lambda reads.
 //!
-//! The rules (NOTES §2, AWS "Handling errors for an SQS event source in Lambda"):
+//! The rules (docs/platform-facts.md §2, AWS "Handling errors for an SQS event source in Lambda"):
 //! - the response lists failed messages by `itemIdentifier`; an empty list means all succeeded;
 //!   an empty, null or unknown identifier fails the WHOLE batch, so only ids of the batch's own
 //!   (validated, non-empty) [`MessageId`]s ever go in;

@@ -10,7 +10,7 @@ use crate::change::Op;
 use crate::error::ErrorClass;
 
 /// A non-empty SQS message id. An empty or unknown `itemIdentifier` in a batch response makes
-/// Lambda fail the whole batch (NOTES §2), so an id is checked once, here.
+/// Lambda fail the whole batch (docs/platform-facts.md §2), so an id is checked once, here.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(String);
 

@@ -198,7 +198,7 @@ impl Queue for SqsQueue {
         let mut received = Vec::new();
         for m in out.messages() {
             // A message without id or receipt handle cannot be acknowledged: leave it to come
-            // back rather than invent an identifier (NOTES §2).
+            // back rather than invent an identifier (docs/platform-facts.md §2).
             let (Some(id), Some(handle)) = (m.message_id(), m.receipt_handle()) else { continue };
             received.push(ReceivedMessage {
                 message_id: id.to_string(),
