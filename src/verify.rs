@@ -400,30 +400,38 @@ fn normalize_fraction(ts: &str) -> String {
 }
 
 fn diff(check: &Check, pg: &Rows, ch: &Rows) -> TableDiff {
-    let mut d = TableDiff {
-        table: check.table.to_string(),
-        source_rows: pg.len(),
-        clickhouse_rows: ch.len(),
-        ..Default::default()
-    };
-    for (id, pv) in pg {
-        match ch.get(id) {
-            None => d.missing.push(id.clone()),
+    diff_rows(check.table.to_string(), pg, ch, |pv, cv| {
+        check
+            .cols
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !same(c.kind, pv[*i].as_deref(), cv[*i].as_deref()))
+            .map(|(_, c)| c.name.to_string())
+            .collect()
+    })
+}
+
+/// Rows missing from ClickHouse, extra there, and present on both sides with the columns that
+/// `differing` names for them.
+fn diff_rows(
+    table: String,
+    pg: &Rows,
+    ch: &Rows,
+    differing: impl Fn(&[Option<String>], &[Option<String>]) -> Vec<String>,
+) -> TableDiff {
+    let mut d = TableDiff { table, source_rows: pg.len(), clickhouse_rows: ch.len(), ..Default::default() };
+    for (key, pv) in pg {
+        match ch.get(key) {
+            None => d.missing.push(key.clone()),
             Some(cv) => {
-                let cols: Vec<String> = check
-                    .cols
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, c)| !same(c.kind, pv[*i].as_deref(), cv[*i].as_deref()))
-                    .map(|(_, c)| c.name.to_string())
-                    .collect();
-                if !cols.is_empty() {
-                    d.wrong.push((id.clone(), cols));
+                let wrong = differing(pv, cv);
+                if !wrong.is_empty() {
+                    d.wrong.push((key.clone(), wrong));
                 }
             }
         }
     }
-    d.extra = ch.keys().filter(|id| !pg.contains_key(id)).cloned().collect();
+    d.extra = ch.keys().filter(|k| !pg.contains_key(k)).cloned().collect();
     d
 }
 
@@ -878,25 +886,13 @@ pub async fn compare_generic(
 }
 
 fn diff_generic(table: String, cols: &[GenericCol], pg: &Rows, ch: &Rows) -> TableDiff {
-    let mut d = TableDiff { table, source_rows: pg.len(), clickhouse_rows: ch.len(), ..Default::default() };
-    for (key, pv) in pg {
-        match ch.get(key) {
-            None => d.missing.push(key.clone()),
-            Some(cv) => {
-                let wrong: Vec<String> = cols
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, c)| !same_generic(c.kind, pv[*i].as_deref(), cv[*i].as_deref()))
-                    .map(|(_, c)| c.name.clone())
-                    .collect();
-                if !wrong.is_empty() {
-                    d.wrong.push((key.clone(), wrong));
-                }
-            }
-        }
-    }
-    d.extra = ch.keys().filter(|k| !pg.contains_key(k)).cloned().collect();
-    d
+    diff_rows(table, pg, ch, |pv, cv| {
+        cols.iter()
+            .enumerate()
+            .filter(|(i, c)| !same_generic(c.kind, pv[*i].as_deref(), cv[*i].as_deref()))
+            .map(|(_, c)| c.name.clone())
+            .collect()
+    })
 }
 
 fn quote_pg(name: &str) -> String {
