@@ -24,10 +24,10 @@ use cdc_processor::change::Decoded;
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::{DecodeOptions, Decoder};
 use cdc_processor::generic::{GenericChange, encode_row, generic_change};
-use cdc_processor::pipeline::{Pipeline, Process};
+use cdc_processor::pipeline::Pipeline;
 use cdc_processor::sink::Warehouse;
 use cdc_processor::tables::{MirrorTarget, TableMapping};
-use common::{Bodies, batches, col, wal2json_record};
+use common::{Bodies, batches, col, process_all, wal2json_record};
 use serde_json::json;
 
 const MAPPING: &str = "public.catalog_extras";
@@ -91,14 +91,7 @@ async fn main() {
     pipeline.migrate(deadline()).await.expect("ClickHouse must be running: scripts/clickhouse.sh start");
     let dialect = pipeline.warehouse().dialect().await.expect("dialect");
 
-    let started = Instant::now();
-    let mut failures = 0usize;
-    for batch in &batches {
-        let reports = pipeline.process(batch, deadline()).await.expect("no systemic fault");
-        failures += reports.iter().filter(|r| r.outcome.is_failure()).count();
-    }
-    let e2e = started.elapsed();
-    assert_eq!(failures, 0, "every benchmark event must be delivered");
+    let e2e = process_all(&pipeline, &batches).await;
     let statements = pipeline.warehouse().statements_sent();
 
     // The ceiling: the same rows, encoded beforehand against the table's columns, into a copy.

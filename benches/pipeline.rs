@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::DecodeOptions;
-use cdc_processor::pipeline::{Pipeline, Process};
+use cdc_processor::pipeline::Pipeline;
 use cdc_processor::sink::dialect;
 use cdc_processor::sink::{Warehouse, rowbinary};
 use cdc_processor::sqs::message::Message;
 use common::{
-    Bodies, batches, customer_columns, encoded_mirror_rows, identity, item_columns, order_columns, product_columns,
-    sqs_event_json, wal2json_record,
+    Bodies, batches, customer_columns, encoded_mirror_rows, identity, insert_mirror_rows, item_columns, order_columns,
+    process_all, product_columns, sqs_event_json, wal2json_record,
 };
 
 /// Realistic Debezium bodies: ~10% dimensions, orders with 1-4 items, ~15% updates.
@@ -136,14 +136,7 @@ async fn main() {
     let dialect = pipeline.warehouse().dialect().await.expect("dialect");
 
     // End to end.
-    let started = Instant::now();
-    let mut failures = 0usize;
-    for batch in &batches {
-        let reports = pipeline.process(batch, deadline()).await.expect("no systemic fault");
-        failures += reports.iter().filter(|r| r.outcome.is_failure()).count();
-    }
-    let e2e = started.elapsed();
-    assert_eq!(failures, 0, "every benchmark event must be delivered");
+    let e2e = process_all(&pipeline, &batches).await;
     let statements = pipeline.warehouse().statements_sent();
 
     // Ceiling: the same rows, pre-encoded, inserted raw.
@@ -175,15 +168,7 @@ async fn main() {
     let fact_bytes = Bytes::from(fact_bytes);
     let started = Instant::now();
     for tables in &prepared {
-        for (table, rows, count) in tables {
-            if *count > 0 {
-                let columns = dialect::mirror_columns(table.spec());
-                raw.warehouse()
-                    .insert_rowbinary(table.name(), &columns, Bytes::from(rows.clone()))
-                    .await
-                    .expect("raw insert");
-            }
-        }
+        insert_mirror_rows(raw.warehouse(), tables).await;
         raw.warehouse()
             .insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, fact_bytes.clone())
             .await

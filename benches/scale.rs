@@ -35,8 +35,8 @@ use cdc_processor::pipeline::Pipeline;
 use cdc_processor::sink::dialect;
 use cdc_processor::sink::{Warehouse, rowbinary};
 use common::{
-    Bodies, batches, customer_columns, encoded_mirror_rows, identity, item_columns, order_columns, product_columns,
-    sqs_event_json, wal2json_record,
+    Bodies, batches, customer_columns, encoded_mirror_rows, identity, insert_mirror_rows, item_columns, order_columns,
+    product_columns, sqs_event_json, wal2json_record,
 };
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -227,16 +227,7 @@ async fn ceiling(dir: &Path, database: &str, facts: usize) {
     let started = Instant::now();
     let mut facts_left = facts;
     for tables in &prepared {
-        for (table, rows, count) in tables {
-            if *count > 0 {
-                let columns = dialect::mirror_columns(table.spec());
-                raw.warehouse()
-                    .insert_rowbinary(table.name(), &columns, Bytes::from(rows.clone()))
-                    .await
-                    .expect("raw insert");
-                statements += 1;
-            }
-        }
+        statements += insert_mirror_rows(raw.warehouse(), tables).await;
         let n = per_batch.min(facts_left);
         if n > 0 {
             // A prefix of the pre-encoded rows: every fact row of the template has the same size.

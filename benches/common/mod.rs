@@ -205,3 +205,41 @@ pub fn encoded_mirror_rows<'a>(
     }
     per_table
 }
+
+/// Runs every batch through the pipeline, one invocation each, and returns the elapsed time;
+/// every event must be delivered.
+pub async fn process_all(
+    pipeline: &cdc_processor::pipeline::Pipeline,
+    batches: &[Vec<Message>],
+) -> std::time::Duration {
+    use cdc_processor::pipeline::Process;
+    let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let started = std::time::Instant::now();
+    let mut failures = 0usize;
+    for batch in batches {
+        let reports = pipeline.process(batch, deadline()).await.expect("no systemic fault");
+        failures += reports.iter().filter(|r| r.outcome.is_failure()).count();
+    }
+    assert_eq!(failures, 0, "every benchmark event must be delivered");
+    started.elapsed()
+}
+
+/// Inserts one batch's pre-encoded mirror rows (from [`encoded_mirror_rows`]) raw, one INSERT per
+/// table that has rows; returns the statements sent.
+pub async fn insert_mirror_rows(
+    warehouse: &cdc_processor::sink::Warehouse,
+    tables: &[(SourceTable, Vec<u8>, usize)],
+) -> usize {
+    let mut statements = 0;
+    for (table, rows, count) in tables {
+        if *count > 0 {
+            let columns = cdc_processor::sink::dialect::mirror_columns(table.spec());
+            warehouse
+                .insert_rowbinary(table.name(), &columns, bytes::Bytes::from(rows.clone()))
+                .await
+                .expect("raw insert");
+            statements += 1;
+        }
+    }
+    statements
+}
