@@ -12,10 +12,10 @@
 mod e2e_support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cdc_processor::generator::SOURCE_SCHEMA_SQL;
-use e2e_support::{LocalSqs, Stop, log_tails, pg, processor};
+use e2e_support::{LocalSqs, Stop, log_tails, pg, processor, wait_for_generator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_difference() {
@@ -90,18 +90,8 @@ async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_differen
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.0.push(processor(&capture_args, &env).spawn().expect("capture restart"));
 
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let generated = loop {
-        if let Some(status) = generator.try_wait().expect("generator") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "generator did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (generated, summary) = wait_for_generator(&mut generator, Duration::from_secs(180)).await;
     assert!(generated.success(), "generator failed");
-    let mut summary = String::new();
-    std::io::Read::read_to_string(&mut generator.stdout.take().expect("generator stdout"), &mut summary)
-        .expect("generator summary");
     // "generate: N transactions in S s (R/s, ...": the steady rate held for the whole minute.
     let transactions: u64 = summary.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(transactions >= 2_850, "the generator fell short of 50 tx/s for 60 s: {summary}");

@@ -22,10 +22,10 @@
 mod e2e_support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cdc_processor::generator::SOURCE_SCHEMA_SQL;
-use e2e_support::{LocalSqs, Stop, log_path, log_tails, pg, pg_url, processor};
+use e2e_support::{LocalSqs, Stop, log_path, log_tails, pg, pg_url, processor, wait_for_generator};
 
 /// Drops what the test created (replication slot, source database, ClickHouse database) however
 /// the test ends; declared before the children so it runs after they are stopped.
@@ -397,17 +397,7 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
     source.batch_execute("ALTER TABLE catalog_extras ADD COLUMN note TEXT").await.expect("add column");
     run_sql(&source, &phase_two(), Duration::from_millis(300)).await;
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let generated = loop {
-        if let Some(status) = generator.try_wait().expect("generator") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "generator did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut summary = String::new();
-    std::io::Read::read_to_string(&mut generator.stdout.take().expect("generator stdout"), &mut summary)
-        .expect("generator summary");
+    let (generated, summary) = wait_for_generator(&mut generator, Duration::from_secs(120)).await;
     let generated_ok = generated.success() && generator_ok(&summary);
 
     // Everything committed must arrive: verify retries until clean or its wait runs out.

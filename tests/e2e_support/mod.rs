@@ -52,6 +52,26 @@ pub fn log_tails(commands: &[&str], lines: usize) -> String {
     out
 }
 
+/// Waits (at most `limit`) for the `generate` child to end; returns its exit status and the
+/// summary it printed on stdout (the child must have been spawned with a piped stdout).
+pub async fn wait_for_generator(
+    generator: &mut Child,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = generator.try_wait().expect("generator") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "generator did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut summary = String::new();
+    std::io::Read::read_to_string(&mut generator.stdout.take().expect("generator stdout"), &mut summary)
+        .expect("generator summary");
+    (status, summary)
+}
+
 /// Children killed and reaped however the test ends.
 pub struct Stop(pub Vec<Child>);
 
