@@ -297,30 +297,47 @@ async fn ch_has_table(ch: &clickhouse::Client, db: &str, name: &str) -> anyhow::
 
 async fn ch_rows(ch: &clickhouse::Client, db: &str, check: &Check) -> anyhow::Result<Rows> {
     let select: Vec<&str> = check.cols.iter().map(|c| c.ch).collect();
-    let current = format!("{}_current", check.table);
+    let mut out = Rows::new();
+    for values in ch_current_rows(ch, db, check.table, &select).await? {
+        let id = values.first().cloned().flatten().and_then(|v| v.parse().ok()).context("row without id")?;
+        out.insert(Key::id(id), values);
+    }
+    Ok(out)
+}
+
+/// The live rows of a mirror as the `select` expressions, one `Vec` per row: read from its
+/// `<table>_current` view when it exists (it also hides rows older than a truncation), else
+/// `FINAL WHERE _is_deleted = 0`.
+async fn ch_current_rows(
+    ch: &clickhouse::Client,
+    db: &str,
+    table: &str,
+    select: &[impl AsRef<str>],
+) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+    let current = format!("{table}_current");
     let from = if ch_has_table(ch, db, &current).await? {
-        format!("`{}`.`{current}`", escape_ident(db))
+        format!("`{}`.`{}`", escape_ident(db), escape_ident(&current))
     } else {
-        format!("`{}`.`{}` FINAL WHERE _is_deleted = 0", escape_ident(db), check.table)
+        format!("`{}`.`{}` FINAL WHERE _is_deleted = 0", escape_ident(db), escape_ident(table))
     };
+    let select: Vec<&str> = select.iter().map(AsRef::as_ref).collect();
     let sql = format!("SELECT {} FROM {from}", select.join(", "));
     let bytes = ch
         .query(&sql)
         .fetch_bytes("TabSeparated")?
         .collect()
         .await
-        .with_context(|| format!("reading {} from ClickHouse", check.table))?;
+        .with_context(|| format!("reading {table} from ClickHouse"))?;
     let text = std::str::from_utf8(&bytes).context("ClickHouse sent non-UTF-8 text")?;
-    let mut out = Rows::new();
+    let mut rows = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let values: Vec<Option<String>> = line.split('\t').map(unescape_tsv).collect();
-        if values.len() != check.cols.len() {
-            bail!("ClickHouse returned {} columns for {}, expected {}", values.len(), check.table, check.cols.len());
+        if values.len() != select.len() {
+            bail!("ClickHouse returned {} columns for {table}, expected {}", values.len(), select.len());
         }
-        let id = values.first().cloned().flatten().and_then(|v| v.parse().ok()).context("row without id")?;
-        out.insert(Key::id(id), values);
+        rows.push(values);
     }
-    Ok(out)
+    Ok(rows)
 }
 
 /// TabSeparated field → value (`\N` is NULL; backslash escapes undone).
@@ -846,29 +863,7 @@ pub async fn compare_generic(
                 ch_expr(&ident, c.kind, ch_types.get(&c.name).map(String::as_str))
             })
             .collect();
-        let current = format!("{}_current", table.clickhouse_table);
-        let from = if ch_has_table(ch, database, &current).await? {
-            format!("`{}`.`{}`", escape_ident(database), escape_ident(&current))
-        } else {
-            format!(
-                "`{}`.`{}` FINAL WHERE _is_deleted = 0",
-                escape_ident(database),
-                escape_ident(&table.clickhouse_table)
-            )
-        };
-        let sql = format!("SELECT {} FROM {from}", select.join(", "));
-        let bytes = ch
-            .query(&sql)
-            .fetch_bytes("TabSeparated")?
-            .collect()
-            .await
-            .with_context(|| format!("reading {label} from ClickHouse"))?;
-        let text = std::str::from_utf8(&bytes).context("ClickHouse sent non-UTF-8 text")?;
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            let values: Vec<Option<String>> = line.split('\t').map(unescape_tsv).collect();
-            if values.len() != cols.len() {
-                bail!("ClickHouse returned {} columns for {label}, expected {}", values.len(), cols.len());
-            }
+        for values in ch_current_rows(ch, database, &table.clickhouse_table, &select).await? {
             ch_side.insert(row_key(&cols, &key_idx, &values), values);
         }
     }
