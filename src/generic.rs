@@ -230,7 +230,7 @@ pub enum ValueFault {
     Incompatible,
     /// The value itself cannot be stored (NaN in a decimal, out of the type's range): poison.
     Unstorable(&'static str),
-    /// A TOAST placeholder that was not completed, or NULL in a non-Nullable (key) column.
+    /// A TOAST placeholder that was not completed (its older value may still be in flight).
     Missing,
 }
 
@@ -269,7 +269,10 @@ fn encode_value(out: &mut Vec<u8>, dialect: Dialect, ty: ColumnType, value: &Val
     use ColumnType as T;
     use Value as V;
     match (ty, value) {
-        (_, V::Null | V::Unavailable) => return Err(ValueFault::Missing),
+        (_, V::Unavailable) => return Err(ValueFault::Missing),
+        // NULL into a column ClickHouse holds without `Nullable` (an operator's change): only
+        // altering the column can help, as for any other value the column cannot take.
+        (_, V::Null) => return Err(ValueFault::Incompatible),
         (T::Int64, V::Int(v) | V::Time(v) | V::Interval(v) | V::Timestamp(v)) => rowbinary::put_i64(out, *v),
         (T::Int64, V::Decimal(d)) => {
             let whole = d.rescale(0).ok_or(ValueFault::Incompatible)?;
@@ -544,6 +547,9 @@ mod tests {
         // Anything textual widens into a String column (int → text in the source).
         assert_eq!(encode(ColumnType::String, Value::Int(12)).unwrap(), b"\x0212");
         assert_eq!(encode(ColumnType::Date, Value::Date(200_000)), Err(ValueFault::Unstorable("value.out_of_range")));
+        // No retry makes a non-Nullable column take NULL; a placeholder may yet be completed.
+        assert_eq!(encode(ColumnType::Int64, Value::Null), Err(ValueFault::Incompatible));
+        assert_eq!(encode(ColumnType::Int64, Value::Unavailable), Err(ValueFault::Missing));
     }
 
     #[test]

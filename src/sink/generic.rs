@@ -14,6 +14,9 @@ use crate::tables::{GenericTable, SourceTable};
 use super::dialect::{self, Dialect, quote_literal};
 use super::{SinkError, Warehouse};
 
+/// Keys per TOAST lookup: bounds the query text (one literal tuple per key).
+const KEYS_PER_LOOKUP: usize = 1_000;
+
 /// A stored row of a generic mirror: key values, the other columns, version, deletion flag.
 pub type StoredRow = (Vec<Value>, Row, Version, bool);
 
@@ -161,29 +164,33 @@ impl Warehouse {
             return Ok(Vec::new());
         }
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-        let sql = dialect::generic_latest_query(&self.database, &table.name, &table.key, &names, &literals);
-        let bytes = self.fetch_raw(&sql, "RowBinary").await?;
-        let mut input = bytes.as_slice();
-        let mut rows = Vec::new();
         let malformed = || SinkError::Protocol("generic mirror row does not match its columns".into());
-        while !input.is_empty() {
-            let mut key = Vec::with_capacity(table.key.len());
-            let mut row = Row::with_capacity(columns.len());
-            for column in columns {
-                let value = read_value(&mut input, column.ty, column.nullable).ok_or_else(malformed)?;
-                if table.key.contains(&column.name) {
-                    key.push((column.name.clone(), value));
-                } else {
-                    row.push(column.name.clone(), value);
+        let mut rows = Vec::new();
+        // The keys are the batch's own placeholders; a bounded number per query keeps the
+        // query text bounded whatever the batch holds.
+        for literals in literals.chunks(KEYS_PER_LOOKUP) {
+            let sql = dialect::generic_latest_query(&self.database, &table.name, &table.key, &names, literals);
+            let bytes = self.fetch_raw(&sql, "RowBinary").await?;
+            let mut input = bytes.as_slice();
+            while !input.is_empty() {
+                let mut key = Vec::with_capacity(table.key.len());
+                let mut row = Row::with_capacity(columns.len());
+                for column in columns {
+                    let value = read_value(&mut input, column.ty, column.nullable).ok_or_else(malformed)?;
+                    if table.key.contains(&column.name) {
+                        key.push((column.name.clone(), value));
+                    } else {
+                        row.push(column.name.clone(), value);
+                    }
                 }
+                let version = read_value(&mut input, ColumnType::Int64, false).ok_or_else(malformed)?;
+                let deleted = read_value(&mut input, ColumnType::Bool, false).ok_or_else(malformed)?;
+                let (Value::Int(version), Value::Bool(deleted)) = (version, deleted) else { return Err(malformed()) };
+                // Key values in the mapping's order.
+                let key: Vec<Value> =
+                    table.key.iter().filter_map(|k| key.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).collect();
+                rows.push((key, row, Version(version as u64), deleted));
             }
-            let version = read_value(&mut input, ColumnType::Int64, false).ok_or_else(malformed)?;
-            let deleted = read_value(&mut input, ColumnType::Bool, false).ok_or_else(malformed)?;
-            let (Value::Int(version), Value::Bool(deleted)) = (version, deleted) else { return Err(malformed()) };
-            // Key values in the mapping's order.
-            let key: Vec<Value> =
-                table.key.iter().filter_map(|k| key.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).collect();
-            rows.push((key, row, Version(version as u64), deleted));
         }
         Ok(rows)
     }

@@ -300,6 +300,22 @@ async fn a_toast_placeholder_under_a_composite_key_takes_the_stored_value() {
         tsv(&pipeline, "SELECT line_no, body, tag FROM DB.order_notes_current ORDER BY line_no").await,
         "1\tlong text one\ta\n2\tlong text two\tc\n"
     );
+    // More placeholders in one batch than one lookup takes (1,000 keys): every one is filled.
+    let lines: Vec<String> =
+        (10..1_510).map(|line| note(line, &format!("body {line}"), "a", 10 + line as u64)).collect();
+    assert_all_ok(&run(&pipeline, &lines).await);
+    let toasted: Vec<String> =
+        (10..1_510).map(|line| note(line, "__debezium_unavailable_value", "b", 5_000 + line as u64)).collect();
+    assert_all_ok(&run(&pipeline, &toasted).await);
+    assert_eq!(
+        tsv(
+            &pipeline,
+            "SELECT count(), countIf(body = concat('body ', toString(line_no)) AND tag = 'b') \
+             FROM DB.order_notes_current WHERE line_no >= 10"
+        )
+        .await,
+        "1500\t1500\n"
+    );
     drop_database(&database).await;
 }
 
