@@ -596,11 +596,12 @@ impl Pipeline {
         })
     }
 
-    /// Writes the changes in two steps: first the foreign-key index entries of every live item
-    /// and order row, then the mirror rows (one INSERT per table, plus the truncation table).
-    /// The order matters: a lookup that runs after a parent's change must find every child
-    /// whose mirror row was written before it (docs/sales-fact.md). A message whose index
-    /// entries fail is not written at all. Returns the changes that landed.
+    /// Writes the changes: the foreign-key index entries of every live item and order row and
+    /// the mirror rows (one INSERT per table, plus the truncation table), all concurrently. The
+    /// fact derivation needs only that every write of this invocation has completed before its
+    /// first lookup (docs/sales-fact.md §4), so the index and mirror writes need no order among
+    /// themselves. A message fails if any of its writes fails (it is retried, and its retry
+    /// writes both again). Returns the changes that landed.
     async fn write_rows<'p>(
         &self,
         dialect: Dialect,
@@ -621,14 +622,8 @@ impl Pipeline {
                 }
             }
         }
-        let inserts = index_groups.into_iter().map(|(index, groups)| async move {
-            self.insert_isolating(index.table, &index.columns(), groups, deadline).await
-        });
-        let mut failed = self.collect_failures(inserts).await?;
-
         // Columns beyond the declared ones, per table (added on their first value).
-        let (extras, extra_failures) = self.extra_columns(pending, deadline).await?;
-        failed.extend(extra_failures);
+        let (extras, mut failed) = self.extra_columns(pending, deadline).await?;
         let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
         'messages: for p in pending {
             if failed.contains_key(&p.message) {
@@ -673,20 +668,28 @@ impl Pipeline {
         for groups in per_table.values_mut() {
             groups.retain(|(message, _)| !failed.contains_key(message));
         }
-        // The tables are independent: insert them concurrently (one statement each).
+        // The tables are independent: insert them concurrently (one statement each), the
+        // indexes with them.
         let extras = &extras;
-        let inserts =
-            per_table.into_iter().filter(|(_, groups)| !groups.is_empty()).map(|(table, groups)| async move {
-                let columns: Vec<&str> = match SourceTable::from_name(table) {
-                    Some(source) => {
-                        let extra = extras.get(&source).into_iter().flatten().map(|c| c.name.as_str());
-                        dialect::mirror_columns(source.spec()).into_iter().chain(extra).collect()
-                    }
-                    None => vec!["table_name", "_version"],
-                };
-                self.insert_isolating(table, &columns, groups, deadline).await
-            });
-        failed.extend(self.collect_failures(inserts).await?);
+        let mirror_inserts = per_table.into_iter().filter(|(_, groups)| !groups.is_empty()).map(|(table, groups)| {
+            let columns: Vec<&str> = match SourceTable::from_name(table) {
+                Some(source) => {
+                    let extra = extras.get(&source).into_iter().flatten().map(|c| c.name.as_str());
+                    dialect::mirror_columns(source.spec()).into_iter().chain(extra).collect()
+                }
+                None => vec!["table_name", "_version"],
+            };
+            (table, columns, groups)
+        });
+        let index_inserts = index_groups.into_iter().filter_map(|(index, mut groups)| {
+            groups.retain(|(message, _)| !failed.contains_key(message));
+            (!groups.is_empty()).then(|| (index.table, index.columns().to_vec(), groups))
+        });
+        let inserts = mirror_inserts.chain(index_inserts).map(|(table, columns, groups)| async move {
+            self.insert_isolating(table, &columns, groups, deadline).await
+        });
+        let insert_failures = self.collect_failures(inserts).await?;
+        failed.extend(insert_failures);
 
         let mut written = Vec::with_capacity(pending.len());
         for p in pending {

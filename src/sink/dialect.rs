@@ -75,10 +75,10 @@ pub const FACT_TABLE: &str = "sales_fact";
 
 /// A foreign-key index: which children (order items, orders) ever referenced a parent key.
 ///
-/// Written before the mirror rows it describes, so a lookup that runs after a parent's change
-/// finds every child whose row was already written (docs/sales-fact.md, "Finding the facts a
-/// change touches"). Entries are never removed: a stale one (the child moved on) only makes a
-/// derivation reread a row, which is harmless.
+/// Written with the mirror rows it describes, before the invocation's first lookup, so a
+/// lookup finds every child whose writes completed before it (docs/sales-fact.md, "Finding the
+/// facts a change touches"). Entries are never removed: a stale one (the child moved on) only
+/// makes a derivation reread a row, which is harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FkIndex {
     pub table: &'static str,

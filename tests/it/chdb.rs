@@ -117,7 +117,7 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
         "100\tLamp\tHome\t4.82\t1704067200123456\t11\t0\n",
     ));
     statements.push(check(dialect::latest_rows_query(d, db, SourceTable::Products, &[]), ""));
-    // The foreign-key indexes, as the pipeline writes them before the mirror rows.
+    // The foreign-key indexes, as the pipeline writes them with the mirror rows.
     for sql in [
         format!("INSERT INTO {db}._items_by_order VALUES (10, 1), (10, 1), (11, 3)"),
         format!("INSERT INTO {db}._items_by_product VALUES (100, 1), (100, 3)"),
