@@ -182,11 +182,24 @@ pub fn fact_column_defs(dialect: Dialect) -> Vec<String> {
     FACT_COLUMNS.iter().zip(types).map(|(name, ty)| format!("{name} {ty}")).collect()
 }
 
-/// Mirrors and foreign-key indexes are read by key, a few rows per key at scattered places: a
-/// lookup reads whole granules, so smaller granules read fewer rows per key (~25% less time for
-/// 1,000 scattered keys in 10M rows, measured on 18.16). `sales_fact` keeps the default: analysts
-/// scan it.
-const LOOKUP_SETTINGS: &str = "SETTINGS index_granularity = 1024";
+impl Dialect {
+    /// The settings of tables read by key (mirrors and foreign-key indexes), a few rows per key at
+    /// scattered places. A key lookup reads, checksums and decompresses every compressed block
+    /// that holds a granule it needs: with the defaults (8,192-row granules, blocks of at least
+    /// 64 KiB) that is ~64 KiB per column per key. 1,024-row granules in blocks of 4-16 KiB (about
+    /// one granule per block) cut the server time of 900 scattered keys in a 10M-row table from
+    /// 68 to 40 ms on 18.16 (BENCHMARKS.md, "Scale"). Table-level block sizes exist from
+    /// ClickHouse 21.1; on older servers they are server-wide settings of the default profile
+    /// (README, "ClickHouse 18.16"). `sales_fact` keeps the defaults: analysts scan it.
+    pub fn lookup_table_settings(self) -> &'static str {
+        match self {
+            Dialect::Modern => {
+                "SETTINGS index_granularity = 1024, min_compress_block_size = 4096, max_compress_block_size = 16384"
+            }
+            Dialect::Legacy => "SETTINGS index_granularity = 1024",
+        }
+    }
+}
 
 /// Every statement `migrate` runs, in order; each is idempotent. With a `cluster`, every
 /// statement runs `ON CLUSTER` and tables use `ReplicatedReplacingMergeTree` (README, "ClickHouse
@@ -199,8 +212,9 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
     for table in SourceTable::ALL {
         let spec = table.spec();
         statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY {key} {LOOKUP_SETTINGS}",
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY {key} {settings}",
             name = spec.name,
+            settings = dialect.lookup_table_settings(),
             columns = mirror_column_defs(dialect, table).join(", "),
             engine = engine(dialect.version_parameters()),
             key = spec.key,
@@ -214,8 +228,9 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
     for index in FK_INDEXES {
         statements.push(format!(
             "CREATE TABLE IF NOT EXISTS {db}.{table}{on} ({parent} Int64, {child} Int64) \
-             ENGINE = {engine} ORDER BY ({parent}, {child}) {LOOKUP_SETTINGS}",
+             ENGINE = {engine} ORDER BY ({parent}, {child}) {settings}",
             table = index.table,
+            settings = dialect.lookup_table_settings(),
             parent = index.parent,
             child = index.child,
             engine = engine(""),
@@ -291,8 +306,9 @@ pub fn create_generic_table(
         .collect();
     let order: Vec<String> = key.iter().map(|(name, _)| quote_ident(name)).collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({defs}) ENGINE = {engine} ORDER BY ({order}) {LOOKUP_SETTINGS}",
+        "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({defs}) ENGINE = {engine} ORDER BY ({order}) {settings}",
         db = quote_ident(database),
+        settings = dialect.lookup_table_settings(),
         name = quote_ident(table),
         on = on_cluster(cluster),
         defs = defs.join(", "),
@@ -585,6 +601,24 @@ mod tests {
         assert!(ddl.contains("order_date DateTime64(6, 'UTC')"));
         let legacy = schema_statements(Dialect::Legacy, "analytics", None).join("\n");
         assert!(!legacy.contains("DateTime64") && !legacy.contains("LowCardinality"));
+    }
+
+    #[test]
+    fn tables_read_by_key_get_small_granules_and_small_blocks_where_the_server_takes_them() {
+        let modern = schema_statements(Dialect::Modern, "analytics", None);
+        let legacy = schema_statements(Dialect::Legacy, "analytics", None);
+        for table in ["order_items", "orders", "customers", "products", "_items_by_order", "_orders_by_customer"] {
+            let of =
+                |ddl: &[String]| ddl.iter().find(|s| s.contains(&format!("`analytics`.{table} "))).unwrap().clone();
+            assert!(of(&modern).ends_with("max_compress_block_size = 16384"), "{table}");
+            // 18.16 refuses unknown table settings; its block sizes are server-wide.
+            assert!(of(&legacy).ends_with("SETTINGS index_granularity = 1024"), "{table}");
+        }
+        let facts = modern.iter().find(|s| s.contains("`analytics`.sales_fact ")).unwrap();
+        assert!(!facts.contains("SETTINGS"), "analysts scan sales_fact: default granules and blocks");
+        let generic =
+            create_generic_table(Dialect::Modern, "analytics", None, "t", &[("id".into(), ColumnType::Int64)], &[]);
+        assert!(generic.contains("min_compress_block_size = 4096"));
     }
 
     #[test]
