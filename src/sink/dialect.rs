@@ -190,7 +190,7 @@ impl Dialect {
     /// one granule per block) cut the server time of 900 scattered keys in a 10M-row table from
     /// 68 to 40 ms on 18.16 (BENCHMARKS.md, "Scale"). Table-level block sizes exist from
     /// ClickHouse 21.1; on older servers they are server-wide settings of the default profile
-    /// (README, "ClickHouse 18.16"). `sales_fact` keeps the defaults: analysts scan it.
+    /// (README, "Older ClickHouse"). `sales_fact` keeps the defaults: analysts scan it.
     pub fn lookup_table_settings(self) -> &'static str {
         match self {
             Dialect::Modern => {
