@@ -191,14 +191,39 @@ impl Dialect {
     /// 68 to 40 ms on 18.16 (BENCHMARKS.md, "Scale"). Table-level block sizes exist from
     /// ClickHouse 21.1; on older servers they are server-wide settings of the default profile
     /// (README, "Older ClickHouse"). `sales_fact` keeps the defaults: analysts scan it.
-    pub fn lookup_table_settings(self) -> &'static str {
+    pub fn lookup_table_settings(self) -> String {
         match self {
-            Dialect::Modern => {
-                "SETTINGS index_granularity = 1024, min_compress_block_size = 4096, max_compress_block_size = 16384"
-            }
-            Dialect::Legacy => "SETTINGS index_granularity = 1024",
+            Dialect::Modern => format!("SETTINGS index_granularity = 1024, {LOOKUP_BLOCK_SIZES}"),
+            Dialect::Legacy => "SETTINGS index_granularity = 1024".to_string(),
         }
     }
+}
+
+/// The compressed block sizes of tables read by key (see [`Dialect::lookup_table_settings`]).
+const LOOKUP_BLOCK_SIZES: &str = "min_compress_block_size = 4096, max_compress_block_size = 16384";
+
+/// Tables of the database read by key (every `ReplacingMergeTree` but `sales_fact` and
+/// `_truncations`) that an earlier release created without the block sizes: on current servers
+/// `migrate` moves them over ([`lookup_block_sizes_statement`]).
+pub fn tables_without_block_sizes_query(database: &str) -> String {
+    format!(
+        "SELECT name FROM system.tables WHERE database = {} AND engine LIKE '%ReplacingMergeTree' \
+         AND name NOT IN ({}, {}) AND engine_full NOT LIKE '%max_compress_block_size%' ORDER BY name",
+        quote_literal(database),
+        quote_literal(FACT_TABLE),
+        quote_literal(TRUNCATIONS_TABLE),
+    )
+}
+
+/// Gives an existing table the block sizes of tables read by key; parts written from then on
+/// (inserts and merges) use them.
+pub fn lookup_block_sizes_statement(database: &str, cluster: Option<&str>, table: &str) -> String {
+    format!(
+        "ALTER TABLE {}.{}{} MODIFY SETTING {LOOKUP_BLOCK_SIZES}",
+        quote_ident(database),
+        quote_ident(table),
+        on_cluster(cluster)
+    )
 }
 
 /// Every statement `migrate` runs, in order; each is idempotent. With a `cluster`, every
@@ -619,6 +644,12 @@ mod tests {
         let generic =
             create_generic_table(Dialect::Modern, "analytics", None, "t", &[("id".into(), ColumnType::Int64)], &[]);
         assert!(generic.contains("min_compress_block_size = 4096"));
+        // Tables of an earlier release are moved over on current servers.
+        assert_eq!(
+            lookup_block_sizes_statement("analytics", Some("prod"), "orders"),
+            "ALTER TABLE `analytics`.`orders` ON CLUSTER `prod` MODIFY SETTING min_compress_block_size = 4096, \
+             max_compress_block_size = 16384"
+        );
     }
 
     #[test]

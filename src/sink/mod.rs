@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::config::ClickHouseSettings;
+use crate::error::Classify;
 use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
 use crate::rederive::Scope;
 use crate::tables::SourceTable;
@@ -105,7 +106,8 @@ impl Warehouse {
         Ok(version)
     }
 
-    /// Creates the database, tables and views if missing (idempotent); once per process.
+    /// Creates the database, tables and views if missing (idempotent), and gives the tables read
+    /// by key that an earlier release created the current block sizes; once per process.
     pub async fn ensure_schema(&self) -> Result<(), SinkError> {
         self.schema_ready
             .get_or_try_init(|| async {
@@ -113,10 +115,42 @@ impl Warehouse {
                 for statement in dialect::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
                     self.execute(&statement).await?;
                 }
+                if dialect == Dialect::Modern {
+                    self.upgrade_block_sizes().await;
+                }
                 Ok(())
             })
             .await
             .copied()
+    }
+
+    /// Gives the tables read by key that an earlier release created the current compressed
+    /// block sizes (current servers only). Best effort: it only makes lookups faster, so a
+    /// failure (e.g. a user without the ALTER privilege) is logged and the next cold start
+    /// tries again.
+    async fn upgrade_block_sizes(&self) {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Name {
+            name: String,
+        }
+        let tables = match self.fetch::<Name>(&dialect::tables_without_block_sizes_query(&self.database)).await {
+            Ok(tables) => tables,
+            Err(e) => {
+                tracing::warn!(code = e.code(), "could not list tables to give small compressed blocks");
+                return;
+            }
+        };
+        for Name { name } in tables {
+            let statement = dialect::lookup_block_sizes_statement(&self.database, self.cluster.as_deref(), &name);
+            if let Err(e) = self.execute(&statement).await {
+                tracing::warn!(
+                    table = %name,
+                    code = e.code(),
+                    "could not give a table small compressed blocks; its key lookups stay slower (README, \
+                     \"Older ClickHouse\")"
+                );
+            }
+        }
     }
 
     pub async fn execute(&self, sql: &str) -> Result<(), SinkError> {

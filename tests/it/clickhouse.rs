@@ -8,6 +8,7 @@ use cdc_processor::decode::DecodeOptions;
 use cdc_processor::error::ErrorClass;
 use cdc_processor::pipeline::{Pipeline, Process};
 use cdc_processor::sink::Warehouse;
+use cdc_processor::sink::dialect::Dialect;
 use cdc_processor::sqs::message::MessageOutcome;
 use serde_json::json;
 
@@ -407,5 +408,37 @@ async fn dms_changes_of_one_transaction_delivered_in_reverse_end_with_the_later_
     assert_all_ok(&run(&pipeline, &[second]).await);
     assert_all_ok(&run(&pipeline, &[first]).await);
     assert_eq!(tsv(&pipeline, "SELECT name FROM DB.customers_current").await, "second\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn tables_an_earlier_release_created_get_the_lookup_block_sizes_on_current_servers() {
+    let database = fresh_database("blocks");
+    let warehouse = Warehouse::new(&settings(&database));
+    let dialect = warehouse.dialect().await.expect("server answers");
+    // `orders` as an earlier release created it: small granules, the server's block sizes.
+    warehouse.execute(&format!("CREATE DATABASE {database}")).await.expect("database");
+    warehouse
+        .execute(&format!(
+            "CREATE TABLE {database}.orders (id Int64, customer_id Int64, order_date DateTime('UTC'), status String, \
+             total Decimal(38, 6), _version UInt64, _is_deleted UInt8) ENGINE = ReplacingMergeTree(_version) \
+             ORDER BY id SETTINGS index_granularity = 1024"
+        ))
+        .await
+        .expect("old table");
+    warehouse.ensure_schema().await.expect("migrate");
+    let engines = warehouse
+        .fetch_tsv(&format!(
+            "SELECT name, engine_full LIKE '%max_compress_block_size = 16384%' FROM system.tables \
+             WHERE database = '{database}' AND name IN ('orders', 'order_items', 'sales_fact') ORDER BY name"
+        ))
+        .await
+        .expect("tables");
+    match dialect {
+        // The old table was moved over, the new one created with them; facts keep the defaults.
+        Dialect::Modern => assert_eq!(engines, "order_items\t1\norders\t1\nsales_fact\t0\n"),
+        // 18.16 has no such table settings: the server's profile decides (README).
+        Dialect::Legacy => assert_eq!(engines, "order_items\t0\norders\t0\nsales_fact\t0\n"),
+    }
     drop_database(&database).await;
 }
