@@ -365,20 +365,3 @@ fn histories_cover_every_table_and_operation() {
     let with_facts = (0..HISTORIES).filter(|s| !generate_history(*s, true).expected_facts().is_empty()).count();
     assert!(with_facts * 4 >= HISTORIES as usize * 3, "only {with_facts} of {HISTORIES} histories end with facts");
 }
-
-#[test]
-#[ignore = "debugging aid: prints one history"]
-fn print_history() {
-    let seed: u64 = std::env::var("CONVERGENCE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    for body in generate_history(seed % HISTORIES, true).events {
-        if body.is_empty() {
-            println!("(tombstone)");
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        println!(
-            "{} {} {} before={} after={}",
-            v["source"]["lsn"], v["source"]["table"], v["op"], v["before"], v["after"]
-        );
-    }
-}
