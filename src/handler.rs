@@ -79,6 +79,9 @@ pub struct HandlerConfig {
     /// `REQUEUE_ON_OUTAGE` (default true): environmental failures on a standard queue are re-sent
     /// as delayed copies instead of being reported failed (docs/error-policy.md).
     pub requeue: bool,
+    /// `RETRY_MAX_AGE_SECONDS` (default 24 h): a message whose environment has failed for longer
+    /// than this since it was first seen goes to the DLQ as `retry.expired` instead of another copy.
+    pub retry_max_age: Duration,
     /// The deadline of an invocation that has none (outside Lambda: `invoke`),
     /// `LOCAL_TIMEOUT_SECONDS` (default 60).
     pub default_timeout: Duration,
@@ -94,6 +97,7 @@ impl Default for HandlerConfig {
             backoff: Backoff::default(),
             deadline_margin: Duration::from_secs(5),
             requeue: true,
+            retry_max_age: requeue::DEFAULT_MAX_AGE,
             default_timeout: Duration::from_secs(60),
             function_name: "local".into(),
         }
@@ -114,6 +118,10 @@ impl HandlerConfig {
                 .unwrap_or(default.deadline_margin),
             requeue: non_empty("REQUEUE_ON_OUTAGE")
                 .is_none_or(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no")),
+            retry_max_age: non_empty("RETRY_MAX_AGE_SECONDS")
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(default.retry_max_age),
             default_timeout: non_empty("LOCAL_TIMEOUT_SECONDS")
                 .and_then(|v| v.trim().parse().ok())
                 .map(Duration::from_secs)
@@ -322,8 +330,11 @@ where
 
         let now_ms = telemetry::now_ms();
         let mut failed = Vec::new();
-        for (((message, report), disposition), settled) in messages.iter().zip(&reports).zip(&plan).zip(&settled) {
+        for (index, (((message, report), disposition), settled)) in
+            messages.iter().zip(&reports).zip(&plan).zip(&settled).enumerate()
+        {
             metrics.record_report(report, now_ms);
+            metrics.max_copy_attempt = metrics.max_copy_attempt.max(requeue::attempt(&attributes[index]));
             let op = report.op.map(|op| op.as_str());
             let (class, code) = match &report.outcome {
                 MessageOutcome::Failed { class, code, .. } => {
@@ -337,6 +348,19 @@ where
             let correlation_id = report.correlation_id.as_deref().map(loggable_id);
             match settled {
                 Settled::Acked => {}
+                Settled::DeadLettered if matches!(disposition, Disposition::Retry) => {
+                    metrics.dead_lettered += 1;
+                    metrics.retry_expired += 1;
+                    error!(
+                        message_id = %message.id,
+                        correlation_id,
+                        table = report.table(),
+                        code = requeue::EXPIRED_CODE,
+                        cause = code,
+                        attempt = requeue::attempt(&attributes[index]),
+                        "the environment failed for longer than the retry age: message sent to the dead-letter queue"
+                    );
+                }
                 Settled::DeadLettered => {
                     metrics.dead_lettered += 1;
                     warn!(
@@ -547,6 +571,7 @@ where
     ) -> Vec<Settled> {
         let backoff = self.config.backoff;
         let fifo = batch::is_fifo(messages);
+        let now_ms = u64::try_from(telemetry::now_ms()).unwrap_or_default();
         let empty = BTreeMap::new();
         // What to send, by message index.
         let mut sends: Vec<(usize, Outbound)> = Vec::new();
@@ -567,9 +592,22 @@ where
                     if !(self.config.requeue && environmental && !fifo) {
                         continue;
                     }
+                    // Copies are bounded by age: past it, the DLQ with the reason (a parking
+                    // lot an operator redrives once the environment is fixed).
+                    if requeue::expired(message, attrs, now_ms, self.config.retry_max_age) {
+                        if let Some(url) = &self.config.dead_letter_queue_url {
+                            let expired = DeadLetter {
+                                code: requeue::EXPIRED_CODE,
+                                class: ErrorClass::Transient,
+                                table: reports[i].table.clone(),
+                            };
+                            sends.push((i, Outbound::DeadLetter(url.clone(), expired.to_outgoing(message, attrs, url))));
+                        }
+                        continue;
+                    }
                     let delay = backoff.visibility_seconds(requeue::attempt(attrs).saturating_add(1));
                     if let (Some(url), Some(copy)) =
-                        (self.source_queue_url(message), requeue::copy(message, attrs, delay))
+                        (self.source_queue_url(message), requeue::copy(message, attrs, delay, now_ms))
                     {
                         sends.push((i, Outbound::Requeue(url, copy)));
                     }
@@ -577,10 +615,10 @@ where
                 Disposition::Ack | Disposition::Blocked { .. } => {}
             }
         }
-        let sent: HashMap<usize, Option<u32>> = futures::stream::iter(sends)
+        let sent: HashMap<usize, Settled> = futures::stream::iter(sends)
             .map(|(i, send)| async move { (i, self.send_by(&messages[i], send, hard).await) })
             .buffer_unordered(16)
-            .filter_map(|(i, done)| async move { done.map(|delay| (i, delay)) })
+            .filter_map(|(i, done)| async move { done.map(|settled| (i, settled)) })
             .collect()
             .await;
 
@@ -597,7 +635,7 @@ where
                     None => Settled::Failed { visibility: Some(0) },
                 },
                 Disposition::Retry => match sent.get(&i) {
-                    Some(delay) => Settled::Requeued { delay: delay.unwrap_or_default() },
+                    Some(settled) => *settled,
                     None => {
                         let attempt = requeue::attempt(attributes.get(i).unwrap_or(&empty));
                         let count = message.receive_count.saturating_add(attempt);
@@ -628,15 +666,17 @@ where
         settled
     }
 
-    /// One send, bounded by `hard`: `Some(delay)` when the message is in its queue.
-    async fn send_by(&self, message: &Message, send: Outbound, hard: Instant) -> Option<Option<u32>> {
-        let (url, outgoing, what) = match send {
-            Outbound::DeadLetter(url, outgoing) => (url, outgoing, "dead-letter send"),
-            Outbound::Requeue(url, outgoing) => (url, outgoing, "re-send"),
+    /// One send, bounded by `hard`: the message's fate when it is in its queue.
+    async fn send_by(&self, message: &Message, send: Outbound, hard: Instant) -> Option<Settled> {
+        let (url, outgoing, what, settled) = match send {
+            Outbound::DeadLetter(url, outgoing) => (url, outgoing, "dead-letter send", Settled::DeadLettered),
+            Outbound::Requeue(url, outgoing) => {
+                let delay = outgoing.delay_seconds.unwrap_or_default();
+                (url, outgoing, "re-send", Settled::Requeued { delay })
+            }
         };
-        let delay = outgoing.delay_seconds;
         match tokio::time::timeout_at(hard.into(), self.queue.send(&url, outgoing)).await {
-            Ok(Ok(_)) => Some(delay),
+            Ok(Ok(_)) => Some(settled),
             Ok(Err(e)) => {
                 warn!(message_id = %message.id, code = e.code(), error = %e, what, "send failed, reporting the message failed instead");
                 None
@@ -666,54 +706,102 @@ where
     }
 
     /// Sends each message's follow-ups (unfinished re-derivations) to its source queue before
-    /// the message can be acknowledged; a message whose follow-ups could not all be sent fails
-    /// as transient, so its work is redone rather than lost (docs/sales-fact.md, "Fan-out").
+    /// the message can be acknowledged: `SendMessageBatch` calls of 10, 16 at a time, by the
+    /// deadline. A message whose follow-ups could not all be sent fails as `sqs.follow_up_not_sent`,
+    /// an environmental failure (SQS or the clock, not the message), so its work is redone
+    /// rather than lost or dead-lettered (docs/sales-fact.md, "Fan-out"). On FIFO queues a
+    /// follow-up joins its message's group, and its deduplication id is derived from its body
+    /// (the signed task, deterministic): a retry's different follow-ups are never mistaken for
+    /// the first attempt's.
     async fn send_follow_ups(
         &self,
         messages: &[Message],
         mut reports: Vec<MessageReport>,
         deadline: Instant,
     ) -> Vec<MessageReport> {
+        // (url, message index, follow-up), in batch order.
+        let mut outgoing: Vec<(String, usize, OutgoingMessage)> = Vec::new();
+        let mut unsent: HashSet<usize> = HashSet::new();
+        let mut counts: HashMap<usize, usize> = HashMap::new();
         for (index, (message, report)) in messages.iter().zip(reports.iter_mut()).enumerate() {
             if report.follow_ups.is_empty() || report.outcome.is_failure() {
                 continue;
             }
-            let url =
-                self.config.source_queue_url.clone().or_else(|| message.source_arn.as_deref().and_then(url_from_arn));
-            let mut sent = url.is_some();
-            for (n, body) in std::mem::take(&mut report.follow_ups).into_iter().enumerate() {
-                let Some(url) = url.as_deref().filter(|_| sent) else { break };
-                let outgoing = OutgoingMessage {
+            counts.insert(index, report.follow_ups.len());
+            let Some(url) = self.source_queue_url(message) else {
+                unsent.insert(index);
+                continue;
+            };
+            for body in std::mem::take(&mut report.follow_ups) {
+                let deduplication_id = message.group_id.as_ref().map(|group| follow_up_deduplication_id(group, &body));
+                let follow_up = OutgoingMessage {
                     body,
-                    // FIFO: the follow-up joins its message's group, after it.
                     group_id: message.group_id.clone(),
-                    deduplication_id: message.group_id.as_ref().map(|_| format!("{}-follow-up-{n}", message.id)),
+                    deduplication_id,
                     ..OutgoingMessage::default()
                 };
-                match tokio::time::timeout_at(deadline.into(), self.queue.send(url, outgoing)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        warn!(message_id = %message.id, code = e.code(), error = %e, "follow-up not sent");
-                        sent = false;
-                    }
-                    Err(_) => {
-                        warn!(message_id = %message.id, code = DEADLINE_CODE, "follow-up not sent by the deadline");
-                        sent = false;
-                    }
-                }
+                outgoing.push((url.clone(), index, follow_up));
             }
-            if sent {
-                info!(message_id = %message.id, index, "re-derivation continues in a follow-up message");
-            } else {
+        }
+        let mut batches: Vec<(String, Vec<usize>, Vec<OutgoingMessage>)> = Vec::new();
+        for (url, index, follow_up) in outgoing {
+            match batches.last_mut() {
+                Some((last_url, owners, batch)) if *last_url == url && batch.len() < SEND_BATCH => {
+                    owners.push(index);
+                    batch.push(follow_up);
+                }
+                _ => batches.push((url, vec![index], vec![follow_up])),
+            }
+        }
+        let sends = futures::stream::iter(batches)
+            .map(|(url, owners, batch)| async move {
+                let refused: Vec<usize> =
+                    match tokio::time::timeout_at(deadline.into(), self.queue.send_batch(&url, batch)).await {
+                        Ok(Ok(refused)) => refused.into_iter().filter_map(|i| owners.get(i).copied()).collect(),
+                        Ok(Err(e)) => {
+                            warn!(code = e.code(), error = %e, "follow-ups not sent");
+                            owners
+                        }
+                        Err(_) => {
+                            warn!(code = DEADLINE_CODE, "follow-ups not sent by the deadline");
+                            owners
+                        }
+                    };
+                refused
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        unsent.extend(sends.into_iter().flatten());
+        for (index, (message, report)) in messages.iter().zip(reports.iter_mut()).enumerate() {
+            if unsent.contains(&index) {
                 report.outcome = MessageOutcome::Failed {
                     class: ErrorClass::Transient,
-                    code: "follow_up.not_sent",
+                    code: FOLLOW_UP_NOT_SENT,
                     table: report.table.clone(),
                 };
+            } else if let Some(follow_ups) = counts.get(&index) {
+                info!(message_id = %message.id, index, follow_ups, "re-derivation continues in follow-up messages");
             }
         }
         reports
     }
+}
+
+/// Messages per `SendMessageBatch` call (SQS's limit).
+const SEND_BATCH: usize = 10;
+/// A message whose follow-ups SQS did not take (environmental: `sqs.` is the environment's).
+const FOLLOW_UP_NOT_SENT: &str = "sqs.follow_up_not_sent";
+
+/// A FIFO follow-up's deduplication id: SHA-256 of its group and body, hex (64 of the 128
+/// characters SQS allows). The same task in the same group is the same message; any other is not.
+fn follow_up_deduplication_id(group: &str, body: &str) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(group.as_bytes());
+    hash.update([0u8]);
+    hash.update(body.as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

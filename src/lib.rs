@@ -33,6 +33,7 @@ pub mod freshness;
 pub mod generator;
 pub mod generic;
 pub mod handler;
+pub mod identifier;
 pub mod lambda;
 pub mod mirror;
 pub mod pipeline;

@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 use cdc_processor::config::ClickHouseSettings;
 use cdc_processor::decode::DecodeOptions;
 use cdc_processor::handler::{HandlerConfig, Invocation};
+use cdc_processor::error::Classify;
 use cdc_processor::pipeline::{Pipeline, SystemicError};
+use cdc_processor::rederive::TaskKey;
+use cdc_processor::secrets::{self, AwsSecretStore};
 use cdc_processor::sink::Warehouse;
 use cdc_processor::tables::TableMapping;
 use cdc_processor::{capture, freshness, generator, lambda, sqs, telemetry, verify};
@@ -58,7 +61,28 @@ enum Command {
 /// Builds the pipeline for given ClickHouse settings: at cold start and after a credential
 /// rotation.
 async fn build_pipeline(settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
-    Ok(Pipeline::new(decode_options()?, Warehouse::new(&settings)))
+    Ok(Pipeline::new(decode_options()?, Warehouse::new(&settings)).with_task_key(task_key().await?))
+}
+
+/// The key that signs follow-up tasks, once per process: the secret `TASK_KEY_SECRET_ARN` names
+/// (every instance of the function shares it), else a random key of this process (local runs:
+/// `poll` and `invoke` run one process). Not fetched yet is systemic: messages wait.
+async fn task_key() -> Result<TaskKey, SystemicError> {
+    static KEY: tokio::sync::OnceCell<TaskKey> = tokio::sync::OnceCell::const_new();
+    let key = KEY.get_or_try_init(|| async {
+        let Some(arn) = std::env::var("TASK_KEY_SECRET_ARN").ok().filter(|v| !v.trim().is_empty()) else {
+            tracing::warn!("TASK_KEY_SECRET_ARN is not set: follow-up tasks are signed with a key of this process only");
+            return Ok(TaskKey::random());
+        };
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&config));
+        secrets::task_key(&store, &arn).await.map_err(|e| SystemicError {
+            code: e.code(),
+            detail: e.to_string(),
+            is_auth: false,
+        })
+    });
+    key.await.cloned()
 }
 
 /// `REJECT_UNKNOWN_TABLES` and `CAPTURED_TABLES` (the table mapping, `TableMapping::parse`). A

@@ -215,6 +215,7 @@ async fn process(pipeline: &Pipeline, bodies: Vec<String>) -> anyhow::Result<usi
             group_id: None,
             receipt_handle: None,
             source_arn: None,
+            sent_at_ms: None,
         })
         .collect();
     let reports = pipeline

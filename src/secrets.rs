@@ -182,6 +182,14 @@ impl SecretStore for AwsSecretStore {
     }
 }
 
+/// The key that signs re-derivation tasks (`TASK_KEY_SECRET_ARN`): the secret's whole string,
+/// at least [`crate::rederive::MIN_KEY_BYTES`] bytes (the template generates 64).
+pub async fn task_key(store: &impl SecretStore, secret_id: &str) -> Result<crate::rederive::TaskKey, SecretError> {
+    let material = store.secret_string(secret_id).await?;
+    crate::rederive::TaskKey::new(material.trim().as_bytes())
+        .ok_or(SecretError::Parse { problem: "the task key is shorter than 32 bytes" })
+}
+
 /// Where the handler gets ClickHouse settings from.
 pub trait CredentialSource: Send + Sync {
     /// The settings to use now: cached while fresh.

@@ -51,6 +51,10 @@ pub struct InvocationMetrics {
     pub messages: u64,
     /// Messages re-sent as delayed copies after an environmental failure (outage, deadline).
     pub requeued: u64,
+    /// Dead-lettered as `retry.expired`: the environment failed for longer than the retry age.
+    pub retry_expired: u64,
+    /// The highest attempt counter (`cdc_attempt`) among the batch's messages: copies going round.
+    pub max_copy_attempt: u32,
     /// Messages that failed for a reason outside themselves (ClickHouse, credentials, TLS,
     /// configuration, deadline): the operator's signal that the environment is failing.
     pub environment_failures: u64,
@@ -115,6 +119,8 @@ impl InvocationMetrics {
         put("FailedMessages".into(), "Count", json!(self.failed));
         put("DeadLettered".into(), "Count", json!(self.dead_lettered));
         put("Requeued".into(), "Count", json!(self.requeued));
+        put("RetryExpired".into(), "Count", json!(self.retry_expired));
+        put("MaxCopyAttempt".into(), "Count", json!(self.max_copy_attempt));
         put("EnvironmentFailures".into(), "Count", json!(self.environment_failures));
         put("RowsInserted".into(), "Count", json!(self.rows_inserted));
         put("UnmappedTableChanges".into(), "Count", json!(self.unmapped_table_changes));

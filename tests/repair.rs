@@ -71,6 +71,7 @@ async fn repair_rewrites_a_frozen_key_from_the_source_and_deletes_what_the_sourc
         group_id: None,
         receipt_handle: None,
         source_arn: None,
+        sent_at_ms: None,
     };
     let reports = pipeline.process(&[message], Instant::now() + Duration::from_secs(60)).await.unwrap();
     let MessageOutcome::Failed { class, code, .. } = &reports[0].outcome else { panic!("{:?}", reports[0].outcome) };

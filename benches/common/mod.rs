@@ -163,6 +163,7 @@ pub fn batches(bodies: &[String]) -> Vec<Vec<Message>> {
                     group_id: None,
                     receipt_handle: None,
                     source_arn: None,
+                    sent_at_ms: None,
                 })
                 .collect()
         })

@@ -19,7 +19,7 @@ use crate::sink::dialect::{self, Dialect};
 use crate::sink::{SinkError, rowbinary};
 use crate::tables::GenericTable;
 
-use super::{Groups, Pipeline, SystemicError};
+use super::{Groups, INCOMPATIBLE, Pipeline, SystemicError};
 
 /// A change of a generic table, decoded and waiting to be written.
 pub struct PendingGeneric {
@@ -104,17 +104,39 @@ impl Pipeline {
         mut messages: Vec<(usize, Vec<GenericRow>)>,
         deadline: Instant,
     ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
-        let all = |messages: &[(usize, Vec<GenericRow>)], (class, code): Failure| {
-            messages.iter().map(|(m, _)| (*m, class, code)).collect::<Vec<_>>()
-        };
         let (key_types, needed) = column_types(&messages, dialect);
         let w = self.warehouse();
+        let mut failures = Vec::new();
         let columns = match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
             Ok(columns) => columns,
+            // Columns the configuration refuses (evolution off, the column limit): find the
+            // messages that ask for them, one at a time; the others proceed.
+            Err(e) if e.class() == ErrorClass::Poison && messages.len() > 1 => {
+                let mut accepted = Vec::with_capacity(messages.len());
+                for (message, rows) in messages {
+                    let own = [(message, rows)];
+                    let (_, needed) = column_types(&own, dialect);
+                    match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+                        Ok(_) => accepted.extend(own),
+                        Err(e) if e.class() == ErrorClass::Poison => {
+                            failures.push((message, ErrorClass::Poison, e.code()));
+                        }
+                        Err(e) => return table_fault(&table, &own, e),
+                    }
+                }
+                messages = accepted;
+                let (_, needed) = column_types(&messages, dialect);
+                match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+                    Ok(columns) => columns,
+                    Err(e) => return table_fault(&table, &messages, e).map(|mut f| {
+                        f.extend(failures);
+                        f
+                    }),
+                }
+            }
             Err(e) => return table_fault(&table, &messages, e),
         };
 
-        let mut failures = Vec::new();
         let unresolved = match self.complete_generic(&table, &columns, &mut messages, deadline).await {
             Ok(unresolved) => unresolved,
             Err(e) => return table_fault(&table, &messages, e),
@@ -134,18 +156,21 @@ impl Pipeline {
                 Err((_, ValueFault::Unstorable(code))) => failures.push((*message, ErrorClass::Poison, code)),
                 Err((_, ValueFault::Missing)) => failures.push((*message, ErrorClass::Transient, "toast.base_missing")),
                 Err((column, ValueFault::Incompatible)) => {
-                    // The source changed a column's type in a way the ClickHouse column cannot
-                    // follow in place. Names only: never the value.
+                    // A value its column cannot hold (a schemaless `5` made the column Int64, now
+                    // `5.5` arrives; or the source widened the column). The message's own fault:
+                    // it goes to the DLQ and its batch-mates proceed; once an operator widens the
+                    // column (ALTER TABLE ... MODIFY COLUMN), `redrive` brings it back. The cached
+                    // columns are forgotten so the widened type is read. Names only, never the value.
                     let ty = columns.iter().find(|c| c.name == column).map(|c| c.ty);
-                    tracing::error!(
+                    tracing::warn!(
                         table = %table.name,
                         column = %column,
                         clickhouse_type = ?ty,
-                        "a source column changed type beyond what its ClickHouse column holds; \
-                         widen the column (ALTER TABLE ... MODIFY COLUMN) to continue"
+                        code = INCOMPATIBLE,
+                        "a value does not fit its ClickHouse column; widen the column and redrive the message"
                     );
                     w.forget_generic(&table.name);
-                    return Ok(all(&messages, (ErrorClass::Systemic, "schema.incompatible_change")));
+                    failures.push((*message, ErrorClass::Poison, INCOMPATIBLE));
                 }
             }
         }
@@ -265,6 +290,7 @@ fn table_fault(
     error: SinkError,
 ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
     match error {
+        SinkError::ColumnsRefused { .. } => {}
         SinkError::Schema { .. } => {
             tracing::error!(table = %table.name, error = %error, "generic mirror cannot be written");
         }

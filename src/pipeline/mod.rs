@@ -31,8 +31,9 @@ use crate::decode::{DecodeOptions, Decoder};
 use crate::error::{Classify, ErrorClass};
 use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState};
 use crate::generic::{ColumnType, ValueFault, encode_column};
+use crate::identifier;
 use crate::mirror::{self, Cell, MirrorChange, MirrorRow};
-use crate::rederive::{Scope, Task};
+use crate::rederive::{Scope, Task, TaskKey};
 use crate::sink::dialect::{self, Dialect, FkIndex};
 use crate::sink::retry::RetryPolicy;
 use crate::sink::{SinkError, Warehouse, rowbinary};
@@ -95,6 +96,8 @@ pub struct Pipeline {
     retry: RetryPolicy,
     /// At most this many task pages per invocation (besides the deadline); `None`: no limit.
     page_budget: Option<usize>,
+    /// Signs the follow-up tasks this pipeline sends and checks the ones it receives.
+    task_key: TaskKey,
 }
 
 /// A mirror write of one message.
@@ -118,8 +121,12 @@ type Failures = HashMap<usize, (ErrorClass, &'static str)>;
 /// Columns a batch needs, each with the type its first value asks for.
 type NeededColumns = Vec<(String, ColumnType)>;
 
-/// The code of a value no column type can take exactly (docs/generic-mirrors.md).
-const INCOMPATIBLE: &str = "schema.incompatible_change";
+/// The code of a value its column cannot hold exactly: the message's own fault (poison), never
+/// a stall of its table (docs/error-policy.md, "Content failures").
+const INCOMPATIBLE: &str = "value.incompatible";
+/// The code of rows ClickHouse rejected alone, with a code we do not know, while their
+/// batch-mates landed.
+const REJECTED: &str = "clickhouse.rejected";
 
 /// How a message fails when one of its extra-column values cannot be written.
 fn extra_fault(table: SourceTable, column: &str, fault: ValueFault) -> (ErrorClass, &'static str) {
@@ -127,15 +134,35 @@ fn extra_fault(table: SourceTable, column: &str, fault: ValueFault) -> (ErrorCla
         ValueFault::Unstorable(code) => (ErrorClass::Poison, code),
         ValueFault::Missing => (ErrorClass::Transient, "toast.base_missing"),
         ValueFault::Incompatible => {
-            tracing::error!(
+            tracing::warn!(
                 table = table.name(),
                 column = %column,
-                "a source column changed type beyond what its ClickHouse column holds; widen the column \
-                 (ALTER TABLE ... MODIFY COLUMN) to continue"
+                code = INCOMPATIBLE,
+                "a value does not fit its ClickHouse column; widen the column and redrive the message"
             );
-            (ErrorClass::Systemic, INCOMPATIBLE)
+            (ErrorClass::Poison, INCOMPATIBLE)
         }
     }
+}
+
+/// Per sales table: the extra columns its rows carry, and the type each first value asks for.
+fn extra_types(pending: &[PendingChange], dialect: Dialect) -> BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> {
+    let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> = BTreeMap::new();
+    for p in pending {
+        let MirrorChange::Rows(rows) = &p.change else { continue };
+        for row in rows.iter().filter(|r| !r.extras.is_empty()) {
+            let (names, needed) = carried.entry(row.table).or_default();
+            for (name, value) in row.extras.iter() {
+                names.insert(name.to_owned());
+                if let Some(ty) = ColumnType::of(value, dialect)
+                    && !needed.iter().any(|(n, _)| n == name)
+                {
+                    needed.push((name.to_owned(), ty));
+                }
+            }
+        }
+    }
+    carried
 }
 
 /// Counts of one invocation, for the summary log line.
@@ -167,7 +194,25 @@ impl Touched {
 
 impl Pipeline {
     pub fn new(decoder_options: DecodeOptions, warehouse: Warehouse) -> Self {
-        Self { decoder: Decoder::new(decoder_options), warehouse, retry: RetryPolicy::default(), page_budget: None }
+        Self {
+            decoder: Decoder::new(decoder_options),
+            warehouse,
+            retry: RetryPolicy::default(),
+            page_budget: None,
+            task_key: TaskKey::random(),
+        }
+    }
+
+    /// The key shared by every instance of the function (`TASK_KEY_SECRET_ARN`); without it the
+    /// pipeline signs with a random key of its own, which only it accepts.
+    pub fn with_task_key(mut self, key: TaskKey) -> Self {
+        self.task_key = key;
+        self
+    }
+
+    /// The follow-up message body that continues `task`, signed.
+    pub fn task_body(&self, task: Task) -> String {
+        self.task_key.sign(task)
     }
 
     /// Limits the task pages one invocation runs (the rest continues in follow-ups), e.g. to keep
@@ -282,7 +327,7 @@ impl Pipeline {
             Err(e) => return fail_messages(reports, &affected, e),
         };
         for (message, task) in unfinished {
-            reports[message].follow_ups.push(task.to_body());
+            reports[message].follow_ups.push(self.task_key.sign(task));
         }
         timings.lap("facts");
         tracing::debug!(changes = written.len(), facts, "sales path");
@@ -307,7 +352,7 @@ impl Pipeline {
         };
         for (index, message) in messages.iter().enumerate() {
             let report = &mut reports[index];
-            match Task::parse(&message.body) {
+            match self.task_key.parse(&message.body) {
                 Some(Ok(task)) => {
                     tasks.push((index, task));
                     continue;
@@ -335,6 +380,12 @@ impl Pipeline {
             report.op = Some(event.op);
             report.commit_time_us = event.commit_time_us;
             report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
+            // Event-supplied column names may become columns: checked before any DDL, so a
+            // malformed body fails alone (docs/error-policy.md, "Content failures").
+            if let Err(e) = [&event.before, &event.after].into_iter().flatten().try_for_each(identifier::check_row) {
+                report.outcome = failed(&e, Some(event.mirror.name()));
+                continue;
+            }
             match &event.mirror {
                 MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
                     Ok(change) => pending.push(PendingChange { message: index, change }),
@@ -640,14 +691,10 @@ impl Pipeline {
                             if let Err(fault) = encode_column(&mut bytes, dialect, column, value) {
                                 let failure = extra_fault(row.table, &column.name, fault);
                                 if failure.1 == INCOMPATIBLE {
-                                    // Every message of the table waits: their order matters.
+                                    // Read the columns again next time: an operator may widen it.
                                     self.warehouse.forget_generic(row.table.name());
-                                    for other in pending.iter().filter(|o| o.table() == Some(row.table)) {
-                                        failed.insert(other.message, failure);
-                                    }
-                                } else {
-                                    failed.insert(p.message, failure);
                                 }
+                                failed.insert(p.message, failure);
                                 continue 'messages;
                             }
                         }
@@ -720,28 +767,35 @@ impl Pipeline {
         deadline: Instant,
     ) -> Result<(BTreeMap<SourceTable, Vec<crate::generic::Column>>, Failures), SystemicError> {
         let dialect = self.warehouse.dialect().await.map_err(SystemicError::from)?;
-        // Per table: the extra columns its rows carry, and the type each first value asks for.
-        let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> = BTreeMap::new();
-        for p in pending {
-            let MirrorChange::Rows(rows) = &p.change else { continue };
-            for row in rows.iter().filter(|r| !r.extras.is_empty()) {
-                let (names, needed) = carried.entry(row.table).or_default();
-                for (name, value) in row.extras.iter() {
-                    names.insert(name.to_owned());
-                    if let Some(ty) = ColumnType::of(value, dialect)
-                        && !needed.iter().any(|(n, _)| n == name)
-                    {
-                        needed.push((name.to_owned(), ty));
-                    }
-                }
-            }
-        }
+        let carried = extra_types(pending, dialect);
         let mut columns = BTreeMap::new();
         let mut failed = HashMap::new();
         for (table, (names, needed)) in carried {
             let w = &self.warehouse;
             match self.retry.run(deadline, || w.sales_extras(table, &needed)).await {
                 Ok(all) => {
+                    columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
+                }
+                // Columns the configuration refuses: the messages that ask for them fail alone
+                // (found one at a time), the table's others proceed with the columns there are.
+                Err(e) if e.class() == ErrorClass::Poison => {
+                    for p in pending.iter().filter(|p| p.table() == Some(table)) {
+                        let own = extra_types(std::slice::from_ref(p), dialect);
+                        let needed = own.get(&table).map(|(_, needed)| needed.as_slice()).unwrap_or_default();
+                        match self.retry.run(deadline, || w.sales_extras(table, needed)).await {
+                            Ok(_) => {}
+                            Err(e) if e.class() == ErrorClass::Poison => {
+                                failed.insert(p.message, (e.class(), e.code()));
+                            }
+                            Err(e) if e.class() == ErrorClass::Systemic && !matches!(e, SinkError::Schema { .. }) => {
+                                return Err(e.into());
+                            }
+                            Err(e) => {
+                                failed.insert(p.message, (e.class(), e.code()));
+                            }
+                        }
+                    }
+                    let all = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
                     columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
                 }
                 Err(e) if matches!(e, SinkError::Schema { .. }) || e.class() == ErrorClass::Transient => {
@@ -776,6 +830,12 @@ impl Pipeline {
     /// Inserts the groups in one statement; if the server rejects the data, splits the groups in
     /// halves until the failing message(s) stand alone, so everything else still lands.
     /// Returns the failed messages; a systemic error stops the pipeline.
+    ///
+    /// Bad data (a code of `BAD_DATA`) is isolated, and so is a rejection with a code none of our
+    /// lists knows: once its batch-mates have landed without it, a message still rejected alone
+    /// is poison (`clickhouse.rejected`) rather than an environmental failure retried forever.
+    /// If nothing of the statement lands, an unexplained code stays what it was (transient,
+    /// environmental): it may be the server's, and the retry age bounds it.
     async fn insert_isolating(
         &self,
         table: &str,
@@ -784,6 +844,8 @@ impl Pipeline {
         deadline: Instant,
     ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
         let mut failures = Vec::new();
+        let mut unexplained = Vec::new();
+        let mut landed = false;
         let mut stack = vec![groups];
         while let Some(groups) = stack.pop() {
             let body: Vec<u8> = groups.iter().flat_map(|(_, b)| b.iter().copied()).collect();
@@ -791,9 +853,9 @@ impl Pipeline {
             let result =
                 self.retry.run(deadline, || self.warehouse.insert_rowbinary(table, columns, body.clone())).await;
             match result {
-                Ok(()) => {}
+                Ok(()) => landed = true,
                 Err(e) if e.class() == ErrorClass::Systemic => return Err(e.into()),
-                Err(e) if e.class() == ErrorClass::Poison && groups.len() > 1 => {
+                Err(e) if (e.class() == ErrorClass::Poison || e.is_unexplained()) && groups.len() > 1 => {
                     let mut left = groups;
                     let right = left.split_off(left.len() / 2);
                     stack.push(right);
@@ -804,12 +866,19 @@ impl Pipeline {
                         table,
                         code = e.code(),
                         class = e.class().as_str(),
+                        server_code = e.server_code(),
                         messages = groups.len(),
                         "mirror insert failed"
                     );
-                    failures.extend(groups.iter().map(|(message, _)| (*message, e.class(), e.code())));
+                    let target = if e.is_unexplained() { &mut unexplained } else { &mut failures };
+                    target.extend(groups.iter().map(|(message, _)| (*message, e.class(), e.code())));
                 }
             }
+        }
+        if landed {
+            failures.extend(unexplained.into_iter().map(|(message, _, _)| (message, ErrorClass::Poison, REJECTED)));
+        } else {
+            failures.extend(unexplained);
         }
         Ok(failures)
     }
@@ -852,9 +921,14 @@ impl Pipeline {
         for customer in &too_many {
             touched.add_task(customers[customer], Scope::Customer(*customer), i64::MIN);
         }
+        // The orders reached through a changed customer, by order: if their items do not all
+        // fit inline, the customer becomes one task, not one task per order (a rename of a
+        // customer with 200 orders is one follow-up, never 200).
+        let mut via_customer: BTreeMap<i64, i64> = BTreeMap::new();
         for (customer, order) in pairs {
             if let Some(&message) = customers.get(&customer).filter(|_| !too_many.contains(&customer)) {
                 orders.entry(order).or_insert(message);
+                via_customer.entry(order).or_insert(customer);
             }
         }
 
@@ -867,7 +941,10 @@ impl Pipeline {
         {
             touched.items.extend(split.children);
             for (parent, after) in split.incomplete {
-                touched.add_task(owners[&parent], scope(parent), after);
+                match via_customer.get(&parent).filter(|_| matches!(scope(parent), Scope::Order(_))) {
+                    Some(&customer) => touched.add_task(owners[&parent], Scope::Customer(customer), i64::MIN),
+                    None => touched.add_task(owners[&parent], scope(parent), after),
+                }
             }
         }
         Ok(touched)

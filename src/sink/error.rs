@@ -36,6 +36,11 @@ pub enum SinkError {
     /// `detail` names table and column only.
     #[error("{detail}")]
     Schema { code: &'static str, detail: String },
+    /// Columns a change asks for that the configuration refuses to add (`SCHEMA_EVOLUTION=off`,
+    /// or beyond the columns a table may have): the change's own fault, poison. `detail` names
+    /// the table only.
+    #[error("{detail}")]
+    ColumnsRefused { code: &'static str, detail: String },
 }
 
 /// Codes that mean "this data can never be inserted": bad values, wrong types, parse failures.
@@ -81,6 +86,14 @@ impl SinkError {
             || matches!(self, SinkError::Unauthorized(_))
     }
 
+    /// A server exception whose code none of our lists knows. Met while inserting a message's
+    /// own rows it is isolated like bad data (the pipeline bisects the insert): if the message's
+    /// batch-mates land without it, the rejection was its own (docs/error-policy.md).
+    pub fn is_unexplained(&self) -> bool {
+        matches!(self, SinkError::Server { code, .. }
+            if ![BAD_DATA, SYSTEMIC, TOO_LARGE, TRANSIENT].iter().any(|list| list.contains(code)))
+    }
+
     pub fn server_code(&self) -> Option<u32> {
         match self {
             SinkError::Server { code, .. } => Some(*code),
@@ -95,6 +108,7 @@ impl Classify for SinkError {
             SinkError::Network(_) | SinkError::TimedOut => ErrorClass::Transient,
             SinkError::Protocol(_) | SinkError::UnsupportedServer(_) | SinkError::Schema { .. } => ErrorClass::Systemic,
             SinkError::Tls(_) | SinkError::Unauthorized(_) => ErrorClass::Systemic,
+            SinkError::ColumnsRefused { .. } => ErrorClass::Poison,
             SinkError::Server { code, .. } if BAD_DATA.contains(code) => ErrorClass::Poison,
             SinkError::Server { code, .. } if SYSTEMIC.contains(code) || TOO_LARGE.contains(code) => {
                 ErrorClass::Systemic
@@ -114,7 +128,7 @@ impl Classify for SinkError {
             SinkError::Unauthorized(_) => "clickhouse.auth",
             SinkError::Protocol(_) => "clickhouse.protocol",
             SinkError::UnsupportedServer(_) => "clickhouse.unsupported_server",
-            SinkError::Schema { code, .. } => code,
+            SinkError::Schema { code, .. } | SinkError::ColumnsRefused { code, .. } => code,
             e if e.is_auth() => "clickhouse.auth",
             SinkError::Server { code: 60, .. } => "clickhouse.unknown_table",
             SinkError::Server { code: 81, .. } => "clickhouse.unknown_database",
@@ -210,6 +224,15 @@ mod tests {
             );
         }
         assert_eq!(server("502 Bad Gateway").class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn only_codes_no_list_knows_are_unexplained() {
+        assert!(server("Code: 44. DB::Exception: Cannot insert column _row_exists").is_unexplained());
+        assert!(!server("Code: 27. DB::Exception: Cannot parse input").is_unexplained());
+        assert!(!server("Code: 252. DB::Exception: Too many parts").is_unexplained());
+        assert!(!server("Code: 516. DB::Exception: Authentication failed").is_unexplained());
+        assert!(!SinkError::TimedOut.is_unexplained());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::generic::{Column, ColumnType, read_value};
 use crate::tables::{GenericTable, SourceTable};
 
 use super::dialect::{self, Dialect, quote_literal};
-use super::{SinkError, Warehouse};
+use super::{SchemaEvolution, SinkError, Warehouse};
+use crate::identifier::MAX_COLUMNS;
 
 /// Keys per TOAST lookup: bounds the query text (one literal tuple per key).
 const KEYS_PER_LOOKUP: usize = 1_000;
@@ -78,6 +79,12 @@ impl Warehouse {
             && columns.is_empty()
         {
             let key: Vec<(String, ColumnType)> = table.key.iter().cloned().zip(key_types.iter().copied()).collect();
+            if 2 + key.len() + needed.len() > MAX_COLUMNS {
+                return Err(SinkError::ColumnsRefused {
+                    code: "schema.column_limit",
+                    detail: format!("{name} would have more than {MAX_COLUMNS} columns"),
+                });
+            }
             self.execute(&dialect::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
             for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
@@ -87,6 +94,21 @@ impl Warehouse {
         let missing: Vec<&(String, ColumnType)> =
             needed.iter().filter(|(n, _)| !columns.iter().any(|c| c.name == *n)).collect();
         if !missing.is_empty() {
+            // Checked before any DDL: a change asking for more is refused (poison), the table
+            // is left as it is (docs/error-policy.md, "Content failures").
+            if self.schema_evolution == SchemaEvolution::Off {
+                return Err(SinkError::ColumnsRefused {
+                    code: "schema.evolution_off",
+                    detail: format!("{name} has no column for a value and SCHEMA_EVOLUTION is off"),
+                });
+            }
+            // Ours (`_version`, `_is_deleted`), the declared ones, the others.
+            if 2 + declared.len() + columns.len() + missing.len() > MAX_COLUMNS {
+                return Err(SinkError::ColumnsRefused {
+                    code: "schema.column_limit",
+                    detail: format!("{name} would have more than {MAX_COLUMNS} columns"),
+                });
+            }
             for (column, ty) in &missing {
                 let sql = dialect::add_column(dialect, &self.database, cluster, name, column, *ty);
                 match self.execute(&sql).await {

@@ -45,6 +45,31 @@ pub struct Warehouse {
     /// Statements sent (each attempt counts): lets tests check that the round trips of an
     /// invocation do not grow with its batch.
     statements: AtomicU64,
+    /// `SCHEMA_EVOLUTION`: whether a column a change carries may be added to its mirror.
+    schema_evolution: SchemaEvolution,
+}
+
+/// `SCHEMA_EVOLUTION`: what a mirror does with a source column it has no column for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaEvolution {
+    /// The column is added on its first value (generic mirrors, the sales mirrors' extra
+    /// columns), up to [`crate::identifier::MAX_COLUMNS`] per table.
+    #[default]
+    Add,
+    /// No column is ever added to an existing table: a change that needs one is poison
+    /// (`schema.evolution_off`). A generic mirror is still created from its first changes.
+    Off,
+}
+
+impl SchemaEvolution {
+    /// `add` or `off` (any case); anything else is refused, never guessed.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "add" => Some(SchemaEvolution::Add),
+            "off" => Some(SchemaEvolution::Off),
+            _ => None,
+        }
+    }
 }
 
 impl Warehouse {
@@ -64,8 +89,16 @@ impl Warehouse {
             Some(quorum) => client.with_setting("insert_quorum", quorum),
             None => client,
         };
+        // A value that is neither `add` nor `off` turns evolution off: the safe reading of a typo.
+        let schema_evolution = from_env("SCHEMA_EVOLUTION").map_or(SchemaEvolution::Add, |v| {
+            SchemaEvolution::parse(&v).unwrap_or_else(|| {
+                tracing::error!(value = %v, "SCHEMA_EVOLUTION must be add or off; reading it as off");
+                SchemaEvolution::Off
+            })
+        });
         Self {
             client,
+            schema_evolution,
             cluster: from_env("CLICKHOUSE_CLUSTER"),
             database: settings.database.clone(),
             dialect: OnceCell::new(),
@@ -73,6 +106,12 @@ impl Warehouse {
             generic_columns: std::sync::Mutex::default(),
             statements: AtomicU64::new(0),
         }
+    }
+
+    /// Overrides `SCHEMA_EVOLUTION` (tests, tools).
+    pub fn with_schema_evolution(mut self, evolution: SchemaEvolution) -> Self {
+        self.schema_evolution = evolution;
+        self
     }
 
     pub fn database(&self) -> &str {

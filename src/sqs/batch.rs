@@ -128,6 +128,7 @@ pub(crate) mod tests {
             } else {
                 "arn:aws:sqs:us-east-1:123456789012:cdc".into()
             }),
+            sent_at_ms: None,
         }
     }
 

@@ -111,6 +111,7 @@ mod tests {
             group_id: None,
             receipt_handle: Some("rh".into()),
             source_arn: Some("arn:aws:sqs:us-east-1:123456789012:cdc".into()),
+            sent_at_ms: None,
         }
     }
 

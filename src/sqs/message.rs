@@ -45,6 +45,9 @@ pub struct Message {
     pub receipt_handle: Option<String>,
     /// The ARN of the queue the message came from.
     pub source_arn: Option<String>,
+    /// `SentTimestamp`: when SQS accepted this copy (ms since the epoch). Set by SQS, so a
+    /// producer cannot forge it; the retry age of an original starts here (`sqs::requeue`).
+    pub sent_at_ms: Option<u64>,
 }
 
 impl Message {
@@ -63,6 +66,7 @@ impl Message {
             group_id: record.attributes.get("MessageGroupId").cloned(),
             receipt_handle: record.receipt_handle.clone(),
             source_arn: record.event_source_arn.clone(),
+            sent_at_ms: record.attributes.get("SentTimestamp").and_then(|t| t.parse().ok()),
         })
     }
 }

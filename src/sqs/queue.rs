@@ -11,6 +11,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 
 use crate::error::{Classify, ErrorClass};
@@ -133,6 +134,24 @@ pub trait Queue: Send + Sync {
         }
     }
 
+    /// Sends up to 10 messages in one call (`SendMessageBatch`); returns the indices (into
+    /// `messages`) the queue did NOT accept. The default sends one by one.
+    fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> impl Future<Output = Result<Vec<usize>, QueueError>> + Send {
+        async move {
+            let mut refused = Vec::new();
+            for (i, message) in messages.into_iter().enumerate() {
+                if self.send(queue_url, message).await.is_err() {
+                    refused.push(i);
+                }
+            }
+            Ok(refused)
+        }
+    }
+
     fn change_visibility(
         &self,
         queue_url: &str,
@@ -236,6 +255,42 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| err("SendMessage", e))?;
         Ok(out.message_id().unwrap_or_default().to_string())
+    }
+
+    async fn send_batch(&self, queue_url: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<usize>, QueueError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = messages.len();
+        let mut entries = Vec::with_capacity(count);
+        for (i, message) in messages.into_iter().enumerate() {
+            let mut attributes = HashMap::new();
+            for (name, value) in &message.attributes {
+                attributes.insert(name.clone(), to_sdk_attribute(value)?);
+            }
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(message.body)
+                .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+                .set_message_group_id(message.group_id)
+                .set_message_deduplication_id(message.deduplication_id)
+                .set_delay_seconds(message.delay_seconds.map(|d| d.min(900) as i32))
+                .build()
+                .map_err(|e| err("SendMessageBatch", e))?;
+            entries.push(entry);
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| err("SendMessageBatch", e))?;
+        // Whatever the queue did not report as sent counts as refused.
+        let sent: std::collections::HashSet<usize> =
+            out.successful().iter().filter_map(|entry| entry.id().parse().ok()).collect();
+        Ok((0..count).filter(|i| !sent.contains(i)).collect())
     }
 
     async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError> {

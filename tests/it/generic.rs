@@ -162,7 +162,7 @@ async fn generic_tables_are_created_typed_extended_and_kept_apart_by_schema() {
 }
 
 #[tokio::test]
-async fn an_incompatible_type_change_fails_only_that_tables_messages_as_systemic() {
+async fn a_value_its_column_cannot_hold_is_poison_and_its_batch_mates_land() {
     let database = fresh_database("generic_incompatible");
     let pipeline = pipeline(&database);
     pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
@@ -170,7 +170,7 @@ async fn an_incompatible_type_change_fails_only_that_tables_messages_as_systemic
         |id, level: Json, lsn| body("public", "gauges", "c", None, Some(json!({"id": id, "level": level})), lsn);
     assert_all_ok(&run(&pipeline, &[gauge(1, json!(5), 1)]).await);
 
-    // `level` became fractional in the source: Int64 cannot hold 5.5 exactly.
+    // `level` arrives fractional (schemaless: `5` made it Int64): 5.5 cannot be held exactly.
     let reports = run(
         &pipeline,
         &[
@@ -180,15 +180,12 @@ async fn an_incompatible_type_change_fails_only_that_tables_messages_as_systemic
         ],
     )
     .await;
-    let systemic = MessageOutcome::Failed {
-        class: ErrorClass::Systemic,
-        code: "schema.incompatible_change",
-        table: Some("gauges".into()),
-    };
-    assert_eq!(reports[0].outcome, systemic);
-    assert_eq!(reports[2].outcome, systemic, "the table's other messages wait too: their order matters");
+    let poison =
+        MessageOutcome::Failed { class: ErrorClass::Poison, code: "value.incompatible", table: Some("gauges".into()) };
+    assert_eq!(reports[0].outcome, poison, "the message's own fault: to the DLQ, never a stall");
+    assert!(!reports[2].outcome.is_failure(), "the table's other messages land: {:?}", reports[2].outcome);
     assert!(!reports[1].outcome.is_failure(), "another table is unaffected: {:?}", reports[1].outcome);
-    assert_eq!(tsv(&pipeline, "SELECT id FROM DB.gauges_current").await, "1\n");
+    assert_eq!(tsv(&pipeline, "SELECT id FROM DB.gauges_current ORDER BY id").await, "1\n3\n");
 
     // An operator widens the column; the same messages then land.
     pipeline
@@ -263,7 +260,7 @@ async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exac
     assert_eq!(tsv(&pipeline, "SELECT name, brand FROM DB.products_current").await, "Lamp XL\tLumo\n");
     assert_eq!(tsv(&pipeline, "SELECT product_name FROM DB.sales_fact_current").await, "Lamp XL\n");
 
-    // `weight_g` turned fractional: the products' messages wait (systemic), the rest lands.
+    // `weight_g` turned fractional: that message is poison, the rest lands.
     let mut heavier: Json = serde_json::from_str(&product(2, "Lamp XL", json!("Lumo"), 6)).unwrap();
     heavier["after"]["weight_g"] = json!(1200.5);
     let reports = run(
@@ -273,11 +270,7 @@ async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exac
     .await;
     assert_eq!(
         reports[0].outcome,
-        MessageOutcome::Failed {
-            class: ErrorClass::Systemic,
-            code: "schema.incompatible_change",
-            table: Some("products".into())
-        }
+        MessageOutcome::Failed { class: ErrorClass::Poison, code: "value.incompatible", table: Some("products".into()) }
     );
     assert!(!reports[1].outcome.is_failure(), "{:?}", reports[1].outcome);
     assert_eq!(tsv(&pipeline, "SELECT weight_g FROM DB.products_current").await, "1200\n");

@@ -64,6 +64,7 @@ pub fn message(id: impl Into<String>, body: impl Into<String>) -> Message {
         group_id: None,
         receipt_handle: None,
         source_arn: None,
+        sent_at_ms: None,
     }
 }
 
