@@ -396,6 +396,53 @@ async fn an_outage_longer_than_the_redrive_policy_costs_only_latency() {
     warehouse.execute(&format!("DROP DATABASE IF EXISTS {database}")).await.expect("drop database");
 }
 
+/// Copies are bounded by age: with a retry age of a few seconds, an outage longer than it moves
+/// every message in flight to the DLQ as `retry.expired` (with its reason), none of them lost;
+/// the test above is the shorter outage (default age), which moves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retry_age_moves_messages_to_the_dlq_as_expired() {
+    let _serial = SERIAL.lock().await;
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint).await;
+    let mut clickhouse = PrivateClickHouse::start();
+    let (source, dlq) = queue_pair(&sqs, 10).await;
+    let config = HandlerConfig {
+        source_queue_url: Some(source.clone()),
+        dead_letter_queue_url: Some(dlq.clone()),
+        backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(1) },
+        deadline_margin: Duration::from_secs(3),
+        retry_max_age: Duration::from_secs(4),
+        ..HandlerConfig::default()
+    };
+    let database = support::fresh_database("outage_expired");
+    let settings = ClickHouseSettings::new(clickhouse.url(), "default", "", &database);
+    let handler = Handler::new(real_factory, StaticCredentials(settings), SqsQueue::new(sqs.clone()), config);
+
+    clickhouse.stop();
+    let db = history(1, 3);
+    for body in &db.events {
+        send(&sqs, &source, body).await;
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        pump(&handler, &source, 2, false).await;
+    }
+    pump(&handler, &source, 10, true).await;
+
+    let dead = peek_all(&sqs, &dlq).await;
+    let mut dead_bodies: Vec<&str> = dead.iter().filter_map(|m| m.body()).collect();
+    dead_bodies.sort_unstable();
+    let mut sent: Vec<&str> = db.events.iter().map(String::as_str).collect();
+    sent.sort_unstable();
+    assert_eq!(dead_bodies, sent, "every message, once, in the DLQ: none lost, none doubled");
+    for m in &dead {
+        let code = m.message_attributes().and_then(|a| a.get("error_code")).and_then(|a| a.string_value());
+        assert_eq!(code, Some(requeue::EXPIRED_CODE), "the reason is attached");
+    }
+    assert!(peek_all(&sqs, &source).await.is_empty(), "no copy left going round");
+    drop(clickhouse);
+}
+
 // ---------------------------------------------------------------------------------------------
 // a ClickHouse that accepts connections and never answers
 

@@ -4,5 +4,6 @@ mod chdb;
 mod clickhouse;
 mod convergence;
 mod generic;
+mod hostile;
 mod realworld;
 mod support;
