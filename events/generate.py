@@ -273,7 +273,10 @@ write("eventbridge-wrapped.json", [
     record(eventbridge(platform("OrderItem", "update", {"id": 70003},
                                 dict(item_3, quantity=3), plat_us + 60_000_000, "i70003u"), "eb-1"), "eb-item-70003-u")])
 
-# --- A mixed batch: every format, forming complete facts for orders 9001 and 9002 --------------
+# --- A mixed batch: every format feeding the sales mirrors by default (Debezium with and without
+# schema, DMS on the same LSN scale, SNS and EventBridge wrappers), forming complete facts for
+# orders 9001 and 9002. The platform envelope is not in it: its µs versions are another scale, so
+# it feeds the sales mirrors only with PLATFORM_FEEDS_SALES=true and alone (platform.json). -----
 mixed = [
     record(customer_c, "mix-customer-1001"),
     record(espresso_c, "mix-product-501"),
@@ -282,9 +285,11 @@ mixed = [
     record(item1_c, "mix-item-70001"),
     record(debezium(Tx(749, T0_US + 2_000_000, 24_031_512), "order_items", "c", None, ITEM_2, with_schema=False),
            "mix-item-70002"),
-    record(platform("Customer", "insert", None, customer_2, plat_us, "c1002"), "mix-customer-1002"),
+    record(debezium(Tx(750, T0_US + 3_000_000, 24_031_900), "customers", "c", None, customer_2, with_schema=False),
+           "mix-customer-1002"),
     record(dms("orders", "insert", order_2, plat_us, "00000000/0170A000"), "mix-order-9002"),
-    record(eventbridge(platform("OrderItem", "insert", None, item_3, plat_us + 2000, "i70003"), "mix-eb"),
+    record(eventbridge(debezium(Tx(751, T0_US + 4_000_000, 24_032_100), "order_items", "c", None,
+                                dict(item_3, price=b64_decimal("89.50")), with_schema=False), "mix-eb"),
            "mix-item-70003"),
 ]
 write("mixed-batch.json", mixed)

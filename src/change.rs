@@ -83,6 +83,38 @@ impl fmt::Display for Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Version(pub u64);
 
+/// Which scale a change's [`Version`] is on. Versions of different scales are not comparable
+/// (an LSN, about 10^10, is far below any µs timestamp, about 1.7 × 10^15): one mirror is fed
+/// on one scale, pinned by its first change (docs/versions.md, "One scale per mirror").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VersionScale {
+    /// A PostgreSQL WAL position: Debezium's `source.lsn`, DMS's PostgreSQL `stream-position`.
+    Lsn,
+    /// A MySQL binlog position packed by `decode::parse_dms_position`.
+    Binlog,
+    /// Microseconds since the epoch: the platform's `eventTimestamp`, DMS without position.
+    Micros,
+    /// A DMS full-load row (version 1): below every change on any scale.
+    Load,
+}
+
+impl VersionScale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionScale::Lsn => "lsn",
+            VersionScale::Binlog => "binlog",
+            VersionScale::Micros => "micros",
+            VersionScale::Load => "load",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [VersionScale::Lsn, VersionScale::Binlog, VersionScale::Micros, VersionScale::Load]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
 /// Which wire format a change arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InputFormat {
@@ -293,6 +325,8 @@ pub struct ChangeEvent {
     /// The row after the change (create, update, read).
     pub after: Option<Row>,
     pub version: Version,
+    /// The scale `version` is on.
+    pub scale: VersionScale,
     /// Commit time in the source database, microseconds since the epoch (UTC).
     pub commit_time_us: Option<i64>,
     pub transaction_id: Option<String>,

@@ -463,6 +463,7 @@ mod tests {
             before,
             after,
             version: Version(7),
+            scale: crate::change::VersionScale::Lsn,
             commit_time_us: None,
             transaction_id: None,
             correlation_id: None,

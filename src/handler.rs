@@ -1017,6 +1017,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unsent_follow_ups_are_the_environments_failure_and_the_message_is_copied() {
+        let queue = FakeQueue { failing_body: Some("continue-".into()), ..Default::default() };
+        let (h, _) = handler(Some(DLQ), queue);
+        let e = event(vec![record(Some("a"), "follow-up", ARN, None, 5), record(Some("b"), "ok", ARN, None, 1)]);
+        let (resp, metrics) = h.handle_with_metrics(e, &invocation()).await;
+        // SQS refused the follow-ups, not the message: a delayed copy redoes its work, even on
+        // its fifth receive, and nothing reaches the DLQ.
+        assert!(failed(&resp.unwrap()).is_empty());
+        let calls = h.queue.calls();
+        let sent = sends(&calls);
+        assert_eq!(sent.len(), 1, "{calls:?}");
+        assert_eq!((sent[0].0, sent[0].1.body.as_str()), (QUEUE_URL, "follow-up"));
+        assert_eq!(requeue::attempt(&sent[0].1.attributes), 1);
+        assert_eq!((metrics.requeued, metrics.environment_failures, metrics.dead_lettered), (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn fifo_follow_ups_are_deduplicated_by_content_across_retries() {
+        let dedup_ids = || async {
+            let (h, _) = handler(Some(DLQ), FakeQueue::default());
+            let e = event(vec![record(Some("a"), "follow-up", FIFO_ARN, Some("G"), 1)]);
+            assert!(failed(&h.handle(e, &invocation()).await.unwrap()).is_empty());
+            let calls = h.queue.calls();
+            sends(&calls)
+                .iter()
+                .map(|(_, m)| {
+                    assert_eq!(m.group_id.as_deref(), Some("G"));
+                    m.deduplication_id.clone().expect("a FIFO send needs a deduplication id")
+                })
+                .collect::<Vec<_>>()
+        };
+        let (first, retry) = (dedup_ids().await, dedup_ids().await);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], first[1], "two tasks are two messages");
+        assert_eq!(first, retry, "a retry's same task is the same message");
+        assert_ne!(follow_up_deduplication_id("G", "continue-1"), follow_up_deduplication_id("H", "continue-1"));
+    }
+
+    #[tokio::test]
+    async fn a_message_failing_for_the_environment_past_the_retry_age_is_dead_lettered_as_expired() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let config = HandlerConfig {
+            dead_letter_queue_url: Some(DLQ.into()),
+            retry_max_age: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let h = Handler::new(factory(calls), StaticCredentials(settings("good")), FakeQueue::default(), config);
+        let now_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let sent_at = |age_ms: u64| {
+            let mut r = record(Some("x"), "transient", ARN, None, 1);
+            r.attributes.insert("SentTimestamp".into(), (now_ms - age_ms).to_string());
+            r
+        };
+        let mut young = sent_at(30 * 60_000);
+        young.message_id = Some("young".into());
+        // A first-seen time in the future does not stretch the age of a message sent 2 h ago.
+        let mut old = sent_at(2 * 3_600_000);
+        old.message_id = Some("old".into());
+        let mut future = aws_lambda_events::sqs::SqsMessageAttribute::default();
+        future.data_type = Some("Number".into());
+        future.string_value = Some((now_ms + 86_400_000).to_string());
+        old.message_attributes.insert(requeue::FIRST_SEEN.into(), future);
+        let (resp, metrics) = h.handle_with_metrics(event(vec![young, old]), &invocation()).await;
+        assert!(failed(&resp.unwrap()).is_empty());
+        let calls = h.queue.calls();
+        let sent = sends(&calls);
+        assert_eq!(sent.len(), 2, "{calls:?}");
+        let to = |url: &str| sent.iter().find(|(u, _)| *u == url).map(|(_, m)| *m).expect(url);
+        assert_eq!(to(QUEUE_URL).attributes.get(requeue::FIRST_MESSAGE_ID).and_then(|a| a.string_value.as_deref()), Some("young"));
+        let parked = to(DLQ);
+        assert_eq!(parked.attributes["error_code"].string_value.as_deref(), Some(requeue::EXPIRED_CODE));
+        assert_eq!(parked.attributes["original_message_id"].string_value.as_deref(), Some("old"));
+        assert_eq!((metrics.requeued, metrics.retry_expired, metrics.dead_lettered), (1, 1, 1));
+    }
+
+    #[tokio::test]
     async fn message_transient_failure_backs_off_from_receive_count() {
         let (h, _) = handler(Some(DLQ), FakeQueue::default());
         let e = event(vec![record(Some("a"), "toast", ARN, None, 3), record(Some("b"), "ok", ARN, None, 1)]);

@@ -89,10 +89,16 @@ async fn task_key() -> Result<TaskKey, SystemicError> {
 /// mapping that cannot be used is a configuration error: systemic, so messages wait for the
 /// fix instead of being skipped or dead-lettered.
 fn decode_options() -> Result<DecodeOptions, SystemicError> {
-    let reject = std::env::var("REJECT_UNKNOWN_TABLES").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    let flag = |name: &str| {
+        std::env::var(name).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    };
     let tables = TableMapping::parse(&std::env::var("CAPTURED_TABLES").unwrap_or_default())
         .map_err(|e| SystemicError { code: "config.captured_tables", detail: e.to_string(), is_auth: false })?;
-    Ok(DecodeOptions { reject_unknown_tables: reject, tables })
+    Ok(DecodeOptions {
+        reject_unknown_tables: flag("REJECT_UNKNOWN_TABLES"),
+        platform_feeds_sales: flag("PLATFORM_FEEDS_SALES"),
+        tables,
+    })
 }
 
 #[tokio::main]

@@ -260,6 +260,7 @@ mod tests {
             before,
             after,
             version: Version(42),
+            scale: crate::change::VersionScale::Lsn,
             commit_time_us: None,
             transaction_id: None,
             correlation_id: None,

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::raw::{self, RawObject};
 use super::schema_cache::RowPlan;
 use super::{DecodeError, Decoder, Resolved, decode_columns, decode_row, parse_object, string, table_ref, truncate};
-use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot, VersionScale};
 
 /// True when an object without `schema`/`payload` is a bare Debezium payload.
 pub(crate) fn looks_like_payload(obj: &RawObject<'_>) -> bool {
@@ -106,6 +106,7 @@ pub(crate) fn decode_payload(
         before,
         after,
         version,
+        scale: VersionScale::Lsn,
         commit_time_us,
         transaction_id,
         correlation_id: None,
@@ -238,6 +239,7 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
         before,
         after,
         version,
+        scale: VersionScale::Lsn,
         commit_time_us,
         transaction_id,
         correlation_id: None,

@@ -11,7 +11,7 @@ use super::raw::{self, RawObject};
 use super::{
     DecodeError, Decoder, Resolved, decode_row, parse_dms_position, parse_object, string, table_ref, truncate,
 };
-use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Version};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Version, VersionScale};
 use crate::decode::debezium::id_text;
 use crate::decode::encoding::parse_iso_timestamp;
 
@@ -42,7 +42,7 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
     };
 
     let commit_time_us = timestamp(&metadata, "commit-timestamp", "metadata.commit-timestamp")?;
-    let version = version(&metadata, op, commit_time_us)?;
+    let (version, scale) = version(&metadata, op, commit_time_us)?;
     let transaction_id =
         metadata.get_some("transaction-id").map(|v| id_text(v, "metadata.transaction-id")).transpose()?;
 
@@ -65,6 +65,7 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
         before,
         after,
         version,
+        scale,
         commit_time_us,
         transaction_id,
         correlation_id: None,
@@ -92,20 +93,26 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
 /// A source keeps one shape, so versions of one table stay comparable; the scales are not
 /// comparable with each other (an LSN is far below any µs timestamp), which is why a task
 /// should not switch transaction details on and off mid-stream.
-fn version(metadata: &RawObject<'_>, op: Op, commit_time_us: Option<i64>) -> Result<Version, DecodeError> {
-    if let Some(position) = string(metadata, "stream-position")? {
-        let position = parse_dms_position(&position).ok_or(DecodeError::BadField("metadata.stream-position"))?;
-        return super::position_version(position, "metadata.stream-position");
+fn version(
+    metadata: &RawObject<'_>,
+    op: Op,
+    commit_time_us: Option<i64>,
+) -> Result<(Version, VersionScale), DecodeError> {
+    if let Some(text) = string(metadata, "stream-position")? {
+        let position = parse_dms_position(&text).ok_or(DecodeError::BadField("metadata.stream-position"))?;
+        // MySQL's binlog form is the one with colons (`FILE.SEQ:POS:...`).
+        let scale = if text.contains(':') { VersionScale::Binlog } else { VersionScale::Lsn };
+        return Ok((super::position_version(position, "metadata.stream-position")?, scale));
     }
     if op == Op::Read {
-        return Ok(Version(1));
+        return Ok((Version(1), VersionScale::Load));
     }
     let micros = match commit_time_us {
         Some(us) => us,
         None => timestamp(metadata, "timestamp", "metadata.timestamp")?
             .ok_or(DecodeError::MissingVersion("metadata.stream-position"))?,
     };
-    super::time_version(micros, "metadata.timestamp")
+    Ok((super::time_version(micros, "metadata.timestamp")?, VersionScale::Micros))
 }
 
 fn timestamp(metadata: &RawObject<'_>, key: &str, field: &'static str) -> Result<Option<i64>, DecodeError> {

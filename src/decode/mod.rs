@@ -45,6 +45,10 @@ pub struct DecodeOptions {
     pub reject_unknown_tables: bool,
     /// Which source tables are captured, into which mirror (`CAPTURED_TABLES`).
     pub tables: TableMapping,
+    /// `PLATFORM_FEEDS_SALES`: whether the platform envelope's entities may feed the sales
+    /// mirrors (off by default: their µs versions would outrank every Debezium LSN of a key,
+    /// docs/versions.md). The pipeline refuses them otherwise.
+    pub platform_feeds_sales: bool,
 }
 
 /// Distinct uncaptured tables remembered per decoder for "logged once" (beyond it, changes of

@@ -11,7 +11,7 @@
 
 use super::raw::RawObject;
 use super::{DecodeError, Decoder, Outer, Resolved, decode_row, string, table_ref, truncate};
-use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, VersionScale};
 use crate::decode::encoding::parse_iso_timestamp;
 
 pub(crate) fn decode(
@@ -81,6 +81,7 @@ pub(crate) fn decode(
         before,
         after,
         version,
+        scale: VersionScale::Micros,
         commit_time_us: Some(micros),
         transaction_id: None,
         correlation_id,

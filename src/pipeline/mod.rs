@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::change::{Decoded, Value, Version};
+use crate::change::{Decoded, InputFormat, Value, Version, VersionScale};
 use crate::decode::{DecodeOptions, Decoder};
 use crate::error::{Classify, ErrorClass};
 use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState};
@@ -98,6 +98,16 @@ pub struct Pipeline {
     page_budget: Option<usize>,
     /// Signs the follow-up tasks this pipeline sends and checks the ones it receives.
     task_key: TaskKey,
+    /// The version scale each mirror is pinned to, as read or pinned so far (a pin never
+    /// changes, so it is cached for the process).
+    scales: std::sync::Mutex<HashMap<String, VersionScale>>,
+}
+
+/// One message's change: its mirror and the scale of its version.
+struct ScaledChange {
+    message: usize,
+    mirror: String,
+    scale: VersionScale,
 }
 
 /// A mirror write of one message.
@@ -124,6 +134,8 @@ type NeededColumns = Vec<(String, ColumnType)>;
 /// The code of a value its column cannot hold exactly: the message's own fault (poison), never
 /// a stall of its table (docs/error-policy.md, "Content failures").
 const INCOMPATIBLE: &str = "value.incompatible";
+/// The code of a change on another version scale than its mirror's.
+const SCALE_MISMATCH: &str = "version.scale_mismatch";
 /// The code of rows ClickHouse rejected alone, with a code we do not know, while their
 /// batch-mates landed.
 const REJECTED: &str = "clickhouse.rejected";
@@ -200,6 +212,7 @@ impl Pipeline {
             retry: RetryPolicy::default(),
             page_budget: None,
             task_key: TaskKey::random(),
+            scales: std::sync::Mutex::default(),
         }
     }
 
@@ -235,7 +248,7 @@ impl Pipeline {
         let mut reports: Vec<MessageReport> =
             messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
         let mut timings = Timings::start();
-        let (pending, generic, tasks) = self.decode_all(messages, &mut reports);
+        let (mut pending, mut generic, tasks, scaled) = self.decode_all(messages, &mut reports);
         timings.lap("decode");
         if pending.is_empty() && generic.is_empty() && tasks.is_empty() {
             return Ok(reports);
@@ -259,6 +272,29 @@ impl Pipeline {
                 return Ok(reports);
             }
         };
+        // One scale per mirror: a change on another scale than its mirror's is poison.
+        match self.pin_scales(&scaled, deadline).await {
+            Ok(mismatched) if !mismatched.is_empty() => {
+                for &message in &mismatched {
+                    let table = reports[message].table.clone();
+                    reports[message].outcome =
+                        MessageOutcome::Failed { class: ErrorClass::Poison, code: SCALE_MISMATCH, table };
+                }
+                pending.retain(|p| !mismatched.contains(&p.message));
+                generic.retain(|g| !mismatched.contains(&g.message));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let all: Vec<usize> = pending
+                    .iter()
+                    .map(|p| p.message)
+                    .chain(generic.iter().map(|g| g.message))
+                    .chain(tasks.iter().map(|(m, _)| *m))
+                    .collect();
+                fail_messages(&mut reports, &all, e)?;
+                return Ok(reports);
+            }
+        }
         // Generic mirrors feed no fact: they are written concurrently with the sales path and
         // fail only their own messages (docs/generic-mirrors.md).
         let (generic, sales) = tokio::join!(
@@ -340,10 +376,11 @@ impl Pipeline {
         &self,
         messages: &[Message],
         reports: &mut [MessageReport],
-    ) -> (Vec<PendingChange>, Vec<PendingGeneric>, Vec<(usize, Task)>) {
+    ) -> (Vec<PendingChange>, Vec<PendingGeneric>, Vec<(usize, Task)>, Vec<ScaledChange>) {
         let mut pending = Vec::new();
         let mut generic = Vec::new();
         let mut tasks = Vec::new();
+        let mut scaled = Vec::new();
         // Logged once per uncaptured table per decoder (cold start); every skip is counted.
         let log_unmapped = || {
             for table in self.decoder.take_new_unmapped_tables() {
@@ -386,6 +423,16 @@ impl Pipeline {
                 report.outcome = failed(&e, Some(event.mirror.name()));
                 continue;
             }
+            if event.format == InputFormat::Platform
+                && matches!(event.mirror, MirrorTarget::Sales(_))
+                && !self.decoder.options().platform_feeds_sales
+            {
+                let table = Some(event.mirror.name().to_owned());
+                report.outcome =
+                    MessageOutcome::Failed { class: ErrorClass::Poison, code: "mapping.platform_not_enabled", table };
+                continue;
+            }
+            scaled.push(ScaledChange { message: index, mirror: event.mirror.name().to_owned(), scale: event.scale });
             match &event.mirror {
                 MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
                     Ok(change) => pending.push(PendingChange { message: index, change }),
@@ -398,7 +445,41 @@ impl Pipeline {
             }
         }
         log_unmapped();
-        (pending, generic, tasks)
+        (pending, generic, tasks, scaled)
+    }
+
+    /// Pins every mirror of the batch that has no version scale yet to the scale of its first
+    /// change here, and returns the messages whose scale differs from their mirror's (a DMS
+    /// full-load row, version 1, fits any scale). ClickHouse is asked only while some mirror's
+    /// pin is not known to this process (docs/versions.md, "One scale per mirror").
+    async fn pin_scales(&self, scaled: &[ScaledChange], deadline: Instant) -> Result<BTreeSet<usize>, SinkError> {
+        let cached = |mirror: &str| self.scales.lock().unwrap_or_else(|e| e.into_inner()).get(mirror).copied();
+        let mut first: BTreeMap<&str, VersionScale> = BTreeMap::new();
+        for change in scaled.iter().filter(|c| c.scale != VersionScale::Load) {
+            first.entry(change.mirror.as_str()).or_insert(change.scale);
+        }
+        let unknown = || -> Vec<(&str, VersionScale)> {
+            first.iter().filter(|(mirror, _)| cached(mirror).is_none()).map(|(m, s)| (*m, *s)).collect()
+        };
+        let w = &self.warehouse;
+        let read = async || -> Result<(), SinkError> {
+            let pinned = self.retry.run(deadline, || w.version_scales()).await?;
+            self.scales.lock().unwrap_or_else(|e| e.into_inner()).extend(pinned);
+            Ok(())
+        };
+        if !unknown().is_empty() {
+            read().await?;
+            let unpinned = unknown();
+            if !unpinned.is_empty() {
+                self.retry.run(deadline, || w.pin_version_scales(&unpinned)).await?;
+                read().await?;
+            }
+        }
+        Ok(scaled
+            .iter()
+            .filter(|c| c.scale != VersionScale::Load && cached(&c.mirror).is_some_and(|pinned| pinned != c.scale))
+            .map(|c| c.message)
+            .collect())
     }
 
     /// Completes rows from what is already known about their key, before they are written:

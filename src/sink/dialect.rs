@@ -71,6 +71,8 @@ impl Dialect {
 
 pub const DECIMAL_TYPE: &str = "Decimal(38, 6)";
 pub const TRUNCATIONS_TABLE: &str = "_truncations";
+/// The version scale each mirror is fed on, pinned by its first change (docs/versions.md).
+pub const VERSION_SCALES_TABLE: &str = "_version_scales";
 pub const FACT_TABLE: &str = "sales_fact";
 
 /// A foreign-key index: which children (order items, orders) ever referenced a parent key.
@@ -249,6 +251,12 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
         "CREATE TABLE IF NOT EXISTS {db}.{TRUNCATIONS_TABLE}{on} (table_name String, _version UInt64) \
          ENGINE = {engine} ORDER BY table_name",
         engine = engine("_version"),
+    ));
+    // Never collapsed (every row has its own time): the earliest row of a table is its scale.
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{VERSION_SCALES_TABLE}{on} (table_name String, scale String, \
+         fixed_at UInt64) ENGINE = {engine} ORDER BY (table_name, fixed_at)",
+        engine = engine(""),
     ));
     for index in FK_INDEXES {
         statements.push(format!(
@@ -599,6 +607,14 @@ pub fn pending_mutations_query(database: &str, table: &str) -> String {
 /// The latest truncation position of each table.
 pub fn truncations_query(database: &str) -> String {
     format!("SELECT table_name, max(_version) FROM {}.{TRUNCATIONS_TABLE} GROUP BY table_name", quote_ident(database))
+}
+
+/// Each mirror's pinned version scale: the scale of its earliest row.
+pub fn version_scales_query(database: &str) -> String {
+    format!(
+        "SELECT table_name, argMin(scale, fixed_at) FROM {}.{VERSION_SCALES_TABLE} GROUP BY table_name",
+        quote_ident(database)
+    )
 }
 
 pub fn insert_statement(database: &str, table: &str, columns: &[&str]) -> String {

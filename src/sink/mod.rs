@@ -20,6 +20,7 @@ use clickhouse::Client;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use crate::change::VersionScale;
 use crate::config::ClickHouseSettings;
 use crate::error::Classify;
 use crate::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
@@ -275,6 +276,30 @@ impl Warehouse {
             .into_iter()
             .filter_map(|t| SourceTable::from_name(&t.table_name).map(|table| (table, t.version)))
             .collect())
+    }
+
+    /// The version scale each mirror is pinned to, by mirror name (docs/versions.md).
+    pub async fn version_scales(&self) -> Result<HashMap<String, VersionScale>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Pinned {
+            table_name: String,
+            scale: String,
+        }
+        let rows: Vec<Pinned> = self.fetch(&dialect::version_scales_query(&self.database)).await?;
+        Ok(rows.into_iter().filter_map(|p| Some((p.table_name, VersionScale::parse(&p.scale)?))).collect())
+    }
+
+    /// Pins mirrors that have no scale yet to the given ones (the earliest pin of a mirror wins,
+    /// should two invocations pin it at once).
+    pub async fn pin_version_scales(&self, pins: &[(&str, VersionScale)]) -> Result<(), SinkError> {
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let mut rows = Vec::new();
+        for (table, scale) in pins {
+            rowbinary::put_string(&mut rows, table);
+            rowbinary::put_string(&mut rows, scale.as_str());
+            rowbinary::put_u64(&mut rows, u64::try_from(now_us).unwrap_or(u64::MAX));
+        }
+        self.insert_rowbinary(dialect::VERSION_SCALES_TABLE, &["table_name", "scale", "fixed_at"], Bytes::from(rows)).await
     }
 
     /// The newest row (deletions included) of each listed key of a mirror table; see

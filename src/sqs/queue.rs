@@ -404,6 +404,8 @@ pub(crate) mod fake {
         pub calls: Mutex<Vec<Call>>,
         /// Sends to this URL fail.
         pub failing_url: Option<String>,
+        /// Sends of a body starting with this fail (one kind of message refused, others taken).
+        pub failing_body: Option<String>,
         /// Every call first waits this long (a slow or hanging SQS).
         pub delay: Option<std::time::Duration>,
         pub to_receive: Mutex<Vec<ReceivedMessage>>,
@@ -431,7 +433,8 @@ pub(crate) mod fake {
         }
         async fn send(&self, url: &str, message: OutgoingMessage) -> Result<String, QueueError> {
             self.wait().await;
-            if self.failing_url.as_deref() == Some(url) {
+            let refused_body = self.failing_body.as_deref().is_some_and(|prefix| message.body.starts_with(prefix));
+            if self.failing_url.as_deref() == Some(url) || refused_body {
                 return Err(QueueError { operation: "SendMessage", detail: "fake failure".into() });
             }
             self.record(Call::Send(url.into(), message));

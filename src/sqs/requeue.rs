@@ -62,18 +62,14 @@ pub fn attempt(attributes: &BTreeMap<String, Attribute>) -> u32 {
     attributes.get(ATTEMPT).and_then(|a| a.string_value.as_deref()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-/// When the message was first seen, never later than `now_ms`: the copy's attribute, else the
-/// original's `SentTimestamp`, else now. A producer may set the attribute on an original; a
-/// time in the past only expires its own message sooner, one in the future is read as now, so
+/// When the message was first seen: the earliest of the copy's attribute, this message's
+/// `SentTimestamp` and now. A producer may set the attribute on an original; a time in the past
+/// only expires its own message sooner, and one later than the message was sent is ignored, so
 /// no attribute value stretches a message's retries past the age.
 pub fn first_seen_ms(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64) -> u64 {
-    attributes
-        .get(FIRST_SEEN)
-        .and_then(|a| a.string_value.as_deref())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .or(message.sent_at_ms)
-        .unwrap_or(now_ms)
-        .min(now_ms)
+    let attribute =
+        attributes.get(FIRST_SEEN).and_then(|a| a.string_value.as_deref()).and_then(|v| v.trim().parse::<u64>().ok());
+    [attribute, message.sent_at_ms].into_iter().flatten().fold(now_ms, u64::min)
 }
 
 /// True when the message has been retried for the environment longer than `max_age`.
@@ -179,15 +175,17 @@ mod tests {
         assert_eq!(first_seen_ms(&m, &BTreeMap::new(), NOW), NOW - 10_000);
         assert!(!expired(&m, &BTreeMap::new(), NOW, day));
         assert!(expired(&m, &BTreeMap::new(), NOW + 86_400_000, day));
-        // A producer's time in the future is read as now; its copy then ages normally.
+        // A producer's time later than the message was sent is ignored; its copy ages normally.
         let mut forged = BTreeMap::new();
         forged.insert(FIRST_SEEN.to_string(), Attribute::number(u64::MAX));
         forged.insert(ATTEMPT.to_string(), Attribute::number(u32::MAX));
-        assert_eq!(first_seen_ms(&m, &forged, NOW), NOW);
+        assert_eq!(first_seen_ms(&m, &forged, NOW), NOW - 10_000);
         let c = copy(&m, &forged, u32::MAX, NOW).unwrap();
         assert_eq!(c.delay_seconds, Some(MAX_DELAY_SECONDS), "no counter stretches a delay past SQS's cap");
-        assert_eq!(c.attributes[FIRST_SEEN], Attribute::number(NOW));
-        assert!(expired(&m, &c.attributes, NOW + 86_400_001, day));
+        assert_eq!(c.attributes[FIRST_SEEN], Attribute::number(NOW - 10_000));
+        assert!(expired(&m, &c.attributes, NOW + 86_400_000, day));
+        m.sent_at_ms = None;
+        assert_eq!(first_seen_ms(&m, &forged, NOW), NOW, "without a sent time, never later than now");
         // A producer's time in the past only expires its own message sooner.
         forged.insert(FIRST_SEEN.to_string(), Attribute::number(0));
         assert!(expired(&m, &forged, NOW, day));

@@ -254,17 +254,19 @@ async fn one_poison_message_in_a_thousand_fails_alone() {
     assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "996\n");
 
     // Round trips do not grow with the batch: a batch of 3 costs as many statements, give or
-    // take the index and mirror tables it has no rows for (3 of them here).
+    // take the index and mirror tables it has no rows for (3 of them here) and the first batch's
+    // pinning of its mirrors' version scales (read, pin, read again: once per process).
     let small: Vec<String> = bodies[..3].to_vec();
     let started = pipeline.warehouse().statements_sent();
     assert_all_ok(&run(&pipeline, &small).await);
     let small_statements = pipeline.warehouse().statements_sent() - started;
     assert!(
-        statements <= small_statements + 3,
+        statements <= small_statements + 3 + 3,
         "1000 messages took {statements} statements, 3 took {small_statements}"
     );
-    // 3 index inserts, 4 mirror inserts, 3 index lookups, 5 snapshot lookups, 1 fact insert.
-    assert!(statements <= 16, "{statements} statements for one invocation");
+    // 3 index inserts, 4 mirror inserts, 3 index lookups, 5 snapshot lookups, 1 fact insert, and
+    // on a fresh warehouse the 3 statements that pin the version scales.
+    assert!(statements <= 16 + 3, "{statements} statements for one invocation");
     drop_database(&database).await;
 }
 

@@ -270,3 +270,52 @@ async fn renaming_100_customers_of_200_orders_of_5_items_needs_at_most_one_follo
     assert_eq!(renamed.await, format!("{items}\t{items}\n"));
     drop_database(&database).await;
 }
+
+/// The platform envelope of one change: its version is its timestamp in microseconds.
+fn platform_body(entity: &str, operation: &str, after: Json, at: &str) -> String {
+    json!({"eventId": "6f1c1c1e-0000-4000-8000-000000000001", "eventType": "DatabaseChangeCaptured",
+           "eventTimestamp": at, "eventVersion": "1.0", "sourceService": "orders-service",
+           "tableName": entity, "operation": operation, "before": null, "after": after})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_change_on_another_version_scale_than_its_mirror_is_poison() {
+    let database = fresh_database("hostile_scale");
+    let pipeline = pipeline(&database, SchemaEvolution::Add);
+    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    // Debezium fixes `customers` to the LSN scale.
+    assert_all_ok(&run(&pipeline, &[debezium_body("customers", "c", None, Some(customer(1, "Ada")), 100)]).await);
+    // A platform change of the same row, versioned ~1.7e15 µs, would outrank every LSN forever.
+    let platform = platform_body("public.customers", "update", customer(1, "Mallory"), "2024-06-01T00:00:00Z");
+    let healthy = debezium_body("customers", "c", None, Some(customer(2, "Ben")), 200);
+    assert_eq!(bad_with_healthy(&pipeline, &[platform.clone(), healthy.clone()]).await, "mapping.platform_not_enabled");
+
+    // Allowed to feed the sales mirrors, it still may not mix with the LSNs already there.
+    let options = DecodeOptions {
+        tables: TableMapping::parse(MAPPING).expect("mapping"),
+        platform_feeds_sales: true,
+        ..DecodeOptions::default()
+    };
+    let enabled = Pipeline::new(options, Warehouse::new(&settings(&database)));
+    assert_eq!(bad_with_healthy(&enabled, &[platform, healthy]).await, "version.scale_mismatch");
+    // A table the platform fed first is pinned to microseconds: a Debezium change is the stranger.
+    let product = json!({"id": 7, "name": "Kettle", "category": "kitchen", "price": "19.90",
+                         "created_at": "2024-01-01T00:00:00Z"});
+    let first = platform_body("public.products", "insert", product.clone(), "2024-06-01T00:00:00Z");
+    assert_all_ok(&run(&enabled, &[first]).await);
+    let mut renamed = product;
+    renamed["name"] = json!("Kettle II");
+    renamed["price"] = json!(debezium_decimal(1990));
+    let stranger = debezium_body("products", "u", Some(json!({"id": 7})), Some(renamed), 300);
+    let healthy = debezium_body("customers", "u", Some(json!({"id": 2})), Some(customer(2, "Ben B")), 400);
+    assert_eq!(bad_with_healthy(&enabled, &[stranger, healthy]).await, "version.scale_mismatch");
+
+    assert_eq!(
+        tsv(&pipeline, "SELECT id, name FROM DB.customers_current ORDER BY id").await,
+        "1\tAda\n2\tBen B\n",
+        "no platform change reached the LSN-fed mirror"
+    );
+    assert_eq!(tsv(&pipeline, "SELECT name FROM DB.products_current").await, "Kettle\n");
+    drop_database(&database).await;
+}
