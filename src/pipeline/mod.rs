@@ -103,6 +103,15 @@ pub struct Pipeline {
     scales: std::sync::Mutex<HashMap<String, VersionScale>>,
 }
 
+/// What decoding a batch leaves to write: sales-mirror changes, generic-mirror changes,
+/// re-derivation tasks, and the version scale of every change (for the mirrors' pins).
+struct DecodedBatch {
+    pending: Vec<PendingChange>,
+    generic: Vec<PendingGeneric>,
+    tasks: Vec<(usize, Task)>,
+    scaled: Vec<ScaledChange>,
+}
+
 /// One message's change: its mirror and the scale of its version.
 struct ScaledChange {
     message: usize,
@@ -248,7 +257,7 @@ impl Pipeline {
         let mut reports: Vec<MessageReport> =
             messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
         let mut timings = Timings::start();
-        let (mut pending, mut generic, tasks, scaled) = self.decode_all(messages, &mut reports);
+        let DecodedBatch { mut pending, mut generic, tasks, scaled } = self.decode_all(messages, &mut reports);
         timings.lap("decode");
         if pending.is_empty() && generic.is_empty() && tasks.is_empty() {
             return Ok(reports);
@@ -376,7 +385,7 @@ impl Pipeline {
         &self,
         messages: &[Message],
         reports: &mut [MessageReport],
-    ) -> (Vec<PendingChange>, Vec<PendingGeneric>, Vec<(usize, Task)>, Vec<ScaledChange>) {
+    ) -> DecodedBatch {
         let mut pending = Vec::new();
         let mut generic = Vec::new();
         let mut tasks = Vec::new();
@@ -445,7 +454,7 @@ impl Pipeline {
             }
         }
         log_unmapped();
-        (pending, generic, tasks, scaled)
+        DecodedBatch { pending, generic, tasks, scaled }
     }
 
     /// Pins every mirror of the batch that has no version scale yet to the scale of its first

@@ -157,7 +157,7 @@ async fn a_forged_rederivation_task_is_refused_and_a_signed_one_runs() {
     }
     // Its own tasks, signed with its key, are accepted (and another pipeline's key is not).
     let signed = pipeline.task_body(Task::new(Scope::Customer(1)));
-    assert_all_ok(&run(&pipeline, &[signed.clone()]).await);
+    assert_all_ok(&run(&pipeline, std::slice::from_ref(&signed)).await);
     let (other, other_database) = fresh_pipeline("hostile_task_other").await;
     assert_eq!(poison(&run(&other, &[signed]).await[0]), "task.unauthenticated");
     drop_database(&database).await;
