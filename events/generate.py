@@ -4,9 +4,9 @@
 Each file is what Lambda hands the function for one batch: `{"Records": [...]}` with SQS
 records whose bodies are realistic Debezium PostgreSQL (connector 2.7, JSON converter), AWS DMS,
 platform `DatabaseChangeCaptured`, SNS- or EventBridge-wrapped messages for the seeds' tables
-(sql/source_schema.sql). Try one with
+(crates/cdc-tools/sql/source_schema.sql). Try one with
     cargo lambda invoke --data-file events/mixed-batch.json     (against `cargo lambda watch`)
-    cdc-processor invoke --data-file events/mixed-batch.json
+    cdc-tools invoke --data-file events/mixed-batch.json
 Ids are consistent across files: customer 1001 orders products 501 and 502 in order 9001
 (items 70001 and 70002), so a batch forms complete sales facts. Encodings follow the connector
 defaults: NUMERIC in precise mode (base64 of the big-endian two's-complement unscaled integer,

@@ -8,19 +8,21 @@
 #
 # Needs a ClickHouse on $CLICKHOUSE_URL (default http://127.0.0.1:8123; `scripts/clickhouse.sh
 # start`). Builds the release binary, seeds database fanout_bench_<pid> by INSERT ... SELECT (the
-# mirrors and the three foreign-key indexes), runs `cdc-processor invoke` under /usr/bin/time, and
+# mirrors and the three foreign-key indexes), runs `cdc-tools invoke` under /usr/bin/time, and
 # drops the database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
-ch=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+# Exported: the processor has no default server.
+export CLICKHOUSE_URL=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+ch=$CLICKHOUSE_URL
 db=fanout_bench_$$
 work=$(mktemp -d)
 trap 'curl -fsS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null || true; rm -rf "$work"' EXIT
 q() { curl -fsS "$ch/" --data-binary "$1"; }
 
-cargo build --release --quiet --bin cdc-processor
-bin=${CARGO_TARGET_DIR:-target}/release/cdc-processor
+cargo build --release --quiet --bin cdc-tools
+bin=${CARGO_TARGET_DIR:-target}/release/cdc-tools
 CLICKHOUSE_DATABASE=$db "$bin" migrate 2>/dev/null
 
 date0="toDateTime('2024-01-01 00:00:00')"

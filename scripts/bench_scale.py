@@ -5,7 +5,7 @@ passes the binaries; see that script for the environment variables.
 
 Steps:
 1. corpus: `scale corpus DIR` (benches/scale.rs) writes the SQS event files batch-NNN.json;
-2. templates, seeded once: the processor's schema (`cdc-processor migrate`) and the peer's
+2. templates, seeded once: the processor's schema (`cdc-tools migrate`) and the peer's
    (`handler.py setup`), filled with INSERT ... SELECT FROM numbers(N) (columns read from
    system.columns), plus the foreign-key index tables when the schema has them, then merged
    (OPTIMIZE ... FINAL) so that no merge of seed parts runs during the timed runs;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scale benchmark: the same ~80,000-event corpus (Debezium with schema blocks, SQS event files cut
 # at the 6 MB payload limit) into an empty warehouse and into one seeded with 10M order items, 3M
-# orders, 500k customers and 50k products, by the processor (`cdc-processor invoke`, release
+# orders, 500k customers and 50k products, by the processor (`cdc-tools invoke`, release
 # build, one invocation per file) and by the Python peer in ../shared/peer/, alternating, in the
 # same run against the same ClickHouse. Prints events/s, the ratios processor/peer and
 # seeded/empty, CPU seconds per million events, and the raw-insert ceiling of the same rows.
@@ -58,7 +58,7 @@ for line in sys.stdin:
 ' "$1" "$2"
 }
 echo "bench_scale: building (release)" >&2
-processor=$(cargo build --release --bin cdc-processor --message-format=json | executable bin cdc-processor)
+processor=$(cargo build --release --bin cdc-tools --message-format=json | executable bin cdc-tools)
 scale=$(cargo bench --bench scale --no-run --message-format=json | executable bench scale)
 [ -x "$processor" ] && [ -x "$scale" ] || { echo "bench_scale: build failed" >&2; exit 1; }
 

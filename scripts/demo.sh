@@ -35,8 +35,8 @@ export RUST_LOG=${RUST_LOG:-warn}
 logs=$(mktemp -d "${TMPDIR:-/tmp}/cdc-demo.XXXXXX")
 
 echo "demo: building the processor (release)" >&2
-cargo build --release --locked --quiet --bin cdc-processor
-bin=${CARGO_TARGET_DIR:-target}/release/cdc-processor
+cargo build --release --locked --quiet --bin cdc-tools
+bin=${CARGO_TARGET_DIR:-target}/release/cdc-tools
 
 # The source schema, the queues (main + dead-letter with a redrive policy) and the warehouse.
 scripts/postgres.sh schema

@@ -4,7 +4,7 @@
 #   scripts/postgres.sh start    install if missing, initdb if new, start if not answering, wait
 #   scripts/postgres.sh stop     stop the cluster this script started
 #   scripts/postgres.sh status   exit 0 when the cluster answers
-#   scripts/postgres.sh schema   create database $CDC_PG_DATABASE and apply sql/source_schema.sql
+#   scripts/postgres.sh schema   create database $CDC_PG_DATABASE and apply crates/cdc-tools/sql/source_schema.sql
 #   scripts/postgres.sh url      print the connection string clients use
 # State lives under $CDC_SERVICES_DIR/postgres (default: .services/postgres in the repository),
 # never in /var/lib. initdb refuses root, so when run as root the server runs as user `postgres`.
@@ -107,7 +107,7 @@ schema() {
   if [ "$(psql_ -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$database'")" != 1 ]; then
     psql_ -d postgres -c "CREATE DATABASE \"$database\""
   fi
-  psql_ -d "$database" -f "$here/sql/source_schema.sql" >/dev/null
+  psql_ -d "$database" -f "$here/crates/cdc-tools/sql/source_schema.sql" >/dev/null
   echo "postgres: schema applied to database $database" >&2
 }
 

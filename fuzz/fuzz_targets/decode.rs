@@ -4,8 +4,8 @@
 
 use std::sync::LazyLock;
 
-use cdc_processor_fuzz::decode::{DecodeOptions, Decoder, ERROR_CODES};
-use cdc_processor_fuzz::error::{Classify, ErrorClass};
+use cdc_core::decode::{DecodeOptions, Decoder, ERROR_CODES};
+use cdc_core::error::{Classify, ErrorClass};
 use libfuzzer_sys::fuzz_target;
 
 // One decoder for the whole run, like one Lambda container: the schema cache is exercised too.

@@ -1,0 +1,442 @@
+//! ClickHouse I/O: schema, RowBinary inserts and lookups, with retries.
+//!
+//! Enters: encoded rows and key sets. Leaves: rows read back, or a classified [`SinkError`].
+//! One [`Warehouse`] per cold start; it learns the server's [`Dialect`] and creates the schema on
+//! first use, so a new user never runs DDL by hand.
+
+pub mod config;
+pub mod dialect;
+pub mod error;
+mod generic;
+pub mod generic_values;
+mod http;
+pub mod inspect;
+pub mod retry;
+pub mod rowbinary;
+mod state_rows;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clickhouse::Client;
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use cdc_core::change::VersionScale;
+use crate::config::ClickHouseSettings;
+use cdc_core::error::Classify;
+use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
+use cdc_core::rederive::Scope;
+use cdc_core::tables::SourceTable;
+use dialect::{Dialect, FkIndex};
+pub use error::SinkError;
+pub use state_rows::StateRow;
+
+/// Lookups carry at most one page of keys (`pipeline::PAGE`) in `IN (...)`, up to ~200 KiB of
+/// text; the limit leaves room above the server's 256 KiB default.
+const MAX_QUERY_SIZE: &str = "4194304";
+
+pub struct Warehouse {
+    client: Client,
+    database: String,
+    /// `CLICKHOUSE_CLUSTER`: create the schema `ON CLUSTER` with replicated engines.
+    cluster: Option<String>,
+    dialect: OnceCell<Dialect>,
+    schema_ready: OnceCell<()>,
+    /// Columns of the generic mirrors as last read from ClickHouse, by table (`None`: to be
+    /// read again, see `forget_generic`).
+    generic_columns: std::sync::Mutex<HashMap<String, Option<Vec<cdc_core::generic::Column>>>>,
+    /// Statements sent (each attempt counts): lets tests check that the round trips of an
+    /// invocation do not grow with its batch.
+    statements: AtomicU64,
+    /// `SCHEMA_EVOLUTION`: whether a column a change carries may be added to its mirror.
+    schema_evolution: SchemaEvolution,
+}
+
+/// `SCHEMA_EVOLUTION`: what a mirror does with a source column it has no column for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaEvolution {
+    /// The column is added on its first value (generic mirrors, the sales mirrors' extra
+    /// columns), up to [`cdc_core::identifier::MAX_COLUMNS`] per table.
+    #[default]
+    Add,
+    /// No column is ever added to an existing table: a change that needs one is poison
+    /// (`schema.evolution_off`). A generic mirror is still created from its first changes.
+    Off,
+}
+
+impl SchemaEvolution {
+    /// `add` or `off` (any case); anything else is refused, never guessed.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "add" => Some(SchemaEvolution::Add),
+            "off" => Some(SchemaEvolution::Off),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`Warehouse`] takes besides the connection settings (`CLICKHOUSE_INSERT_QUORUM`,
+/// `CLICKHOUSE_CLUSTER`, `SCHEMA_EVOLUTION`), parsed by the caller's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarehouseOptions {
+    /// `insert_quorum` for every insert (`auto` or a replica count): replicated tables then
+    /// acknowledge inserts by a quorum, so that lookups with `select_sequential_consistency` see
+    /// them on any replica (docs/sales-fact.md, "Replicas").
+    pub insert_quorum: Option<String>,
+    /// Create the schema `ON CLUSTER` this cluster, with replicated engines.
+    pub cluster: Option<String>,
+    pub schema_evolution: SchemaEvolution,
+}
+
+impl Warehouse {
+    /// A warehouse with the default options: no insert quorum, no cluster, evolution `add`.
+    pub fn new(settings: &ClickHouseSettings) -> Self {
+        Self::with_options(settings, &WarehouseOptions::default())
+    }
+
+    pub fn with_options(settings: &ClickHouseSettings, options: &WarehouseOptions) -> Self {
+        let client = Client::with_http_client(http::client(settings))
+            .with_url(&settings.url)
+            .with_user(&settings.user)
+            .with_password(&settings.password)
+            // The crate's schema check uses settings unknown to old servers (docs/platform-facts.md §3); every
+            // row layout here is fixed by our own queries instead.
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        let client = match &options.insert_quorum {
+            Some(quorum) => client.with_setting("insert_quorum", quorum.clone()),
+            None => client,
+        };
+        Self {
+            client,
+            schema_evolution: options.schema_evolution,
+            cluster: options.cluster.clone(),
+            database: settings.database.clone(),
+            dialect: OnceCell::new(),
+            schema_ready: OnceCell::new(),
+            generic_columns: std::sync::Mutex::default(),
+            statements: AtomicU64::new(0),
+        }
+    }
+
+    /// Overrides `SCHEMA_EVOLUTION` (tests, tools).
+    pub fn with_schema_evolution(mut self, evolution: SchemaEvolution) -> Self {
+        self.schema_evolution = evolution;
+        self
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// How many statements this warehouse has sent so far.
+    pub fn statements_sent(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The server's dialect, asked once.
+    pub async fn dialect(&self) -> Result<Dialect, SinkError> {
+        self.dialect
+            .get_or_try_init(|| async {
+                let version = self.server_version().await?;
+                Dialect::for_version(&version).ok_or(SinkError::UnsupportedServer(version))
+            })
+            .await
+            .copied()
+    }
+
+    pub async fn server_version(&self) -> Result<String, SinkError> {
+        self.count_statement();
+        let version: String =
+            self.client.query("SELECT version()").fetch_one().await.map_err(SinkError::from_client)?;
+        Ok(version)
+    }
+
+    /// Creates the database, tables and views if missing (idempotent), and gives the tables read
+    /// by key that an earlier release created the current block sizes; once per process.
+    pub async fn ensure_schema(&self) -> Result<(), SinkError> {
+        self.schema_ready
+            .get_or_try_init(|| async {
+                let dialect = self.dialect().await?;
+                for statement in dialect::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
+                    self.execute(&statement).await?;
+                }
+                if dialect == Dialect::Modern {
+                    self.upgrade_block_sizes().await;
+                }
+                Ok(())
+            })
+            .await
+            .copied()
+    }
+
+    /// Gives the tables read by key that an earlier release created the current compressed
+    /// block sizes (current servers only). Best effort: it only makes lookups faster, so a
+    /// failure (e.g. a user without the ALTER privilege) is logged and the next cold start
+    /// tries again.
+    async fn upgrade_block_sizes(&self) {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Name {
+            name: String,
+        }
+        let tables = match self.fetch::<Name>(&dialect::tables_without_block_sizes_query(&self.database)).await {
+            Ok(tables) => tables,
+            Err(e) => {
+                tracing::warn!(code = e.code(), "could not list tables to give small compressed blocks");
+                return;
+            }
+        };
+        for Name { name } in tables {
+            let statement = dialect::lookup_block_sizes_statement(&self.database, self.cluster.as_deref(), &name);
+            if let Err(e) = self.execute(&statement).await {
+                tracing::warn!(
+                    table = %name,
+                    code = e.code(),
+                    "could not give a table small compressed blocks; its key lookups stay slower (README, \
+                     \"Older ClickHouse\")"
+                );
+            }
+        }
+    }
+
+    pub async fn execute(&self, sql: &str) -> Result<(), SinkError> {
+        self.count_statement();
+        self.client.query(sql).execute().await.map_err(SinkError::from_client)
+    }
+
+    /// One `INSERT ... FORMAT RowBinary` of pre-encoded rows.
+    pub async fn insert_rowbinary(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
+        self.count_statement();
+        let sql = dialect::insert_statement(&self.database, table, columns);
+        let mut insert = self
+            .client
+            .insert_formatted_with(sql)
+            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
+        insert.send(rows).await.map_err(SinkError::from_client)?;
+        insert.end().await.map_err(SinkError::from_client)
+    }
+
+    /// Runs a SELECT and decodes its RowBinary rows. `wait_end_of_query` makes the server buffer
+    /// the result, so an exception mid-query arrives as an HTTP error rather than as text
+    /// appended to a 200 response (docs/platform-facts.md §3).
+    pub async fn fetch<T>(&self, sql: &str) -> Result<Vec<T>, SinkError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.count_statement();
+        self.client
+            .query(sql)
+            .with_setting("wait_end_of_query", "1")
+            .with_setting("max_query_size", MAX_QUERY_SIZE)
+            // Every lookup must see every insert that completed before it, also on another
+            // replica (ClickHouse Cloud, Replicated* tables): docs/sales-fact.md, "Replicas".
+            .with_setting("select_sequential_consistency", "1")
+            .fetch_all::<T>()
+            .await
+            .map_err(SinkError::from_client)
+    }
+
+    /// Runs a SELECT and returns its result in `format`, as bytes.
+    pub async fn fetch_raw(&self, sql: &str, format: &str) -> Result<Vec<u8>, SinkError> {
+        self.count_statement();
+        let mut cursor = self
+            .client
+            .query(sql)
+            .with_setting("wait_end_of_query", "1")
+            .with_setting("max_query_size", MAX_QUERY_SIZE)
+            .with_setting("select_sequential_consistency", "1")
+            .fetch_bytes(format)
+            .map_err(SinkError::from_client)?;
+        let mut out = Vec::new();
+        while let Some(chunk) = cursor.next().await.map_err(SinkError::from_client)? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Runs a SELECT and returns its result as TabSeparated text (reports, tests).
+    pub async fn fetch_tsv(&self, sql: &str) -> Result<String, SinkError> {
+        self.count_statement();
+        let mut cursor = self
+            .client
+            .query(sql)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_bytes("TabSeparated")
+            .map_err(SinkError::from_client)?;
+        let mut out = Vec::new();
+        while let Some(chunk) = cursor.next().await.map_err(SinkError::from_client)? {
+            out.extend_from_slice(&chunk);
+        }
+        String::from_utf8(out).map_err(|_| SinkError::Protocol("result is not UTF-8".into()))
+    }
+
+    /// The latest truncation position per source table (absent: never truncated).
+    pub async fn truncations(&self) -> Result<HashMap<SourceTable, u64>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Truncation {
+            table_name: String,
+            version: u64,
+        }
+        let rows: Vec<Truncation> = self.fetch(&dialect::truncations_query(&self.database)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|t| SourceTable::from_name(&t.table_name).map(|table| (table, t.version)))
+            .collect())
+    }
+
+    /// The version scale each mirror is pinned to, by mirror name (docs/versions.md).
+    pub async fn version_scales(&self) -> Result<HashMap<String, VersionScale>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Pinned {
+            table_name: String,
+            scale: String,
+        }
+        let rows: Vec<Pinned> = self.fetch(&dialect::version_scales_query(&self.database)).await?;
+        Ok(rows.into_iter().filter_map(|p| Some((p.table_name, VersionScale::parse(&p.scale)?))).collect())
+    }
+
+    /// Pins mirrors that have no scale yet to the given ones (the earliest pin of a mirror wins,
+    /// should two invocations pin it at once).
+    pub async fn pin_version_scales(&self, pins: &[(&str, VersionScale)]) -> Result<(), SinkError> {
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let mut rows = Vec::new();
+        for (table, scale) in pins {
+            rowbinary::put_string(&mut rows, table);
+            rowbinary::put_string(&mut rows, scale.as_str());
+            rowbinary::put_u64(&mut rows, u64::try_from(now_us).unwrap_or(u64::MAX));
+        }
+        self.insert_rowbinary(dialect::VERSION_SCALES_TABLE, &["table_name", "scale", "fixed_at"], Bytes::from(rows)).await
+    }
+
+    /// The newest row (deletions included) of each listed key of a mirror table; see
+    /// [`dialect::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
+    pub async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dialect = self.dialect().await?;
+        let rows = self.fetch::<T::Wire>(&dialect::latest_rows_query(dialect, &self.database, table, keys)).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// What the derivation of the given order items reads: their newest rows (with the
+    /// truncation positions), then those of their orders (then the orders' customers) and of
+    /// their products, concurrently. Five lookups by primary key, whatever the warehouse's size,
+    /// in three sequential round trips.
+    pub async fn snapshot(&self, item_ids: &[i64]) -> Result<Snapshot, SinkError> {
+        if item_ids.is_empty() {
+            return Ok(Snapshot::default());
+        }
+        let (truncations, items) =
+            tokio::join!(self.truncations(), self.latest::<ItemState>(SourceTable::OrderItems, item_ids));
+        let mut snapshot = Snapshot { truncations: truncations?, ..Snapshot::default() };
+        snapshot.items = items?.into_iter().map(|r| (r.id, r)).collect();
+
+        let order_ids = distinct(snapshot.items.values().map(|i| i.order_id));
+        let product_ids = distinct(snapshot.items.values().map(|i| i.product_id));
+        let orders_then_customers = async {
+            let orders = self.latest::<OrderState>(SourceTable::Orders, &order_ids).await?;
+            let customer_ids = distinct(orders.iter().map(|o| o.customer_id));
+            let customers = self.latest::<CustomerState>(SourceTable::Customers, &customer_ids).await?;
+            Ok::<_, SinkError>((orders, customers))
+        };
+        let (orders_and_customers, products) =
+            tokio::join!(orders_then_customers, self.latest::<ProductState>(SourceTable::Products, &product_ids));
+        let (orders, customers) = orders_and_customers?;
+        snapshot.orders = orders.into_iter().map(|r| (r.id, r)).collect();
+        snapshot.customers = customers.into_iter().map(|r| (r.id, r)).collect();
+        snapshot.products = products?.into_iter().map(|r| (r.id, r)).collect();
+        Ok(snapshot)
+    }
+
+    /// `(parent, child)` pairs of a foreign-key index; see [`dialect::children_query`].
+    pub async fn children(
+        &self,
+        index: FkIndex,
+        parents: &[i64],
+        per_parent: usize,
+        total: usize,
+    ) -> Result<Vec<(i64, i64)>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Pair {
+            parent: i64,
+            child: i64,
+        }
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = dialect::children_query(&self.database, index, parents, per_parent, total);
+        Ok(self.fetch::<Pair>(&sql).await?.into_iter().map(|p| (p.parent, p.child)).collect())
+    }
+
+    /// The next page of a re-derivation; see [`dialect::page_queries`].
+    pub async fn page(&self, scope: Scope, after: i64, limit: usize) -> Result<Vec<i64>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        let queries = dialect::page_queries(&self.database, scope, after, limit);
+        let answers = futures::future::try_join_all(queries.iter().map(|sql| async move {
+            Ok::<_, SinkError>(self.fetch::<Id>(sql).await?.into_iter().map(|r| r.id).collect::<Vec<i64>>())
+        }))
+        .await?;
+        Ok(dialect::merge_pages(answers, limit))
+    }
+
+    /// Runs an `ALTER TABLE ... DELETE` and waits (up to `wait`) until the server has applied
+    /// it: mutations run in the background, and a repair must not re-derive before they end.
+    pub async fn mutate_and_wait(&self, table: &str, statement: &str, wait: Duration) -> Result<(), SinkError> {
+        self.execute(statement).await?;
+        let started = std::time::Instant::now();
+        let sql = dialect::pending_mutations_query(&self.database, table);
+        loop {
+            #[derive(clickhouse::Row, Deserialize)]
+            struct Pending {
+                count: u64,
+            }
+            let pending = self.fetch::<Pending>(&sql).await?.first().map_or(0, |p| p.count);
+            if pending == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > wait {
+                return Err(SinkError::Protocol(format!("mutation of {table} still running after {wait:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keys of a mirror table live but last written below `version`; see
+    /// [`dialect::live_keys_below_query`].
+    pub async fn live_keys_below(&self, table: SourceTable, version: u64) -> Result<Vec<i64>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Key {
+            key: i64,
+        }
+        let sql = dialect::live_keys_below_query(&self.database, table, version);
+        Ok(self.fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
+    }
+
+    /// One INSERT of derived facts.
+    pub async fn insert_facts(&self, facts: &[FactRow]) -> Result<(), SinkError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let dialect = self.dialect().await?;
+        let mut body = Vec::with_capacity(facts.len() * 160);
+        for fact in facts {
+            rowbinary::encode_fact_row(&mut body, dialect, fact);
+        }
+        self.insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, Bytes::from(body)).await
+    }
+}
+
+fn distinct(ids: impl Iterator<Item = i64>) -> Vec<i64> {
+    ids.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}

@@ -1,0 +1,580 @@
+//! The configuration, read once per process from the environment: the only reader of process
+//! environment variables in the function (the AWS SDK reads its own `AWS_*` variables). The
+//! function at cold start and the tools (`invoke`, `poll`, `migrate`, `repair`) build the same
+//! [`Config`], so a value means the same thing everywhere.
+//!
+//! Every value is checked here, once: a boolean is `1/true/yes/on` or `0/false/no/off` (any case,
+//! trimmed), a number is a whole number in its range, an enum one of its words. Anything else is
+//! a [`ConfigError`] naming the variable, never a silent default. An empty value reads as unset
+//! (the deployment template passes empty strings for optional settings). The errors are systemic:
+//! no message can be processed under a configuration that cannot work, so in Lambda messages wait
+//! for the fix instead of being dead-lettered (docs/error-policy.md, "Configuration").
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::{SchemaEvolution, Warehouse, WarehouseOptions};
+use cdc_core::decode::DecodeOptions;
+use cdc_core::error::{Classify, ErrorClass};
+use cdc_core::rederive::TaskKey;
+use cdc_core::tables::TableMapping;
+
+use crate::handler::{HandlerConfig, PipelineFactory};
+use crate::pipeline::{Pipeline, SystemicError};
+use crate::secrets::{self, AwsSecretStore, CredentialSource, Credentials};
+use crate::sqs::backoff::Backoff;
+
+/// Longest duration any `*_SECONDS` variable accepts (a year): larger values would overflow the
+/// clock arithmetic of deadlines and retry ages.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+/// Lambda's longest timeout: a larger settling margin could never leave time for work.
+const MAX_DEADLINE_MARGIN_MS: u64 = 15 * 60 * 1000;
+/// Longest value echoed in an error (values of variables that hold no secret only).
+const MAX_ECHOED: usize = 64;
+
+/// A configuration that cannot work: a required variable missing or a value that does not parse.
+/// Messages name the variable; they echo the value only for variables that never hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required: {why}")]
+    Missing { name: &'static str, why: &'static str },
+    #[error("{name} must be {expected}{}", value.as_ref().map(|v| format!(" (got {v:?})")).unwrap_or_default())]
+    BadValue { name: &'static str, expected: &'static str, value: Option<String> },
+    #[error("CAPTURED_TABLES cannot be used: {detail}")]
+    CapturedTables { detail: String },
+}
+
+impl Classify for ConfigError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Systemic
+    }
+    fn code(&self) -> &'static str {
+        match self {
+            ConfigError::Missing { .. } => "config.missing",
+            ConfigError::BadValue { .. } => "config.bad_value",
+            ConfigError::CapturedTables { .. } => "config.captured_tables",
+        }
+    }
+}
+
+impl ConfigError {
+    /// The variable at fault.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            ConfigError::Missing { name, .. } | ConfigError::BadValue { name, .. } => name,
+            ConfigError::CapturedTables { .. } => "CAPTURED_TABLES",
+        }
+    }
+}
+
+impl From<ConfigError> for SystemicError {
+    fn from(e: ConfigError) -> Self {
+        SystemicError { code: e.code(), detail: e.to_string(), is_auth: false }
+    }
+}
+
+/// Where the ClickHouse settings come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClickHouseSource {
+    /// No secret: the `CLICKHOUSE_*` variables alone (`CLICKHOUSE_URL` required).
+    Env(ClickHouseSettings),
+    /// `CLICKHOUSE_SECRET_ARN`: the secret, cached for `ttl`, over `base` (the variables). An
+    /// empty `base.url` means `CLICKHOUSE_URL` is unset: the secret must then name the server.
+    Secret { arn: String, ttl: Duration, base: ClickHouseSettings },
+}
+
+/// Everything the function and the tools read from the environment (README, "Configuration").
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub clickhouse: ClickHouseSource,
+    pub warehouse: WarehouseOptions,
+    pub decode: DecodeOptions,
+    pub handler: HandlerConfig,
+    /// `TASK_KEY_SECRET_ARN`: the secret whose value signs follow-up tasks.
+    pub task_key_secret_arn: Option<String>,
+}
+
+/// The one boolean syntax: `1/true/yes/on` or `0/false/no/off`, any case, trimmed; `None` for
+/// anything else.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A value cut for an error message: bounded, control characters replaced.
+fn echo(value: &str) -> String {
+    let mut out: String = value.chars().take(MAX_ECHOED).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if value.chars().nth(MAX_ECHOED).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Typed reads over a variable lookup.
+struct Vars<L> {
+    lookup: L,
+}
+
+impl<L: Fn(&str) -> Option<String>> Vars<L> {
+    /// The trimmed value; empty reads as unset.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError::BadValue {
+                name,
+                expected: "one of 1/true/yes/on or 0/false/no/off",
+                value: Some(echo(&v)),
+            }),
+        }
+    }
+
+    fn number<T: FromStr + PartialOrd>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<T>().ok().filter(|n| range.contains(n)).ok_or_else(|| ConfigError::BadValue {
+                name,
+                expected,
+                value: Some(echo(&v)),
+            }),
+        }
+    }
+
+    fn seconds(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let expected = "a whole number of seconds from 0 to 31536000";
+        self.number(name, default.as_secs(), 0..=MAX_SECONDS, expected).map(Duration::from_secs)
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(process_var)
+    }
+
+    /// Builds the configuration from any lookup (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let vars = Vars { lookup };
+        let clickhouse = clickhouse_source(&vars)?;
+
+        let schema_evolution = match vars.text("SCHEMA_EVOLUTION") {
+            None => SchemaEvolution::default(),
+            Some(v) => SchemaEvolution::parse(&v).ok_or(ConfigError::BadValue {
+                name: "SCHEMA_EVOLUTION",
+                expected: "add or off",
+                value: Some(echo(&v)),
+            })?,
+        };
+        let insert_quorum = match vars.text("CLICKHOUSE_INSERT_QUORUM") {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("auto") => Some("auto".to_string()),
+            Some(v) => Some(v.parse::<u64>().map(|n| n.to_string()).map_err(|_| ConfigError::BadValue {
+                name: "CLICKHOUSE_INSERT_QUORUM",
+                expected: "auto or a whole number of replicas",
+                value: Some(echo(&v)),
+            })?),
+        };
+        let warehouse = WarehouseOptions { insert_quorum, cluster: vars.text("CLICKHOUSE_CLUSTER"), schema_evolution };
+
+        let tables = TableMapping::parse(&vars.text("CAPTURED_TABLES").unwrap_or_default())
+            .map_err(|e| ConfigError::CapturedTables { detail: e.to_string() })?;
+        let decode = DecodeOptions {
+            reject_unknown_tables: vars.flag("REJECT_UNKNOWN_TABLES", false)?,
+            platform_feeds_sales: vars.flag("PLATFORM_FEEDS_SALES", false)?,
+            tables,
+        };
+
+        let defaults = HandlerConfig::default();
+        let backoff_defaults = Backoff::default();
+        let handler = HandlerConfig {
+            dead_letter_queue_url: vars.text("DEAD_LETTER_QUEUE_URL"),
+            source_queue_url: vars.text("SOURCE_QUEUE_URL"),
+            backoff: Backoff {
+                base: vars.seconds("BACKOFF_BASE_SECONDS", backoff_defaults.base)?,
+                cap: vars.seconds("BACKOFF_CAP_SECONDS", backoff_defaults.cap)?,
+            },
+            deadline_margin: Duration::from_millis(vars.number(
+                "DEADLINE_MARGIN_MS",
+                defaults.deadline_margin.as_millis() as u64,
+                0..=MAX_DEADLINE_MARGIN_MS,
+                "a whole number of milliseconds from 0 to 900000",
+            )?),
+            requeue: vars.flag("REQUEUE_ON_OUTAGE", defaults.requeue)?,
+            retry_max_age: vars.seconds("RETRY_MAX_AGE_SECONDS", defaults.retry_max_age)?,
+            default_timeout: Duration::from_secs(vars.number(
+                "LOCAL_TIMEOUT_SECONDS",
+                defaults.default_timeout.as_secs(),
+                1..=MAX_SECONDS,
+                "a whole number of seconds from 1 to 31536000",
+            )?),
+            function_name: vars.text("AWS_LAMBDA_FUNCTION_NAME").unwrap_or(defaults.function_name),
+        };
+
+        Ok(Config { clickhouse, warehouse, decode, handler, task_key_secret_arn: vars.text("TASK_KEY_SECRET_ARN") })
+    }
+
+    /// The pipeline factory this configuration describes (decoder options, warehouse options,
+    /// task key), for the handler.
+    pub fn pipeline_builder(&self) -> PipelineBuilder {
+        PipelineBuilder {
+            decode: self.decode.clone(),
+            warehouse: self.warehouse.clone(),
+            task_key_secret_arn: self.task_key_secret_arn.clone(),
+        }
+    }
+
+    /// A warehouse for `settings` with this configuration's options (tools).
+    pub fn warehouse(&self, settings: &ClickHouseSettings) -> Warehouse {
+        Warehouse::with_options(settings, &self.warehouse)
+    }
+
+    /// The credential source: the secret (cached) or the variables.
+    pub fn credentials(&self, client: aws_sdk_secretsmanager::Client) -> Credentials {
+        Credentials::from_source(&self.clickhouse, client)
+    }
+
+    /// The ClickHouse settings the function uses, for the tools: the secret over the variables,
+    /// or the variables alone, checked as the function checks them (TLS policy, CA bundle).
+    pub async fn clickhouse_settings(&self) -> Result<ClickHouseSettings, SystemicError> {
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let settings = self
+            .credentials(aws_sdk_secretsmanager::Client::new(&aws))
+            .current()
+            .await
+            .map_err(|e| SystemicError { code: e.code(), detail: e.to_string(), is_auth: false })?;
+        settings.validate().map_err(|e| SystemicError { code: e.code(), detail: e.to_string(), is_auth: false })?;
+        Ok(settings)
+    }
+}
+
+/// The `CLICKHOUSE_*` variables and the secret's name.
+fn clickhouse_source<L: Fn(&str) -> Option<String>>(vars: &Vars<L>) -> Result<ClickHouseSource, ConfigError> {
+    let secret_arn = vars.text("CLICKHOUSE_SECRET_ARN");
+    let url = match vars.text("CLICKHOUSE_URL") {
+        Some(url) => {
+            // The value is not echoed: a malformed URL may carry credentials.
+            cdc_clickhouse::config::parse_url(&url).map_err(|_| ConfigError::BadValue {
+                name: "CLICKHOUSE_URL",
+                expected: "an http:// or https:// URL with a host and no user information",
+                value: None,
+            })?;
+            url.trim_end_matches('/').to_string()
+        }
+        None if secret_arn.is_some() => String::new(),
+        None => {
+            return Err(ConfigError::Missing {
+                name: "CLICKHOUSE_URL",
+                why: "ClickHouse's HTTP(S) URL, unless CLICKHOUSE_SECRET_ARN names a secret that gives it",
+            });
+        }
+    };
+    let ca_bundle = match vars.text("CLICKHOUSE_CA_BUNDLE") {
+        None => None,
+        // Whether it holds a certificate is checked with the rest of the TLS policy
+        // (`ClickHouseSettings::validate`, `config.ca_bundle`).
+        Some(path) => Some(std::fs::read_to_string(&path).map_err(|_| ConfigError::BadValue {
+            name: "CLICKHOUSE_CA_BUNDLE",
+            expected: "the path of a readable PEM file",
+            value: Some(echo(&path)),
+        })?),
+    };
+    let settings = ClickHouseSettings {
+        url,
+        user: vars.text("CLICKHOUSE_USER").unwrap_or_else(|| "default".to_string()),
+        // Untrimmed: a password is taken as given.
+        password: (vars.lookup)("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+        database: vars.text("CLICKHOUSE_DATABASE").unwrap_or_else(|| "analytics".to_string()),
+        ca_bundle,
+        allow_plaintext: vars.flag("CLICKHOUSE_ALLOW_PLAINTEXT", false)?,
+    };
+    Ok(match secret_arn {
+        Some(arn) => ClickHouseSource::Secret {
+            arn,
+            ttl: vars.seconds("CLICKHOUSE_SECRET_TTL_SECONDS", secrets::DEFAULT_TTL)?,
+            base: settings,
+        },
+        None => {
+            // Read for its syntax even when unused, so a typo never waits for a secret to appear.
+            vars.seconds("CLICKHOUSE_SECRET_TTL_SECONDS", secrets::DEFAULT_TTL)?;
+            ClickHouseSource::Env(settings)
+        }
+    })
+}
+
+/// The one read of the process environment in the function (a value that is not Unicode reads
+/// as unset; every variable here is text).
+fn process_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `RUST_LOG`, for the log subscriber, which starts before the rest of the configuration is
+/// read (so that a configuration error can be logged).
+pub fn log_filter() -> Option<String> {
+    Vars { lookup: process_var }.text("RUST_LOG")
+}
+
+/// The metrics' `FunctionName` (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda) when the
+/// configuration as a whole could not be read.
+pub fn function_name_or_local() -> String {
+    Vars { lookup: process_var }
+        .text("AWS_LAMBDA_FUNCTION_NAME")
+        .unwrap_or_else(|| HandlerConfig::default().function_name)
+}
+
+/// Builds the pipeline for given ClickHouse settings: at cold start and after a credential
+/// rotation.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineBuilder {
+    decode: DecodeOptions,
+    warehouse: WarehouseOptions,
+    task_key_secret_arn: Option<String>,
+}
+
+impl PipelineBuilder {
+    pub async fn build_pipeline(&self, settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
+        let warehouse = Warehouse::with_options(&settings, &self.warehouse);
+        Ok(Pipeline::new(self.decode.clone(), warehouse)
+            .with_task_key(task_key(self.task_key_secret_arn.as_deref()).await?))
+    }
+}
+
+impl PipelineFactory for PipelineBuilder {
+    type Pipeline = Pipeline;
+    fn build(&self, settings: ClickHouseSettings) -> impl Future<Output = Result<Pipeline, SystemicError>> + Send {
+        let this = self.clone();
+        async move { this.build_pipeline(settings).await }
+    }
+}
+
+/// The key that signs follow-up tasks, once per process: the secret `TASK_KEY_SECRET_ARN` names
+/// (every instance of the function shares it), else a random key of this process (local runs:
+/// `poll` and `invoke` run one process). Not fetched yet is systemic: messages wait.
+pub async fn task_key(secret_arn: Option<&str>) -> Result<TaskKey, SystemicError> {
+    static KEY: tokio::sync::OnceCell<TaskKey> = tokio::sync::OnceCell::const_new();
+    let key = KEY.get_or_try_init(|| async {
+        let Some(arn) = secret_arn else {
+            tracing::warn!(
+                "TASK_KEY_SECRET_ARN is not set: follow-up tasks are signed with a key of this process only"
+            );
+            return Ok(TaskKey::random());
+        };
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&config));
+        secrets::task_key(&store, arn).await.map_err(|e| SystemicError {
+            code: e.code(),
+            detail: e.to_string(),
+            is_auth: false,
+        })
+    });
+    key.await.cloned()
+}
+
+/// The ClickHouse settings the function uses, for the tools (`migrate`, `repair`, `verify`):
+/// [`Config::from_env`] then [`Config::clickhouse_settings`].
+pub async fn clickhouse_settings() -> Result<ClickHouseSettings, SystemicError> {
+    Config::from_env()?.clickhouse_settings().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    const URL: (&str, &str) = ("CLICKHOUSE_URL", "http://127.0.0.1:8123");
+
+    #[test]
+    fn booleans_have_one_syntax() {
+        for t in ["1", "true", "TRUE", " yes ", "On", "tRuE\n"] {
+            assert_eq!(parse_bool(t), Some(true), "{t:?}");
+        }
+        for f in ["0", "false", "No", " OFF ", "FALSE"] {
+            assert_eq!(parse_bool(f), Some(false), "{f:?}");
+        }
+        for bad in ["", "2", "y", "n", "enabled", "truee", "-1"] {
+            assert_eq!(parse_bool(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_when_only_the_url_is_set() {
+        let c = config(&[URL]).unwrap();
+        let ClickHouseSource::Env(s) = &c.clickhouse else { panic!("no secret configured: {:?}", c.clickhouse) };
+        assert_eq!(s, &ClickHouseSettings::new("http://127.0.0.1:8123", "default", "", "analytics"));
+        assert_eq!(c.warehouse, WarehouseOptions::default());
+        assert_eq!(c.decode, DecodeOptions::default());
+        assert_eq!(c.handler, HandlerConfig::default());
+        assert_eq!(c.task_key_secret_arn, None);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "pem text").unwrap();
+        let ca = ca.to_str().unwrap();
+        let c = config(&[
+            ("CLICKHOUSE_URL", "https://ch.example.com:8443/"),
+            ("CLICKHOUSE_USER", "cdc"),
+            ("CLICKHOUSE_PASSWORD", " p w "),
+            ("CLICKHOUSE_DATABASE", "dw"),
+            ("CLICKHOUSE_CA_BUNDLE", ca),
+            ("CLICKHOUSE_ALLOW_PLAINTEXT", "yes"),
+            ("CLICKHOUSE_INSERT_QUORUM", "AUTO"),
+            ("CLICKHOUSE_CLUSTER", "main"),
+            ("SCHEMA_EVOLUTION", "Off"),
+            ("CAPTURED_TABLES", "public.notes"),
+            ("REJECT_UNKNOWN_TABLES", "1"),
+            ("PLATFORM_FEEDS_SALES", "on"),
+            ("DEAD_LETTER_QUEUE_URL", "https://sqs/dlq"),
+            ("SOURCE_QUEUE_URL", "https://sqs/q"),
+            ("BACKOFF_BASE_SECONDS", "5"),
+            ("BACKOFF_CAP_SECONDS", "50"),
+            ("DEADLINE_MARGIN_MS", "1234"),
+            ("REQUEUE_ON_OUTAGE", "no"),
+            ("RETRY_MAX_AGE_SECONDS", "600"),
+            ("LOCAL_TIMEOUT_SECONDS", "9"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "fn"),
+            ("TASK_KEY_SECRET_ARN", "arn:task"),
+            ("CLICKHOUSE_SECRET_ARN", "arn:ch"),
+            ("CLICKHOUSE_SECRET_TTL_SECONDS", "7"),
+        ])
+        .unwrap();
+        let ClickHouseSource::Secret { arn, ttl, base } = c.clickhouse else { panic!("a secret is configured") };
+        assert_eq!((arn.as_str(), ttl), ("arn:ch", Duration::from_secs(7)));
+        assert_eq!(base.url, "https://ch.example.com:8443");
+        assert_eq!((base.user.as_str(), base.password.as_str(), base.database.as_str()), ("cdc", " p w ", "dw"));
+        assert_eq!(base.ca_bundle.as_deref(), Some("pem text"));
+        assert!(base.allow_plaintext);
+        assert_eq!(
+            c.warehouse,
+            WarehouseOptions {
+                insert_quorum: Some("auto".into()),
+                cluster: Some("main".into()),
+                schema_evolution: SchemaEvolution::Off
+            }
+        );
+        assert!(c.decode.reject_unknown_tables && c.decode.platform_feeds_sales);
+        assert_eq!(c.decode.tables, TableMapping::parse("public.notes").unwrap());
+        assert_eq!(
+            c.handler,
+            HandlerConfig {
+                dead_letter_queue_url: Some("https://sqs/dlq".into()),
+                source_queue_url: Some("https://sqs/q".into()),
+                backoff: Backoff { base: Duration::from_secs(5), cap: Duration::from_secs(50) },
+                deadline_margin: Duration::from_millis(1234),
+                requeue: false,
+                retry_max_age: Duration::from_secs(600),
+                default_timeout: Duration::from_secs(9),
+                function_name: "fn".into(),
+            }
+        );
+        assert_eq!(c.task_key_secret_arn.as_deref(), Some("arn:task"));
+    }
+
+    #[test]
+    fn the_url_is_required_unless_a_secret_gives_it() {
+        for unset in [vec![], vec![("CLICKHOUSE_URL", "  ")]] {
+            let e = config(&unset).unwrap_err();
+            assert_eq!((e.code(), e.variable(), e.class()), ("config.missing", "CLICKHOUSE_URL", ErrorClass::Systemic));
+        }
+        let c = config(&[("CLICKHOUSE_SECRET_ARN", "arn:ch")]).unwrap();
+        let ClickHouseSource::Secret { base, ttl, .. } = c.clickhouse else { panic!("a secret is configured") };
+        assert_eq!((base.url.as_str(), ttl), ("", secrets::DEFAULT_TTL));
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_variable() {
+        for (name, value) in [
+            ("SCHEMA_EVOLUTION", "maybe"),
+            ("DEADLINE_MARGIN_MS", "abc"),
+            ("DEADLINE_MARGIN_MS", "-5"),
+            ("DEADLINE_MARGIN_MS", "900001"),
+            ("REQUEUE_ON_OUTAGE", "nope"),
+            ("REJECT_UNKNOWN_TABLES", "y"),
+            ("PLATFORM_FEEDS_SALES", "2"),
+            ("CLICKHOUSE_ALLOW_PLAINTEXT", "enabled"),
+            ("BACKOFF_BASE_SECONDS", "1.5"),
+            ("BACKOFF_CAP_SECONDS", "99999999999999999999"),
+            ("RETRY_MAX_AGE_SECONDS", "31536001"),
+            ("LOCAL_TIMEOUT_SECONDS", "0"),
+            ("CLICKHOUSE_SECRET_TTL_SECONDS", "5m"),
+            ("CLICKHOUSE_INSERT_QUORUM", "majority"),
+            ("CLICKHOUSE_CA_BUNDLE", "/nonexistent/ca.pem"),
+        ] {
+            let e = config(&[URL, (name, value)]).unwrap_err();
+            assert_eq!((e.code(), e.variable(), e.class()), ("config.bad_value", name, ErrorClass::Systemic), "{name}");
+            let text = e.to_string();
+            assert!(text.starts_with(name) && text.contains(value), "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_echoing_it() {
+        for bad in ["ch.example.com", "ftp://h", "https://", "https://user:hunter2@h"] {
+            let e = config(&[("CLICKHOUSE_URL", bad)]).unwrap_err();
+            assert_eq!((e.code(), e.variable()), ("config.bad_value", "CLICKHOUSE_URL"), "{bad}");
+            assert!(!e.to_string().contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn an_unusable_table_mapping_is_a_config_error() {
+        let e = config(&[URL, ("CAPTURED_TABLES", "public..orders")]).unwrap_err();
+        assert_eq!(
+            (e.code(), e.variable(), e.class()),
+            ("config.captured_tables", "CAPTURED_TABLES", ErrorClass::Systemic)
+        );
+    }
+
+    #[test]
+    fn empty_values_read_as_unset() {
+        let c = config(&[
+            URL,
+            ("CLICKHOUSE_SECRET_ARN", ""),
+            ("CLICKHOUSE_CA_BUNDLE", " "),
+            ("SCHEMA_EVOLUTION", ""),
+            ("REQUEUE_ON_OUTAGE", ""),
+            ("CAPTURED_TABLES", ""),
+            ("DEAD_LETTER_QUEUE_URL", ""),
+        ])
+        .unwrap();
+        assert!(matches!(c.clickhouse, ClickHouseSource::Env(ClickHouseSettings { ca_bundle: None, .. })));
+        assert_eq!(c.warehouse.schema_evolution, SchemaEvolution::Add);
+        assert!(c.handler.requeue);
+        assert_eq!(c.handler.dead_letter_queue_url, None);
+    }
+
+    #[test]
+    fn long_values_are_cut_in_errors() {
+        let long = "x".repeat(500);
+        let e = config(&[URL, ("SCHEMA_EVOLUTION", &long)]).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+    }
+
+    #[test]
+    fn config_errors_are_systemic_for_the_handler() {
+        let e = SystemicError::from(config(&[]).unwrap_err());
+        assert_eq!((e.code, e.is_auth), ("config.missing", false));
+        assert!(e.detail.contains("CLICKHOUSE_URL"));
+    }
+}

@@ -1,0 +1,246 @@
+//! The generic-mirror stage of an invocation: rows of every captured table that is not a sales
+//! table, one INSERT per table (docs/generic-mirrors.md).
+//!
+//! Per table: complete TOAST placeholders (an older change of the key in this batch, else the
+//! stored row), make sure the table has a column for every value (created or altered on first
+//! sight), encode every row against the columns ClickHouse really has, insert. A value that no
+//! column type can take exactly is an incompatible schema change: that table's messages fail as
+//! systemic (retried without moving toward the DLQ) until an operator widens the column; the
+//! other tables' messages are unaffected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cdc_clickhouse::dialect::{self, Dialect};
+use cdc_clickhouse::generic_values::{column_type_of, encode_row};
+use cdc_clickhouse::{SinkError, rowbinary};
+use cdc_core::completion;
+use cdc_core::error::{Classify, ErrorClass};
+use cdc_core::generic::{Column, ColumnType, GenericChange, GenericRow, ValueFault};
+use cdc_core::tables::GenericTable;
+
+use super::{Groups, INCOMPATIBLE, Pipeline, SystemicError};
+
+/// A change of a generic table, decoded and waiting to be written.
+pub struct PendingGeneric {
+    pub message: usize,
+    pub table: Arc<GenericTable>,
+    pub change: GenericChange,
+}
+
+/// How one message of a generic table failed: class and code.
+type Failure = (ErrorClass, &'static str);
+
+/// What became of one message: the rows it wrote, or how it failed.
+pub type GenericOutcome = Result<u64, Failure>;
+
+/// The rows of one generic table in a batch, by message.
+type TableRows = (Arc<GenericTable>, Vec<(usize, Vec<GenericRow>)>);
+
+impl Pipeline {
+    /// Writes every generic change and says what became of each message. Only a fault of the
+    /// whole environment (authentication, a missing database...: systemic, as the sink
+    /// classifies it) stops the invocation.
+    pub(super) async fn write_generic(
+        &self,
+        dialect: Dialect,
+        pending: Vec<PendingGeneric>,
+        deadline: Instant,
+    ) -> Result<Vec<(usize, GenericOutcome)>, SystemicError> {
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut truncations: Groups = Vec::new();
+        let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
+        for p in pending {
+            match p.change {
+                GenericChange::Truncate { version } => {
+                    let mut bytes = Vec::new();
+                    rowbinary::put_string(&mut bytes, &p.table.name);
+                    rowbinary::put_u64(&mut bytes, version.0);
+                    truncations.push((p.message, bytes));
+                }
+                GenericChange::Rows(rows) => {
+                    let entry = tables.entry(p.table.name.clone()).or_insert_with(|| (p.table.clone(), Vec::new()));
+                    entry.1.push((p.message, rows));
+                }
+            }
+        }
+        let mut failed: HashMap<usize, Failure> = HashMap::new();
+        let mut written: HashMap<usize, u64> = HashMap::new();
+        for (message, _) in &truncations {
+            written.insert(*message, 1);
+        }
+        for (_, messages) in tables.values() {
+            for (message, rows) in messages {
+                written.insert(*message, rows.len() as u64);
+            }
+        }
+        let writes =
+            tables.into_values().map(|(table, messages)| self.write_generic_table(dialect, table, messages, deadline));
+        let truncate = async {
+            if truncations.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.insert_isolating(dialect::TRUNCATIONS_TABLE, &["table_name", "_version"], truncations, deadline).await
+        };
+        let (results, truncated) = tokio::join!(futures::future::join_all(writes), truncate);
+        for result in results.into_iter().chain([truncated]) {
+            for (message, class, code) in result? {
+                failed.insert(message, (class, code));
+            }
+        }
+        Ok(written
+            .into_iter()
+            .map(|(message, rows)| (message, failed.get(&message).map_or(Ok(rows), |f| Err(*f))))
+            .collect())
+    }
+
+    /// One generic table: complete, extend, encode, insert. Returns the failed messages.
+    async fn write_generic_table(
+        &self,
+        dialect: Dialect,
+        table: Arc<GenericTable>,
+        mut messages: Vec<(usize, Vec<GenericRow>)>,
+        deadline: Instant,
+    ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+        let (key_types, needed) = column_types(&messages, dialect);
+        let w = self.warehouse();
+        let mut failures = Vec::new();
+        let columns = match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+            Ok(columns) => columns,
+            // Columns the configuration refuses (evolution off, the column limit): find the
+            // messages that ask for them, one at a time; the others proceed.
+            Err(e) if e.class() == ErrorClass::Poison && messages.len() > 1 => {
+                let mut accepted = Vec::with_capacity(messages.len());
+                for (message, rows) in messages {
+                    let own = [(message, rows)];
+                    let (_, needed) = column_types(&own, dialect);
+                    match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+                        Ok(_) => accepted.extend(own),
+                        Err(e) if e.class() == ErrorClass::Poison => {
+                            failures.push((message, ErrorClass::Poison, e.code()));
+                        }
+                        Err(e) => return table_fault(&table, &own, e),
+                    }
+                }
+                messages = accepted;
+                let (_, needed) = column_types(&messages, dialect);
+                match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+                    Ok(columns) => columns,
+                    Err(e) => {
+                        return table_fault(&table, &messages, e).map(|mut f| {
+                            f.extend(failures);
+                            f
+                        });
+                    }
+                }
+            }
+            Err(e) => return table_fault(&table, &messages, e),
+        };
+
+        let unresolved = match self.complete_generic(&table, &columns, &mut messages, deadline).await {
+            Ok(unresolved) => unresolved,
+            Err(e) => return table_fault(&table, &messages, e),
+        };
+        let mut groups: Groups = Vec::with_capacity(messages.len());
+        for (message, rows) in &messages {
+            if unresolved.contains(message) {
+                failures.push((*message, ErrorClass::Waiting, "toast.base_missing"));
+                continue;
+            }
+            let mut bytes = Vec::new();
+            let encoded: Result<(), (String, ValueFault)> =
+                rows.iter().try_for_each(|row| encode_row(&mut bytes, dialect, &columns, row));
+            match encoded {
+                Ok(()) if bytes.is_empty() => {} // superseded: nothing to write
+                Ok(()) => groups.push((*message, bytes)),
+                Err((_, ValueFault::Unstorable(code))) => failures.push((*message, ErrorClass::Poison, code)),
+                Err((_, ValueFault::Missing)) => failures.push((*message, ErrorClass::Waiting, "toast.base_missing")),
+                Err((column, ValueFault::Incompatible)) => {
+                    // A value its column cannot hold (a schemaless `5` made the column Int64, now
+                    // `5.5` arrives; or the source widened the column). The message's own fault:
+                    // it goes to the DLQ and its batch-mates proceed; once an operator widens the
+                    // column (ALTER TABLE ... MODIFY COLUMN), `redrive` brings it back. The cached
+                    // columns are forgotten so the widened type is read. Names only, never the value.
+                    let ty = columns.iter().find(|c| c.name == column).map(|c| c.ty);
+                    tracing::warn!(
+                        table = %table.name,
+                        column = %column,
+                        clickhouse_type = ?ty,
+                        code = INCOMPATIBLE,
+                        "a value does not fit its ClickHouse column; widen the column and redrive the message"
+                    );
+                    w.forget_generic(&table.name);
+                    failures.push((*message, ErrorClass::Poison, INCOMPATIBLE));
+                }
+            }
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).chain(["_version", "_is_deleted"]).collect();
+        failures.extend(self.insert_isolating(&table.name, &names, groups, deadline).await?);
+        Ok(failures)
+    }
+
+    /// Completes TOAST placeholders (`cdc_core::completion::complete_generic`) from the complete
+    /// live rows of this batch and the newest stored row of each key. Returns the messages with a placeholder
+    /// nothing older can fill yet (their older change may still be in flight: they are retried).
+    async fn complete_generic(
+        &self,
+        table: &GenericTable,
+        columns: &[Column],
+        messages: &mut [(usize, Vec<GenericRow>)],
+        deadline: Instant,
+    ) -> Result<Vec<usize>, SinkError> {
+        let incomplete = completion::generic_lookups(messages.iter().flat_map(|(_, rows)| rows.iter()));
+        if incomplete.is_empty() {
+            return Ok(Vec::new());
+        }
+        let w = self.warehouse();
+        let stored = self.retry.run(deadline, || w.generic_latest(table, columns, &incomplete)).await?;
+        Ok(completion::complete_generic(messages, stored))
+    }
+}
+
+/// The key columns' types (from the first row) and, for every other column that carries a
+/// value, the type its first value asks for.
+fn column_types(
+    messages: &[(usize, Vec<GenericRow>)],
+    dialect: Dialect,
+) -> (Vec<ColumnType>, Vec<(String, ColumnType)>) {
+    let rows = || messages.iter().flat_map(|(_, rows)| rows.iter());
+    let key_types = rows()
+        .next()
+        .map(|row| row.key.iter().map(|v| column_type_of(v, dialect).unwrap_or(ColumnType::String)).collect())
+        .unwrap_or_default();
+    let mut needed: Vec<(String, ColumnType)> = Vec::new();
+    for row in rows() {
+        for (name, value) in row.columns.iter() {
+            if let Some(ty) = column_type_of(value, dialect)
+                && !needed.iter().any(|(n, _)| n == name)
+            {
+                needed.push((name.to_owned(), ty));
+            }
+        }
+    }
+    (key_types, needed)
+}
+
+/// A table that cannot be prepared: a schema problem (a type this processor does not write, a
+/// key that differs from the mapping) fails that table's messages as systemic; a transient
+/// fault fails them for retry; anything else stops the invocation.
+fn table_fault(
+    table: &GenericTable,
+    messages: &[(usize, Vec<GenericRow>)],
+    error: SinkError,
+) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+    match error {
+        SinkError::ColumnsRefused { .. } => {}
+        SinkError::Schema { .. } => {
+            tracing::error!(table = %table.name, error = %error, "generic mirror cannot be written");
+        }
+        ref e if e.class() == ErrorClass::Transient => {}
+        e => return Err(e.into()),
+    }
+    Ok(messages.iter().map(|(m, _)| (*m, error.class(), error.code())).collect())
+}

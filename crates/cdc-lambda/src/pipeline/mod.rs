@@ -1,0 +1,1173 @@
+//! The core of one invocation: messages in, one report per message out.
+//!
+//! decode → two paths, run concurrently:
+//! - generic mirrors (every captured table but the sales tables; [`generic`]): rows → columns
+//!   added on first value → one INSERT per table;
+//! - sales: mirror rows → foreign-key index rows (one INSERT per index) → mirror rows (one INSERT
+//!   per table, extra columns included) → find the facts the changes touch (key lookups in the
+//!   indexes) → re-derive them page by page → INSERT into `sales_fact` → re-derivations that did
+//!   not fit become follow-up messages.
+//!
+//! Everything SQS-specific (batch response, FIFO rules, backoff, DLQ, sending the
+//! follow-ups) lives in `handler` and `sqs`, which see this stage only through [`Process`]. The
+//! SQL lives in `sink`; this module only orchestrates. Design: docs/sales-fact.md,
+//! docs/generic-mirrors.md.
+//!
+//! Per invocation the number of ClickHouse round trips does not grow with the batch (at most one
+//! INSERT per table, more only while isolating a poison row by bisection, and a fixed set of
+//! lookups), and no query or buffer grows with a change's fan-out: facts are derived in pages
+//! of at most [`PAGE`] items.
+
+mod generic;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::sqs::message::{Message, MessageOutcome, MessageReport};
+use cdc_clickhouse::dialect::{self, Dialect, FkIndex};
+use cdc_clickhouse::generic_values::{column_type_of, encode_column};
+use cdc_clickhouse::retry::RetryPolicy;
+use cdc_clickhouse::{SinkError, Warehouse, rowbinary};
+use cdc_core::change::{Decoded, InputFormat, Value, Version, VersionScale};
+use cdc_core::completion;
+use cdc_core::decode::{DecodeOptions, Decoder};
+use cdc_core::error::{Classify, ErrorClass};
+use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState};
+use cdc_core::generic::{ColumnType, ValueFault};
+use cdc_core::identifier;
+use cdc_core::mirror::{self, Cell, MirrorChange, MirrorRow};
+use cdc_core::rederive::{Scope, Task, TaskKey};
+use cdc_core::tables::{MirrorTarget, SourceTable};
+use generic::PendingGeneric;
+
+/// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
+/// the query text and the memory of a round, whatever a change's fan-out.
+pub const PAGE: usize = 10_000;
+/// Children of one changed parent read inline; a parent with more is re-derived as a [`Task`].
+const INLINE_PER_PARENT: usize = 1_000;
+/// Children read inline per index lookup in all.
+const INLINE_TOTAL: usize = 50_000;
+
+/// A fault of the environment, not of any message (wrong password, missing table, a query the
+/// server's limits refuse): the pipeline stops, and the handler fails every message of the batch
+/// as environmental, so none of them moves toward the DLQ (docs/error-policy.md).
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct SystemicError {
+    pub code: &'static str,
+    /// Safe to log: never contains row values, bodies or secrets.
+    pub detail: String,
+    /// True when the fault is an authentication failure (credentials may have been rotated).
+    pub is_auth: bool,
+}
+
+impl Classify for SystemicError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Systemic
+    }
+    fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<SinkError> for SystemicError {
+    fn from(error: SinkError) -> Self {
+        SystemicError { code: error.code(), is_auth: error.is_auth(), detail: error.to_string() }
+    }
+}
+
+/// What the handler needs from the pipeline. Tests of SQS logic pass a fake.
+pub trait Process: Send + Sync {
+    /// Processes one batch, returning one report per message, in order. `deadline` is when the
+    /// invocation must have answered (Lambda's remaining time minus a margin): transient retries
+    /// stop before it.
+    fn process(
+        &self,
+        messages: &[Message],
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<MessageReport>, SystemicError>> + Send;
+}
+
+/// The real pipeline: decoder + ClickHouse.
+pub struct Pipeline {
+    decoder: Decoder,
+    warehouse: Warehouse,
+    retry: RetryPolicy,
+    /// At most this many task pages per invocation (besides the deadline); `None`: no limit.
+    page_budget: Option<usize>,
+    /// Signs the follow-up tasks this pipeline sends and checks the ones it receives.
+    task_key: TaskKey,
+    /// The version scale each mirror is pinned to, as read or pinned so far (a pin never
+    /// changes, so it is cached for the process).
+    scales: std::sync::Mutex<HashMap<String, VersionScale>>,
+}
+
+/// What decoding a batch leaves to write: sales-mirror changes, generic-mirror changes,
+/// re-derivation tasks, and the version scale of every change (for the mirrors' pins).
+struct DecodedBatch {
+    pending: Vec<PendingChange>,
+    generic: Vec<PendingGeneric>,
+    tasks: Vec<(usize, Task)>,
+    scaled: Vec<ScaledChange>,
+}
+
+/// One message's change: its mirror and the scale of its version.
+struct ScaledChange {
+    message: usize,
+    mirror: String,
+    scale: VersionScale,
+}
+
+/// A mirror write of one message.
+struct PendingChange {
+    message: usize,
+    change: MirrorChange,
+}
+
+impl PendingChange {
+    /// The sales table the change writes (a truncation's too).
+    fn table(&self) -> Option<SourceTable> {
+        match &self.change {
+            MirrorChange::Rows(rows) => rows.first().map(|r| r.table),
+            MirrorChange::Truncate { table, .. } => Some(*table),
+        }
+    }
+}
+
+/// Failed messages with their class and code.
+type Failures = HashMap<usize, (ErrorClass, &'static str)>;
+/// Columns a batch needs, each with the type its first value asks for.
+type NeededColumns = Vec<(String, ColumnType)>;
+
+/// The code of a value its column cannot hold exactly: the message's own fault (poison), never
+/// a stall of its table (docs/error-policy.md, "Content failures").
+const INCOMPATIBLE: &str = "value.incompatible";
+/// The code of a change on another version scale than its mirror's.
+const SCALE_MISMATCH: &str = "version.scale_mismatch";
+/// The code of rows ClickHouse rejected alone, with a code we do not know, while their
+/// batch-mates landed.
+const REJECTED: &str = "clickhouse.rejected";
+
+/// How a message fails when one of its extra-column values cannot be written.
+fn extra_fault(table: SourceTable, column: &str, fault: ValueFault) -> (ErrorClass, &'static str) {
+    match fault {
+        ValueFault::Unstorable(code) => (ErrorClass::Poison, code),
+        ValueFault::Missing => (ErrorClass::Waiting, "toast.base_missing"),
+        ValueFault::Incompatible => {
+            tracing::warn!(
+                table = table.name(),
+                column = %column,
+                code = INCOMPATIBLE,
+                "a value does not fit its ClickHouse column; widen the column and redrive the message"
+            );
+            (ErrorClass::Poison, INCOMPATIBLE)
+        }
+    }
+}
+
+/// Per sales table: the extra columns its rows carry, and the type each first value asks for.
+fn extra_types(
+    pending: &[PendingChange],
+    dialect: Dialect,
+) -> BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> {
+    let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> = BTreeMap::new();
+    for p in pending {
+        let MirrorChange::Rows(rows) = &p.change else { continue };
+        for row in rows.iter().filter(|r| !r.extras.is_empty()) {
+            let (names, needed) = carried.entry(row.table).or_default();
+            for (name, value) in row.extras.iter() {
+                names.insert(name.to_owned());
+                if let Some(ty) = column_type_of(value, dialect)
+                    && !needed.iter().any(|(n, _)| n == name)
+                {
+                    needed.push((name.to_owned(), ty));
+                }
+            }
+        }
+    }
+    carried
+}
+
+/// Counts of one invocation, for the summary log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub mirror_rows: usize,
+    pub facts: usize,
+}
+
+/// Rows for one table, grouped by message so that a failing insert can be bisected down to the
+/// message that poisons it.
+type Groups = Vec<(usize, Vec<u8>)>;
+
+/// Facts to re-derive: items read inline, and tasks (with the message that caused each) for
+/// the rest. A task is owned by one message: if it cannot finish, that message carries the
+/// follow-up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub items: BTreeSet<i64>,
+    pub tasks: BTreeMap<Scope, (usize, i64)>,
+}
+
+impl Touched {
+    fn add_task(&mut self, message: usize, scope: Scope, after: i64) {
+        let entry = self.tasks.entry(scope).or_insert((message, after));
+        entry.1 = entry.1.min(after);
+    }
+}
+
+impl Pipeline {
+    pub fn new(decoder_options: DecodeOptions, warehouse: Warehouse) -> Self {
+        Self {
+            decoder: Decoder::new(decoder_options),
+            warehouse,
+            retry: RetryPolicy::default(),
+            page_budget: None,
+            task_key: TaskKey::random(),
+            scales: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The key shared by every instance of the function (`TASK_KEY_SECRET_ARN`); without it the
+    /// pipeline signs with a random key of its own, which only it accepts.
+    pub fn with_task_key(mut self, key: TaskKey) -> Self {
+        self.task_key = key;
+        self
+    }
+
+    /// The follow-up message body that continues `task`, signed.
+    pub fn task_body(&self, task: Task) -> String {
+        self.task_key.sign(task)
+    }
+
+    /// Limits the task pages one invocation runs (the rest continues in follow-ups), e.g. to keep
+    /// invocations short; the deadline limits them anyway.
+    pub fn with_page_budget(mut self, pages: usize) -> Self {
+        self.page_budget = Some(pages.max(1));
+        self
+    }
+
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    /// `migrate`: the database, tables and views, idempotently.
+    pub async fn migrate(&self, deadline: Instant) -> Result<(), SinkError> {
+        self.retry.run(deadline, || self.warehouse.ensure_schema()).await
+    }
+
+    async fn run(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
+        let mut reports: Vec<MessageReport> =
+            messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
+        let mut timings = Timings::start();
+        let DecodedBatch { mut pending, mut generic, tasks, scaled } = self.decode_all(messages, &mut reports);
+        timings.lap("decode");
+        if pending.is_empty() && generic.is_empty() && tasks.is_empty() {
+            return Ok(reports);
+        }
+
+        // Schema and dialect: a transient failure here fails every pending message for retry.
+        let prepared = self.retry.run(deadline, || async {
+            self.warehouse.ensure_schema().await?;
+            self.warehouse.dialect().await
+        });
+        let dialect = match prepared.await {
+            Ok(dialect) => dialect,
+            Err(e) => {
+                let all: Vec<usize> = pending
+                    .iter()
+                    .map(|p| p.message)
+                    .chain(generic.iter().map(|g| g.message))
+                    .chain(tasks.iter().map(|(m, _)| *m))
+                    .collect();
+                fail_messages(&mut reports, &all, e)?;
+                return Ok(reports);
+            }
+        };
+        // One scale per mirror: a change on another scale than its mirror's is poison.
+        match self.pin_scales(&scaled, deadline).await {
+            Ok(mismatched) if !mismatched.is_empty() => {
+                for &message in &mismatched {
+                    let table = reports[message].table.clone();
+                    reports[message].outcome =
+                        MessageOutcome::Failed { class: ErrorClass::Poison, code: SCALE_MISMATCH, table };
+                }
+                pending.retain(|p| !mismatched.contains(&p.message));
+                generic.retain(|g| !mismatched.contains(&g.message));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let all: Vec<usize> = pending
+                    .iter()
+                    .map(|p| p.message)
+                    .chain(generic.iter().map(|g| g.message))
+                    .chain(tasks.iter().map(|(m, _)| *m))
+                    .collect();
+                fail_messages(&mut reports, &all, e)?;
+                return Ok(reports);
+            }
+        }
+        // Generic mirrors feed no fact: they are written concurrently with the sales path and
+        // fail only their own messages (docs/generic-mirrors.md).
+        let (generic, sales) = tokio::join!(
+            self.write_generic(dialect, generic, deadline),
+            self.run_sales(dialect, pending, tasks, &mut reports, &mut timings, deadline)
+        );
+        sales?;
+        for (message, outcome) in generic? {
+            match outcome {
+                Ok(rows) => reports[message].rows_inserted = rows,
+                Err((class, code)) => {
+                    let table = reports[message].table.clone();
+                    reports[message].outcome = MessageOutcome::Failed { class, code, table };
+                }
+            }
+        }
+        tracing::debug!(
+            messages = messages.len(),
+            mirror_rows = reports.iter().map(|r| r.rows_inserted).sum::<u64>(),
+            decode_ms = timings.ms("decode"),
+            complete_ms = timings.ms("complete"),
+            mirrors_ms = timings.ms("mirrors"),
+            facts_ms = timings.ms("facts"),
+            "pipeline phases"
+        );
+        Ok(reports)
+    }
+
+    /// The sales path: complete rows, write indexes and mirrors, re-derive the facts they
+    /// touch, and carry what did not fit as follow-ups. Outcomes land in `reports`.
+    async fn run_sales(
+        &self,
+        dialect: Dialect,
+        mut pending: Vec<PendingChange>,
+        tasks: Vec<(usize, Task)>,
+        reports: &mut [MessageReport],
+        timings: &mut Timings,
+        deadline: Instant,
+    ) -> Result<(), SystemicError> {
+        if pending.is_empty() && tasks.is_empty() {
+            return Ok(());
+        }
+        let task_messages: Vec<usize> = tasks.iter().map(|(m, _)| *m).collect();
+        if let Err(e) = self.complete_rows(&mut pending, reports, deadline).await {
+            let all: Vec<usize> = pending.iter().map(|p| p.message).chain(task_messages).collect();
+            return fail_messages(reports, &all, e);
+        }
+        timings.lap("complete");
+        let written = self.write_rows(dialect, &pending, reports, deadline).await?;
+        timings.lap("mirrors");
+
+        let affected: Vec<usize> = written.iter().map(|p| p.message).chain(task_messages).collect();
+        let derived = async {
+            let mut touched = self.touched(&written, deadline).await?;
+            for (message, task) in tasks {
+                touched.add_task(message, task.scope, task.after);
+            }
+            let items: Vec<i64> = touched.items.iter().copied().collect();
+            let mut facts = self.derive(&items, deadline).await?;
+            let (more, unfinished) = self.run_tasks(touched.tasks, deadline).await?;
+            facts += more;
+            Ok::<_, SinkError>((facts, unfinished))
+        };
+        let (facts, unfinished) = match derived.await {
+            Ok(done) => done,
+            Err(e) => return fail_messages(reports, &affected, e),
+        };
+        for (message, task) in unfinished {
+            reports[message].follow_ups.push(self.task_key.sign(task));
+        }
+        timings.lap("facts");
+        tracing::debug!(changes = written.len(), facts, "sales path");
+        Ok(())
+    }
+
+    /// Decodes and maps every message; failures and skips are final here. Follow-up messages
+    /// of this processor come back as re-derivation tasks.
+    fn decode_all(&self, messages: &[Message], reports: &mut [MessageReport]) -> DecodedBatch {
+        let mut pending = Vec::new();
+        let mut generic = Vec::new();
+        let mut tasks = Vec::new();
+        let mut scaled = Vec::new();
+        // Logged once per uncaptured table per decoder (cold start); every skip is counted.
+        let log_unmapped = || {
+            for table in self.decoder.take_new_unmapped_tables() {
+                tracing::warn!(table = %table, "skipping changes of a table outside CAPTURED_TABLES (logged once)");
+            }
+        };
+        for (index, message) in messages.iter().enumerate() {
+            let report = &mut reports[index];
+            match self.task_key.parse(&message.body) {
+                Some(Ok(task)) => {
+                    tasks.push((index, task));
+                    continue;
+                }
+                Some(Err(e)) => {
+                    report.outcome = failed(&e, None);
+                    continue;
+                }
+                None => {}
+            }
+            let event = match self.decoder.decode(&message.body) {
+                Ok(Decoded::Change(event)) => event,
+                Ok(Decoded::Skipped(kind)) => {
+                    report.outcome = MessageOutcome::Skipped(kind.as_str());
+                    continue;
+                }
+                Err(e) => {
+                    report.outcome = failed(&e, None);
+                    continue;
+                }
+            };
+            // The decoder mapped the source table (database, schema, table) to its mirror by
+            // the configured mapping; tables outside it never get here (skipped or rejected).
+            report.table = Some(event.mirror.name().to_owned());
+            report.op = Some(event.op);
+            report.commit_time_us = event.commit_time_us;
+            report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
+            // Event-supplied column names may become columns: checked before any DDL, so a
+            // malformed body fails alone (docs/error-policy.md, "Content failures").
+            if let Err(e) = [&event.before, &event.after].into_iter().flatten().try_for_each(identifier::check_row) {
+                report.outcome = failed(&e, Some(event.mirror.name()));
+                continue;
+            }
+            if event.format == InputFormat::Platform
+                && matches!(event.mirror, MirrorTarget::Sales(_))
+                && !self.decoder.options().platform_feeds_sales
+            {
+                let table = Some(event.mirror.name().to_owned());
+                report.outcome =
+                    MessageOutcome::Failed { class: ErrorClass::Poison, code: "mapping.platform_not_enabled", table };
+                continue;
+            }
+            scaled.push(ScaledChange { message: index, mirror: event.mirror.name().to_owned(), scale: event.scale });
+            match &event.mirror {
+                MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
+                    Ok(change) => pending.push(PendingChange { message: index, change }),
+                    Err(e) => report.outcome = failed(&e, Some(table.name())),
+                },
+                MirrorTarget::Generic(table) => match cdc_core::generic::generic_change(table, &event) {
+                    Ok(change) => generic.push(PendingGeneric { message: index, table: table.clone(), change }),
+                    Err(e) => report.outcome = failed(&e, Some(&table.name)),
+                },
+            }
+        }
+        log_unmapped();
+        DecodedBatch { pending, generic, tasks, scaled }
+    }
+
+    /// Pins every mirror of the batch that has no version scale yet to the scale of its first
+    /// change here, and returns the messages whose scale differs from their mirror's (a DMS
+    /// full-load row, version 1, fits any scale). ClickHouse is asked only while some mirror's
+    /// pin is not known to this process (docs/versions.md, "One scale per mirror").
+    async fn pin_scales(&self, scaled: &[ScaledChange], deadline: Instant) -> Result<BTreeSet<usize>, SinkError> {
+        let cached = |mirror: &str| self.scales.lock().unwrap_or_else(|e| e.into_inner()).get(mirror).copied();
+        let mut first: BTreeMap<&str, VersionScale> = BTreeMap::new();
+        for change in scaled.iter().filter(|c| c.scale != VersionScale::Load) {
+            first.entry(change.mirror.as_str()).or_insert(change.scale);
+        }
+        let unknown = || -> Vec<(&str, VersionScale)> {
+            first.iter().filter(|(mirror, _)| cached(mirror).is_none()).map(|(m, s)| (*m, *s)).collect()
+        };
+        let w = &self.warehouse;
+        let read = async || -> Result<(), SinkError> {
+            let pinned = self.retry.run(deadline, || w.version_scales()).await?;
+            self.scales.lock().unwrap_or_else(|e| e.into_inner()).extend(pinned);
+            Ok(())
+        };
+        if !unknown().is_empty() {
+            read().await?;
+            let unpinned = unknown();
+            if !unpinned.is_empty() {
+                self.retry.run(deadline, || w.pin_version_scales(&unpinned)).await?;
+                read().await?;
+            }
+        }
+        Ok(scaled
+            .iter()
+            .filter(|c| c.scale != VersionScale::Load && cached(&c.mirror).is_some_and(|pinned| pinned != c.scale))
+            .map(|c| c.message)
+            .collect())
+    }
+
+    /// Completes rows from what is already known about their key, before they are written
+    /// (`cdc_core::completion`: TOAST placeholders, and the tombstones of items and orders,
+    /// which keep their foreign keys). The candidates are the batch's complete rows and the
+    /// newest stored row of each key that needs one; a row nothing can complete yet fails its
+    /// message for retry (transient `toast.base_missing`): its older change may still be in
+    /// flight.
+    async fn complete_rows(
+        &self,
+        pending: &mut Vec<PendingChange>,
+        reports: &mut [MessageReport],
+        deadline: Instant,
+    ) -> Result<(), SinkError> {
+        let lookups = completion::sales_lookups(mirror_rows(pending));
+        if lookups.is_empty() {
+            return Ok(());
+        }
+        let mut bases = completion::sales_batch_bases(mirror_rows(pending));
+        for (table, keys) in &lookups {
+            let keys: Vec<i64> = keys.iter().copied().collect();
+            let mut extras = self.stored_extras(*table, pending, &keys, deadline).await?;
+            for (key, version, deleted, cells) in self.stored_rows(*table, &keys, deadline).await? {
+                // The extra columns of the same stored version (read separately: their types
+                // are only known at run time).
+                let extras = match extras.remove(&key) {
+                    Some((v, row)) if v == version => row,
+                    _ => cdc_core::change::Row::new(),
+                };
+                bases.entry((*table, key)).or_default().push(completion::Base {
+                    version,
+                    live: !deleted,
+                    stored: true,
+                    values: completion::SalesValues { cells, extras },
+                });
+            }
+        }
+        let rows_mut = pending.iter_mut().filter_map(|p| match &mut p.change {
+            MirrorChange::Rows(rows) => Some(rows.iter_mut().map(|row| (p.message, row))),
+            MirrorChange::Truncate { .. } => None,
+        });
+        let unresolved = completion::complete_sales(rows_mut.flatten(), &bases);
+        if !unresolved.is_empty() {
+            pending.retain(|p| {
+                if unresolved.contains(&p.message) {
+                    reports[p.message].outcome = MessageOutcome::Failed {
+                        class: ErrorClass::Waiting,
+                        code: "toast.base_missing",
+                        table: reports[p.message].table.clone(),
+                    };
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The stored extra columns (beyond the declared ones) of the newest row of each key, with
+    /// its version, when some row of `table` in the batch has a TOAST placeholder in one.
+    async fn stored_extras(
+        &self,
+        table: SourceTable,
+        pending: &[PendingChange],
+        keys: &[i64],
+        deadline: Instant,
+    ) -> Result<HashMap<i64, (Version, cdc_core::change::Row)>, SinkError> {
+        let placeholder = pending.iter().any(|p| {
+            matches!(&p.change, MirrorChange::Rows(rows)
+                if rows.iter().any(|r| r.table == table && r.extras.iter().any(|(_, v)| *v == Value::Unavailable)))
+        });
+        if !placeholder {
+            return Ok(HashMap::new());
+        }
+        let w = &self.warehouse;
+        let extras = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
+        let key =
+            cdc_core::generic::Column { name: table.spec().key.to_owned(), ty: ColumnType::Int64, nullable: false };
+        let columns: Vec<cdc_core::generic::Column> = std::iter::once(key).chain(extras).collect();
+        let as_generic = cdc_core::tables::GenericTable {
+            name: table.name().to_owned(),
+            key: vec![table.spec().key.to_owned()],
+            declared: Vec::new(),
+        };
+        let keys: Vec<Vec<Value>> = keys.iter().map(|k| vec![Value::Int(*k)]).collect();
+        let rows = self.retry.run(deadline, || w.generic_latest(&as_generic, &columns, &keys)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, row, version, _)| match key.first() {
+                Some(Value::Int(k)) => Some((*k, (version, row))),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The newest stored row of each key, as mirror cells.
+    async fn stored_rows(
+        &self,
+        table: SourceTable,
+        keys: &[i64],
+        deadline: Instant,
+    ) -> Result<Vec<(i64, Version, bool, Vec<Cell>)>, SinkError> {
+        let w = &self.warehouse;
+        Ok(match table {
+            SourceTable::Customers => self
+                .retry
+                .run(deadline, || w.latest::<CustomerState>(table, keys))
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Text(r.email),
+                        Cell::Text(r.name),
+                        Cell::Text(r.country),
+                        Cell::Text(r.city),
+                        Cell::Timestamp(r.created_at_us),
+                    ];
+                    (r.id, Version(r.version), r.is_deleted != 0, cells)
+                })
+                .collect(),
+            SourceTable::Products => self
+                .retry
+                .run(deadline, || w.latest::<ProductState>(table, keys))
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Text(r.name),
+                        Cell::Text(r.category),
+                        Cell::Decimal(r.price),
+                        Cell::Timestamp(r.created_at_us),
+                    ];
+                    (r.id, Version(r.version), r.is_deleted != 0, cells)
+                })
+                .collect(),
+            SourceTable::Orders => self
+                .retry
+                .run(deadline, || w.latest::<OrderState>(table, keys))
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Int(r.customer_id),
+                        Cell::Timestamp(r.order_date_us),
+                        Cell::Text(r.status),
+                        Cell::Decimal(r.total),
+                    ];
+                    (r.id, Version(r.version), r.is_deleted != 0, cells)
+                })
+                .collect(),
+            SourceTable::OrderItems => self
+                .retry
+                .run(deadline, || w.latest::<ItemState>(table, keys))
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let cells = vec![
+                        Cell::Int(r.id),
+                        Cell::Int(r.order_id),
+                        Cell::Int(r.product_id),
+                        Cell::Int(i64::from(r.quantity)),
+                        Cell::Decimal(r.price),
+                    ];
+                    (r.id, Version(r.version), r.is_deleted != 0, cells)
+                })
+                .collect(),
+        })
+    }
+
+    /// Writes the changes: the foreign-key index entries of every live item and order row and
+    /// the mirror rows (one INSERT per table, plus the truncation table), all concurrently. The
+    /// fact derivation needs only that every write of this invocation has completed before its
+    /// first lookup (docs/sales-fact.md §4), so the index and mirror writes need no order among
+    /// themselves. A message fails if any of its writes fails (it is retried, and its retry
+    /// writes both again). Returns the changes that landed.
+    async fn write_rows<'p>(
+        &self,
+        dialect: Dialect,
+        pending: &'p [PendingChange],
+        reports: &mut [MessageReport],
+        deadline: Instant,
+    ) -> Result<Vec<&'p PendingChange>, SystemicError> {
+        let mut index_groups: BTreeMap<FkIndex, Groups> = BTreeMap::new();
+        for p in pending {
+            let MirrorChange::Rows(rows) = &p.change else { continue };
+            for row in rows.iter().filter(|r| !r.is_deleted) {
+                for index in FkIndex::fed_by(row.table) {
+                    let Some(parent) = row.int(index.parent) else { continue };
+                    let mut bytes = Vec::with_capacity(16);
+                    rowbinary::put_i64(&mut bytes, parent);
+                    rowbinary::put_i64(&mut bytes, row.key);
+                    index_groups.entry(*index).or_default().push((p.message, bytes));
+                }
+            }
+        }
+        // Columns beyond the declared ones, per table (added on their first value).
+        let (extras, mut failed) = self.extra_columns(pending, deadline).await?;
+        let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
+        'messages: for p in pending {
+            if failed.contains_key(&p.message) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            let table = match &p.change {
+                MirrorChange::Rows(rows) => {
+                    for row in rows {
+                        rowbinary::encode_mirror_row(&mut bytes, dialect, row);
+                        let columns = extras.get(&row.table).map_or(&[][..], Vec::as_slice);
+                        for column in columns {
+                            let value = row.extras.get(&column.name).unwrap_or(&Value::Null);
+                            if let Err(fault) = encode_column(&mut bytes, dialect, column, value) {
+                                let failure = extra_fault(row.table, &column.name, fault);
+                                if failure.1 == INCOMPATIBLE {
+                                    // Read the columns again next time: an operator may widen it.
+                                    self.warehouse.forget_generic(row.table.name());
+                                }
+                                failed.insert(p.message, failure);
+                                continue 'messages;
+                            }
+                        }
+                    }
+                    rows.first().map_or("", |r: &MirrorRow| r.table.name())
+                }
+                MirrorChange::Truncate { table, version } => {
+                    rowbinary::put_string(&mut bytes, table.name());
+                    rowbinary::put_u64(&mut bytes, version.0);
+                    dialect::TRUNCATIONS_TABLE
+                }
+            };
+            if !bytes.is_empty() {
+                per_table.entry(table).or_default().push((p.message, bytes));
+            }
+        }
+        // A table whose messages all failed above (an incompatible extra column) is not written.
+        for groups in per_table.values_mut() {
+            groups.retain(|(message, _)| !failed.contains_key(message));
+        }
+        // The tables are independent: insert them concurrently (one statement each), the
+        // indexes with them.
+        let extras = &extras;
+        let mirror_inserts = per_table.into_iter().filter(|(_, groups)| !groups.is_empty()).map(|(table, groups)| {
+            let columns: Vec<&str> = match SourceTable::from_name(table) {
+                Some(source) => {
+                    let extra = extras.get(&source).into_iter().flatten().map(|c| c.name.as_str());
+                    dialect::mirror_columns(source.spec()).into_iter().chain(extra).collect()
+                }
+                None => vec!["table_name", "_version"],
+            };
+            (table, columns, groups)
+        });
+        let index_inserts = index_groups.into_iter().filter_map(|(index, mut groups)| {
+            groups.retain(|(message, _)| !failed.contains_key(message));
+            (!groups.is_empty()).then(|| (index.table, index.columns().to_vec(), groups))
+        });
+        let inserts = mirror_inserts.chain(index_inserts).map(|(table, columns, groups)| async move {
+            self.insert_isolating(table, &columns, groups, deadline).await
+        });
+        let insert_failures = self.collect_failures(inserts).await?;
+        failed.extend(insert_failures);
+
+        let mut written = Vec::with_capacity(pending.len());
+        for p in pending {
+            match failed.remove(&p.message) {
+                Some((class, code)) => {
+                    let table = reports[p.message].table.clone();
+                    reports[p.message].outcome = MessageOutcome::Failed { class, code, table };
+                }
+                None => {
+                    reports[p.message].rows_inserted = match &p.change {
+                        MirrorChange::Rows(rows) => rows.len() as u64,
+                        MirrorChange::Truncate { .. } => 1,
+                    };
+                    written.push(p);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// The extra columns each sales table's INSERT carries: those of ClickHouse's extra columns
+    /// that some row of the batch has, after adding the ones a first value asks for. A table
+    /// whose extra columns cannot be prepared fails its messages (schema problem: systemic;
+    /// transient: retried); a fault of the whole environment stops the invocation.
+    async fn extra_columns(
+        &self,
+        pending: &[PendingChange],
+        deadline: Instant,
+    ) -> Result<(BTreeMap<SourceTable, Vec<cdc_core::generic::Column>>, Failures), SystemicError> {
+        let dialect = self.warehouse.dialect().await.map_err(SystemicError::from)?;
+        let carried = extra_types(pending, dialect);
+        let mut columns = BTreeMap::new();
+        let mut failed = HashMap::new();
+        for (table, (names, needed)) in carried {
+            let w = &self.warehouse;
+            match self.retry.run(deadline, || w.sales_extras(table, &needed)).await {
+                Ok(all) => {
+                    columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
+                }
+                // Columns the configuration refuses: the messages that ask for them fail alone
+                // (found one at a time), the table's others proceed with the columns there are.
+                Err(e) if e.class() == ErrorClass::Poison => {
+                    for p in pending.iter().filter(|p| p.table() == Some(table)) {
+                        let own = extra_types(std::slice::from_ref(p), dialect);
+                        let needed = own.get(&table).map(|(_, needed)| needed.as_slice()).unwrap_or_default();
+                        match self.retry.run(deadline, || w.sales_extras(table, needed)).await {
+                            Ok(_) => {}
+                            Err(e) if e.class() == ErrorClass::Poison => {
+                                failed.insert(p.message, (e.class(), e.code()));
+                            }
+                            Err(e) if e.class() == ErrorClass::Systemic && !matches!(e, SinkError::Schema { .. }) => {
+                                return Err(e.into());
+                            }
+                            Err(e) => {
+                                failed.insert(p.message, (e.class(), e.code()));
+                            }
+                        }
+                    }
+                    let all = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
+                    columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
+                }
+                Err(e) if matches!(e, SinkError::Schema { .. }) || e.class() == ErrorClass::Transient => {
+                    tracing::warn!(
+                        table = table.name(),
+                        code = e.code(),
+                        "extra columns of a sales mirror unavailable"
+                    );
+                    for p in pending.iter().filter(|p| p.table() == Some(table)) {
+                        failed.insert(p.message, (e.class(), e.code()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((columns, failed))
+    }
+
+    async fn collect_failures(
+        &self,
+        inserts: impl Iterator<Item = impl Future<Output = Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError>>>,
+    ) -> Result<HashMap<usize, (ErrorClass, &'static str)>, SystemicError> {
+        let mut failed = HashMap::new();
+        for result in futures::future::join_all(inserts).await {
+            for (message, class, code) in result? {
+                failed.insert(message, (class, code));
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Inserts the groups in one statement; if the server rejects the data, splits the groups in
+    /// halves until the failing message(s) stand alone, so everything else still lands.
+    /// Returns the failed messages; a systemic error stops the pipeline.
+    ///
+    /// Bad data (a code of `BAD_DATA`) is isolated, and so is a rejection with a code none of our
+    /// lists knows: once its batch-mates have landed without it, a message still rejected alone
+    /// is poison (`clickhouse.rejected`) rather than an environmental failure retried forever.
+    /// If nothing of the statement lands, an unexplained code stays what it was (transient,
+    /// environmental): it may be the server's, and the retry age bounds it.
+    async fn insert_isolating(
+        &self,
+        table: &str,
+        columns: &[&str],
+        groups: Vec<(usize, Vec<u8>)>,
+        deadline: Instant,
+    ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+        let mut failures = Vec::new();
+        let mut unexplained = Vec::new();
+        let mut landed = false;
+        let mut stack = vec![groups];
+        while let Some(groups) = stack.pop() {
+            let body: Vec<u8> = groups.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+            let body = Bytes::from(body);
+            let result =
+                self.retry.run(deadline, || self.warehouse.insert_rowbinary(table, columns, body.clone())).await;
+            match result {
+                Ok(()) => landed = true,
+                Err(e) if e.class() == ErrorClass::Systemic => return Err(e.into()),
+                Err(e) if (e.class() == ErrorClass::Poison || e.is_unexplained()) && groups.len() > 1 => {
+                    let mut left = groups;
+                    let right = left.split_off(left.len() / 2);
+                    stack.push(right);
+                    stack.push(left);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        table,
+                        code = e.code(),
+                        class = e.class().as_str(),
+                        server_code = e.server_code(),
+                        messages = groups.len(),
+                        "mirror insert failed"
+                    );
+                    let target = if e.is_unexplained() { &mut unexplained } else { &mut failures };
+                    target.extend(groups.iter().map(|(message, _)| (*message, e.class(), e.code())));
+                }
+            }
+        }
+        if landed {
+            failures.extend(unexplained.into_iter().map(|(message, _, _)| (message, ErrorClass::Poison, REJECTED)));
+        } else {
+            failures.extend(unexplained);
+        }
+        Ok(failures)
+    }
+
+    /// The facts the written changes touch: changed items themselves, and the children of
+    /// changed orders, customers and products, found by key lookups in the foreign-key indexes.
+    /// A parent with more children than fit inline, and a truncation, become tasks.
+    async fn touched(&self, written: &[&PendingChange], deadline: Instant) -> Result<Touched, SinkError> {
+        let mut touched = Touched::default();
+        // Changed parents by key, each with the first message that changed it (a task it causes
+        // belongs to that message).
+        let (mut orders, mut customers, mut products) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for p in written {
+            match &p.change {
+                MirrorChange::Truncate { .. } => touched.add_task(p.message, Scope::All, i64::MIN),
+                MirrorChange::Rows(rows) => {
+                    for row in rows {
+                        let parents = match row.table {
+                            SourceTable::OrderItems => {
+                                touched.items.insert(row.key);
+                                continue;
+                            }
+                            SourceTable::Orders => &mut orders,
+                            SourceTable::Customers => &mut customers,
+                            SourceTable::Products => &mut products,
+                        };
+                        parents.entry(row.key).or_insert(p.message);
+                    }
+                }
+            }
+        }
+        if touched.tasks.contains_key(&Scope::All) {
+            // A truncation re-derives every fact anyway.
+            return Ok(touched);
+        }
+        // Customers reach their items through their orders: first the orders. A customer with
+        // too many orders to read inline becomes a task of its own.
+        let (pairs, split) = self.children_of(dialect::ORDERS_BY_CUSTOMER, &customers, deadline).await?;
+        let too_many: BTreeSet<i64> = split.incomplete.iter().map(|(customer, _)| *customer).collect();
+        for customer in &too_many {
+            touched.add_task(customers[customer], Scope::Customer(*customer), i64::MIN);
+        }
+        // The orders reached through a changed customer, by order: if their items do not all
+        // fit inline, the customer becomes one task, not one task per order (a rename of a
+        // customer with 200 orders is one follow-up, never 200).
+        let mut via_customer: BTreeMap<i64, i64> = BTreeMap::new();
+        for (customer, order) in pairs {
+            if let Some(&message) = customers.get(&customer).filter(|_| !too_many.contains(&customer)) {
+                orders.entry(order).or_insert(message);
+                via_customer.entry(order).or_insert(customer);
+            }
+        }
+
+        let (by_order, by_product) = tokio::join!(
+            self.children_of(dialect::ITEMS_BY_ORDER, &orders, deadline),
+            self.children_of(dialect::ITEMS_BY_PRODUCT, &products, deadline),
+        );
+        for ((_, split), owners, scope) in
+            [(by_order?, &orders, Scope::Order as fn(i64) -> Scope), (by_product?, &products, Scope::Product)]
+        {
+            touched.items.extend(split.children);
+            for (parent, after) in split.incomplete {
+                match via_customer.get(&parent).filter(|_| matches!(scope(parent), Scope::Order(_))) {
+                    Some(&customer) => touched.add_task(owners[&parent], Scope::Customer(customer), i64::MIN),
+                    None => touched.add_task(owners[&parent], scope(parent), after),
+                }
+            }
+        }
+        Ok(touched)
+    }
+
+    /// The children of changed parents through one index, read inline (`(parent, child)` pairs),
+    /// and how they split into complete parents and parents with more children than fit.
+    async fn children_of(
+        &self,
+        index: FkIndex,
+        parents: &BTreeMap<i64, usize>,
+        deadline: Instant,
+    ) -> Result<(Vec<(i64, i64)>, Split), SinkError> {
+        let keys: Vec<i64> = parents.keys().copied().collect();
+        let pairs =
+            self.retry.run(deadline, || self.warehouse.children(index, &keys, INLINE_PER_PARENT, INLINE_TOTAL)).await?;
+        let split = split_children(&keys, &pairs, INLINE_PER_PARENT, INLINE_TOTAL);
+        Ok((pairs, split))
+    }
+
+    /// Re-derives the given order items, a page at a time: one snapshot read and one INSERT per
+    /// page. Returns the number of facts written.
+    async fn derive(&self, items: &[i64], deadline: Instant) -> Result<usize, SinkError> {
+        for page in items.chunks(PAGE) {
+            let snapshot = self.retry.run(deadline, || self.warehouse.snapshot(page)).await?;
+            let facts: Vec<FactRow> = page.iter().map(|id| snapshot.derive(*id)).collect();
+            drop(snapshot);
+            self.retry.run(deadline, || self.warehouse.insert_facts(&facts)).await?;
+        }
+        Ok(items.len())
+    }
+
+    /// Re-derives every fact of `scope` (operator repairs): the task runs until done or until
+    /// `deadline`, returning the facts written and the task where it stopped, if it did not end.
+    pub async fn rederive(&self, scope: Scope, deadline: Instant) -> Result<(usize, Option<Task>), SinkError> {
+        self.migrate(deadline).await?;
+        let (facts, mut unfinished) = self.run_tasks(BTreeMap::from([(scope, (0, i64::MIN))]), deadline).await?;
+        Ok((facts, unfinished.pop().map(|(_, task)| task)))
+    }
+
+    /// Walks each task page by page while the invocation has time for another page. Returns
+    /// the facts written and the tasks left unfinished, each where it stopped: the handler sends
+    /// them as follow-up messages before it acknowledges their messages, so the work continues
+    /// durably, and every invocation that runs tasks moves one forward by at least a page (tasks
+    /// run in scope order, so each finishes in a bounded number of invocations).
+    async fn run_tasks(
+        &self,
+        tasks: BTreeMap<Scope, (usize, i64)>,
+        deadline: Instant,
+    ) -> Result<(usize, Vec<(usize, Task)>), SinkError> {
+        let mut facts = 0;
+        let mut unfinished = Vec::new();
+        let mut slowest_page = Duration::ZERO;
+        let mut pages = 0;
+        for (scope, (message, after)) in tasks {
+            let mut task = Task { scope, after };
+            loop {
+                // The invocation's first page always runs (progress on every retry); later
+                // ones only while twice the slowest page so far still fits.
+                let out_of_budget = self.page_budget.is_some_and(|budget| pages >= budget);
+                if pages > 0 && (out_of_budget || Instant::now() + slowest_page * 2 >= deadline) {
+                    unfinished.push((message, task));
+                    break;
+                }
+                let started = Instant::now();
+                let ids = self.retry.run(deadline, || self.warehouse.page(task.scope, task.after, PAGE)).await?;
+                let Some(&last) = ids.last() else { break };
+                facts += self.derive(&ids, deadline).await?;
+                task.after = last;
+                pages += 1;
+                slowest_page = slowest_page.max(started.elapsed());
+                if ids.len() < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok((facts, unfinished))
+    }
+}
+
+/// A children lookup split into the children read and the parents whose children did not all
+/// fit, each with the last child read (`i64::MIN` if none).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Split {
+    children: Vec<i64>,
+    incomplete: Vec<(i64, i64)>,
+}
+
+/// `pairs` is the answer of `dialect::children_query` for `parents`: ordered by parent then
+/// child, at most `per_parent` per parent and `total` in all.
+fn split_children(parents: &[i64], pairs: &[(i64, i64)], per_parent: usize, total: usize) -> Split {
+    let cut_short = pairs.len() >= total;
+    let last_parent = pairs.last().map(|(p, _)| *p);
+    let mut seen: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+    for (parent, child) in pairs {
+        let entry = seen.entry(*parent).or_insert((0, i64::MIN));
+        entry.0 += 1;
+        entry.1 = entry.1.max(*child);
+    }
+    let mut split = Split { children: pairs.iter().map(|(_, c)| *c).collect(), incomplete: Vec::new() };
+    for parent in parents {
+        match seen.get(parent) {
+            Some(&(count, last)) if count >= per_parent || (cut_short && Some(*parent) == last_parent) => {
+                split.incomplete.push((*parent, last));
+            }
+            None if cut_short && last_parent.is_some_and(|last| *parent > last) => {
+                split.incomplete.push((*parent, i64::MIN));
+            }
+            _ => {}
+        }
+    }
+    split
+}
+
+impl Process for Pipeline {
+    async fn process(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
+        self.run(messages, deadline).await
+    }
+}
+
+/// The rows of the pending changes (truncations have none).
+fn mirror_rows(pending: &[PendingChange]) -> impl Iterator<Item = &MirrorRow> {
+    pending
+        .iter()
+        .filter_map(|p| match &p.change {
+            MirrorChange::Rows(rows) => Some(rows.iter()),
+            MirrorChange::Truncate { .. } => None,
+        })
+        .flatten()
+}
+
+/// Wall time of the pipeline's phases, for one debug line per invocation.
+struct Timings {
+    last: Instant,
+    laps: Vec<(&'static str, u64)>,
+}
+
+impl Timings {
+    fn start() -> Self {
+        Self { last: Instant::now(), laps: Vec::with_capacity(4) }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.laps.push((phase, now.duration_since(self.last).as_millis() as u64));
+        self.last = now;
+    }
+
+    fn ms(&self, phase: &str) -> u64 {
+        self.laps.iter().find(|(p, _)| *p == phase).map_or(0, |(_, ms)| *ms)
+    }
+}
+
+fn failed(error: &impl Classify, table: Option<&str>) -> MessageOutcome {
+    MessageOutcome::Failed { class: error.class(), code: error.code(), table: table.map(str::to_string) }
+}
+
+fn fail_messages(reports: &mut [MessageReport], messages: &[usize], error: SinkError) -> Result<(), SystemicError> {
+    // Only a message's own data can be poison, and a fault met while preparing, reading or
+    // deriving facts is not: what retrying can cure is retried, anything else (a server refusing
+    // our own query or rows) is the environment's, systemic (docs/error-policy.md).
+    if error.class() != ErrorClass::Transient {
+        return Err(error.into());
+    }
+    for &m in messages {
+        let table = reports[m].table.clone();
+        reports[m].outcome = MessageOutcome::Failed { class: ErrorClass::Transient, code: error.code(), table };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_whose_children_all_fit_are_complete() {
+        let pairs = [(1, 10), (1, 11), (3, 30)];
+        let split = split_children(&[1, 2, 3], &pairs, 5, 100);
+        assert_eq!(split, Split { children: vec![10, 11, 30], incomplete: vec![] });
+    }
+
+    #[test]
+    fn a_parent_at_its_limit_continues_after_its_last_child() {
+        let pairs = [(1, 10), (1, 11), (3, 30)];
+        let split = split_children(&[1, 3], &pairs, 2, 100);
+        assert_eq!(split.incomplete, vec![(1, 11)]);
+        assert_eq!(split.children, vec![10, 11, 30]);
+    }
+
+    #[test]
+    fn a_lookup_cut_by_its_total_leaves_the_last_parent_and_the_unseen_ones_to_tasks() {
+        // Total 3 reached inside parent 3; parents 4 and 5 were never reached.
+        let pairs = [(1, 10), (3, 30), (3, 31)];
+        let split = split_children(&[1, 2, 3, 4, 5], &pairs, 10, 3);
+        assert_eq!(split.incomplete, vec![(3, 31), (4, i64::MIN), (5, i64::MIN)]);
+        // Parent 2 sorts before the cut and has no children: complete.
+        assert!(!split.incomplete.iter().any(|(p, _)| *p == 2));
+    }
+
+    #[test]
+    fn tasks_of_one_scope_merge_and_resume_at_the_earliest_cursor() {
+        let mut touched = Touched::default();
+        touched.add_task(4, Scope::Product(7), 500);
+        touched.add_task(2, Scope::Product(7), 100);
+        touched.add_task(3, Scope::All, i64::MIN);
+        assert_eq!(touched.tasks[&Scope::Product(7)], (4, 100));
+        assert_eq!(touched.tasks.len(), 2);
+    }
+}

@@ -1,0 +1,344 @@
+//! Shared test support: a fresh ClickHouse database per test, Debezium bodies for a modelled
+//! source database, and the oracle join.
+//!
+//! Tests that need ClickHouse fail loudly when it is not reachable: the README's test command
+//! starts it (`scripts/clickhouse.sh start`) before running them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_core::decode::DecodeOptions;
+use cdc_lambda::pipeline::{Pipeline, Process};
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::dialect::Dialect;
+use cdc_lambda::sqs::message::{Message, MessageId, MessageReport};
+use serde_json::{Value as Json, json};
+
+pub fn clickhouse_url() -> String {
+    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_string())
+}
+
+pub fn settings(database: &str) -> ClickHouseSettings {
+    ClickHouseSettings::new(
+        clickhouse_url(),
+        std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
+        std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+        database,
+    )
+}
+
+/// A database name no other test (or earlier run) uses.
+pub fn fresh_database(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("it_{prefix}_{}_{}_{}", std::process::id(), nanos % 1_000_000_000, COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+pub fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+/// A pipeline on a new, empty database; the schema is created by the pipeline itself.
+pub async fn fresh_pipeline(prefix: &str) -> (Pipeline, String) {
+    let database = fresh_database(prefix);
+    let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database)));
+    pipeline.migrate(deadline()).await.unwrap_or_else(|e| {
+        panic!("ClickHouse at {} must be running (scripts/clickhouse.sh start): {e}", clickhouse_url())
+    });
+    (pipeline, database)
+}
+
+pub async fn drop_database(database: &str) {
+    let warehouse = Warehouse::new(&settings("default"));
+    warehouse.execute(&format!("DROP DATABASE IF EXISTS {database}")).await.expect("drop database");
+}
+
+pub fn message(id: impl Into<String>, body: impl Into<String>) -> Message {
+    Message {
+        id: MessageId::new(id).expect("non-empty id"),
+        body: body.into(),
+        receive_count: 1,
+        group_id: None,
+        receipt_handle: None,
+        source_arn: None,
+        sent_at_ms: None,
+    }
+}
+
+/// Debezium's precise decimal: base64 of the big-endian two's-complement unscaled integer.
+pub fn debezium_decimal(unscaled: i64) -> String {
+    let bytes = unscaled.to_be_bytes();
+    // Minimal two's-complement form, as Java's BigInteger.toByteArray() gives.
+    let mut start = 0;
+    while start < 7 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        let redundant = (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0);
+        if !redundant {
+            break;
+        }
+        start += 1;
+    }
+    base64::engine::general_purpose::STANDARD.encode(&bytes[start..])
+}
+
+pub fn iso(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).expect("valid instant").format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Source rows of the modelled sales database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub country: String,
+    pub city: String,
+    pub created_at_us: i64,
+}
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+    pub price_cents: i64,
+    pub created_at_us: i64,
+}
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: i64,
+    pub customer_id: i64,
+    pub order_date_us: i64,
+    pub status: String,
+    pub total_cents: i64,
+}
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub id: i64,
+    pub order_id: i64,
+    pub product_id: i64,
+    pub quantity: i32,
+    pub price_cents: i64,
+}
+
+impl Customer {
+    pub fn json(&self) -> Json {
+        json!({"id": self.id, "email": self.email, "name": self.name, "country": self.country, "city": self.city, "created_at": iso(self.created_at_us)})
+    }
+}
+impl Product {
+    pub fn json(&self) -> Json {
+        json!({"id": self.id, "name": self.name, "category": self.category, "price": debezium_decimal(self.price_cents), "created_at": iso(self.created_at_us)})
+    }
+}
+impl Order {
+    pub fn json(&self) -> Json {
+        json!({"id": self.id, "customer_id": self.customer_id, "order_date": iso(self.order_date_us), "status": self.status, "total": debezium_decimal(self.total_cents)})
+    }
+}
+impl Item {
+    pub fn json(&self) -> Json {
+        json!({"id": self.id, "order_id": self.order_id, "product_id": self.product_id, "quantity": self.quantity, "price": debezium_decimal(self.price_cents)})
+    }
+}
+
+/// A Debezium PostgreSQL event without the schema envelope (`schemas.enable=false`).
+pub fn debezium_body(table: &str, op: &str, before: Option<Json>, after: Option<Json>, lsn: u64) -> String {
+    let ts_ms = 1_704_067_200_000u64 + lsn;
+    json!({
+        "before": before,
+        "after": after,
+        "source": {"version": "2.5.0.Final", "connector": "postgresql", "name": "oltp", "ts_ms": ts_ms,
+                   "snapshot": "false", "db": "oltp", "schema": "public", "table": table,
+                   "txId": 1000 + lsn, "lsn": lsn},
+        "op": op,
+        "ts_ms": ts_ms + 5,
+    })
+    .to_string()
+}
+
+/// The source database: current rows, and the change events that led there.
+#[derive(Debug, Default, Clone)]
+pub struct SourceDb {
+    pub customers: BTreeMap<i64, Customer>,
+    pub products: BTreeMap<i64, Product>,
+    pub orders: BTreeMap<i64, Order>,
+    pub items: BTreeMap<i64, Item>,
+    pub events: Vec<String>,
+    pub lsn: u64,
+    /// While set, new rows are emitted as snapshot reads (`op` = `r`).
+    pub snapshot: bool,
+}
+
+impl SourceDb {
+    fn next_lsn(&mut self) -> u64 {
+        // Real LSNs are large and sparse; the gaps do not matter, monotonicity does.
+        self.lsn += 1 + (self.lsn % 7) * 13;
+        33_000_000 + self.lsn
+    }
+
+    fn op_for(&self, exists: bool) -> &'static str {
+        match (exists, self.snapshot) {
+            (true, _) => "u",
+            (false, true) => "r",
+            (false, false) => "c",
+        }
+    }
+
+    /// The position the next change will get.
+    pub fn peek_lsn(&self) -> u64 {
+        let mut copy = self.clone();
+        copy.next_lsn()
+    }
+
+    fn emit(&mut self, table: &str, op: &str, before: Option<Json>, after: Option<Json>) {
+        let lsn = self.next_lsn();
+        self.events.push(debezium_body(table, op, before, after, lsn));
+    }
+
+    pub fn upsert_customer(&mut self, c: Customer) {
+        let op = self.op_for(self.customers.contains_key(&c.id));
+        let before = (op == "u").then(|| json!({"id": c.id}));
+        self.emit("customers", op, before, Some(c.json()));
+        self.customers.insert(c.id, c);
+    }
+    pub fn upsert_product(&mut self, p: Product) {
+        let op = self.op_for(self.products.contains_key(&p.id));
+        let before = (op == "u").then(|| json!({"id": p.id}));
+        self.emit("products", op, before, Some(p.json()));
+        self.products.insert(p.id, p);
+    }
+    pub fn upsert_order(&mut self, o: Order) {
+        let op = self.op_for(self.orders.contains_key(&o.id));
+        let before = (op == "u").then(|| json!({"id": o.id}));
+        self.emit("orders", op, before, Some(o.json()));
+        self.orders.insert(o.id, o);
+    }
+    pub fn upsert_item(&mut self, i: Item) {
+        let op = self.op_for(self.items.contains_key(&i.id));
+        let before = (op == "u").then(|| json!({"id": i.id}));
+        self.emit("order_items", op, before, Some(i.json()));
+        self.items.insert(i.id, i);
+    }
+    pub fn delete(&mut self, table: &str, id: i64) {
+        let existed = match table {
+            "customers" => self.customers.remove(&id).is_some(),
+            "products" => self.products.remove(&id).is_some(),
+            "orders" => self.orders.remove(&id).is_some(),
+            "order_items" => self.items.remove(&id).is_some(),
+            _ => false,
+        };
+        if existed {
+            self.emit(table, "d", Some(json!({"id": id})), None);
+            // The tombstone that follows a delete: an empty body.
+            self.events.push(String::new());
+        }
+    }
+    pub fn truncate(&mut self, table: &str) {
+        match table {
+            "customers" => self.customers.clear(),
+            "products" => self.products.clear(),
+            "orders" => self.orders.clear(),
+            "order_items" => self.items.clear(),
+            _ => {}
+        }
+        self.emit(table, "t", None, None);
+    }
+
+    /// The oracle: the inner join over the current rows, as comparable facts.
+    pub fn expected_facts(&self) -> BTreeMap<i64, Fact> {
+        let mut out = BTreeMap::new();
+        for item in self.items.values() {
+            let Some(order) = self.orders.get(&item.order_id) else { continue };
+            let Some(customer) = self.customers.get(&order.customer_id) else { continue };
+            let Some(product) = self.products.get(&item.product_id) else { continue };
+            out.insert(
+                item.id,
+                Fact {
+                    order_item_id: item.id,
+                    order_id: order.id,
+                    customer_id: customer.id,
+                    product_id: product.id,
+                    quantity: item.quantity,
+                    unit_price: i128::from(item.price_cents) * 10_000,
+                    revenue: i128::from(item.quantity) * i128::from(item.price_cents) * 10_000,
+                    order_status: order.status.clone(),
+                    order_date_s: order.order_date_us.div_euclid(1_000_000),
+                    customer_name: customer.name.clone(),
+                    customer_country: customer.country.clone(),
+                    customer_city: customer.city.clone(),
+                    product_name: product.name.clone(),
+                    product_category: product.category.clone(),
+                },
+            );
+        }
+        out
+    }
+}
+
+/// A current `sales_fact` row, compared at second resolution for `order_date` (the old server's
+/// `DateTime` holds seconds).
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct Fact {
+    pub order_item_id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price: i128,
+    pub revenue: i128,
+    pub order_status: String,
+    pub order_date_s: i64,
+    pub customer_name: String,
+    pub customer_country: String,
+    pub customer_city: String,
+    pub product_name: String,
+    pub product_category: String,
+}
+
+/// `SELECT … FROM sales_fact FINAL WHERE _is_deleted = 0`, the contract's current state.
+pub async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
+    let dialect = warehouse.dialect().await.expect("dialect");
+    let seconds = match dialect {
+        Dialect::Modern => "toInt64(toUnixTimestamp(order_date))",
+        Dialect::Legacy => "toInt64(toUInt32(order_date))",
+    };
+    let sql = format!(
+        "SELECT order_item_id, order_id, customer_id, product_id, quantity, unit_price, revenue, \
+         toString(order_status), {seconds}, customer_name, toString(customer_country), toString(customer_city), \
+         product_name, toString(product_category) FROM {}.sales_fact FINAL WHERE _is_deleted = 0 ORDER BY order_item_id",
+        warehouse.database()
+    );
+    let rows: Vec<Fact> = warehouse.fetch(&sql).await.expect("read sales_fact");
+    rows.into_iter().map(|f| (f.order_item_id, f)).collect()
+}
+
+/// Differences between the current facts and the oracle: (missing, extra, wrong).
+pub fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (usize, usize, usize) {
+    let missing = expected.keys().filter(|k| !actual.contains_key(k)).count();
+    let extra = actual.keys().filter(|k| !expected.contains_key(k)).count();
+    let wrong = expected.iter().filter(|(k, v)| actual.get(k).is_some_and(|a| a != *v)).count();
+    (missing, extra, wrong)
+}
+
+/// Runs one batch of bodies through the pipeline (no systemic fault expected).
+pub async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
+    let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
+    pipeline.process(&messages, deadline()).await.expect("no systemic fault of the whole batch")
+}
+
+pub fn assert_all_ok(reports: &[MessageReport]) {
+    for (i, r) in reports.iter().enumerate() {
+        assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
+    }
+}
+
+/// A query's TabSeparated result; `DB.` stands for the pipeline's database. Decimals are best read
+/// as `toFloat64(...)`: 18.16 prints `Decimal(38, 6)` with all six digits, current servers without
+/// trailing zeros.
+pub async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
+    let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
+    pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
+}

@@ -1,0 +1,596 @@
+//! The AWS side against real AWS APIs on 127.0.0.1: the local SQS engine (`scripts/sqs.sh`,
+//! rustack's SQS behind `tools/local-sqs`: redrive policies, visibility, receive counts,
+//! attributes, FIFO groups) and moto's server (Secrets Manager, `scripts/moto.sh`, which
+//! pip-installs it when missing), each stopped again if this test started it. Nothing is skipped:
+//! if a service cannot start, the test fails.
+//!
+//! The pipeline here is a fake driven by message bodies (`ok:…`, `poison:…`, `flaky:…`,
+//! `auth:…`): these tests are about SQS and Secrets Manager behaviour; the real pipeline against
+//! ClickHouse is tested by `tests/it`.
+//!
+//! One test function runs the scenarios in sequence so the services are started and stopped once, and
+//! so the log capture (marker values must never appear in a log line) sees all of them.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_core::error::ErrorClass;
+use cdc_lambda::handler::{Handler, HandlerConfig};
+use cdc_lambda::pipeline::{Process, SystemicError};
+use cdc_lambda::secrets::{AwsSecretStore, CredentialSource, SecretCache, StaticCredentials};
+use cdc_lambda::sqs::backoff::Backoff;
+use cdc_lambda::sqs::message::{Message, MessageOutcome, MessageReport};
+use cdc_tools::poll::{PollArgs, poll};
+use cdc_lambda::sqs::queue::SqsQueue;
+use cdc_tools::redrive::{RedriveArgs, redrive};
+
+/// Planted in bodies and in the secret: must never reach a log line.
+const ROW_MARKER: &str = "ROWVALUE-MARKER-5b1e9c";
+const SECRET_MARKER: &str = "SECRET-MARKER-a77f04";
+
+// ---------------------------------------------------------------------------------------------
+// local services: moto (Secrets Manager) and the local SQS engine (scripts/sqs.sh)
+
+struct Service {
+    script: &'static str,
+    port_var: &'static str,
+    port: String,
+    started_here: bool,
+}
+
+impl Service {
+    /// Starts the service with its script unless it already answers; remembers who started it.
+    fn start(script: &'static str, port_var: &'static str, default_port: &str) -> Service {
+        let port = std::env::var(port_var).unwrap_or_else(|_| default_port.into());
+        let out = Command::new(format!("{}/../../scripts/{script}", env!("CARGO_MANIFEST_DIR")))
+            .arg("start")
+            .env(port_var, &port)
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+        assert!(out.status.success(), "scripts/{script} start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let started_here = String::from_utf8_lossy(&out.stdout).trim() == "started";
+        Service { script, port_var, port, started_here }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.started_here {
+            let _ = Command::new(format!("{}/../../scripts/{}", env!("CARGO_MANIFEST_DIR"), self.script))
+                .arg("stop")
+                .env(self.port_var, &self.port)
+                .status();
+        }
+    }
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .test_credentials()
+        .load()
+        .await
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), rand::random_range(0..u32::MAX))
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, attributes: &[(QueueAttributeName, String)]) -> String {
+    let mut req = sqs.create_queue().queue_name(name);
+    for (k, v) in attributes {
+        req = req.attributes(k.clone(), v);
+    }
+    req.send().await.expect("create queue").queue_url().expect("queue url").to_string()
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes");
+    out.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).expect("arn").clone()
+}
+
+/// Source queue with a redrive policy to a fresh DLQ; returns (source url, dlq url).
+async fn queue_pair(sqs: &aws_sdk_sqs::Client, max_receive_count: u32) -> (String, String) {
+    let dlq = create_queue(sqs, &unique("cdc-dlq"), &[]).await;
+    let dlq_arn = queue_arn(sqs, &dlq).await;
+    let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}).to_string();
+    let source = create_queue(
+        sqs,
+        &unique("cdc-events"),
+        &[(QueueAttributeName::RedrivePolicy, policy), (QueueAttributeName::VisibilityTimeout, "30".into())],
+    )
+    .await;
+    (source, dlq)
+}
+
+async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> String {
+    sqs.send_message().queue_url(url).message_body(body).send().await.expect("send").message_id().unwrap().to_string()
+}
+
+/// Every message currently in the queue (drained with visibility 30 s, not deleted).
+async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        if out.messages().is_empty() {
+            break;
+        }
+        all.extend(out.messages().iter().cloned());
+    }
+    all
+}
+
+fn attr(m: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_string)
+}
+
+// ---------------------------------------------------------------------------------------------
+// a fake pipeline
+
+/// Bodies: `ok:<k>` delivered; `poison:<k>` poison; `flaky:<k>` an environmental failure on the
+/// first attempt, delivered after; `auth:<k>` an authentication failure unless the password is `rotated`.
+struct FakePipeline {
+    password: String,
+    delivered: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Process for FakePipeline {
+    async fn process(&self, messages: &[Message], _deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
+        let mut reports = Vec::new();
+        for m in messages {
+            let attempt = {
+                let mut attempts = self.attempts.lock().unwrap();
+                let n = attempts.entry(m.body.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let (kind, _) = m.body.split_once(':').unwrap_or((m.body.as_str(), ""));
+            let outcome = match kind {
+                "poison" => MessageOutcome::Failed {
+                    class: ErrorClass::Poison,
+                    code: "body.not_json",
+                    table: Some("orders".into()),
+                },
+                // An outage met once: the message comes back as a re-sent copy (receive count 1
+                // again), so the attempt is counted here rather than read from the receive count.
+                "flaky" if attempt < 2 => MessageOutcome::Failed {
+                    class: ErrorClass::Transient,
+                    code: "clickhouse.network",
+                    table: Some("orders".into()),
+                },
+                "auth" if self.password != "rotated" => {
+                    return Err(SystemicError {
+                        code: "clickhouse.auth",
+                        detail: "authentication failed".into(),
+                        is_auth: true,
+                    });
+                }
+                _ => MessageOutcome::Delivered,
+            };
+            if outcome == MessageOutcome::Delivered {
+                self.delivered.lock().unwrap().push(m.body.clone());
+            }
+            reports.push(MessageReport::new(outcome));
+        }
+        Ok(reports)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Record {
+    delivered: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Record {
+    fn factory(
+        &self,
+    ) -> impl Fn(ClickHouseSettings) -> std::future::Ready<Result<FakePipeline, SystemicError>> + Send + Sync + use<>
+    {
+        let record = self.clone();
+        move |settings: ClickHouseSettings| {
+            std::future::ready(Ok(FakePipeline {
+                password: settings.password,
+                delivered: record.delivered.clone(),
+                attempts: record.attempts.clone(),
+            }))
+        }
+    }
+    fn delivered(&self) -> Vec<String> {
+        let mut d = self.delivered.lock().unwrap().clone();
+        d.sort();
+        d
+    }
+}
+
+fn fast_config(source: &str, dlq: Option<&str>) -> HandlerConfig {
+    HandlerConfig {
+        source_queue_url: Some(source.to_string()),
+        dead_letter_queue_url: dlq.map(str::to_string),
+        // Seconds, not minutes, so the test drains quickly; the schedule itself is unit-tested.
+        backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(2) },
+        ..HandlerConfig::default()
+    }
+}
+
+fn drain_args(source: &str) -> PollArgs {
+    PollArgs {
+        batch_size: 10,
+        wait_time_seconds: 1,
+        visibility_timeout: 30,
+        until_empty: true,
+        duration: Some(90),
+        ..PollArgs::new(source)
+    }
+}
+
+fn local_settings() -> ClickHouseSettings {
+    ClickHouseSettings::new("http://127.0.0.1:8123", "cdc", "x", "analytics")
+}
+
+// ---------------------------------------------------------------------------------------------
+// log capture
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "current_thread")]
+async fn aws_side_against_local_services() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_current_span(true)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let moto = Service::start("moto.sh", "MOTO_PORT", "5000");
+    let local_sqs = Service::start("sqs.sh", "LOCAL_SQS_PORT", "9324");
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config(&local_sqs.endpoint()).await);
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config(&moto.endpoint()).await);
+
+    queue_behaviours_the_processor_relies_on(&sqs).await;
+    poll_drains_with_redrive_policy(&sqs).await;
+    poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(&sqs).await;
+    secret_cache_and_rotation(&secrets).await;
+    rotation_mid_run_causes_no_dead_letter(&sqs, &secrets).await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.lines().count() > 10, "the handler logged: {text}");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(!line.contains(ROW_MARKER), "a row value reached the log: {line}");
+        assert!(!line.contains(SECRET_MARKER), "a secret reached the log: {line}");
+    }
+    assert!(text.contains("request_id"), "invocation span carries the request id");
+    assert!(text.contains("message_id"), "failures carry the message id");
+}
+
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str, max: i32, visibility: i32) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max)
+        .visibility_timeout(visibility)
+        .wait_time_seconds(0)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages()
+        .to_vec()
+}
+
+fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<String> {
+    m.attributes().and_then(|a| a.get(&name)).cloned()
+}
+
+/// What the processor relies on from SQS, checked against the local engine: message and system
+/// attributes, the visibility timeout and `ChangeMessageVisibility`, receive counts, the redrive
+/// policy (`maxReceiveCount` sent as a JSON number: the engine rejects the string form AWS also
+/// accepts), `DeleteMessageBatch`, and FIFO message groups (in order, one batch per group in
+/// flight).
+async fn queue_behaviours_the_processor_relies_on(sqs: &aws_sdk_sqs::Client) {
+    let (source, dlq) = queue_pair(sqs, 2).await;
+    let id = sqs
+        .send_message()
+        .queue_url(&source)
+        .message_body("b1")
+        .message_attributes(
+            "source",
+            MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+    // First receive: attributes and a receive count of 1; invisible while in flight.
+    let got = receive(sqs, &source, 10, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message_id(), Some(id.as_str()));
+    assert_eq!(attr(&got[0], "source").as_deref(), Some("debezium"));
+    assert_eq!(system(&got[0], MessageSystemAttributeName::ApproximateReceiveCount).as_deref(), Some("1"));
+    assert!(system(&got[0], MessageSystemAttributeName::SentTimestamp).is_some());
+    assert!(receive(sqs, &source, 10, 1).await.is_empty(), "in flight: not visible");
+    // Visibility set to 0 brings it back at once, counted again.
+    sqs.change_message_visibility()
+        .queue_url(&source)
+        .receipt_handle(got[0].receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let again = receive(sqs, &source, 10, 1).await;
+    assert_eq!(system(&again[0], MessageSystemAttributeName::ApproximateReceiveCount).as_deref(), Some("2"));
+    // After maxReceiveCount (2) receives, the next receive moves it to the DLQ instead.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(receive(sqs, &source, 10, 1).await.is_empty(), "moved to the DLQ, not delivered a third time");
+    let dead = peek_all(sqs, &dlq).await;
+    assert_eq!(dead.len(), 1, "redrive policy moved it");
+    assert_eq!(dead[0].body(), Some("b1"));
+
+    // DeleteMessageBatch deletes what it is given and reports each entry.
+    let plain = create_queue(sqs, &unique("cdc-batch"), &[]).await;
+    for i in 0..10 {
+        send(sqs, &plain, &format!("m{i}")).await;
+    }
+    let got = receive(sqs, &plain, 10, 30).await;
+    assert_eq!(got.len(), 10);
+    let queue = SqsQueue::new(sqs.clone());
+    let handles: Vec<String> = got.iter().map(|m| m.receipt_handle().unwrap().to_string()).collect();
+    use cdc_lambda::sqs::queue::Queue;
+    assert!(queue.delete_batch(&plain, &handles).await.unwrap().is_empty(), "all ten deleted");
+    let info = queue.info(&plain).await.unwrap();
+    assert_eq!((info.visible, info.in_flight), (0, 0), "{info:?}");
+
+    // FIFO: in order within a group; a group with a message in flight hands out nothing more.
+    let fifo = create_queue(
+        sqs,
+        &format!("{}.fifo", unique("cdc-fifo")),
+        &[
+            (QueueAttributeName::FifoQueue, "true".into()),
+            (QueueAttributeName::ContentBasedDeduplication, "true".into()),
+        ],
+    )
+    .await;
+    for (group, body) in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3")] {
+        sqs.send_message().queue_url(&fifo).message_body(body).message_group_id(group).send().await.unwrap();
+    }
+    let first = receive(sqs, &fifo, 1, 30).await;
+    assert_eq!(first[0].body(), Some("a1"));
+    assert_eq!(system(&first[0], MessageSystemAttributeName::MessageGroupId).as_deref(), Some("a"));
+    // Group b, in order; group a stays blocked. (The engine hands out one message per group per
+    // receive until it is deleted, where AWS may return several of a group in one call: both keep
+    // the order the handler's FIFO rules rely on.)
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        for m in receive(sqs, &fifo, 10, 30).await {
+            order.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    assert_eq!(order, ["b1", "b2"], "group b in order, group a blocked while a1 is in flight");
+    sqs.delete_message().queue_url(&fifo).receipt_handle(first[0].receipt_handle().unwrap()).send().await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        for m in receive(sqs, &fifo, 10, 30).await {
+            order.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    assert_eq!(order, ["a2", "a3"], "group a resumes in order once a1 is deleted");
+}
+
+/// Good, poison, flaky and duplicate messages; no DLQ URL configured, so poison reaches the DLQ
+/// only through the queue's redrive policy after `maxReceiveCount` receives.
+async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
+    let (source, dlq) = queue_pair(sqs, 3).await;
+    let mut good = Vec::new();
+    for i in 0..5 {
+        let body = format!("ok:{i}:{ROW_MARKER}");
+        send(sqs, &source, &body).await;
+        good.push(body);
+    }
+    // A duplicate (Debezium Server retried a send): both copies are processed, harmlessly.
+    send(sqs, &source, &good[0]).await;
+    let flaky = format!("flaky:1:{ROW_MARKER}");
+    send(sqs, &source, &flaky).await;
+    let poison = format!("poison:1:{ROW_MARKER}");
+    send(sqs, &source, &poison).await;
+
+    let record = Record::default();
+    let handler = Handler::new(
+        record.factory(),
+        StaticCredentials(local_settings()),
+        SqsQueue::new(sqs.clone()),
+        fast_config(&source, None),
+    );
+    let summary = poll(&drain_args(&source), &handler).await.expect("poll");
+
+    let mut expected = good.clone();
+    expected.push(good[0].clone());
+    expected.push(flaky.clone());
+    expected.sort();
+    assert_eq!(record.delivered(), expected, "every good change delivered (the duplicate twice), nothing lost");
+    assert_eq!(record.attempts.lock().unwrap()[&poison], 3, "poison received maxReceiveCount times");
+    assert!(peek_all(sqs, &source).await.is_empty(), "source queue drained: {summary:?}");
+    let dead = peek_all(sqs, &dlq).await;
+    assert_eq!(dead.len(), 1, "only the poison message is dead-lettered");
+    assert_eq!(dead[0].body(), Some(poison.as_str()));
+    // 5 good, the duplicate, the flaky original (acknowledged once its delayed copy was sent)
+    // and that copy.
+    assert_eq!(summary.deleted, 8);
+}
+
+/// With `DEAD_LETTER_QUEUE_URL` the poison goes to the DLQ on its first receive, with its
+/// diagnostics and original attributes; `redrive` then moves it back without the diagnostics.
+async fn poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(sqs: &aws_sdk_sqs::Client) {
+    let (source, dlq) = queue_pair(sqs, 5).await;
+    let poison = format!("poison:2:{ROW_MARKER}");
+    let poison_id = sqs
+        .send_message()
+        .queue_url(&source)
+        .message_body(&poison)
+        .message_attributes(
+            "source",
+            MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+    send(sqs, &source, &format!("ok:2:{ROW_MARKER}")).await;
+
+    let record = Record::default();
+    let handler = Handler::new(
+        record.factory(),
+        StaticCredentials(local_settings()),
+        SqsQueue::new(sqs.clone()),
+        fast_config(&source, Some(&dlq)),
+    );
+    let summary = poll(&drain_args(&source), &handler).await.expect("poll");
+    assert_eq!(summary.deleted, 2, "poison acknowledged once dead-lettered: {summary:?}");
+    assert_eq!(record.attempts.lock().unwrap()[&poison], 1, "dead-lettered at once");
+
+    let dead = peek_all(sqs, &dlq).await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.body(), Some(poison.as_str()));
+    assert_eq!(attr(m, "error_code").as_deref(), Some("body.not_json"));
+    assert_eq!(attr(m, "error_class").as_deref(), Some("poison"));
+    assert_eq!(attr(m, "table").as_deref(), Some("orders"));
+    assert_eq!(attr(m, "original_message_id"), Some(poison_id));
+    assert_eq!(attr(m, "receive_count").as_deref(), Some("1"));
+    assert_eq!(attr(m, "source").as_deref(), Some("debezium"), "original attributes kept");
+    // Make it visible again for the redrive.
+    sqs.change_message_visibility()
+        .queue_url(&dlq)
+        .receipt_handle(m.receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+
+    let moved = redrive(&SqsQueue::new(sqs.clone()), &RedriveArgs::new(&dlq, &source)).await.expect("redrive");
+    assert_eq!(moved, 1);
+    assert!(peek_all(sqs, &dlq).await.is_empty(), "DLQ emptied");
+    let back = peek_all(sqs, &source).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body(), Some(poison.as_str()));
+    assert_eq!(attr(&back[0], "source").as_deref(), Some("debezium"));
+    assert_eq!(attr(&back[0], "error_code"), None, "diagnostics dropped on redrive");
+}
+
+async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, password: &str) -> String {
+    secrets
+        .create_secret()
+        .name(unique("cdc/clickhouse"))
+        .secret_string(secret_json(password))
+        .send()
+        .await
+        .expect("create secret")
+        .arn()
+        .unwrap()
+        .to_string()
+}
+
+fn secret_json(password: &str) -> String {
+    serde_json::json!({"host": "127.0.0.1", "port": 8123, "secure": false, "username": "cdc", "password": password, "database": "analytics"}).to_string()
+}
+
+async fn rotate(secrets: &aws_sdk_secretsmanager::Client, arn: &str, password: &str) {
+    secrets.put_secret_value().secret_id(arn).secret_string(secret_json(password)).send().await.expect("rotate");
+}
+
+async fn secret_cache_and_rotation(secrets: &aws_sdk_secretsmanager::Client) {
+    let arn = create_secret(secrets, &format!("first-{SECRET_MARKER}")).await;
+    let cache = SecretCache::new(AwsSecretStore::new(secrets.clone()), &arn, Duration::from_secs(300));
+    let first = cache.current().await.expect("fetch");
+    assert_eq!(first.url, "http://127.0.0.1:8123");
+    assert_eq!(first.password, format!("first-{SECRET_MARKER}"));
+    rotate(secrets, &arn, &format!("second-{SECRET_MARKER}")).await;
+    assert_eq!(cache.current().await.unwrap().password, first.password, "served from cache within the TTL");
+    assert_eq!(cache.refresh().await.unwrap().password, format!("second-{SECRET_MARKER}"));
+
+    let missing = SecretCache::new(
+        AwsSecretStore::new(secrets.clone()),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
+        Duration::ZERO,
+    );
+    let err = missing.current().await.unwrap_err();
+    tracing::warn!(error = %err, "expected failure");
+}
+
+/// The secret is rotated while the function holds the old password: ClickHouse (the fake) says
+/// "authentication failed", the handler fetches the secret again and retries; nothing reaches
+/// the DLQ even though the DLQ URL is configured.
+async fn rotation_mid_run_causes_no_dead_letter(sqs: &aws_sdk_sqs::Client, secrets: &aws_sdk_secretsmanager::Client) {
+    let arn = create_secret(secrets, &format!("old-{SECRET_MARKER}")).await;
+    let (source, dlq) = queue_pair(sqs, 2).await;
+    let record = Record::default();
+    let cache = SecretCache::new(AwsSecretStore::new(secrets.clone()), &arn, Duration::from_secs(300));
+    let handler = Handler::new(record.factory(), cache, SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));
+    handler.warm_up().await.expect("warm up with the old secret");
+    rotate(secrets, &arn, "rotated").await;
+    let bodies: Vec<String> = (0..4).map(|i| format!("auth:{i}:{ROW_MARKER}")).collect();
+    for b in &bodies {
+        send(sqs, &source, b).await;
+    }
+    let summary = poll(&drain_args(&source), &handler).await.expect("poll");
+    assert_eq!(summary.failed_invocations, 0, "{summary:?}");
+    let mut expected = bodies.clone();
+    expected.sort();
+    assert_eq!(record.delivered(), expected);
+    assert!(peek_all(sqs, &dlq).await.is_empty(), "rotation dead-lettered nothing");
+    assert!(peek_all(sqs, &source).await.is_empty());
+}
