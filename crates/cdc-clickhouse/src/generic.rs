@@ -12,7 +12,9 @@ use cdc_core::generic::{Column, ColumnType};
 use crate::generic_values::{parse_column_type, read_value};
 use cdc_core::tables::{GenericTable, SourceTable};
 
-use super::dialect::{self, Dialect, quote_literal};
+use crate::dialect::Dialect;
+use crate::queries::{self, quote_literal};
+use crate::schema;
 use super::{SchemaEvolution, SinkError, Warehouse};
 use cdc_core::identifier::MAX_COLUMNS;
 
@@ -72,7 +74,7 @@ impl Warehouse {
         if matches!(cached, Some(None)) {
             // Forgotten after a refused value: an operator may have widened a column since, and
             // a view keeps the column types it was created with.
-            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
+            for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
             }
         }
@@ -86,8 +88,8 @@ impl Warehouse {
                     detail: format!("{name} would have more than {MAX_COLUMNS} columns"),
                 });
             }
-            self.execute(&dialect::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
-            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
+            self.execute(&schema::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
+            for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
             }
             columns = self.read_generic_columns(name, declared).await?;
@@ -111,7 +113,7 @@ impl Warehouse {
                 });
             }
             for (column, ty) in &missing {
-                let sql = dialect::add_column(dialect, &self.database, cluster, name, column, *ty);
+                let sql = schema::add_column(dialect, &self.database, cluster, name, column, *ty);
                 match self.execute(&sql).await {
                     Ok(()) => {}
                     Err(e) if is_duplicate_column(&e) => {}
@@ -119,7 +121,7 @@ impl Warehouse {
                 }
                 tracing::info!(table = %name, column = %column, "mirror: column added");
             }
-            for statement in dialect::generic_view_statements(dialect, &self.database, cluster, name) {
+            for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.execute(&statement).await?;
             }
             columns = self.read_generic_columns(name, declared).await?;
@@ -147,7 +149,7 @@ impl Warehouse {
             name: String,
             r#type: String,
         }
-        let rows: Vec<Described> = self.fetch(&dialect::columns_query(&self.database, table)).await?;
+        let rows: Vec<Described> = self.fetch(&queries::columns_query(&self.database, table)).await?;
         let mut columns = Vec::with_capacity(rows.len());
         let ours = |name: &str| name == "_version" || name == "_is_deleted" || declared.contains(&name);
         for row in rows.into_iter().filter(|r| !ours(&r.name)) {
@@ -192,7 +194,7 @@ impl Warehouse {
         // The keys are the batch's own placeholders; a bounded number per query keeps the
         // query text bounded whatever the batch holds.
         for literals in literals.chunks(KEYS_PER_LOOKUP) {
-            let sql = dialect::generic_latest_query(&self.database, &table.name, &table.key, &names, literals);
+            let sql = queries::generic_latest_query(&self.database, &table.name, &table.key, &names, literals);
             let bytes = self.fetch_raw(&sql, "RowBinary").await?;
             let mut input = bytes.as_slice();
             while !input.is_empty() {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::dialect::{self, quote_ident, quote_literal};
+use crate::queries::{self, quote_ident};
 use crate::{SinkError, Warehouse};
 
 /// One row as read for a comparison: each requested column's text in its normal form, `None`
@@ -85,12 +85,7 @@ impl Warehouse {
         struct Count {
             n: u64,
         }
-        let sql = format!(
-            "SELECT count() AS n FROM system.tables WHERE database = {} AND name = {}",
-            quote_literal(self.database()),
-            quote_literal(name)
-        );
-        let rows: Vec<Count> = self.fetch(&sql).await?;
+        let rows: Vec<Count> = self.fetch(&queries::has_table_query(self.database(), name)).await?;
         Ok(rows.first().is_some_and(|c| c.n > 0))
     }
 
@@ -101,7 +96,7 @@ impl Warehouse {
             name: String,
             r#type: String,
         }
-        let rows: Vec<Described> = self.fetch(&dialect::columns_query(self.database(), table)).await?;
+        let rows: Vec<Described> = self.fetch(&queries::columns_query(self.database(), table)).await?;
         Ok(rows.into_iter().map(|r| (r.name, r.r#type)).collect())
     }
 
@@ -114,13 +109,9 @@ impl Warehouse {
         let select: Vec<String> =
             columns.iter().map(|c| text_expr(&c.name, c.form, types.get(&c.name).map(String::as_str))).collect();
         let current = format!("{table}_current");
-        let db = quote_ident(self.database());
-        let from = if self.has_table(&current).await? {
-            format!("{db}.{}", quote_ident(&current))
-        } else {
-            format!("{db}.{} FINAL WHERE _is_deleted = 0", quote_ident(table))
-        };
-        let bytes = self.fetch_raw(&format!("SELECT {} FROM {from}", select.join(", ")), "TabSeparated").await?;
+        let view = self.has_table(&current).await?.then_some(current.as_str());
+        let sql = queries::live_rows_query(self.database(), table, view, &select);
+        let bytes = self.fetch_raw(&sql, "TabSeparated").await?;
         let text = std::str::from_utf8(&bytes).map_err(|_| SinkError::Protocol("result is not UTF-8".into()))?;
         let mut rows = Vec::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
@@ -140,22 +131,13 @@ impl Warehouse {
     /// The name of a live customer in the `customers` mirror (`None`: no live row), as the
     /// freshness probe reads its markers.
     pub async fn live_customer_name(&self, id: i64) -> Result<Option<String>, SinkError> {
-        let sql = format!(
-            "SELECT name FROM {}.customers FINAL WHERE id = {id} AND _is_deleted = 0",
-            quote_ident(self.database())
-        );
-        self.first_name(&sql).await
+        self.first_name(&queries::live_customer_name_query(self.database(), id)).await
     }
 
     /// The denormalized customer name of a live `sales_fact` row (`None`: no live row): the
     /// freshness probe's marker after the fact re-derivation.
     pub async fn live_fact_customer_name(&self, order_item_id: i64) -> Result<Option<String>, SinkError> {
-        let sql = format!(
-            "SELECT customer_name FROM {}.{} FINAL WHERE order_item_id = {order_item_id} AND _is_deleted = 0",
-            quote_ident(self.database()),
-            dialect::FACT_TABLE
-        );
-        self.first_name(&sql).await
+        self.first_name(&queries::live_fact_customer_name_query(self.database(), order_item_id)).await
     }
 
     async fn first_name(&self, sql: &str) -> Result<Option<String>, SinkError> {

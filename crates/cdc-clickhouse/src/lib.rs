@@ -1,4 +1,5 @@
-//! ClickHouse I/O: schema, RowBinary inserts and lookups, with retries.
+//! ClickHouse I/O: schema, RowBinary inserts and lookups, with retries. Every statement's text is
+//! written in two files: [`schema`] (DDL) and [`queries`] (everything else).
 //!
 //! Enters: encoded rows and key sets. Leaves: rows read back, or a classified [`SinkError`].
 //! One [`Warehouse`] per cold start; it learns the server's [`Dialect`] and creates the schema on
@@ -11,8 +12,10 @@ mod generic;
 pub mod generic_values;
 mod http;
 pub mod inspect;
+pub mod queries;
 pub mod retry;
 pub mod rowbinary;
+pub mod schema;
 mod state_rows;
 
 use std::collections::HashMap;
@@ -30,7 +33,8 @@ use cdc_core::error::Classify;
 use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
 use cdc_core::rederive::Scope;
 use cdc_core::tables::SourceTable;
-use dialect::{Dialect, FkIndex};
+use dialect::Dialect;
+use schema::FkIndex;
 pub use error::SinkError;
 pub use state_rows::StateRow;
 
@@ -155,7 +159,7 @@ impl Warehouse {
     pub async fn server_version(&self) -> Result<String, SinkError> {
         self.count_statement();
         let version: String =
-            self.client.query("SELECT version()").fetch_one().await.map_err(SinkError::from_client)?;
+            self.client.query(queries::SERVER_VERSION).fetch_one().await.map_err(SinkError::from_client)?;
         Ok(version)
     }
 
@@ -165,7 +169,7 @@ impl Warehouse {
         self.schema_ready
             .get_or_try_init(|| async {
                 let dialect = self.dialect().await?;
-                for statement in dialect::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
+                for statement in schema::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
                     self.execute(&statement).await?;
                 }
                 if dialect == Dialect::Modern {
@@ -186,7 +190,7 @@ impl Warehouse {
         struct Name {
             name: String,
         }
-        let tables = match self.fetch::<Name>(&dialect::tables_without_block_sizes_query(&self.database)).await {
+        let tables = match self.fetch::<Name>(&queries::tables_without_block_sizes_query(&self.database)).await {
             Ok(tables) => tables,
             Err(e) => {
                 tracing::warn!(code = e.code(), "could not list tables to give small compressed blocks");
@@ -194,7 +198,7 @@ impl Warehouse {
             }
         };
         for Name { name } in tables {
-            let statement = dialect::lookup_block_sizes_statement(&self.database, self.cluster.as_deref(), &name);
+            let statement = schema::lookup_block_sizes_statement(&self.database, self.cluster.as_deref(), &name);
             if let Err(e) = self.execute(&statement).await {
                 tracing::warn!(
                     table = %name,
@@ -214,7 +218,7 @@ impl Warehouse {
     /// One `INSERT ... FORMAT RowBinary` of pre-encoded rows.
     pub async fn insert_rowbinary(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
         self.count_statement();
-        let sql = dialect::insert_statement(&self.database, table, columns);
+        let sql = queries::insert_statement(&self.database, table, columns);
         let mut insert = self
             .client
             .insert_formatted_with(sql)
@@ -284,7 +288,7 @@ impl Warehouse {
             table_name: String,
             version: u64,
         }
-        let rows: Vec<Truncation> = self.fetch(&dialect::truncations_query(&self.database)).await?;
+        let rows: Vec<Truncation> = self.fetch(&queries::truncations_query(&self.database)).await?;
         Ok(rows
             .into_iter()
             .filter_map(|t| SourceTable::from_name(&t.table_name).map(|table| (table, t.version)))
@@ -298,7 +302,7 @@ impl Warehouse {
             table_name: String,
             scale: String,
         }
-        let rows: Vec<Pinned> = self.fetch(&dialect::version_scales_query(&self.database)).await?;
+        let rows: Vec<Pinned> = self.fetch(&queries::version_scales_query(&self.database)).await?;
         Ok(rows.into_iter().filter_map(|p| Some((p.table_name, VersionScale::parse(&p.scale)?))).collect())
     }
 
@@ -312,17 +316,17 @@ impl Warehouse {
             rowbinary::put_string(&mut rows, scale.as_str());
             rowbinary::put_u64(&mut rows, u64::try_from(now_us).unwrap_or(u64::MAX));
         }
-        self.insert_rowbinary(dialect::VERSION_SCALES_TABLE, &["table_name", "scale", "fixed_at"], Bytes::from(rows)).await
+        self.insert_rowbinary(schema::VERSION_SCALES_TABLE, &["table_name", "scale", "fixed_at"], Bytes::from(rows)).await
     }
 
     /// The newest row (deletions included) of each listed key of a mirror table; see
-    /// [`dialect::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
+    /// [`queries::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
     pub async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let dialect = self.dialect().await?;
-        let rows = self.fetch::<T::Wire>(&dialect::latest_rows_query(dialect, &self.database, table, keys)).await?;
+        let rows = self.fetch::<T::Wire>(&queries::latest_rows_query(dialect, &self.database, table, keys)).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -356,7 +360,7 @@ impl Warehouse {
         Ok(snapshot)
     }
 
-    /// `(parent, child)` pairs of a foreign-key index; see [`dialect::children_query`].
+    /// `(parent, child)` pairs of a foreign-key index; see [`queries::children_query`].
     pub async fn children(
         &self,
         index: FkIndex,
@@ -372,30 +376,44 @@ impl Warehouse {
         if parents.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = dialect::children_query(&self.database, index, parents, per_parent, total);
+        let sql = queries::children_query(&self.database, index, parents, per_parent, total);
         Ok(self.fetch::<Pair>(&sql).await?.into_iter().map(|p| (p.parent, p.child)).collect())
     }
 
-    /// The next page of a re-derivation; see [`dialect::page_queries`].
+    /// The next page of a re-derivation; see [`queries::page_queries`].
     pub async fn page(&self, scope: Scope, after: i64, limit: usize) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Id {
             id: i64,
         }
-        let queries = dialect::page_queries(&self.database, scope, after, limit);
+        let queries = queries::page_queries(&self.database, scope, after, limit);
         let answers = futures::future::try_join_all(queries.iter().map(|sql| async move {
             Ok::<_, SinkError>(self.fetch::<Id>(sql).await?.into_iter().map(|r| r.id).collect::<Vec<i64>>())
         }))
         .await?;
-        Ok(dialect::merge_pages(answers, limit))
+        Ok(queries::merge_pages(answers, limit))
+    }
+
+    /// Removes a mirror table's rows with implausible versions ([`queries::IMPLAUSIBLE_VERSION`]),
+    /// of one key or of every key, and waits (up to `wait`) until the server has applied it.
+    pub async fn purge_implausible(&self, table: SourceTable, key: Option<i64>, wait: Duration) -> Result<(), SinkError> {
+        let statement = queries::purge_implausible_statement(&self.database, table, key);
+        self.mutate_and_wait(table.name(), &statement, wait).await
+    }
+
+    /// Removes the facts of a scope (before a repair derives them again), and waits (up to
+    /// `wait`) until the server has applied it.
+    pub async fn delete_facts(&self, scope: Scope, wait: Duration) -> Result<(), SinkError> {
+        let statement = queries::delete_facts_statement(&self.database, scope);
+        self.mutate_and_wait(schema::FACT_TABLE, &statement, wait).await
     }
 
     /// Runs an `ALTER TABLE ... DELETE` and waits (up to `wait`) until the server has applied
     /// it: mutations run in the background, and a repair must not re-derive before they end.
-    pub async fn mutate_and_wait(&self, table: &str, statement: &str, wait: Duration) -> Result<(), SinkError> {
+    async fn mutate_and_wait(&self, table: &str, statement: &str, wait: Duration) -> Result<(), SinkError> {
         self.execute(statement).await?;
         let started = std::time::Instant::now();
-        let sql = dialect::pending_mutations_query(&self.database, table);
+        let sql = queries::pending_mutations_query(&self.database, table);
         loop {
             #[derive(clickhouse::Row, Deserialize)]
             struct Pending {
@@ -413,13 +431,13 @@ impl Warehouse {
     }
 
     /// Keys of a mirror table live but last written below `version`; see
-    /// [`dialect::live_keys_below_query`].
+    /// [`queries::live_keys_below_query`].
     pub async fn live_keys_below(&self, table: SourceTable, version: u64) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Key {
             key: i64,
         }
-        let sql = dialect::live_keys_below_query(&self.database, table, version);
+        let sql = queries::live_keys_below_query(&self.database, table, version);
         Ok(self.fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
     }
 
@@ -433,7 +451,7 @@ impl Warehouse {
         for fact in facts {
             rowbinary::encode_fact_row(&mut body, dialect, fact);
         }
-        self.insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, Bytes::from(body)).await
+        self.insert_rowbinary(schema::FACT_TABLE, schema::FACT_COLUMNS, Bytes::from(body)).await
     }
 }
 

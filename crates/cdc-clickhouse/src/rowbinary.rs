@@ -101,7 +101,7 @@ fn encode_default(out: &mut Vec<u8>, dialect: Dialect, kind: cdc_core::tables::C
     }
 }
 
-/// Encodes one `sales_fact` row in the column order of [`crate::dialect::FACT_COLUMNS`].
+/// Encodes one `sales_fact` row in the column order of [`crate::schema::FACT_COLUMNS`].
 pub fn encode_fact_row(out: &mut Vec<u8>, dialect: Dialect, row: &FactRow) {
     put_i64(out, row.order_item_id);
     put_i64(out, row.order_id);
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn fact_rows_encode_exactly_the_columns_the_ddl_declares() {
         use cdc_core::fact::{FactRow, FactVersion};
-        use crate::dialect::{FACT_COLUMNS, fact_column_defs};
+        use crate::schema::{FACT_COLUMNS, fact_column_defs};
         let row = FactRow {
             order_item_id: 1,
             order_id: 2,

@@ -1,6 +1,6 @@
 //! The mirrors' newest rows as ClickHouse returns them, converted to `cdc-core`'s state rows
 //! (which know nothing of ClickHouse). Field names and order are those of
-//! `dialect::latest_rows_query`.
+//! `queries::latest_rows_query`.
 
 use cdc_core::fact::{CustomerState, ItemState, OrderState, ProductState};
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_core::decode::DecodeOptions;
 use cdc_lambda::pipeline::Pipeline;
-use cdc_clickhouse::dialect;
+use cdc_clickhouse::schema;
 use cdc_clickhouse::{Warehouse, rowbinary};
 use cdc_lambda::sqs::message::Message;
 use common::{
@@ -170,7 +170,7 @@ async fn main() {
     for tables in &prepared {
         insert_mirror_rows(raw.warehouse(), tables).await;
         raw.warehouse()
-            .insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, fact_bytes.clone())
+            .insert_rowbinary(schema::FACT_TABLE, schema::FACT_COLUMNS, fact_bytes.clone())
             .await
             .expect("raw facts");
     }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::fact::FactRow;
 use cdc_lambda::pipeline::Pipeline;
-use cdc_clickhouse::dialect;
+use cdc_clickhouse::schema;
 use cdc_clickhouse::{Warehouse, rowbinary};
 use common::{
     Bodies, batches, customer_columns, encoded_mirror_rows, identity, insert_mirror_rows, item_columns, order_columns,
@@ -232,7 +232,7 @@ async fn ceiling(dir: &Path, database: &str, facts: usize) {
             // A prefix of the pre-encoded rows: every fact row of the template has the same size.
             let bytes = fact_bytes.slice(..fact_bytes.len() / per_batch * n);
             raw.warehouse()
-                .insert_rowbinary(dialect::FACT_TABLE, dialect::FACT_COLUMNS, bytes)
+                .insert_rowbinary(schema::FACT_TABLE, schema::FACT_COLUMNS, bytes)
                 .await
                 .expect("raw facts");
             statements += 1;

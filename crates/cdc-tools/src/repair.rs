@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::capture::catalog_table;
 use crate::capture::debezium::Converter;
 use crate::postgres::{self, DEFAULT_PG_URL};
-use cdc_clickhouse::{Warehouse, dialect};
+use cdc_clickhouse::Warehouse;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::rederive::Scope;
 use cdc_core::tables::SourceTable;
@@ -97,8 +97,7 @@ pub async fn repair(pipeline: &Pipeline, args: &Args) -> anyhow::Result<Repaired
 
     if !args.facts_only {
         // Rows no source can have written go first: they would out-rank the rewritten ones.
-        let purge = dialect::purge_implausible_statement(warehouse.database(), table, args.key);
-        warehouse.mutate_and_wait(table.name(), &purge, MUTATION_WAIT).await?;
+        warehouse.purge_implausible(table, args.key, MUTATION_WAIT).await?;
         let (rewritten, deleted) = rewrite_from_source(pipeline, args, table).await?;
         repaired.rows_rewritten = rewritten;
         repaired.rows_deleted = deleted;
@@ -106,8 +105,7 @@ pub async fn repair(pipeline: &Pipeline, args: &Args) -> anyhow::Result<Repaired
     // Facts derived from removed rows may carry versions nothing can out-rank: remove the
     // scope's facts, then derive them again from the repaired mirrors.
     if args.key.is_none() || args.facts_only || table != SourceTable::OrderItems {
-        let delete = dialect::delete_facts_statement(warehouse.database(), scope);
-        warehouse.mutate_and_wait(dialect::FACT_TABLE, &delete, MUTATION_WAIT).await?;
+        warehouse.delete_facts(scope, MUTATION_WAIT).await?;
         let (facts, unfinished) = pipeline.rederive(scope, deadline).await?;
         anyhow::ensure!(unfinished.is_none(), "re-derivation did not finish within {REPAIR_TIME:?}");
         repaired.facts = facts;

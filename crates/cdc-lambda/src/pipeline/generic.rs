@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cdc_clickhouse::dialect::{self, Dialect};
+use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::schema;
 use cdc_clickhouse::generic_values::{column_type_of, encode_row};
 use cdc_clickhouse::{SinkError, rowbinary};
 use cdc_core::completion;
@@ -83,7 +84,7 @@ impl Pipeline {
             if truncations.is_empty() {
                 return Ok(Vec::new());
             }
-            self.insert_isolating(dialect::TRUNCATIONS_TABLE, &["table_name", "_version"], truncations, deadline).await
+            self.insert_isolating(schema::TRUNCATIONS_TABLE, &["table_name", "_version"], truncations, deadline).await
         };
         let (results, truncated) = tokio::join!(futures::future::join_all(writes), truncate);
         for result in results.into_iter().chain([truncated]) {

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
-use cdc_clickhouse::dialect::{self, Dialect, FkIndex};
+use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::schema::{self, FkIndex};
 use cdc_clickhouse::generic_values::{column_type_of, encode_column};
 use cdc_clickhouse::retry::RetryPolicy;
 use cdc_clickhouse::{SinkError, Warehouse, rowbinary};
@@ -720,7 +721,7 @@ impl Pipeline {
                 MirrorChange::Truncate { table, version } => {
                     rowbinary::put_string(&mut bytes, table.name());
                     rowbinary::put_u64(&mut bytes, version.0);
-                    dialect::TRUNCATIONS_TABLE
+                    schema::TRUNCATIONS_TABLE
                 }
             };
             if !bytes.is_empty() {
@@ -738,7 +739,7 @@ impl Pipeline {
             let columns: Vec<&str> = match SourceTable::from_name(table) {
                 Some(source) => {
                     let extra = extras.get(&source).into_iter().flatten().map(|c| c.name.as_str());
-                    dialect::mirror_columns(source.spec()).into_iter().chain(extra).collect()
+                    schema::mirror_columns(source.spec()).into_iter().chain(extra).collect()
                 }
                 None => vec!["table_name", "_version"],
             };
@@ -932,7 +933,7 @@ impl Pipeline {
         }
         // Customers reach their items through their orders: first the orders. A customer with
         // too many orders to read inline becomes a task of its own.
-        let (pairs, split) = self.children_of(dialect::ORDERS_BY_CUSTOMER, &customers, deadline).await?;
+        let (pairs, split) = self.children_of(schema::ORDERS_BY_CUSTOMER, &customers, deadline).await?;
         let too_many: BTreeSet<i64> = split.incomplete.iter().map(|(customer, _)| *customer).collect();
         for customer in &too_many {
             touched.add_task(customers[customer], Scope::Customer(*customer), i64::MIN);
@@ -949,8 +950,8 @@ impl Pipeline {
         }
 
         let (by_order, by_product) = tokio::join!(
-            self.children_of(dialect::ITEMS_BY_ORDER, &orders, deadline),
-            self.children_of(dialect::ITEMS_BY_PRODUCT, &products, deadline),
+            self.children_of(schema::ITEMS_BY_ORDER, &orders, deadline),
+            self.children_of(schema::ITEMS_BY_PRODUCT, &products, deadline),
         );
         for ((_, split), owners, scope) in
             [(by_order?, &orders, Scope::Order as fn(i64) -> Scope), (by_product?, &products, Scope::Product)]
@@ -1049,7 +1050,7 @@ struct Split {
     incomplete: Vec<(i64, i64)>,
 }
 
-/// `pairs` is the answer of `dialect::children_query` for `parents`: ordered by parent then
+/// `pairs` is the answer of `cdc_clickhouse::queries::children_query` for `parents`: ordered by parent then
 /// child, at most `per_parent` per parent and `total` in all.
 fn split_children(parents: &[i64], pairs: &[(i64, i64)], per_parent: usize, total: usize) -> Split {
     let cut_short = pairs.len() >= total;

@@ -9,7 +9,9 @@ use cdc_core::change::Version;
 use cdc_core::fact::{FactRow, FactVersion};
 use cdc_core::mirror::{Cell, MirrorRow};
 use cdc_core::rederive::Scope;
-use cdc_clickhouse::dialect::{self, Dialect};
+use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::schema;
+use cdc_clickhouse::queries;
 use cdc_clickhouse::rowbinary;
 use cdc_core::tables::SourceTable;
 use serde_json::json;
@@ -24,10 +26,10 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     let d = Dialect::Modern;
     let dir = tempfile::tempdir().unwrap();
     let mut statements: Vec<serde_json::Value> =
-        dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})).collect();
+        schema::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})).collect();
     // Run the DDL twice: migrations are idempotent.
     statements
-        .extend(dialect::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
+        .extend(schema::schema_statements(d, db, None).into_iter().map(|sql| json!({"sql": sql, "expect": null})));
 
     let ts = 1_704_067_200_123_456i64; // 2024-01-01 00:00:00.123456 UTC
     let rows = [
@@ -83,8 +85,8 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
         }
         let path = dir.path().join(format!("{}.bin", table.name()));
         std::fs::write(&path, bytes).unwrap();
-        let structure = dialect::mirror_column_defs(d, table).join(", ").replace('\'', "\\'");
-        let columns = dialect::mirror_columns(table.spec()).join(", ");
+        let structure = schema::mirror_column_defs(d, table).join(", ").replace('\'', "\\'");
+        let columns = schema::mirror_columns(table.spec()).join(", ");
         statements.push(json!({"sql": format!(
             "INSERT INTO {db}.{} ({columns}) SELECT * FROM file('{}', 'RowBinary', '{structure}')",
             table.name(), path.display()), "expect": null}));
@@ -96,27 +98,27 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     std::fs::write(&truncation, bytes).unwrap();
     statements.push(json!({"sql": format!(
         "INSERT INTO {db}.{} (table_name, _version) SELECT * FROM file('{}', 'RowBinary', 'table_name String, _version UInt64')",
-        dialect::TRUNCATIONS_TABLE, truncation.display()), "expect": null}));
+        schema::TRUNCATIONS_TABLE, truncation.display()), "expect": null}));
 
     // Every lookup the pipeline issues, with the rows it must see (tombstones included).
     let check = |sql: String, expect: &str| json!({"sql": sql, "expect": expect});
     statements.push(check(
-        dialect::latest_rows_query(d, db, SourceTable::OrderItems, &[1, 2, 3]) + " ORDER BY id",
+        queries::latest_rows_query(d, db, SourceTable::OrderItems, &[1, 2, 3]) + " ORDER BY id",
         "1\t10\t100\t3\t4.82\t13\t0\n2\t0\t0\t0\t0\t14\t1\n",
     ));
     statements.push(check(
-        dialect::latest_rows_query(d, db, SourceTable::Orders, &[10]),
+        queries::latest_rows_query(d, db, SourceTable::Orders, &[10]),
         "10\t7\t1704067200123456\tpaid\t-1.5\t12\t0\n",
     ));
     statements.push(check(
-        dialect::latest_rows_query(d, db, SourceTable::Customers, &[7]),
+        queries::latest_rows_query(d, db, SourceTable::Customers, &[7]),
         "7\ta@b.c\tAda\tUK\tLondon\t1704067200123456\t10\t0\n",
     ));
     statements.push(check(
-        dialect::latest_rows_query(d, db, SourceTable::Products, &[100]),
+        queries::latest_rows_query(d, db, SourceTable::Products, &[100]),
         "100\tLamp\tHome\t4.82\t1704067200123456\t11\t0\n",
     ));
-    statements.push(check(dialect::latest_rows_query(d, db, SourceTable::Products, &[]), ""));
+    statements.push(check(queries::latest_rows_query(d, db, SourceTable::Products, &[]), ""));
     // The foreign-key indexes, as the pipeline writes them with the mirror rows.
     for sql in [
         format!("INSERT INTO {db}._items_by_order VALUES (10, 1), (10, 1), (11, 3)"),
@@ -126,11 +128,11 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
         statements.push(json!({"sql": sql, "expect": null}));
     }
     statements.push(check(
-        dialect::children_query(db, dialect::ITEMS_BY_ORDER, &[10, 11, 12], 1000, 50_000),
+        queries::children_query(db, schema::ITEMS_BY_ORDER, &[10, 11, 12], 1000, 50_000),
         "10\t1\n11\t3\n",
     ));
-    statements.push(check(dialect::children_query(db, dialect::ITEMS_BY_PRODUCT, &[100], 1, 50_000), "100\t1\n"));
-    let page = |scope, after| dialect::page_queries(db, scope, after, 10);
+    statements.push(check(queries::children_query(db, schema::ITEMS_BY_PRODUCT, &[100], 1, 50_000), "100\t1\n"));
+    let page = |scope, after| queries::page_queries(db, scope, after, 10);
     statements.push(check(page(Scope::Order(10), i64::MIN).remove(0), "1\n"));
     statements.push(check(page(Scope::Product(100), 1).remove(0), "3\n"));
     statements.push(check(page(Scope::Customer(7), i64::MIN).remove(0), "1\n"));
@@ -139,7 +141,7 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     statements.push(check(items, "1\n2\n"));
     statements.push(check(facts, ""));
     statements.push(check(page(Scope::All, 1).remove(0), "2\n"));
-    statements.push(check(dialect::truncations_query(db), "products\t5\n"));
+    statements.push(check(queries::truncations_query(db), "products\t5\n"));
 
     let fact = FactRow {
         order_item_id: 1,
@@ -172,8 +174,8 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     std::fs::write(&facts, bytes).unwrap();
     statements.push(json!({"sql": format!(
         "INSERT INTO {db}.{} ({}) SELECT * FROM file('{}', 'RowBinary', '{}')",
-        dialect::FACT_TABLE, dialect::FACT_COLUMNS.join(", "), facts.display(),
-        dialect::fact_column_defs(d).join(", ").replace('\'', "\\'")), "expect": null}));
+        schema::FACT_TABLE, schema::FACT_COLUMNS.join(", "), facts.display(),
+        schema::fact_column_defs(d).join(", ").replace('\'', "\\'")), "expect": null}));
     statements.push(check(
         format!("SELECT order_item_id, quantity, unit_price, revenue, order_date, customer_country, product_category FROM {db}.sales_fact FINAL WHERE _is_deleted = 0"),
         "1\t3\t4.82\t14.46\t2024-01-01 00:00:00.123456\tUK\tHome\n",

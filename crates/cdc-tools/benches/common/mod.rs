@@ -243,7 +243,7 @@ pub async fn insert_mirror_rows(
     let mut statements = 0;
     for (table, rows, count) in tables {
         if *count > 0 {
-            let columns = cdc_clickhouse::dialect::mirror_columns(table.spec());
+            let columns = cdc_clickhouse::schema::mirror_columns(table.spec());
             warehouse
                 .insert_rowbinary(table.name(), &columns, bytes::Bytes::from(rows.clone()))
                 .await

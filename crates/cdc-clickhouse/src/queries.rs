@@ -1,0 +1,318 @@
+//! Every query and data statement: lookups by key, fan-out pages, RowBinary inserts, repair's
+//! deletes and the reads that inspect the warehouse.
+//!
+//! Lookups never use `FINAL`: on modern servers `FINAL` hides `_is_deleted` rows, and the fact
+//! derivation needs a deleted row's version. `argMax(col, _version) ... GROUP BY key` returns the
+//! newest row including tombstones on every version. Only names and integers travel into the
+//! text (names quoted); values come back to the caller, never into logs.
+
+use cdc_core::rederive::Scope;
+use cdc_core::tables::{ColumnKind, SourceTable};
+
+use crate::dialect::Dialect;
+use crate::schema::{
+    FACT_TABLE, FkIndex, ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER, TRUNCATIONS_TABLE, VERSION_SCALES_TABLE,
+};
+
+/// The server's version, which picks the [`Dialect`].
+pub const SERVER_VERSION: &str = "SELECT version()";
+
+/// Tables of the database read by key (every `ReplacingMergeTree` but `sales_fact` and
+/// `_truncations`) that an earlier release created without the block sizes: on current servers
+/// `migrate` moves them over ([`lookup_block_sizes_statement`]).
+pub fn tables_without_block_sizes_query(database: &str) -> String {
+    format!(
+        "SELECT name FROM system.tables WHERE database = {} AND engine LIKE '%ReplacingMergeTree' \
+         AND name NOT IN ({}, {}) AND engine_full NOT LIKE '%max_compress_block_size%' ORDER BY name",
+        quote_literal(database),
+        quote_literal(FACT_TABLE),
+        quote_literal(TRUNCATIONS_TABLE),
+    )
+}
+
+/// The columns of a table, in order, as `(name, type)` rows.
+pub fn columns_query(database: &str, table: &str) -> String {
+    format!(
+        "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
+        quote_literal(database),
+        quote_literal(table)
+    )
+}
+
+/// The newest row of each listed key of a generic mirror (TOAST completion), in RowBinary:
+/// `columns` in order, then `_version`, `_is_deleted`. `keys` are SQL literals of the key
+/// columns, one tuple per key.
+pub fn generic_latest_query(
+    database: &str,
+    table: &str,
+    key: &[String],
+    columns: &[String],
+    keys: &[String],
+) -> String {
+    let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let key_tuple = if key.len() == 1 { key_list[0].clone() } else { format!("({})", key_list.join(", ")) };
+    let select: Vec<String> =
+        columns.iter().map(|c| quote_ident(c)).chain(["_version".into(), "_is_deleted".into()]).collect();
+    format!(
+        "SELECT {select} FROM {db}.{name} WHERE {key_tuple} IN ({keys}) ORDER BY _version DESC LIMIT 1 BY {by}",
+        select = select.join(", "),
+        db = quote_ident(database),
+        name = quote_ident(table),
+        keys = keys.join(", "),
+        by = key_list.join(", "),
+    )
+}
+
+/// A string literal for SQL text.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Backquotes an identifier (database names come from configuration).
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+/// A comma-separated list of integer literals for `IN (...)`; never empty (`IN ()` is invalid).
+pub fn id_list(ids: &[i64]) -> String {
+    if ids.is_empty() {
+        return "NULL".to_string();
+    }
+    let mut out = String::with_capacity(ids.len() * 8);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out
+}
+
+/// The newest version and deletion flag of each listed key of a mirror table, with the column
+/// values of its newest live version, or of its newest deletion that carries them. Row layout: key, the other columns in spec order,
+/// `_version`, `_is_deleted`, with timestamps as Int64 microseconds.
+///
+/// A deleted row keeps the values it had before its deletion (a Debezium delete carries only
+/// the key): with the legacy sum version the fact derivation needs a deleted item's order and
+/// product, and a deleted order's customer, to count their versions; otherwise the deletion's
+/// sum could fall below that of the live fact it must replace (the tuple version of current
+/// servers needs none of this: docs/sales-fact.md §3). Old versions survive until a merge; by then
+/// the derivations that needed them have run, and a later one through a merged tombstone only
+/// yields a lower-versioned deletion, which cannot displace the stored one.
+pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64]) -> String {
+    let spec = table.spec();
+    let mut select = vec![spec.key.to_string()];
+    let has_values = match table.parent_key() {
+        Some(parent) => format!("_is_deleted = 0 OR {parent} != 0"),
+        None => "_is_deleted = 0".to_string(),
+    };
+    for column in &spec.columns[1..] {
+        let latest = format!("argMaxIf({}, _version, {has_values})", column.name);
+        select.push(match column.kind {
+            ColumnKind::Timestamp => dialect.micros_of(&latest),
+            _ => latest,
+        });
+    }
+    select.push("max(_version)".to_string());
+    select.push("argMax(_is_deleted, _version)".to_string());
+    format!(
+        "SELECT {} FROM {}.{} WHERE {} IN ({}) GROUP BY {}",
+        select.join(", "),
+        quote_ident(database),
+        spec.name,
+        spec.key,
+        id_list(ids),
+        spec.key
+    )
+}
+
+/// The children of the given parents, at most `per_parent` of each (the first by child key) and
+/// `total` in all, as `(parent, child)` rows ordered by parent then child. The key list is the
+/// invocation's own changed keys, bounded by the batch; fan-out beyond the limits continues
+/// page by page ([`page_queries`]).
+pub fn children_query(database: &str, index: FkIndex, parents: &[i64], per_parent: usize, total: usize) -> String {
+    let FkIndex { table, parent, child } = index;
+    format!(
+        "SELECT {parent}, {child} FROM {db}.{table} WHERE {parent} IN ({keys}) GROUP BY {parent}, {child} \
+         ORDER BY {parent}, {child} LIMIT {per_parent} BY {parent} LIMIT {total}",
+        db = quote_ident(database),
+        keys = id_list(parents),
+    )
+}
+
+/// One page of a re-derivation: the queries whose answers, merged by [`merge_pages`], are the
+/// next `limit` order item ids above `after` in `scope`, in ascending order. The query text is
+/// the same size whatever the fan-out. A parent's scope reads the parent's range of its index;
+/// the whole-table scope reads each table in key order from `after` and stops after `limit`
+/// distinct ids (one query per table: a `DISTINCT` over their union could not stop early).
+pub fn page_queries(database: &str, scope: Scope, after: i64, limit: usize) -> Vec<String> {
+    let db = quote_ident(database);
+    let page = |source: String| format!("SELECT DISTINCT id FROM ({source}) ORDER BY id LIMIT {limit}");
+    match scope {
+        Scope::All => vec![
+            format!("SELECT DISTINCT id FROM {db}.order_items WHERE id > {after} ORDER BY id LIMIT {limit}"),
+            format!(
+                "SELECT DISTINCT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after} \
+                 ORDER BY id LIMIT {limit}"
+            ),
+        ],
+        _ => vec![page(scope_items(database, scope, after))],
+    }
+}
+
+/// Merges the answers of [`page_queries`] into one page: the distinct ids up to the smallest
+/// last id of any answer that came back full (above it, a full answer may have left ids out), at
+/// most `limit`. The page is shorter than `limit` only when every answer was short, i.e. when
+/// the scope has nothing more.
+pub fn merge_pages(answers: Vec<Vec<i64>>, limit: usize) -> Vec<i64> {
+    let cut = answers.iter().filter(|a| a.len() >= limit).filter_map(|a| a.last().copied()).min().unwrap_or(i64::MAX);
+    let mut ids: Vec<i64> = answers.into_iter().flatten().filter(|id| *id <= cut).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(limit);
+    ids
+}
+
+/// Every order item id above `after` in `scope` (with repeats), as a subquery.
+pub fn scope_items(database: &str, scope: Scope, after: i64) -> String {
+    let db = quote_ident(database);
+    let (i_o, i_p, o_c) = (ITEMS_BY_ORDER.table, ITEMS_BY_PRODUCT.table, ORDERS_BY_CUSTOMER.table);
+    match scope {
+        Scope::Order(key) => {
+            format!("SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_id = {key} AND order_item_id > {after}")
+        }
+        Scope::Product(key) => {
+            format!("SELECT order_item_id AS id FROM {db}.{i_p} WHERE product_id = {key} AND order_item_id > {after}")
+        }
+        Scope::Customer(key) => format!(
+            "SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_item_id > {after} \
+             AND order_id IN (SELECT order_id FROM {db}.{o_c} WHERE customer_id = {key})"
+        ),
+        Scope::All => format!(
+            "SELECT id FROM {db}.order_items WHERE id > {after} UNION ALL \
+             SELECT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after}"
+        ),
+    }
+}
+
+/// The smallest version no source produces: log positions stay below 2^63 and µs timestamps
+/// far below (docs/sales-fact.md, "Implausible versions").
+pub const IMPLAUSIBLE_VERSION: u64 = 1 << 63;
+
+/// Removes a mirror table's rows with implausible versions, of one key or of every key.
+pub fn purge_implausible_statement(database: &str, table: SourceTable, key: Option<i64>) -> String {
+    let spec = table.spec();
+    let of_key = key.map_or(String::new(), |k| format!("{} = {k} AND ", spec.key));
+    format!(
+        "ALTER TABLE {}.{} DELETE WHERE {of_key}_version >= {IMPLAUSIBLE_VERSION}",
+        quote_ident(database),
+        spec.name
+    )
+}
+
+/// Removes the facts of a scope (before a repair re-derives them).
+pub fn delete_facts_statement(database: &str, scope: Scope) -> String {
+    let db = quote_ident(database);
+    match scope {
+        Scope::All => format!("ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE 1 = 1"),
+        _ => format!(
+            "ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE order_item_id IN ({})",
+            scope_items(database, scope, i64::MIN)
+        ),
+    }
+}
+
+/// Keys of a mirror table that are live but were last written below `version`: after a repair
+/// re-wrote every source row at `version`, these no longer exist in the source.
+pub fn live_keys_below_query(database: &str, table: SourceTable, version: u64) -> String {
+    let key = table.spec().key;
+    format!(
+        "SELECT {key} FROM {}.{} GROUP BY {key} HAVING max(_version) < {version} AND argMax(_is_deleted, _version) = 0 \
+         ORDER BY {key}",
+        quote_ident(database),
+        table.name()
+    )
+}
+
+/// Mutations of a table not finished yet (`ALTER ... DELETE` runs in the background).
+pub fn pending_mutations_query(database: &str, table: &str) -> String {
+    format!(
+        "SELECT toUInt64(count()) FROM system.mutations WHERE database = '{}' AND table = '{}' AND is_done = 0",
+        database.replace('\\', "\\\\").replace('\'', "\\'"),
+        table.replace('\'', "\\'"),
+    )
+}
+
+/// The latest truncation position of each table.
+pub fn truncations_query(database: &str) -> String {
+    format!("SELECT table_name, max(_version) FROM {}.{TRUNCATIONS_TABLE} GROUP BY table_name", quote_ident(database))
+}
+
+/// Each mirror's pinned version scale: the scale of its earliest row.
+pub fn version_scales_query(database: &str) -> String {
+    format!(
+        "SELECT table_name, argMin(scale, fixed_at) FROM {}.{VERSION_SCALES_TABLE} GROUP BY table_name",
+        quote_ident(database)
+    )
+}
+
+pub fn insert_statement(database: &str, table: &str, columns: &[&str]) -> String {
+    let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    format!("INSERT INTO {}.{} ({}) FORMAT RowBinary", quote_ident(database), quote_ident(table), columns.join(", "))
+}
+
+/// Whether a table (or view) of this name exists in `database`, as one `n` row.
+pub fn has_table_query(database: &str, name: &str) -> String {
+    format!(
+        "SELECT count() AS n FROM system.tables WHERE database = {} AND name = {}",
+        quote_literal(database),
+        quote_literal(name)
+    )
+}
+
+/// The live rows of a table, `select` expressions of each: from its current-state view when
+/// there is one (`view`), otherwise `FINAL` without the deleted rows.
+pub fn live_rows_query(database: &str, table: &str, view: Option<&str>, select: &[String]) -> String {
+    let db = quote_ident(database);
+    let from = match view {
+        Some(view) => format!("{db}.{}", quote_ident(view)),
+        None => format!("{db}.{} FINAL WHERE _is_deleted = 0", quote_ident(table)),
+    };
+    format!("SELECT {} FROM {from}", select.join(", "))
+}
+
+/// The name of a live customer of the `customers` mirror, as a `name` row (freshness probes).
+pub fn live_customer_name_query(database: &str, id: i64) -> String {
+    format!("SELECT name FROM {}.customers FINAL WHERE id = {id} AND _is_deleted = 0", quote_ident(database))
+}
+
+/// The customer name of a live `sales_fact` row, as a `name` row (freshness probes).
+pub fn live_fact_customer_name_query(database: &str, order_item_id: i64) -> String {
+    format!(
+        "SELECT customer_name AS name FROM {}.{FACT_TABLE} FINAL WHERE order_item_id = {order_item_id} \
+         AND _is_deleted = 0",
+        quote_ident(database)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_of_several_tables_stop_where_a_full_answer_may_have_left_ids_out() {
+        // order_items came back full at 5; sales_fact holds 4 and 9 too: 9 waits for the next page.
+        assert_eq!(merge_pages(vec![vec![1, 3, 5], vec![4, 9]], 3), vec![1, 3, 4]);
+        assert_eq!(merge_pages(vec![vec![1, 3, 5], vec![2, 9]], 5), vec![1, 2, 3, 5, 9]);
+        // Both short: the scope's last page.
+        assert_eq!(merge_pages(vec![vec![7], vec![7, 8]], 3), vec![7, 8]);
+        assert!(merge_pages(vec![vec![], vec![]], 3).is_empty());
+    }
+
+    #[test]
+    fn identifiers_are_quoted_and_empty_lists_stay_valid() {
+        assert_eq!(quote_ident("a`b"), "`a\\`b`");
+        assert_eq!(id_list(&[]), "NULL");
+        assert_eq!(id_list(&[1, -2]), "1,-2");
+    }
+}

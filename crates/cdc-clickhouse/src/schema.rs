@@ -1,0 +1,375 @@
+//! Every DDL statement: the mirrors, foreign-key indexes, `sales_fact`, their current-state views,
+//! and the generic mirrors' tables, columns and views; with the names and columns of the tables.
+//!
+//! Enters: the [`Dialect`], the database and cluster names. Leaves: statement text, every one
+//! idempotent (`IF NOT EXISTS`), so `migrate` and every cold start can run them again.
+
+use cdc_core::generic::ColumnType;
+use cdc_core::tables::{ColumnKind, SourceTable, TableSpec};
+
+use crate::dialect::Dialect;
+use crate::generic_values::column_type_sql;
+use crate::queries::{quote_ident, quote_literal};
+
+pub const DECIMAL_TYPE: &str = "Decimal(38, 6)";
+pub const TRUNCATIONS_TABLE: &str = "_truncations";
+/// The version scale each mirror is fed on, pinned by its first change (docs/versions.md).
+pub const VERSION_SCALES_TABLE: &str = "_version_scales";
+pub const FACT_TABLE: &str = "sales_fact";
+
+/// A foreign-key index: which children (order items, orders) ever referenced a parent key.
+///
+/// Written with the mirror rows it describes, before the invocation's first lookup, so a
+/// lookup finds every child whose writes completed before it (docs/sales-fact.md, "Finding the
+/// facts a change touches"). Entries are never removed: a stale one (the child moved on) only
+/// makes a derivation reread a row, which is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FkIndex {
+    pub table: &'static str,
+    pub parent: &'static str,
+    pub child: &'static str,
+}
+
+pub const ITEMS_BY_ORDER: FkIndex = FkIndex { table: "_items_by_order", parent: "order_id", child: "order_item_id" };
+pub const ITEMS_BY_PRODUCT: FkIndex =
+    FkIndex { table: "_items_by_product", parent: "product_id", child: "order_item_id" };
+pub const ORDERS_BY_CUSTOMER: FkIndex =
+    FkIndex { table: "_orders_by_customer", parent: "customer_id", child: "order_id" };
+pub const FK_INDEXES: [FkIndex; 3] = [ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER];
+
+impl FkIndex {
+    /// The indexes a mirror row of `table` feeds, with the column holding the parent key.
+    pub fn fed_by(table: SourceTable) -> &'static [FkIndex] {
+        match table {
+            SourceTable::OrderItems => &[ITEMS_BY_ORDER, ITEMS_BY_PRODUCT],
+            SourceTable::Orders => &[ORDERS_BY_CUSTOMER],
+            SourceTable::Customers | SourceTable::Products => &[],
+        }
+    }
+
+    pub fn columns(&self) -> [&'static str; 2] {
+        [self.parent, self.child]
+    }
+}
+
+/// `sales_fact` columns in insert order (see `rowbinary::encode_fact_row`).
+pub const FACT_COLUMNS: &[&str] = &[
+    "order_item_id",
+    "order_id",
+    "customer_id",
+    "product_id",
+    "quantity",
+    "unit_price",
+    "revenue",
+    "order_status",
+    "order_date",
+    "customer_name",
+    "customer_country",
+    "customer_city",
+    "product_name",
+    "product_category",
+    "_version",
+    "_is_deleted",
+];
+
+/// Columns of a mirror table in insert order: the source columns, then version and flag.
+pub fn mirror_columns(spec: &TableSpec) -> Vec<&'static str> {
+    spec.columns.iter().map(|c| c.name).chain(["_version", "_is_deleted"]).collect()
+}
+
+fn column_type(dialect: Dialect, table: SourceTable, name: &str, kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Int64 => "Int64",
+        ColumnKind::Int32 => "Int32",
+        ColumnKind::Decimal { .. } => DECIMAL_TYPE,
+        ColumnKind::Timestamp => dialect.timestamp_type(),
+        ColumnKind::Text => match (table, name) {
+            (SourceTable::Customers, "country" | "city")
+            | (SourceTable::Products, "category")
+            | (SourceTable::Orders, "status") => dialect.low_cardinality_string(),
+            _ => "String",
+        },
+    }
+}
+
+/// `name Type` of every column of a mirror table, in insert order.
+pub fn mirror_column_defs(dialect: Dialect, table: SourceTable) -> Vec<String> {
+    let spec = table.spec();
+    spec.columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, column_type(dialect, table, c.name, c.kind)))
+        .chain(["_version UInt64".to_string(), "_is_deleted UInt8".to_string()])
+        .collect()
+}
+
+/// `name Type` of every `sales_fact` column, in insert order ([`FACT_COLUMNS`]).
+pub fn fact_column_defs(dialect: Dialect) -> Vec<String> {
+    let lc = dialect.low_cardinality_string();
+    let types = [
+        "Int64",
+        "Int64",
+        "Int64",
+        "Int64",
+        "Int32",
+        DECIMAL_TYPE,
+        DECIMAL_TYPE,
+        lc,
+        dialect.timestamp_type(),
+        "String",
+        lc,
+        lc,
+        "String",
+        lc,
+        dialect.fact_version_type(),
+        "UInt8",
+    ];
+    FACT_COLUMNS.iter().zip(types).map(|(name, ty)| format!("{name} {ty}")).collect()
+}
+
+impl Dialect {
+    /// The settings of tables read by key (mirrors and foreign-key indexes), a few rows per key at
+    /// scattered places. A key lookup reads, checksums and decompresses every compressed block
+    /// that holds a granule it needs: with the defaults (8,192-row granules, blocks of at least
+    /// 64 KiB) that is ~64 KiB per column per key. 1,024-row granules in blocks of 4-16 KiB (about
+    /// one granule per block) cut the server time of 900 scattered keys in a 10M-row table from
+    /// 68 to 40 ms on 18.16 (BENCHMARKS.md, "Scale"). Table-level block sizes exist from
+    /// ClickHouse 21.1; on older servers they are server-wide settings of the default profile
+    /// (README, "Older ClickHouse"). `sales_fact` keeps the defaults: analysts scan it.
+    pub fn lookup_table_settings(self) -> String {
+        match self {
+            Dialect::Modern => format!("SETTINGS index_granularity = 1024, {LOOKUP_BLOCK_SIZES}"),
+            Dialect::Legacy => "SETTINGS index_granularity = 1024".to_string(),
+        }
+    }
+}
+
+/// The compressed block sizes of tables read by key (see [`Dialect::lookup_table_settings`]).
+const LOOKUP_BLOCK_SIZES: &str = "min_compress_block_size = 4096, max_compress_block_size = 16384";
+
+/// Gives an existing table the block sizes of tables read by key; parts written from then on
+/// (inserts and merges) use them.
+pub fn lookup_block_sizes_statement(database: &str, cluster: Option<&str>, table: &str) -> String {
+    format!(
+        "ALTER TABLE {}.{}{} MODIFY SETTING {LOOKUP_BLOCK_SIZES}",
+        quote_ident(database),
+        quote_ident(table),
+        on_cluster(cluster)
+    )
+}
+
+/// Every statement `migrate` runs, in order; each is idempotent. With a `cluster`, every
+/// statement runs `ON CLUSTER` and tables use `ReplicatedReplacingMergeTree` (README, "ClickHouse
+/// clusters and ClickHouse Cloud").
+pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>) -> Vec<String> {
+    let db = quote_ident(database);
+    let on = on_cluster(cluster);
+    let engine = |parameters: &str| engine(cluster, parameters);
+    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}{on}")];
+    for table in SourceTable::ALL {
+        let spec = table.spec();
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY {key} {settings}",
+            name = spec.name,
+            settings = dialect.lookup_table_settings(),
+            columns = mirror_column_defs(dialect, table).join(", "),
+            engine = engine(dialect.version_parameters()),
+            key = spec.key,
+        ));
+    }
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{TRUNCATIONS_TABLE}{on} (table_name String, _version UInt64) \
+         ENGINE = {engine} ORDER BY table_name",
+        engine = engine("_version"),
+    ));
+    // Never collapsed (every row has its own time): the earliest row of a table is its scale.
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{VERSION_SCALES_TABLE}{on} (table_name String, scale String, \
+         fixed_at UInt64) ENGINE = {engine} ORDER BY (table_name, fixed_at)",
+        engine = engine(""),
+    ));
+    for index in FK_INDEXES {
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table}{on} ({parent} Int64, {child} Int64) \
+             ENGINE = {engine} ORDER BY ({parent}, {child}) {settings}",
+            table = index.table,
+            settings = dialect.lookup_table_settings(),
+            parent = index.parent,
+            child = index.child,
+            engine = engine(""),
+        ));
+    }
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{FACT_TABLE}{on} ({columns}) ENGINE = {engine} ORDER BY order_item_id",
+        columns = fact_column_defs(dialect).join(", "),
+        engine = engine(dialect.version_parameters()),
+    ));
+    // Current-state views: what analysts query. A mirror row older than its table's last
+    // truncation is gone even if it arrived after the truncation was processed.
+    statements.push(format!(
+        "CREATE VIEW IF NOT EXISTS {db}.{FACT_TABLE}_current{on} AS \
+         SELECT * FROM {db}.{FACT_TABLE} FINAL WHERE _is_deleted = 0"
+    ));
+    for table in SourceTable::ALL {
+        statements.push(current_view(database, table.name(), cluster, false));
+    }
+    statements
+}
+
+/// ` ON CLUSTER name` when the schema is deployed on a cluster.
+fn on_cluster(cluster: Option<&str>) -> String {
+    cluster.map_or(String::new(), |c| format!(" ON CLUSTER {}", quote_ident(c)))
+}
+
+/// The engine of a versioned table: `ReplacingMergeTree`, replicated on a cluster.
+fn engine(cluster: Option<&str>, parameters: &str) -> String {
+    match cluster {
+        None => format!("ReplacingMergeTree({parameters})"),
+        Some(_) => {
+            let rest = if parameters.is_empty() { String::new() } else { format!(", {parameters}") };
+            format!(
+                "ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}'{rest})"
+            )
+        }
+    }
+}
+
+/// The current-state view of a mirror: live rows newer than the table's last truncation (0
+/// when there is none: every version is above it, docs/versions.md). `SELECT *` is expanded
+/// when the view is created, so a generic mirror's view is created again after its table
+/// gains a column.
+fn current_view(database: &str, table: &str, cluster: Option<&str>, replace: bool) -> String {
+    let db = quote_ident(database);
+    let create = if replace { "CREATE OR REPLACE VIEW" } else { "CREATE VIEW IF NOT EXISTS" };
+    format!(
+        "{create} {db}.{view}{on} AS SELECT * FROM {db}.{name} FINAL WHERE _is_deleted = 0 AND _version > \
+         (SELECT max(_version) FROM {db}.{TRUNCATIONS_TABLE} WHERE table_name = {literal})",
+        view = quote_ident(&format!("{table}_current")),
+        name = quote_ident(table),
+        on = on_cluster(cluster),
+        literal = quote_literal(table),
+    )
+}
+
+/// A generic mirror: key columns (never NULL) first, then the other columns as `Nullable`, then
+/// version and flag; ordered by the source's primary key (docs/generic-mirrors.md).
+pub fn create_generic_table(
+    dialect: Dialect,
+    database: &str,
+    cluster: Option<&str>,
+    table: &str,
+    key: &[(String, ColumnType)],
+    columns: &[(String, ColumnType)],
+) -> String {
+    let defs: Vec<String> = key
+        .iter()
+        .map(|(name, ty)| format!("{} {}", quote_ident(name), column_type_sql(*ty, dialect)))
+        .chain(columns.iter().map(|(name, ty)| format!("{} Nullable({})", quote_ident(name), column_type_sql(*ty, dialect))))
+        .chain(["_version UInt64".to_string(), "_is_deleted UInt8".to_string()])
+        .collect();
+    let order: Vec<String> = key.iter().map(|(name, _)| quote_ident(name)).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({defs}) ENGINE = {engine} ORDER BY ({order}) {settings}",
+        db = quote_ident(database),
+        settings = dialect.lookup_table_settings(),
+        name = quote_ident(table),
+        on = on_cluster(cluster),
+        defs = defs.join(", "),
+        engine = engine(cluster, dialect.version_parameters()),
+        order = order.join(", "),
+    )
+}
+
+/// The statements that (re)create a generic mirror's current-state view: after a new column, the
+/// view must be created again to show it. 18.16 has no `CREATE OR REPLACE VIEW`: it drops and
+/// creates (a concurrent reader may miss the view for that moment; every invocation that adds a
+/// column recreates the view after its own ALTER, so the last one includes every column).
+pub fn generic_view_statements(dialect: Dialect, database: &str, cluster: Option<&str>, table: &str) -> Vec<String> {
+    match dialect {
+        Dialect::Modern => vec![current_view(database, table, cluster, true)],
+        Dialect::Legacy => vec![
+            format!(
+                "DROP TABLE IF EXISTS {}.{}{}",
+                quote_ident(database),
+                quote_ident(&format!("{table}_current")),
+                on_cluster(cluster)
+            ),
+            current_view(database, table, cluster, false),
+        ],
+    }
+}
+
+/// Adds one column to a generic mirror. 18.16 has no `ADD COLUMN IF NOT EXISTS`: a concurrent
+/// invocation that added it first makes this fail with "already exists", which the caller
+/// takes as success ([`is_duplicate_column`]).
+pub fn add_column(
+    dialect: Dialect,
+    database: &str,
+    cluster: Option<&str>,
+    table: &str,
+    column: &str,
+    ty: ColumnType,
+) -> String {
+    let if_not_exists = if dialect == Dialect::Modern { "IF NOT EXISTS " } else { "" };
+    format!(
+        "ALTER TABLE {}.{}{} ADD COLUMN {if_not_exists}{} Nullable({})",
+        quote_ident(database),
+        quote_ident(table),
+        on_cluster(cluster),
+        quote_ident(column),
+        column_type_sql(ty, dialect)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modern_ddl_uses_is_deleted_and_datetime64() {
+        let ddl = schema_statements(Dialect::Modern, "analytics", None).join("\n");
+        assert!(ddl.contains("ReplacingMergeTree(_version, _is_deleted)"));
+        assert!(ddl.contains("order_date DateTime64(6, 'UTC')"));
+        let legacy = schema_statements(Dialect::Legacy, "analytics", None).join("\n");
+        assert!(!legacy.contains("DateTime64") && !legacy.contains("LowCardinality"));
+    }
+
+    #[test]
+    fn tables_read_by_key_get_small_granules_and_small_blocks_where_the_server_takes_them() {
+        let modern = schema_statements(Dialect::Modern, "analytics", None);
+        let legacy = schema_statements(Dialect::Legacy, "analytics", None);
+        for table in ["order_items", "orders", "customers", "products", "_items_by_order", "_orders_by_customer"] {
+            let of =
+                |ddl: &[String]| ddl.iter().find(|s| s.contains(&format!("`analytics`.{table} "))).unwrap().clone();
+            assert!(of(&modern).ends_with("max_compress_block_size = 16384"), "{table}");
+            // 18.16 refuses unknown table settings; its block sizes are server-wide.
+            assert!(of(&legacy).ends_with("SETTINGS index_granularity = 1024"), "{table}");
+        }
+        let facts = modern.iter().find(|s| s.contains("`analytics`.sales_fact ")).unwrap();
+        assert!(!facts.contains("SETTINGS"), "analysts scan sales_fact: default granules and blocks");
+        let generic =
+            create_generic_table(Dialect::Modern, "analytics", None, "t", &[("id".into(), ColumnType::Int64)], &[]);
+        assert!(generic.contains("min_compress_block_size = 4096"));
+        // Tables of an earlier release are moved over on current servers.
+        assert_eq!(
+            lookup_block_sizes_statement("analytics", Some("prod"), "orders"),
+            "ALTER TABLE `analytics`.`orders` ON CLUSTER `prod` MODIFY SETTING min_compress_block_size = 4096, \
+             max_compress_block_size = 16384"
+        );
+    }
+
+    #[test]
+    fn a_cluster_gets_on_cluster_ddl_and_replicated_engines() {
+        let ddl = schema_statements(Dialect::Modern, "analytics", Some("prod"));
+        assert_eq!(ddl[0], "CREATE DATABASE IF NOT EXISTS `analytics` ON CLUSTER `prod`");
+        for statement in &ddl[1..] {
+            assert!(statement.contains(" ON CLUSTER `prod` "), "{statement}");
+            assert!(!statement.contains(" ReplacingMergeTree"), "{statement}");
+        }
+        let facts = ddl.iter().find(|s| s.contains("`analytics`.sales_fact ON")).unwrap();
+        assert!(facts.contains(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)"
+        ));
+        let index = ddl.iter().find(|s| s.contains("_items_by_order")).unwrap();
+        assert!(index.contains("'{replica}') ORDER BY (order_id, order_item_id)"), "{index}");
+    }
+}
