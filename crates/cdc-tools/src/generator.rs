@@ -145,8 +145,15 @@ fn money(cents: i64) -> String {
 }
 
 impl State {
+    /// A random index below `len`, or None when there is nothing to pick (the caller then makes
+    /// a new order instead); draws from `rng` only when there is something, so the sequence of a
+    /// seed does not change.
+    fn pick_index(rng: &mut StdRng, len: usize) -> Option<usize> {
+        if len == 0 { None } else { Some(rng.random_range(0..len)) }
+    }
+
     fn pick<'a, T>(rng: &mut StdRng, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() { None } else { v.get(rng.random_range(0..v.len())) }
+        Self::pick_index(rng, v.len()).and_then(|i| v.get(i))
     }
 
     fn new_customer(&mut self, tx: &mut Tx) -> i64 {
@@ -256,10 +263,7 @@ impl State {
             }
             580..=669 => {
                 // Quantity change on an item, and the order total with it.
-                if self.items.is_empty() {
-                    return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.items.len());
+                let Some(idx) = Self::pick_index(&mut self.rng, self.items.len()) else { return self.new_order(tx) };
                 let quantity = self.rng.random_range(1..=9i32);
                 self.items[idx].3 = quantity;
                 let (item, order, ..) = self.items[idx];
@@ -269,10 +273,7 @@ impl State {
             }
             670..=739 => {
                 // Price change (new orders use it; existing items keep their price).
-                if self.products.is_empty() {
-                    return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.products.len());
+                let Some(idx) = Self::pick_index(&mut self.rng, self.products.len()) else { return self.new_order(tx) };
                 let pct = self.rng.random_range(-20..=25i64);
                 let cents = (self.products[idx].1 * (100 + pct) / 100).max(99);
                 self.products[idx].1 = cents;
@@ -326,10 +327,7 @@ impl State {
             }
             920..=949 => {
                 // Remove one item from an order.
-                if self.items.is_empty() {
-                    return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.items.len());
+                let Some(idx) = Self::pick_index(&mut self.rng, self.items.len()) else { return self.new_order(tx) };
                 let (item, order, ..) = self.items.swap_remove(idx);
                 tx.push(format!("DELETE FROM order_items WHERE id = {item}"));
                 tx.deletes += 1;
@@ -337,10 +335,7 @@ impl State {
             }
             950..=974 => {
                 // Delete a whole order with its items; one in five orphans its items instead.
-                if self.orders.is_empty() {
-                    return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.orders.len());
+                let Some(idx) = Self::pick_index(&mut self.rng, self.orders.len()) else { return self.new_order(tx) };
                 let order = self.orders.swap_remove(idx);
                 self.status.remove(&order);
                 if self.rng.random_bool(0.8) {
