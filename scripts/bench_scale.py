@@ -290,17 +290,31 @@ class Bench:
         if out.returncode != 0:
             raise RuntimeError(f"peer setup {db}: {out.stderr.strip()[-500:]}")
 
-    def run_processor(self, files, template, tag):
-        db = self.db(f"proc_{tag}")
-        self.migrate(db)
+    def seeded_db(self, name, setup, template):
+        """A fresh database made by `setup` (the side's own schema), with the seed copied in when
+        the run starts from one."""
+        db = self.db(name)
+        setup(db)
         if template:
             copy_seed(template, db)
-        facts_before = count(db, "sales_fact")
+        return db
+
+    def timed_side(self, side, short, tag, cmd, env, cwd):
+        """Runs one side's command, timed, its output kept in the log directory as
+        `{tag}.{short}.out`/`.err`; a non-zero exit is an error. Returns the timings (with the load
+        average at the start) and the output paths, for the side to read its own results from."""
         load = os.getloadavg()[0]
-        out, err = os.path.join(self.logs, f"{tag}.proc.out"), os.path.join(self.logs, f"{tag}.proc.err")
-        wall, cpu, code, server = timed([self.args.processor, "invoke", *files], self.processor_env(db), None, out, err)
+        out, err = os.path.join(self.logs, f"{tag}.{short}.out"), os.path.join(self.logs, f"{tag}.{short}.err")
+        wall, cpu, code, server = timed(cmd, env, cwd, out, err)
         if code != 0:
-            raise RuntimeError(f"processor run {tag} exited {code}: {open(err).read()[-800:]}")
+            raise RuntimeError(f"{side} run {tag} exited {code}: {open(err).read()[-800:]}")
+        return dict(wall=wall, cpu=cpu, server=server, load=load), out, err
+
+    def run_processor(self, files, template, tag):
+        db = self.seeded_db(f"proc_{tag}", self.migrate, template)
+        facts_before = count(db, "sales_fact")
+        cmd = [self.args.processor, "invoke", *files]
+        timings, out, err = self.timed_side("processor", "proc", tag, cmd, self.processor_env(db), None)
         failures = sum(len(json.loads(line).get("batchItemFailures", [])) for line in open(out) if line.strip())
         phases = {"decode_ms": 0, "complete_ms": 0, "mirrors_ms": 0, "facts_ms": 0}
         facts, phase_lines = 0, 0
@@ -323,7 +337,7 @@ class Bench:
             facts = count(db, "sales_fact") - facts_before  # after merges: a lower bound
         self.drop(db)
         ceiling = self.ceiling(tag, facts)
-        return dict(wall=wall, cpu=cpu, server=server, load=load, failures=failures, facts=facts, facts_exact=facts_exact,
+        return dict(timings, failures=failures, facts=facts, facts_exact=facts_exact,
                     phases=phases if facts_exact else None, ceiling=ceiling)
 
     def ceiling(self, tag, facts):
@@ -338,23 +352,16 @@ class Bench:
         return float(values["ceiling_seconds"])
 
     def run_peer(self, files, template, tag):
-        db = self.db(f"peer_{tag}")
-        self.peer_setup(db)
-        if template:
-            copy_seed(template, db)
+        db = self.seeded_db(f"peer_{tag}", self.peer_setup, template)
         facts_before = count(db, "sales_fact")
-        load = os.getloadavg()[0]
-        out, err = os.path.join(self.logs, f"{tag}.peer.out"), os.path.join(self.logs, f"{tag}.peer.err")
         cmd = [self.args.peer_python, "handler.py", "run", *files]
-        wall, cpu, code, server = timed(cmd, self.peer_env(db), self.args.peer, out, err)
-        if code != 0:
-            raise RuntimeError(f"peer run {tag} exited {code}: {open(err).read()[-800:]}")
+        timings, out, _ = self.timed_side("peer", "peer", tag, cmd, self.peer_env(db), self.args.peer)
         summary = open(out).read().strip().splitlines()
         match = re.search(r"(\d+) failures", summary[-1] if summary else "")
         failures = int(match.group(1)) if match else -1
         facts = count(db, "sales_fact") - facts_before
         self.drop(db)
-        return dict(wall=wall, cpu=cpu, server=server, load=load, failures=failures, facts=facts)
+        return dict(timings, failures=failures, facts=facts)
 
 
 def main():

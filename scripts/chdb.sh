@@ -10,29 +10,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 port=${CHDB_HTTP_PORT:-8124}
-dir=${CDC_SERVICES_DIR:-$here/.services}/chdb
-pidfile=$dir/chdb-$port.pid
-log=$dir/chdb-$port.log
 name=chdb
 source "$here/scripts/pid-server.sh"
+state_files chdb
 
 ping() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${port}/ping" 2>/dev/null; }
+prepare() { pip_install_missing chdb chdb; }
 
-install() {
-  python3 -c "import chdb" >/dev/null 2>&1 && return 0
-  echo "chdb: installing chdb from PyPI" >&2
-  python3 -m pip install -q chdb >&2
-}
-
-start() {
-  if ping; then echo running; return 0; fi
-  install
-  launch python3 "$here/scripts/chdb_server.py" --port "$port" --data "$dir/data-$port"
-}
-
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) ping ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+server_main "${1:-}" python3 "$here/scripts/chdb_server.py" --port "$port" --data "$dir/data-$port"

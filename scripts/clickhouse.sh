@@ -9,18 +9,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 dir=${CDC_SERVICES_DIR:-$here/.services}/clickhouse
 http_port=${CLICKHOUSE_HTTP_PORT:-8123}
 tcp_port=${CLICKHOUSE_TCP_PORT:-9000}
+source "$here/scripts/debian-server.sh"
 
 ping() { curl -fsS "http://127.0.0.1:${http_port}/ping" >/dev/null 2>&1; }
 
 install() {
   command -v clickhouse-server >/dev/null 2>&1 && return 0
   echo "clickhouse: installing Debian's clickhouse-server" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  sudo_ apt-get update -qq
-  sudo_ apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+  apt_install clickhouse-server clickhouse-client
 }
-
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 write_config() {
   mkdir -p "$dir/data" "$dir/tmp" "$dir/log" "$dir/user_files" "$dir/format_schemas"
@@ -68,10 +65,7 @@ start() {
   write_config
   echo "clickhouse: starting on 127.0.0.1:${http_port} (state in $dir)" >&2
   clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" --daemon
-  for _ in $(seq 1 120); do ping && { echo "clickhouse: ready" >&2; return 0; }; sleep 0.5; done
-  echo "clickhouse: did not answer within 60 s; last log lines:" >&2
-  tail -n 20 "$dir/log/server.err.log" >&2 || true
-  return 1
+  wait_ready clickhouse "$dir/log/server.err.log" ping
 }
 
 stop() {

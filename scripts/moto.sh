@@ -8,29 +8,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 port=${MOTO_PORT:-5000}
-dir=${CDC_SERVICES_DIR:-$here/.services}/moto
-pidfile=$dir/moto-$port.pid
-log=$dir/moto-$port.log
 name=moto
 source "$here/scripts/pid-server.sh"
+state_files moto
 
 ping() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${port}/moto-api/data.json" 2>/dev/null; }
+prepare() { pip_install_missing "moto.server, flask, flask_cors" 'moto[server]'; }
 
-install() {
-  python3 -c "import moto.server, flask, flask_cors" >/dev/null 2>&1 && return 0
-  echo "moto: installing moto[server] from PyPI" >&2
-  python3 -m pip install -q 'moto[server]' >&2
-}
-
-start() {
-  if ping; then echo running; return 0; fi
-  install
-  launch python3 -m moto.server -H 127.0.0.1 -p "$port"
-}
-
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) ping ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+server_main "${1:-}" python3 -m moto.server -H 127.0.0.1 -p "$port"

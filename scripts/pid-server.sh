@@ -1,5 +1,29 @@
 # Sourced by the scripts that run one local server known by its pid file (moto.sh, sqs.sh,
-# chdb.sh). The caller sets name, port, dir, pidfile and log, and defines ping.
+# chdb.sh). The caller sets here, name and port, calls state_files, and defines ping (exit 0 when
+# the server answers) and prepare (install or build what the server runs).
+
+# The server's state: $dir (under $CDC_SERVICES_DIR, default .services/ in the repository), and
+# in it the pid file and the log, one pair a port so servers on two ports do not share them.
+state_files() {
+  dir=${CDC_SERVICES_DIR:-$here/.services}/$1
+  pidfile=$dir/$1-$port.pid
+  log=$dir/$1-$port.log
+}
+
+# Starts the server unless one already answers on the port: prints "running" when it was,
+# "started" when this call started it.
+start_server() {
+  if ping; then echo running; return 0; fi
+  prepare
+  launch "$@"
+}
+
+# Makes the Python modules importable, installing their PyPI requirement when they are not.
+pip_install_missing() { # import list, pip requirement
+  python3 -c "import $1" >/dev/null 2>&1 && return 0
+  echo "$name: installing $2 from PyPI" >&2
+  python3 -m pip install -q "$2" >&2
+}
 
 # Starts the command in a session of its own (it outlives the calling script; stop ends it by its
 # pid, never by name) and waits, at most ~30 s, until ping answers.
@@ -29,4 +53,16 @@ stop() {
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
+}
+
+# The command line of a server script: start (with the server's command), stop or status.
+server_main() { # verb, server command...
+  local verb=${1:-}
+  shift || true
+  case "$verb" in
+    start) start_server "$@" ;;
+    stop) stop ;;
+    status) ping ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  esac
 }

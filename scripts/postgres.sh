@@ -17,19 +17,11 @@ database=${CDC_PG_DATABASE:-sales}
 pg_version=15
 bin=/usr/lib/postgresql/$pg_version/bin
 run_user=postgres
-
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+source "$here/scripts/debian-server.sh"
 
 # Runs a command as the server's owner: `postgres` when we are root, ourselves otherwise.
 as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$run_user" -- "$@"; else "$@"; fi
-}
-
-apt_updated=0
-apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  if [ "$apt_updated" = 0 ]; then sudo_ apt-get update -qq; apt_updated=1; fi
-  sudo_ apt-get install -y -qq "$@" >/dev/null
 }
 
 install() {
@@ -91,10 +83,7 @@ start() {
   echo "postgres: starting on 127.0.0.1:$port (state in $dir)" >&2
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port" -w -t 60 start >/dev/null \
     || { echo "postgres: did not start; last log lines:" >&2; tail -n 20 "$dir/server.log" >&2 || true; return 1; }
-  for _ in $(seq 1 120); do ready && { echo "postgres: ready" >&2; return 0; }; sleep 0.5; done
-  echo "postgres: did not answer within 60 s; last log lines:" >&2
-  tail -n 20 "$dir/server.log" >&2 || true
-  return 1
+  wait_ready postgres "$dir/server.log" ready
 }
 
 stop() {

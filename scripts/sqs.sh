@@ -12,14 +12,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 port=${LOCAL_SQS_PORT:-9324}
-dir=${CDC_SERVICES_DIR:-$here/.services}/local-sqs
+name=sqs
+source "$here/scripts/pid-server.sh"
+state_files local-sqs
 target=${LOCAL_SQS_TARGET_DIR:-${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/local-sqs}}
 target=${target:-$dir/target}
 bin=$target/release/local-sqs
-pidfile=$dir/local-sqs-$port.pid
-log=$dir/local-sqs-$port.log
-name=sqs
-source "$here/scripts/pid-server.sh"
 
 ping() {
   curl -fsS -o /dev/null --max-time 2 -X POST "http://127.0.0.1:${port}/" \
@@ -27,23 +25,16 @@ ping() {
     -d '{"MaxResults":1}' 2>/dev/null
 }
 
-build() {
+# Builds the server; start_server runs this before it launches one.
+prepare() {
   mkdir -p "$dir"
   # cargo decides whether anything changed; a no-op build takes well under a second.
   echo "sqs: building tools/local-sqs (release)" >&2
   CARGO_TARGET_DIR=$target cargo build --release --locked --quiet --manifest-path "$here/tools/local-sqs/Cargo.toml" >&2
 }
 
-start() {
-  if ping; then echo running; return 0; fi
-  build
-  launch "$bin" --host 127.0.0.1 --port "$port"
-}
-
 case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) ping ;;
   url) echo "http://127.0.0.1:${port}" ;;
+  start | stop | status) server_main "$1" "$bin" --host 127.0.0.1 --port "$port" ;;
   *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
 esac

@@ -13,8 +13,8 @@ python_has chdb || { echo "test: installing chdb" >&2; pip install -q chdb; }
 # crates/cdc-tools/tests/outage.rs makes a private CA and a server certificate with the openssl command.
 if ! command -v openssl >/dev/null 2>&1; then
   echo "test: installing openssl" >&2
-  sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-  sudo_ apt-get update -qq && sudo_ apt-get install -y -qq openssl >/dev/null
+  source scripts/debian-server.sh
+  apt_install openssl
 fi
 
 # cargo-lambda first: crates/cdc-lambda/tests/lambda_runtime.rs runs the function under `cargo lambda watch`.

@@ -413,8 +413,22 @@ where
                         "the environment failed for longer than the retry age: message sent to the dead-letter queue"
                     );
                 }
-                Fate::DeadLetter(DeadLetterReason::Poison) => {
-                    metrics.dead_lettered += 1;
+                // A poison message and a failed one are logged alike, so their fields stay the
+                // same; a failed one also says when it comes back and which message held it.
+                // The absent fields of a poison message (None) are not recorded at all.
+                Fate::DeadLetter(DeadLetterReason::Poison) | Fate::Fail { .. } => {
+                    let (what, blocked_by, visibility_seconds) = match entry.fate {
+                        Fate::Fail { visibility_seconds } => {
+                            metrics.failed += 1;
+                            let blocked_by =
+                                entry.blocked_by.and_then(|b| entries.get(b)).map(|e| e.message.id.as_str());
+                            ("message failed, it will come back", blocked_by, Some(visibility_seconds))
+                        }
+                        _ => {
+                            metrics.dead_lettered += 1;
+                            ("poison message sent to the dead-letter queue", None, None)
+                        }
+                    };
                     warn!(
                         message_id = %message.id,
                         receive_count = message.receive_count,
@@ -423,7 +437,9 @@ where
                         op,
                         class,
                         code,
-                        "poison message sent to the dead-letter queue"
+                        blocked_by,
+                        visibility_seconds,
+                        "{what}"
                     );
                 }
                 Fate::Copy { delay_seconds } => {
@@ -435,22 +451,6 @@ where
                         code,
                         delay_seconds,
                         "environmental failure: re-sent as a delayed copy"
-                    );
-                }
-                Fate::Fail { visibility_seconds } => {
-                    metrics.failed += 1;
-                    let blocked_by = entry.blocked_by.and_then(|b| entries.get(b)).map(|e| e.message.id.as_str());
-                    warn!(
-                        message_id = %message.id,
-                        receive_count = message.receive_count,
-                        correlation_id,
-                        table = report.table(),
-                        op,
-                        class,
-                        code,
-                        blocked_by,
-                        visibility_seconds,
-                        "message failed, it will come back"
                     );
                 }
             }

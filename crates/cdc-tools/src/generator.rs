@@ -145,8 +145,15 @@ fn money(cents: i64) -> String {
 }
 
 impl State {
+    /// A random index below `len`, or None when there are fewer than `fewest` (at least one) to
+    /// pick from (the caller then makes a new order instead); draws from `rng` only when it picks,
+    /// so the sequence of a seed does not change.
+    fn pick_index(rng: &mut StdRng, len: usize, fewest: usize) -> Option<usize> {
+        if len < fewest.max(1) { None } else { Some(rng.random_range(0..len)) }
+    }
+
     fn pick<'a, T>(rng: &mut StdRng, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() { None } else { v.get(rng.random_range(0..v.len())) }
+        Self::pick_index(rng, v.len(), 1).and_then(|i| v.get(i))
     }
 
     fn new_customer(&mut self, tx: &mut Tx) -> i64 {
@@ -256,10 +263,7 @@ impl State {
             }
             580..=669 => {
                 // Quantity change on an item, and the order total with it.
-                if self.items.is_empty() {
-                    return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.items.len());
+                let Some(idx) = Self::pick_index(&mut self.rng, self.items.len(), 1) else { return self.new_order(tx) };
                 let quantity = self.rng.random_range(1..=9i32);
                 self.items[idx].3 = quantity;
                 let (item, order, ..) = self.items[idx];
@@ -269,10 +273,9 @@ impl State {
             }
             670..=739 => {
                 // Price change (new orders use it; existing items keep their price).
-                if self.products.is_empty() {
+                let Some(idx) = Self::pick_index(&mut self.rng, self.products.len(), 1) else {
                     return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.products.len());
+                };
                 let pct = self.rng.random_range(-20..=25i64);
                 let cents = (self.products[idx].1 * (100 + pct) / 100).max(99);
                 self.products[idx].1 = cents;
@@ -326,10 +329,7 @@ impl State {
             }
             920..=949 => {
                 // Remove one item from an order.
-                if self.items.is_empty() {
-                    return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.items.len());
+                let Some(idx) = Self::pick_index(&mut self.rng, self.items.len(), 1) else { return self.new_order(tx) };
                 let (item, order, ..) = self.items.swap_remove(idx);
                 tx.push(format!("DELETE FROM order_items WHERE id = {item}"));
                 tx.deletes += 1;
@@ -337,10 +337,9 @@ impl State {
             }
             950..=974 => {
                 // Delete a whole order with its items; one in five orphans its items instead.
-                if self.orders.is_empty() {
+                let Some(idx) = Self::pick_index(&mut self.rng, self.orders.len(), 1) else {
                     return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.orders.len());
+                };
                 let order = self.orders.swap_remove(idx);
                 self.status.remove(&order);
                 if self.rng.random_bool(0.8) {
@@ -353,20 +352,18 @@ impl State {
             }
             975..=986 => {
                 // A customer leaves; their orders stay (no foreign keys), orphaned.
-                if self.customers.len() < 10 {
+                let Some(idx) = Self::pick_index(&mut self.rng, self.customers.len(), 10) else {
                     return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.customers.len());
+                };
                 let customer = self.customers.swap_remove(idx);
                 tx.push(format!("DELETE FROM customers WHERE id = {customer}"));
                 tx.deletes += 1;
             }
             987..=998 => {
                 // A product is withdrawn; its past sales are orphaned.
-                if self.products.len() < 10 {
+                let Some(idx) = Self::pick_index(&mut self.rng, self.products.len(), 10) else {
                     return self.new_order(tx);
-                }
-                let idx = self.rng.random_range(0..self.products.len());
+                };
                 let (product, _) = self.products.swap_remove(idx);
                 tx.push(format!("DELETE FROM products WHERE id = {product}"));
                 tx.deletes += 1;

@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 
 use super::raw::{self, RawObject};
 use super::schema_cache::RowPlan;
-use super::{DecodeError, Decoder, Resolved, decode_columns, decode_row, parse_object, string, table_ref, truncate};
+use super::{
+    DecodeError, Decoder, Resolved, change_event, decode_columns, decode_row, parse_object, string, table_ref, truncate,
+};
 use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot, VersionScale};
 
 /// True when an object without `schema`/`payload` is a bare Debezium payload.
@@ -58,15 +60,7 @@ pub(crate) fn decode_payload(
         }
         return Err(DecodeError::UnknownEnvelope);
     };
-    let op = match op.as_ref() {
-        "c" => Op::Create,
-        "u" => Op::Update,
-        "d" => Op::Delete,
-        "r" => Op::Read,
-        "t" => Op::Truncate,
-        "m" => return Ok(Decoded::Skipped(Skipped::LogicalMessage)),
-        other => return Err(DecodeError::UnknownOp(truncate(other, 16))),
-    };
+    let Some(op) = op_from_code(&op)? else { return Ok(Decoded::Skipped(Skipped::LogicalMessage)) };
 
     let source = payload.get_some("source").ok_or(DecodeError::MissingField("source"))?;
     let source = parse_object(source, "source")?;
@@ -74,9 +68,8 @@ pub(crate) fn decode_payload(
     let schema = string(&source, "schema")?;
     let database = string(&source, "db")?;
     let table = table_ref(database.as_deref(), schema.as_deref(), &table_name, false);
-    let (table, mirror) = match decoder.resolve_table(table, false)? {
-        Resolved::Known(table, mirror) => (table, mirror),
-        Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
+    let Resolved::Known(table, mirror) = decoder.resolve_table(table, false)? else {
+        return Ok(Decoded::Skipped(Skipped::UnknownTable));
     };
 
     let lsn = source.get_some("lsn").ok_or(DecodeError::MissingVersion("source.lsn"))?;
@@ -85,7 +78,7 @@ pub(crate) fn decode_payload(
     let transaction_id = source.get_some("txId").map(|v| id_text(v, "source.txId")).transpose()?;
     let snapshot = source.get_some("snapshot").and_then(snapshot);
 
-    let (before, after) = if op == Op::Truncate {
+    let rows = if op == Op::Truncate {
         (None, None)
     } else {
         let row = |field: &'static str| {
@@ -100,19 +93,25 @@ pub(crate) fn decode_payload(
     };
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
-        table,
-        mirror,
-        op,
-        before,
-        after,
-        version,
-        scale: VersionScale::Lsn,
         commit_time_us,
         transaction_id,
-        correlation_id: None,
-        format: InputFormat::Debezium,
         snapshot,
+        ..change_event(InputFormat::Debezium, (table, mirror), op, rows, (version, VersionScale::Lsn))
     })))
+}
+
+/// The operation of Debezium's `op` code, the same in an envelope and in a flattened record's
+/// `__op`. `None` for `m`, a logical-decoding message, which changes no row.
+fn op_from_code(code: &str) -> Result<Option<Op>, DecodeError> {
+    Ok(Some(match code {
+        "c" => Op::Create,
+        "u" => Op::Update,
+        "d" => Op::Delete,
+        "r" => Op::Read,
+        "t" => Op::Truncate,
+        "m" => return Ok(None),
+        other => return Err(DecodeError::UnknownOp(truncate(other, 16))),
+    }))
 }
 
 /// The commit time in µs: `ts_us` is exact; `ts_ns` and `ts_ms` are converted.
@@ -178,15 +177,10 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
     };
     let op = match string(record, "__op")? {
         None => None,
-        Some(op) => Some(match op.as_ref() {
-            "c" => Op::Create,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "r" => Op::Read,
-            "t" => Op::Truncate,
-            "m" => return Ok(Decoded::Skipped(Skipped::LogicalMessage)),
-            other => return Err(DecodeError::UnknownOp(truncate(other, 16))),
-        }),
+        Some(code) => match op_from_code(&code)? {
+            Some(op) => Some(op),
+            None => return Ok(Decoded::Skipped(Skipped::LogicalMessage)),
+        },
     };
     let op = match (deleted, op) {
         (Some(true), None | Some(Op::Delete)) => Op::Delete,
@@ -202,9 +196,8 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
         added(record, "schema", ["__schema", "__source_schema"])?.ok_or(DecodeError::MissingField("__schema"))?;
     let database = added(record, "db", ["__db", "__source_db"])?.map(|(db, _)| db);
     let table = table_ref(database.as_deref(), Some(&schema), &table_name, false);
-    let (table, mirror) = match decoder.resolve_table(table, false)? {
-        Resolved::Known(table, mirror) => (table, mirror),
-        Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
+    let Resolved::Known(table, mirror) = decoder.resolve_table(table, false)? else {
+        return Ok(Decoded::Skipped(Skipped::UnknownTable));
     };
 
     let (lsn, field) = match (record.get_some("__lsn"), record.get_some("__source_lsn")) {
@@ -224,7 +217,7 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
         (None, None) => None,
     };
 
-    let (before, after) = if op == Op::Truncate {
+    let rows = if op == Op::Truncate {
         (None, None)
     } else {
         let columns = record.iter().filter(|(k, _)| !k.starts_with("__"));
@@ -233,18 +226,9 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
     };
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
-        table,
-        mirror,
-        op,
-        before,
-        after,
-        version,
-        scale: VersionScale::Lsn,
         commit_time_us,
         transaction_id,
-        correlation_id: None,
-        format: InputFormat::Debezium,
-        snapshot: None,
+        ..change_event(InputFormat::Debezium, (table, mirror), op, rows, (version, VersionScale::Lsn))
     })))
 }
 

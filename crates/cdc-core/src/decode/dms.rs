@@ -9,7 +9,8 @@
 
 use super::raw::{self, RawObject};
 use super::{
-    DecodeError, Decoder, Resolved, decode_row, parse_dms_position, parse_object, string, table_ref, truncate,
+    DecodeError, Decoder, Resolved, change_event, decode_row, parse_dms_position, parse_object, string, table_ref,
+    truncate,
 };
 use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Version, VersionScale};
 use crate::decode::debezium::id_text;
@@ -36,13 +37,12 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
     let schema = string(&metadata, "schema-name")?;
     // DMS names the schema and the table, never the database (a task reads one database).
     let table = table_ref(None, schema.as_deref(), &table_name, false);
-    let (table, mirror) = match decoder.resolve_table(table, false)? {
-        Resolved::Known(table, mirror) => (table, mirror),
-        Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
+    let Resolved::Known(table, mirror) = decoder.resolve_table(table, false)? else {
+        return Ok(Decoded::Skipped(Skipped::UnknownTable));
     };
 
     let commit_time_us = timestamp(&metadata, "commit-timestamp", "metadata.commit-timestamp")?;
-    let (version, scale) = version(&metadata, op, commit_time_us)?;
+    let version = version(&metadata, op, commit_time_us)?;
     let transaction_id =
         metadata.get_some("transaction-id").map(|v| id_text(v, "metadata.transaction-id")).transpose()?;
 
@@ -52,25 +52,16 @@ pub(crate) fn decode(decoder: &Decoder, top: &RawObject<'_>) -> Result<Decoded, 
         .get_some("before-image")
         .map(|raw| decode_row(raw, "before-image", None, mirror.declared(), false))
         .transpose()?;
-    let (before, after) = match op {
+    let rows = match op {
         Op::Delete => (Some(data), None),
         Op::Update => (before_image, Some(data)),
         _ => (None, Some(data)),
     };
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
-        table,
-        mirror,
-        op,
-        before,
-        after,
-        version,
-        scale,
         commit_time_us,
         transaction_id,
-        correlation_id: None,
-        format: InputFormat::Dms,
-        snapshot: None,
+        ..change_event(InputFormat::Dms, (table, mirror), op, rows, version)
     })))
 }
 

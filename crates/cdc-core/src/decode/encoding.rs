@@ -256,20 +256,10 @@ fn decode_typed(ty: &FieldType, raw: &RawValue, depth: usize) -> Result<Value, V
         FieldType::TimestampMillis => timestamp_int(raw, |v| v.checked_mul(1000)),
         FieldType::TimestampMicros => timestamp_int(raw, Some),
         FieldType::TimestampNanos => timestamp_int(raw, |v| Some(v.div_euclid(1000))),
-        FieldType::ZonedTimestamp => {
-            let s = string(raw).map_err(time_error)?;
-            if is_unavailable(&s) {
-                return Ok(Value::Unavailable);
-            }
-            if let Some(special) = parse_special(&s) {
-                return Ok(Value::Special(special));
-            }
-            parse_iso_timestamp(&s).map(Value::Timestamp)
-        }
-        FieldType::KindTimestamp => {
-            if raw::is_number(text) {
-                return timestamp_int(raw, Some);
-            }
+        // A timestamp typed by the declared column kind may come as a number in µs; otherwise it
+        // is the same ISO string as Debezium's ZonedTimestamp.
+        FieldType::KindTimestamp if raw::is_number(text) => timestamp_int(raw, Some),
+        FieldType::ZonedTimestamp | FieldType::KindTimestamp => {
             let s = string(raw).map_err(time_error)?;
             if is_unavailable(&s) {
                 return Ok(Value::Unavailable);

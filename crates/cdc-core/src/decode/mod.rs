@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::change::{Decoded, Row, Skipped, TableRef};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Row, Skipped, TableRef, Version, VersionScale};
 use crate::error::{Classify, ErrorClass};
 use crate::tables::{MirrorTarget, TableMapping, TableSpec};
 use encoding::{FieldType, ValueError, decode_value};
@@ -319,6 +319,33 @@ fn table_ref(database: Option<&str>, schema: Option<&str>, name: &str, split_qua
 enum Resolved {
     Known(TableRef, MirrorTarget),
     Unknown,
+}
+
+/// A change to a mapped table with what every format decodes: the operation, both row images
+/// and the version on its scale. What only some formats carry (commit time, transaction and
+/// correlation ids, snapshot) starts empty; each decoder sets what its format has with struct
+/// update syntax, so a field a format cannot know is visibly left out.
+fn change_event(
+    format: InputFormat,
+    (table, mirror): (TableRef, MirrorTarget),
+    op: Op,
+    (before, after): (Option<Row>, Option<Row>),
+    (version, scale): (Version, VersionScale),
+) -> ChangeEvent {
+    ChangeEvent {
+        table,
+        mirror,
+        op,
+        before,
+        after,
+        version,
+        scale,
+        commit_time_us: None,
+        transaction_id: None,
+        correlation_id: None,
+        format,
+        snapshot: None,
+    }
 }
 
 /// The column kinds that type values when a message has no schema block: a sales mirror's

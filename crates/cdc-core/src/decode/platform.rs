@@ -10,7 +10,7 @@
 //! behind EventBridge, the event's `time` stands in when `eventTimestamp` is absent.
 
 use super::raw::RawObject;
-use super::{DecodeError, Decoder, Outer, Resolved, decode_row, string, table_ref, truncate};
+use super::{DecodeError, Decoder, Outer, Resolved, change_event, decode_row, string, table_ref, truncate};
 use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, VersionScale};
 use crate::decode::encoding::parse_iso_timestamp;
 
@@ -46,9 +46,8 @@ pub(crate) fn decode(
     // `tableName` is an entity of the platform's contract (`SalesOrder`) or a qualified
     // `schema.table` / `database.schema.table`; the mapping decides (tables.rs).
     let table = table_ref(None, None, &table_name, true);
-    let (table, mirror) = match decoder.resolve_table(table, true)? {
-        Resolved::Known(table, mirror) => (table, mirror),
-        Resolved::Unknown => return Ok(Decoded::Skipped(Skipped::UnknownTable)),
+    let Resolved::Known(table, mirror) = decoder.resolve_table(table, true)? else {
+        return Ok(Decoded::Skipped(Skipped::UnknownTable));
     };
 
     let timestamp = match standard("eventTimestamp")? {
@@ -63,7 +62,7 @@ pub(crate) fn decode(
         fields.get_some(field).map(|raw| decode_row(raw, field, None, mirror.declared(), false)).transpose()
     };
     let (before, after) = (row("before")?, row("after")?);
-    let (before, after) = match op {
+    let rows = match op {
         Op::Create | Op::Update if after.is_none() => return Err(DecodeError::MissingField("after")),
         // `after` is the one required image; a delete may carry the removed row there.
         Op::Delete => match (before, after) {
@@ -75,17 +74,8 @@ pub(crate) fn decode(
     };
 
     Ok(Decoded::Change(Box::new(ChangeEvent {
-        table,
-        mirror,
-        op,
-        before,
-        after,
-        version,
-        scale: VersionScale::Micros,
         commit_time_us: Some(micros),
-        transaction_id: None,
         correlation_id,
-        format: InputFormat::Platform,
-        snapshot: None,
+        ..change_event(InputFormat::Platform, (table, mirror), op, rows, (version, VersionScale::Micros))
     })))
 }

@@ -97,6 +97,8 @@ pub fn response<'a>(
 pub(crate) mod tests {
     use super::*;
 
+    /// A message as the event source mapping hands it over, for the tests of every `sqs`
+    /// module: a standard queue's, or a FIFO queue's with `group`.
     pub fn message(id: &str, group: Option<&str>) -> Message {
         Message {
             id: MessageId::new(id).unwrap(),

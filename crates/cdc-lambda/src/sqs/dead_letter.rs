@@ -101,18 +101,10 @@ pub fn lambda_attributes(record: &aws_lambda_events::sqs::SqsMessage) -> BTreeMa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sqs::message::MessageId;
+    use crate::sqs::batch::tests::message;
 
     fn poison_message() -> Message {
-        Message {
-            id: MessageId::new("m-1").unwrap(),
-            body: "{not json".into(),
-            receive_count: 3,
-            group_id: None,
-            receipt_handle: Some("rh".into()),
-            source_arn: Some("arn:aws:sqs:us-east-1:123456789012:cdc".into()),
-            sent_at_ms: None,
-        }
+        Message { body: "{not json".into(), receive_count: 3, ..message("m-1", None) }
     }
 
     #[test]

@@ -95,20 +95,13 @@ pub fn copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqs::batch;
     use crate::sqs::message::MessageId;
 
     const NOW: u64 = 1_800_000_000_000;
 
     fn message() -> Message {
-        Message {
-            id: MessageId::new("m-1").unwrap(),
-            body: "{\"op\":\"c\"}".into(),
-            receive_count: 1,
-            group_id: None,
-            receipt_handle: Some("rh".into()),
-            source_arn: None,
-            sent_at_ms: None,
-        }
+        Message { body: "{\"op\":\"c\"}".into(), source_arn: None, ..batch::tests::message("m-1", None) }
     }
 
     #[test]
