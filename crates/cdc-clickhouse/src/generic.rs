@@ -7,6 +7,8 @@
 //! invocation added first, with whatever type, is what this one writes into
 //! (docs/generic-mirrors.md).
 
+use std::time::Instant;
+
 use cdc_core::change::{Row, Value, Version};
 use cdc_core::generic::{Column, ColumnType};
 use crate::generic_values::{parse_column_type, read_value};
@@ -34,8 +36,10 @@ impl Warehouse {
         table: &GenericTable,
         key_types: &[ColumnType],
         needed: &[(String, ColumnType)],
+        deadline: Instant,
     ) -> Result<Vec<Column>, SinkError> {
-        let columns = self.ensure_columns(&table.name, &[], Some((table, key_types)), needed).await?;
+        let columns =
+            self.retry.run(deadline, || self.ensure_columns(&table.name, &[], Some((table, key_types)), needed)).await?;
         check_key(table, &columns)?;
         Ok(columns)
     }
@@ -47,9 +51,10 @@ impl Warehouse {
         &self,
         table: SourceTable,
         needed: &[(String, ColumnType)],
+        deadline: Instant,
     ) -> Result<Vec<Column>, SinkError> {
         let declared: Vec<&str> = table.spec().columns.iter().map(|c| c.name).collect();
-        self.ensure_columns(table.name(), &declared, None, needed).await
+        self.retry.run(deadline, || self.ensure_columns(table.name(), &declared, None, needed)).await
     }
 
     /// The columns of `name` beyond `declared`, with every column of `needed` added; `create`
@@ -75,7 +80,7 @@ impl Warehouse {
             // Forgotten after a refused value: an operator may have widened a column since, and
             // a view keeps the column types it was created with.
             for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
-                self.execute(&statement).await?;
+                self.sql_execute(&statement).await?;
             }
         }
         if let Some((table, key_types)) = create
@@ -88,9 +93,9 @@ impl Warehouse {
                     detail: format!("{name} would have more than {MAX_COLUMNS} columns"),
                 });
             }
-            self.execute(&schema::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
+            self.sql_execute(&schema::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
             for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
-                self.execute(&statement).await?;
+                self.sql_execute(&statement).await?;
             }
             columns = self.read_generic_columns(name, declared).await?;
         }
@@ -114,7 +119,7 @@ impl Warehouse {
             }
             for (column, ty) in &missing {
                 let sql = schema::add_column(dialect, &self.database, cluster, name, column, *ty);
-                match self.execute(&sql).await {
+                match self.sql_execute(&sql).await {
                     Ok(()) => {}
                     Err(e) if is_duplicate_column(&e) => {}
                     Err(e) => return Err(e),
@@ -122,7 +127,7 @@ impl Warehouse {
                 tracing::info!(table = %name, column = %column, "mirror: column added");
             }
             for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
-                self.execute(&statement).await?;
+                self.sql_execute(&statement).await?;
             }
             columns = self.read_generic_columns(name, declared).await?;
         }
@@ -149,7 +154,7 @@ impl Warehouse {
             name: String,
             r#type: String,
         }
-        let rows: Vec<Described> = self.fetch(&queries::columns_query(&self.database, table)).await?;
+        let rows: Vec<Described> = self.sql_fetch(&queries::columns_query(&self.database, table)).await?;
         let mut columns = Vec::with_capacity(rows.len());
         let ours = |name: &str| name == "_version" || name == "_is_deleted" || declared.contains(&name);
         for row in rows.into_iter().filter(|r| !ours(&r.name)) {
@@ -165,6 +170,16 @@ impl Warehouse {
     /// The newest stored row of each key (deletions included), for completing TOAST
     /// placeholders. Keys whose values cannot be written as literals are left out.
     pub async fn generic_latest(
+        &self,
+        table: &GenericTable,
+        columns: &[Column],
+        keys: &[Vec<Value>],
+        deadline: Instant,
+    ) -> Result<Vec<StoredRow>, SinkError> {
+        self.retry.run(deadline, || self.generic_latest_once(table, columns, keys)).await
+    }
+
+    async fn generic_latest_once(
         &self,
         table: &GenericTable,
         columns: &[Column],
@@ -195,7 +210,7 @@ impl Warehouse {
         // query text bounded whatever the batch holds.
         for literals in literals.chunks(KEYS_PER_LOOKUP) {
             let sql = queries::generic_latest_query(&self.database, &table.name, &table.key, &names, literals);
-            let bytes = self.fetch_raw(&sql, "RowBinary").await?;
+            let bytes = self.sql_fetch_raw(&sql, "RowBinary").await?;
             let mut input = bytes.as_slice();
             while !input.is_empty() {
                 let mut key = Vec::with_capacity(table.key.len());

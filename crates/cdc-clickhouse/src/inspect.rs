@@ -85,7 +85,7 @@ impl Warehouse {
         struct Count {
             n: u64,
         }
-        let rows: Vec<Count> = self.fetch(&queries::has_table_query(self.database(), name)).await?;
+        let rows: Vec<Count> = self.sql_fetch(&queries::has_table_query(self.database(), name)).await?;
         Ok(rows.first().is_some_and(|c| c.n > 0))
     }
 
@@ -96,7 +96,7 @@ impl Warehouse {
             name: String,
             r#type: String,
         }
-        let rows: Vec<Described> = self.fetch(&queries::columns_query(self.database(), table)).await?;
+        let rows: Vec<Described> = self.sql_fetch(&queries::columns_query(self.database(), table)).await?;
         Ok(rows.into_iter().map(|r| (r.name, r.r#type)).collect())
     }
 
@@ -111,7 +111,7 @@ impl Warehouse {
         let current = format!("{table}_current");
         let view = self.has_table(&current).await?.then_some(current.as_str());
         let sql = queries::live_rows_query(self.database(), table, view, &select);
-        let bytes = self.fetch_raw(&sql, "TabSeparated").await?;
+        let bytes = self.sql_fetch_raw(&sql, "TabSeparated").await?;
         let text = std::str::from_utf8(&bytes).map_err(|_| SinkError::Protocol("result is not UTF-8".into()))?;
         let mut rows = Vec::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
@@ -145,7 +145,7 @@ impl Warehouse {
         struct Name {
             name: String,
         }
-        let rows: Vec<Name> = self.fetch(sql).await?;
+        let rows: Vec<Name> = self.sql_fetch(sql).await?;
         Ok(rows.into_iter().next().map(|r| r.name))
     }
 }

@@ -11,16 +11,19 @@ pub mod error;
 mod generic;
 pub mod generic_values;
 mod http;
+#[cfg(feature = "raw-sql")]
+mod raw;
 pub mod inspect;
 pub mod queries;
 pub mod retry;
 pub mod rowbinary;
 pub mod schema;
 mod state_rows;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clickhouse::Client;
@@ -34,9 +37,13 @@ use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState
 use cdc_core::rederive::Scope;
 use cdc_core::tables::SourceTable;
 use dialect::Dialect;
+use retry::RetryPolicy;
 use schema::FkIndex;
 pub use error::SinkError;
 pub use state_rows::StateRow;
+#[cfg(feature = "raw-sql")]
+pub use raw::RawSql;
+pub use writes::{BASE_MISSING, Failure, Failures, INCOMPATIBLE, REJECTED};
 
 /// Lookups carry at most one page of keys (`pipeline::PAGE`) in `IN (...)`, up to ~200 KiB of
 /// text; the limit leaves room above the server's 256 KiB default.
@@ -57,6 +64,8 @@ pub struct Warehouse {
     statements: AtomicU64,
     /// `SCHEMA_EVOLUTION`: whether a column a change carries may be added to its mirror.
     schema_evolution: SchemaEvolution,
+    /// How the methods that take a deadline retry a transient failure.
+    retry: RetryPolicy,
 }
 
 /// `SCHEMA_EVOLUTION`: what a mirror does with a source column it has no column for.
@@ -123,6 +132,7 @@ impl Warehouse {
             schema_ready: OnceCell::new(),
             generic_columns: std::sync::Mutex::default(),
             statements: AtomicU64::new(0),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -163,6 +173,17 @@ impl Warehouse {
         Ok(version)
     }
 
+    /// The schema made ready ([`Warehouse::ensure_schema`]) and the server's dialect, retried
+    /// while transient until `deadline`.
+    pub async fn prepare(&self, deadline: Instant) -> Result<Dialect, SinkError> {
+        self.retry
+            .run(deadline, || async {
+                self.ensure_schema().await?;
+                self.dialect().await
+            })
+            .await
+    }
+
     /// Creates the database, tables and views if missing (idempotent), and gives the tables read
     /// by key that an earlier release created the current block sizes; once per process.
     pub async fn ensure_schema(&self) -> Result<(), SinkError> {
@@ -170,7 +191,7 @@ impl Warehouse {
             .get_or_try_init(|| async {
                 let dialect = self.dialect().await?;
                 for statement in schema::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
-                    self.execute(&statement).await?;
+                    self.sql_execute(&statement).await?;
                 }
                 if dialect == Dialect::Modern {
                     self.upgrade_block_sizes().await;
@@ -190,7 +211,7 @@ impl Warehouse {
         struct Name {
             name: String,
         }
-        let tables = match self.fetch::<Name>(&queries::tables_without_block_sizes_query(&self.database)).await {
+        let tables = match self.sql_fetch::<Name>(&queries::tables_without_block_sizes_query(&self.database)).await {
             Ok(tables) => tables,
             Err(e) => {
                 tracing::warn!(code = e.code(), "could not list tables to give small compressed blocks");
@@ -199,7 +220,7 @@ impl Warehouse {
         };
         for Name { name } in tables {
             let statement = schema::lookup_block_sizes_statement(&self.database, self.cluster.as_deref(), &name);
-            if let Err(e) = self.execute(&statement).await {
+            if let Err(e) = self.sql_execute(&statement).await {
                 tracing::warn!(
                     table = %name,
                     code = e.code(),
@@ -210,13 +231,13 @@ impl Warehouse {
         }
     }
 
-    pub async fn execute(&self, sql: &str) -> Result<(), SinkError> {
+    pub(crate) async fn sql_execute(&self, sql: &str) -> Result<(), SinkError> {
         self.count_statement();
         self.client.query(sql).execute().await.map_err(SinkError::from_client)
     }
 
     /// One `INSERT ... FORMAT RowBinary` of pre-encoded rows.
-    pub async fn insert_rowbinary(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
+    pub(crate) async fn sql_insert(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
         self.count_statement();
         let sql = queries::insert_statement(&self.database, table, columns);
         let mut insert = self
@@ -230,7 +251,7 @@ impl Warehouse {
     /// Runs a SELECT and decodes its RowBinary rows. `wait_end_of_query` makes the server buffer
     /// the result, so an exception mid-query arrives as an HTTP error rather than as text
     /// appended to a 200 response (docs/platform-facts.md §3).
-    pub async fn fetch<T>(&self, sql: &str) -> Result<Vec<T>, SinkError>
+    pub(crate) async fn sql_fetch<T>(&self, sql: &str) -> Result<Vec<T>, SinkError>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
@@ -248,7 +269,7 @@ impl Warehouse {
     }
 
     /// Runs a SELECT and returns its result in `format`, as bytes.
-    pub async fn fetch_raw(&self, sql: &str, format: &str) -> Result<Vec<u8>, SinkError> {
+    pub(crate) async fn sql_fetch_raw(&self, sql: &str, format: &str) -> Result<Vec<u8>, SinkError> {
         self.count_statement();
         let mut cursor = self
             .client
@@ -265,22 +286,6 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// Runs a SELECT and returns its result as TabSeparated text (reports, tests).
-    pub async fn fetch_tsv(&self, sql: &str) -> Result<String, SinkError> {
-        self.count_statement();
-        let mut cursor = self
-            .client
-            .query(sql)
-            .with_setting("wait_end_of_query", "1")
-            .fetch_bytes("TabSeparated")
-            .map_err(SinkError::from_client)?;
-        let mut out = Vec::new();
-        while let Some(chunk) = cursor.next().await.map_err(SinkError::from_client)? {
-            out.extend_from_slice(&chunk);
-        }
-        String::from_utf8(out).map_err(|_| SinkError::Protocol("result is not UTF-8".into()))
-    }
-
     /// The latest truncation position per source table (absent: never truncated).
     pub async fn truncations(&self) -> Result<HashMap<SourceTable, u64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
@@ -288,7 +293,7 @@ impl Warehouse {
             table_name: String,
             version: u64,
         }
-        let rows: Vec<Truncation> = self.fetch(&queries::truncations_query(&self.database)).await?;
+        let rows: Vec<Truncation> = self.sql_fetch(&queries::truncations_query(&self.database)).await?;
         Ok(rows
             .into_iter()
             .filter_map(|t| SourceTable::from_name(&t.table_name).map(|table| (table, t.version)))
@@ -296,19 +301,23 @@ impl Warehouse {
     }
 
     /// The version scale each mirror is pinned to, by mirror name (docs/versions.md).
-    pub async fn version_scales(&self) -> Result<HashMap<String, VersionScale>, SinkError> {
+    pub async fn version_scales(&self, deadline: Instant) -> Result<HashMap<String, VersionScale>, SinkError> {
+        self.retry.run(deadline, || self.version_scales_once()).await
+    }
+
+    async fn version_scales_once(&self) -> Result<HashMap<String, VersionScale>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Pinned {
             table_name: String,
             scale: String,
         }
-        let rows: Vec<Pinned> = self.fetch(&queries::version_scales_query(&self.database)).await?;
+        let rows: Vec<Pinned> = self.sql_fetch(&queries::version_scales_query(&self.database)).await?;
         Ok(rows.into_iter().filter_map(|p| Some((p.table_name, VersionScale::parse(&p.scale)?))).collect())
     }
 
     /// Pins mirrors that have no scale yet to the given ones (the earliest pin of a mirror wins,
     /// should two invocations pin it at once).
-    pub async fn pin_version_scales(&self, pins: &[(&str, VersionScale)]) -> Result<(), SinkError> {
+    pub async fn pin_version_scales(&self, pins: &[(&str, VersionScale)], deadline: Instant) -> Result<(), SinkError> {
         let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
         let mut rows = Vec::new();
         for (table, scale) in pins {
@@ -316,17 +325,23 @@ impl Warehouse {
             rowbinary::put_string(&mut rows, scale.as_str());
             rowbinary::put_u64(&mut rows, u64::try_from(now_us).unwrap_or(u64::MAX));
         }
-        self.insert_rowbinary(schema::VERSION_SCALES_TABLE, &["table_name", "scale", "fixed_at"], Bytes::from(rows)).await
+        let rows = Bytes::from(rows);
+        let columns = ["table_name", "scale", "fixed_at"];
+        self.retry.run(deadline, || self.sql_insert(schema::VERSION_SCALES_TABLE, &columns, rows.clone())).await
     }
 
     /// The newest row (deletions included) of each listed key of a mirror table; see
     /// [`queries::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
-    pub async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError> {
+    pub async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64], deadline: Instant) -> Result<Vec<T>, SinkError> {
+        self.retry.run(deadline, || self.latest_once(table, keys)).await
+    }
+
+    async fn latest_once<T: StateRow>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let dialect = self.dialect().await?;
-        let rows = self.fetch::<T::Wire>(&queries::latest_rows_query(dialect, &self.database, table, keys)).await?;
+        let rows = self.sql_fetch::<T::Wire>(&queries::latest_rows_query(dialect, &self.database, table, keys)).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -334,25 +349,29 @@ impl Warehouse {
     /// truncation positions), then those of their orders (then the orders' customers) and of
     /// their products, concurrently. Five lookups by primary key, whatever the warehouse's size,
     /// in three sequential round trips.
-    pub async fn snapshot(&self, item_ids: &[i64]) -> Result<Snapshot, SinkError> {
+    pub async fn snapshot(&self, item_ids: &[i64], deadline: Instant) -> Result<Snapshot, SinkError> {
+        self.retry.run(deadline, || self.snapshot_once(item_ids)).await
+    }
+
+    async fn snapshot_once(&self, item_ids: &[i64]) -> Result<Snapshot, SinkError> {
         if item_ids.is_empty() {
             return Ok(Snapshot::default());
         }
         let (truncations, items) =
-            tokio::join!(self.truncations(), self.latest::<ItemState>(SourceTable::OrderItems, item_ids));
+            tokio::join!(self.truncations(), self.latest_once::<ItemState>(SourceTable::OrderItems, item_ids));
         let mut snapshot = Snapshot { truncations: truncations?, ..Snapshot::default() };
         snapshot.items = items?.into_iter().map(|r| (r.id, r)).collect();
 
         let order_ids = distinct(snapshot.items.values().map(|i| i.order_id));
         let product_ids = distinct(snapshot.items.values().map(|i| i.product_id));
         let orders_then_customers = async {
-            let orders = self.latest::<OrderState>(SourceTable::Orders, &order_ids).await?;
+            let orders = self.latest_once::<OrderState>(SourceTable::Orders, &order_ids).await?;
             let customer_ids = distinct(orders.iter().map(|o| o.customer_id));
-            let customers = self.latest::<CustomerState>(SourceTable::Customers, &customer_ids).await?;
+            let customers = self.latest_once::<CustomerState>(SourceTable::Customers, &customer_ids).await?;
             Ok::<_, SinkError>((orders, customers))
         };
         let (orders_and_customers, products) =
-            tokio::join!(orders_then_customers, self.latest::<ProductState>(SourceTable::Products, &product_ids));
+            tokio::join!(orders_then_customers, self.latest_once::<ProductState>(SourceTable::Products, &product_ids));
         let (orders, customers) = orders_and_customers?;
         snapshot.orders = orders.into_iter().map(|r| (r.id, r)).collect();
         snapshot.customers = customers.into_iter().map(|r| (r.id, r)).collect();
@@ -367,6 +386,7 @@ impl Warehouse {
         parents: &[i64],
         per_parent: usize,
         total: usize,
+        deadline: Instant,
     ) -> Result<Vec<(i64, i64)>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Pair {
@@ -377,18 +397,20 @@ impl Warehouse {
             return Ok(Vec::new());
         }
         let sql = queries::children_query(&self.database, index, parents, per_parent, total);
-        Ok(self.fetch::<Pair>(&sql).await?.into_iter().map(|p| (p.parent, p.child)).collect())
+        let pairs = self.retry.run(deadline, || self.sql_fetch::<Pair>(&sql)).await?;
+        Ok(pairs.into_iter().map(|p| (p.parent, p.child)).collect())
     }
 
     /// The next page of a re-derivation; see [`queries::page_queries`].
-    pub async fn page(&self, scope: Scope, after: i64, limit: usize) -> Result<Vec<i64>, SinkError> {
+    pub async fn page(&self, scope: Scope, after: i64, limit: usize, deadline: Instant) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Id {
             id: i64,
         }
         let queries = queries::page_queries(&self.database, scope, after, limit);
         let answers = futures::future::try_join_all(queries.iter().map(|sql| async move {
-            Ok::<_, SinkError>(self.fetch::<Id>(sql).await?.into_iter().map(|r| r.id).collect::<Vec<i64>>())
+            let ids = self.retry.run(deadline, || self.sql_fetch::<Id>(sql)).await?;
+            Ok::<_, SinkError>(ids.into_iter().map(|r| r.id).collect::<Vec<i64>>())
         }))
         .await?;
         Ok(queries::merge_pages(answers, limit))
@@ -411,7 +433,7 @@ impl Warehouse {
     /// Runs an `ALTER TABLE ... DELETE` and waits (up to `wait`) until the server has applied
     /// it: mutations run in the background, and a repair must not re-derive before they end.
     async fn mutate_and_wait(&self, table: &str, statement: &str, wait: Duration) -> Result<(), SinkError> {
-        self.execute(statement).await?;
+        self.sql_execute(statement).await?;
         let started = std::time::Instant::now();
         let sql = queries::pending_mutations_query(&self.database, table);
         loop {
@@ -419,7 +441,7 @@ impl Warehouse {
             struct Pending {
                 count: u64,
             }
-            let pending = self.fetch::<Pending>(&sql).await?.first().map_or(0, |p| p.count);
+            let pending = self.sql_fetch::<Pending>(&sql).await?.first().map_or(0, |p| p.count);
             if pending == 0 {
                 return Ok(());
             }
@@ -438,11 +460,11 @@ impl Warehouse {
             key: i64,
         }
         let sql = queries::live_keys_below_query(&self.database, table, version);
-        Ok(self.fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
+        Ok(self.sql_fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
     }
 
     /// One INSERT of derived facts.
-    pub async fn insert_facts(&self, facts: &[FactRow]) -> Result<(), SinkError> {
+    pub async fn insert_facts(&self, facts: &[FactRow], deadline: Instant) -> Result<(), SinkError> {
         if facts.is_empty() {
             return Ok(());
         }
@@ -451,7 +473,8 @@ impl Warehouse {
         for fact in facts {
             rowbinary::encode_fact_row(&mut body, dialect, fact);
         }
-        self.insert_rowbinary(schema::FACT_TABLE, schema::FACT_COLUMNS, Bytes::from(body)).await
+        let body = Bytes::from(body);
+        self.retry.run(deadline, || self.sql_insert(schema::FACT_TABLE, schema::FACT_COLUMNS, body.clone())).await
     }
 }
 

@@ -1,6 +1,10 @@
 //! The deployed function: built once per cold start from the configuration, then run under the
 //! Lambda runtime. The command-line tools (`invoke`, `poll`, ...) are `cdc-tools`.
 
+// The handler's future nests the pipeline's concurrent writes and lookups, each with its retries:
+// its layout is deeper than the compiler's default query depth.
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 
 use cdc_lambda::config::Config;

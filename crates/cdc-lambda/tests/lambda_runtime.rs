@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::RawSql;
 use cdc_core::decode::Decoder;
 use cdc_clickhouse::Warehouse;
 use services::{LocalSqs, Stop, env_or};

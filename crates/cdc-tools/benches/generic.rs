@@ -23,6 +23,7 @@ use bytes::Bytes;
 use cdc_core::change::Decoded;
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_clickhouse::generic_values::encode_row;
+use cdc_clickhouse::RawSql;
 use cdc_core::generic::{GenericChange, generic_change};
 use cdc_lambda::pipeline::Pipeline;
 use cdc_clickhouse::Warehouse;
@@ -99,7 +100,8 @@ async fn main() {
     let Some(MirrorTarget::Generic(table)) = options.tables.table(None, "public", "catalog_extras").cloned() else {
         panic!("the mapping captures catalog_extras as a generic mirror")
     };
-    let columns = warehouse.generic_table(&table, &[], &[]).await.expect("columns");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let columns = warehouse.generic_table(&table, &[], &[], deadline).await.expect("columns");
     warehouse.execute(&format!("CREATE DATABASE IF NOT EXISTS {raw_db}")).await.expect("raw db");
     warehouse
         .execute(&format!("CREATE TABLE {raw_db}.catalog_extras AS {e2e_db}.catalog_extras"))

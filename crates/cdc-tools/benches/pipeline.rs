@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::RawSql;
 use cdc_core::decode::DecodeOptions;
 use cdc_lambda::pipeline::Pipeline;
 use cdc_clickhouse::schema;

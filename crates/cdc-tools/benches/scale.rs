@@ -32,6 +32,7 @@ use cdc_core::decode::DecodeOptions;
 use cdc_core::fact::FactRow;
 use cdc_lambda::pipeline::Pipeline;
 use cdc_clickhouse::schema;
+use cdc_clickhouse::RawSql;
 use cdc_clickhouse::{Warehouse, rowbinary};
 use common::{
     Bodies, batches, customer_columns, encoded_mirror_rows, identity, insert_mirror_rows, item_columns, order_columns,

@@ -12,6 +12,7 @@
 mod e2e_support;
 
 use std::process::Stdio;
+use cdc_clickhouse::RawSql;
 use std::time::Duration;
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::RawSql;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::{Classify, ErrorClass};
 use cdc_lambda::handler::{Handler, HandlerConfig, Invocation};

@@ -7,6 +7,7 @@ mod e2e_support;
 use std::time::{Duration, Instant};
 
 use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::RawSql;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
 use cdc_lambda::pipeline::{Pipeline, Process};

@@ -3,25 +3,23 @@
 //!
 //! Per table: complete TOAST placeholders (an older change of the key in this batch, else the
 //! stored row), make sure the table has a column for every value (created or altered on first
-//! sight), encode every row against the columns ClickHouse really has, insert. A value that no
-//! column type can take exactly is an incompatible schema change: that table's messages fail as
-//! systemic (retried without moving toward the DLQ) until an operator widens the column; the
-//! other tables' messages are unaffected.
+//! sight), encode every row against the columns ClickHouse really has, insert
+//! (`Warehouse::write_generic_rows`). A value its column cannot hold exactly fails its own
+//! message as poison (docs/error-policy.md, "Content failures"); its batch-mates proceed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use cdc_clickhouse::dialect::Dialect;
-use cdc_clickhouse::schema;
-use cdc_clickhouse::generic_values::{column_type_of, encode_row};
-use cdc_clickhouse::{SinkError, rowbinary};
+use cdc_clickhouse::generic_values::column_type_of;
+use cdc_clickhouse::{BASE_MISSING, Failures, SinkError};
 use cdc_core::completion;
 use cdc_core::error::{Classify, ErrorClass};
-use cdc_core::generic::{Column, ColumnType, GenericChange, GenericRow, ValueFault};
+use cdc_core::generic::{Column, ColumnType, GenericChange, GenericRow};
 use cdc_core::tables::GenericTable;
 
-use super::{Groups, INCOMPATIBLE, Pipeline, SystemicError};
+use super::{Pipeline, SystemicError};
 
 /// A change of a generic table, decoded and waiting to be written.
 pub struct PendingGeneric {
@@ -52,16 +50,11 @@ impl Pipeline {
         if pending.is_empty() {
             return Ok(Vec::new());
         }
-        let mut truncations: Groups = Vec::new();
+        let mut truncations = Vec::new();
         let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
         for p in pending {
             match p.change {
-                GenericChange::Truncate { version } => {
-                    let mut bytes = Vec::new();
-                    rowbinary::put_string(&mut bytes, &p.table.name);
-                    rowbinary::put_u64(&mut bytes, version.0);
-                    truncations.push((p.message, bytes));
-                }
+                GenericChange::Truncate { version } => truncations.push((p.message, p.table.clone(), version)),
                 GenericChange::Rows(rows) => {
                     let entry = tables.entry(p.table.name.clone()).or_insert_with(|| (p.table.clone(), Vec::new()));
                     entry.1.push((p.message, rows));
@@ -70,7 +63,7 @@ impl Pipeline {
         }
         let mut failed: HashMap<usize, Failure> = HashMap::new();
         let mut written: HashMap<usize, u64> = HashMap::new();
-        for (message, _) in &truncations {
+        for (message, _, _) in &truncations {
             written.insert(*message, 1);
         }
         for (_, messages) in tables.values() {
@@ -80,17 +73,17 @@ impl Pipeline {
         }
         let writes =
             tables.into_values().map(|(table, messages)| self.write_generic_table(dialect, table, messages, deadline));
+        let truncations: Vec<(usize, &str, _)> =
+            truncations.iter().map(|(message, table, version)| (*message, table.name.as_str(), *version)).collect();
         let truncate = async {
             if truncations.is_empty() {
-                return Ok(Vec::new());
+                return Ok(Failures::new());
             }
-            self.insert_isolating(schema::TRUNCATIONS_TABLE, &["table_name", "_version"], truncations, deadline).await
+            self.warehouse().write_truncations(&truncations, deadline).await.map_err(SystemicError::from)
         };
         let (results, truncated) = tokio::join!(futures::future::join_all(writes), truncate);
         for result in results.into_iter().chain([truncated]) {
-            for (message, class, code) in result? {
-                failed.insert(message, (class, code));
-            }
+            failed.extend(result?);
         }
         Ok(written
             .into_iter()
@@ -98,18 +91,18 @@ impl Pipeline {
             .collect())
     }
 
-    /// One generic table: complete, extend, encode, insert. Returns the failed messages.
+    /// One generic table: complete, extend, write. Returns the failed messages.
     async fn write_generic_table(
         &self,
         dialect: Dialect,
         table: Arc<GenericTable>,
         mut messages: Vec<(usize, Vec<GenericRow>)>,
         deadline: Instant,
-    ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+    ) -> Result<Failures, SystemicError> {
         let (key_types, needed) = column_types(&messages, dialect);
         let w = self.warehouse();
-        let mut failures = Vec::new();
-        let columns = match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+        let mut failures = Failures::new();
+        let columns = match w.generic_table(&table, &key_types, &needed, deadline).await {
             Ok(columns) => columns,
             // Columns the configuration refuses (evolution off, the column limit): find the
             // messages that ask for them, one at a time; the others proceed.
@@ -118,17 +111,17 @@ impl Pipeline {
                 for (message, rows) in messages {
                     let own = [(message, rows)];
                     let (_, needed) = column_types(&own, dialect);
-                    match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+                    match w.generic_table(&table, &key_types, &needed, deadline).await {
                         Ok(_) => accepted.extend(own),
                         Err(e) if e.class() == ErrorClass::Poison => {
-                            failures.push((message, ErrorClass::Poison, e.code()));
+                            failures.insert(message, (ErrorClass::Poison, e.code()));
                         }
                         Err(e) => return table_fault(&table, &own, e),
                     }
                 }
                 messages = accepted;
                 let (_, needed) = column_types(&messages, dialect);
-                match self.retry.run(deadline, || w.generic_table(&table, &key_types, &needed)).await {
+                match w.generic_table(&table, &key_types, &needed, deadline).await {
                     Ok(columns) => columns,
                     Err(e) => {
                         return table_fault(&table, &messages, e).map(|mut f| {
@@ -145,41 +138,11 @@ impl Pipeline {
             Ok(unresolved) => unresolved,
             Err(e) => return table_fault(&table, &messages, e),
         };
-        let mut groups: Groups = Vec::with_capacity(messages.len());
-        for (message, rows) in &messages {
-            if unresolved.contains(message) {
-                failures.push((*message, ErrorClass::Waiting, "toast.base_missing"));
-                continue;
-            }
-            let mut bytes = Vec::new();
-            let encoded: Result<(), (String, ValueFault)> =
-                rows.iter().try_for_each(|row| encode_row(&mut bytes, dialect, &columns, row));
-            match encoded {
-                Ok(()) if bytes.is_empty() => {} // superseded: nothing to write
-                Ok(()) => groups.push((*message, bytes)),
-                Err((_, ValueFault::Unstorable(code))) => failures.push((*message, ErrorClass::Poison, code)),
-                Err((_, ValueFault::Missing)) => failures.push((*message, ErrorClass::Waiting, "toast.base_missing")),
-                Err((column, ValueFault::Incompatible)) => {
-                    // A value its column cannot hold (a schemaless `5` made the column Int64, now
-                    // `5.5` arrives; or the source widened the column). The message's own fault:
-                    // it goes to the DLQ and its batch-mates proceed; once an operator widens the
-                    // column (ALTER TABLE ... MODIFY COLUMN), `redrive` brings it back. The cached
-                    // columns are forgotten so the widened type is read. Names only, never the value.
-                    let ty = columns.iter().find(|c| c.name == column).map(|c| c.ty);
-                    tracing::warn!(
-                        table = %table.name,
-                        column = %column,
-                        clickhouse_type = ?ty,
-                        code = INCOMPATIBLE,
-                        "a value does not fit its ClickHouse column; widen the column and redrive the message"
-                    );
-                    w.forget_generic(&table.name);
-                    failures.push((*message, ErrorClass::Poison, INCOMPATIBLE));
-                }
-            }
-        }
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).chain(["_version", "_is_deleted"]).collect();
-        failures.extend(self.insert_isolating(&table.name, &names, groups, deadline).await?);
+        let (waiting, ready): (Vec<_>, Vec<_>) =
+            messages.into_iter().partition(|(message, _)| unresolved.contains(message));
+        // A placeholder nothing older can fill yet: its older change may still be in flight.
+        failures.extend(waiting.iter().map(|(message, _)| (*message, (ErrorClass::Waiting, BASE_MISSING))));
+        failures.extend(w.write_generic_rows(&table, &columns, &ready, deadline).await?);
         Ok(failures)
     }
 
@@ -198,7 +161,7 @@ impl Pipeline {
             return Ok(Vec::new());
         }
         let w = self.warehouse();
-        let stored = self.retry.run(deadline, || w.generic_latest(table, columns, &incomplete)).await?;
+        let stored = w.generic_latest(table, columns, &incomplete, deadline).await?;
         Ok(completion::complete_generic(messages, stored))
     }
 }
@@ -234,7 +197,7 @@ fn table_fault(
     table: &GenericTable,
     messages: &[(usize, Vec<GenericRow>)],
     error: SinkError,
-) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
+) -> Result<Failures, SystemicError> {
     match error {
         SinkError::ColumnsRefused { .. } => {}
         SinkError::Schema { .. } => {
@@ -243,5 +206,5 @@ fn table_fault(
         ref e if e.class() == ErrorClass::Transient => {}
         e => return Err(e.into()),
     }
-    Ok(messages.iter().map(|(m, _)| (*m, error.class(), error.code())).collect())
+    Ok(messages.iter().map(|(m, _)| (*m, (error.class(), error.code()))).collect())
 }

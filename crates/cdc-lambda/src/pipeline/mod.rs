@@ -24,22 +24,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use cdc_clickhouse::dialect::Dialect;
 use cdc_clickhouse::schema::{self, FkIndex};
-use cdc_clickhouse::generic_values::{column_type_of, encode_column};
-use cdc_clickhouse::retry::RetryPolicy;
-use cdc_clickhouse::{SinkError, Warehouse, rowbinary};
-use cdc_core::change::{Decoded, InputFormat, Value, Version, VersionScale};
+use cdc_clickhouse::generic_values::column_type_of;
+use cdc_clickhouse::{Failures, SinkError, Warehouse};
+use cdc_core::change::{Decoded, InputFormat, Value, VersionScale};
 use cdc_core::completion;
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_core::error::{Classify, ErrorClass};
-use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState};
-use cdc_core::generic::{ColumnType, ValueFault};
+use cdc_core::fact::FactRow;
+use cdc_core::generic::ColumnType;
 use cdc_core::identifier;
-use cdc_core::mirror::{self, Cell, MirrorChange, MirrorRow};
+use cdc_core::mirror::{self, MirrorChange, MirrorRow};
 use cdc_core::rederive::{Scope, Task, TaskKey};
 use cdc_core::tables::{MirrorTarget, SourceTable};
 use generic::PendingGeneric;
@@ -96,7 +94,6 @@ pub trait Process: Send + Sync {
 pub struct Pipeline {
     decoder: Decoder,
     warehouse: Warehouse,
-    retry: RetryPolicy,
     /// At most this many task pages per invocation (besides the deadline); `None`: no limit.
     page_budget: Option<usize>,
     /// Signs the follow-up tasks this pipeline sends and checks the ones it receives.
@@ -138,37 +135,11 @@ impl PendingChange {
     }
 }
 
-/// Failed messages with their class and code.
-type Failures = HashMap<usize, (ErrorClass, &'static str)>;
 /// Columns a batch needs, each with the type its first value asks for.
 type NeededColumns = Vec<(String, ColumnType)>;
 
-/// The code of a value its column cannot hold exactly: the message's own fault (poison), never
-/// a stall of its table (docs/error-policy.md, "Content failures").
-const INCOMPATIBLE: &str = "value.incompatible";
 /// The code of a change on another version scale than its mirror's.
 const SCALE_MISMATCH: &str = "version.scale_mismatch";
-/// The code of rows ClickHouse rejected alone, with a code we do not know, while their
-/// batch-mates landed.
-const REJECTED: &str = "clickhouse.rejected";
-
-/// How a message fails when one of its extra-column values cannot be written.
-fn extra_fault(table: SourceTable, column: &str, fault: ValueFault) -> (ErrorClass, &'static str) {
-    match fault {
-        ValueFault::Unstorable(code) => (ErrorClass::Poison, code),
-        ValueFault::Missing => (ErrorClass::Waiting, "toast.base_missing"),
-        ValueFault::Incompatible => {
-            tracing::warn!(
-                table = table.name(),
-                column = %column,
-                code = INCOMPATIBLE,
-                "a value does not fit its ClickHouse column; widen the column and redrive the message"
-            );
-            (ErrorClass::Poison, INCOMPATIBLE)
-        }
-    }
-}
-
 /// Per sales table: the extra columns its rows carry, and the type each first value asks for.
 fn extra_types(
     pending: &[PendingChange],
@@ -199,10 +170,6 @@ pub struct Counts {
     pub facts: usize,
 }
 
-/// Rows for one table, grouped by message so that a failing insert can be bisected down to the
-/// message that poisons it.
-type Groups = Vec<(usize, Vec<u8>)>;
-
 /// Facts to re-derive: items read inline, and tasks (with the message that caused each) for
 /// the rest. A task is owned by one message: if it cannot finish, that message carries the
 /// follow-up.
@@ -224,7 +191,6 @@ impl Pipeline {
         Self {
             decoder: Decoder::new(decoder_options),
             warehouse,
-            retry: RetryPolicy::default(),
             page_budget: None,
             task_key: TaskKey::random(),
             scales: std::sync::Mutex::default(),
@@ -256,7 +222,7 @@ impl Pipeline {
 
     /// `migrate`: the database, tables and views, idempotently.
     pub async fn migrate(&self, deadline: Instant) -> Result<(), SinkError> {
-        self.retry.run(deadline, || self.warehouse.ensure_schema()).await
+        self.warehouse.prepare(deadline).await.map(|_| ())
     }
 
     async fn run(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
@@ -270,11 +236,7 @@ impl Pipeline {
         }
 
         // Schema and dialect: a transient failure here fails every pending message for retry.
-        let prepared = self.retry.run(deadline, || async {
-            self.warehouse.ensure_schema().await?;
-            self.warehouse.dialect().await
-        });
-        let dialect = match prepared.await {
+        let dialect = match self.warehouse.prepare(deadline).await {
             Ok(dialect) => dialect,
             Err(e) => {
                 let all: Vec<usize> = pending
@@ -314,7 +276,7 @@ impl Pipeline {
         // fail only their own messages (docs/generic-mirrors.md).
         let (generic, sales) = tokio::join!(
             self.write_generic(dialect, generic, deadline),
-            self.run_sales(dialect, pending, tasks, &mut reports, &mut timings, deadline)
+            self.run_sales(pending, tasks, &mut reports, &mut timings, deadline)
         );
         sales?;
         for (message, outcome) in generic? {
@@ -342,7 +304,6 @@ impl Pipeline {
     /// touch, and carry what did not fit as follow-ups. Outcomes land in `reports`.
     async fn run_sales(
         &self,
-        dialect: Dialect,
         mut pending: Vec<PendingChange>,
         tasks: Vec<(usize, Task)>,
         reports: &mut [MessageReport],
@@ -358,7 +319,7 @@ impl Pipeline {
             return fail_messages(reports, &all, e);
         }
         timings.lap("complete");
-        let written = self.write_rows(dialect, &pending, reports, deadline).await?;
+        let written = self.write_rows(&pending, reports, deadline).await?;
         timings.lap("mirrors");
 
         let affected: Vec<usize> = written.iter().map(|p| p.message).chain(task_messages).collect();
@@ -474,7 +435,7 @@ impl Pipeline {
         };
         let w = &self.warehouse;
         let read = async || -> Result<(), SinkError> {
-            let pinned = self.retry.run(deadline, || w.version_scales()).await?;
+            let pinned = w.version_scales(deadline).await?;
             self.scales.lock().unwrap_or_else(|e| e.into_inner()).extend(pinned);
             Ok(())
         };
@@ -482,7 +443,7 @@ impl Pipeline {
             read().await?;
             let unpinned = unknown();
             if !unpinned.is_empty() {
-                self.retry.run(deadline, || w.pin_version_scales(&unpinned)).await?;
+                w.pin_version_scales(&unpinned, deadline).await?;
                 read().await?;
             }
         }
@@ -512,20 +473,13 @@ impl Pipeline {
         let mut bases = completion::sales_batch_bases(mirror_rows(pending));
         for (table, keys) in &lookups {
             let keys: Vec<i64> = keys.iter().copied().collect();
-            let mut extras = self.stored_extras(*table, pending, &keys, deadline).await?;
-            for (key, version, deleted, cells) in self.stored_rows(*table, &keys, deadline).await? {
-                // The extra columns of the same stored version (read separately: their types
-                // are only known at run time).
-                let extras = match extras.remove(&key) {
-                    Some((v, row)) if v == version => row,
-                    _ => cdc_core::change::Row::new(),
-                };
-                bases.entry((*table, key)).or_default().push(completion::Base {
-                    version,
-                    live: !deleted,
-                    stored: true,
-                    values: completion::SalesValues { cells, extras },
-                });
+            // The stored extra columns are read only when a placeholder stands in one.
+            let extras = pending.iter().any(|p| {
+                matches!(&p.change, MirrorChange::Rows(rows)
+                    if rows.iter().any(|r| r.table == *table && r.extras.iter().any(|(_, v)| *v == Value::Unavailable)))
+            });
+            for (key, base) in self.warehouse.sales_bases(*table, &keys, extras, deadline).await? {
+                bases.entry((*table, key)).or_default().push(base);
             }
         }
         let rows_mut = pending.iter_mut().filter_map(|p| match &mut p.change {
@@ -550,210 +504,21 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The stored extra columns (beyond the declared ones) of the newest row of each key, with
-    /// its version, when some row of `table` in the batch has a TOAST placeholder in one.
-    async fn stored_extras(
-        &self,
-        table: SourceTable,
-        pending: &[PendingChange],
-        keys: &[i64],
-        deadline: Instant,
-    ) -> Result<HashMap<i64, (Version, cdc_core::change::Row)>, SinkError> {
-        let placeholder = pending.iter().any(|p| {
-            matches!(&p.change, MirrorChange::Rows(rows)
-                if rows.iter().any(|r| r.table == table && r.extras.iter().any(|(_, v)| *v == Value::Unavailable)))
-        });
-        if !placeholder {
-            return Ok(HashMap::new());
-        }
-        let w = &self.warehouse;
-        let extras = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
-        let key =
-            cdc_core::generic::Column { name: table.spec().key.to_owned(), ty: ColumnType::Int64, nullable: false };
-        let columns: Vec<cdc_core::generic::Column> = std::iter::once(key).chain(extras).collect();
-        let as_generic = cdc_core::tables::GenericTable {
-            name: table.name().to_owned(),
-            key: vec![table.spec().key.to_owned()],
-            declared: Vec::new(),
-        };
-        let keys: Vec<Vec<Value>> = keys.iter().map(|k| vec![Value::Int(*k)]).collect();
-        let rows = self.retry.run(deadline, || w.generic_latest(&as_generic, &columns, &keys)).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(key, row, version, _)| match key.first() {
-                Some(Value::Int(k)) => Some((*k, (version, row))),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// The newest stored row of each key, as mirror cells.
-    async fn stored_rows(
-        &self,
-        table: SourceTable,
-        keys: &[i64],
-        deadline: Instant,
-    ) -> Result<Vec<(i64, Version, bool, Vec<Cell>)>, SinkError> {
-        let w = &self.warehouse;
-        Ok(match table {
-            SourceTable::Customers => self
-                .retry
-                .run(deadline, || w.latest::<CustomerState>(table, keys))
-                .await?
-                .into_iter()
-                .map(|r| {
-                    let cells = vec![
-                        Cell::Int(r.id),
-                        Cell::Text(r.email),
-                        Cell::Text(r.name),
-                        Cell::Text(r.country),
-                        Cell::Text(r.city),
-                        Cell::Timestamp(r.created_at_us),
-                    ];
-                    (r.id, Version(r.version), r.is_deleted != 0, cells)
-                })
-                .collect(),
-            SourceTable::Products => self
-                .retry
-                .run(deadline, || w.latest::<ProductState>(table, keys))
-                .await?
-                .into_iter()
-                .map(|r| {
-                    let cells = vec![
-                        Cell::Int(r.id),
-                        Cell::Text(r.name),
-                        Cell::Text(r.category),
-                        Cell::Decimal(r.price),
-                        Cell::Timestamp(r.created_at_us),
-                    ];
-                    (r.id, Version(r.version), r.is_deleted != 0, cells)
-                })
-                .collect(),
-            SourceTable::Orders => self
-                .retry
-                .run(deadline, || w.latest::<OrderState>(table, keys))
-                .await?
-                .into_iter()
-                .map(|r| {
-                    let cells = vec![
-                        Cell::Int(r.id),
-                        Cell::Int(r.customer_id),
-                        Cell::Timestamp(r.order_date_us),
-                        Cell::Text(r.status),
-                        Cell::Decimal(r.total),
-                    ];
-                    (r.id, Version(r.version), r.is_deleted != 0, cells)
-                })
-                .collect(),
-            SourceTable::OrderItems => self
-                .retry
-                .run(deadline, || w.latest::<ItemState>(table, keys))
-                .await?
-                .into_iter()
-                .map(|r| {
-                    let cells = vec![
-                        Cell::Int(r.id),
-                        Cell::Int(r.order_id),
-                        Cell::Int(r.product_id),
-                        Cell::Int(i64::from(r.quantity)),
-                        Cell::Decimal(r.price),
-                    ];
-                    (r.id, Version(r.version), r.is_deleted != 0, cells)
-                })
-                .collect(),
-        })
-    }
-
-    /// Writes the changes: the foreign-key index entries of every live item and order row and
-    /// the mirror rows (one INSERT per table, plus the truncation table), all concurrently. The
-    /// fact derivation needs only that every write of this invocation has completed before its
-    /// first lookup (docs/sales-fact.md §4), so the index and mirror writes need no order among
-    /// themselves. A message fails if any of its writes fails (it is retried, and its retry
-    /// writes both again). Returns the changes that landed.
+    /// Writes the changes (`Warehouse::write_mirrors`: mirror rows, foreign-key index entries,
+    /// truncations) of every message whose extra columns could be prepared. A message fails if
+    /// any of its writes fails (it is retried, and its retry writes all of them again). Returns
+    /// the changes that landed.
     async fn write_rows<'p>(
         &self,
-        dialect: Dialect,
         pending: &'p [PendingChange],
         reports: &mut [MessageReport],
         deadline: Instant,
     ) -> Result<Vec<&'p PendingChange>, SystemicError> {
-        let mut index_groups: BTreeMap<FkIndex, Groups> = BTreeMap::new();
-        for p in pending {
-            let MirrorChange::Rows(rows) = &p.change else { continue };
-            for row in rows.iter().filter(|r| !r.is_deleted) {
-                for index in FkIndex::fed_by(row.table) {
-                    let Some(parent) = row.int(index.parent) else { continue };
-                    let mut bytes = Vec::with_capacity(16);
-                    rowbinary::put_i64(&mut bytes, parent);
-                    rowbinary::put_i64(&mut bytes, row.key);
-                    index_groups.entry(*index).or_default().push((p.message, bytes));
-                }
-            }
-        }
         // Columns beyond the declared ones, per table (added on their first value).
         let (extras, mut failed) = self.extra_columns(pending, deadline).await?;
-        let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
-        'messages: for p in pending {
-            if failed.contains_key(&p.message) {
-                continue;
-            }
-            let mut bytes = Vec::new();
-            let table = match &p.change {
-                MirrorChange::Rows(rows) => {
-                    for row in rows {
-                        rowbinary::encode_mirror_row(&mut bytes, dialect, row);
-                        let columns = extras.get(&row.table).map_or(&[][..], Vec::as_slice);
-                        for column in columns {
-                            let value = row.extras.get(&column.name).unwrap_or(&Value::Null);
-                            if let Err(fault) = encode_column(&mut bytes, dialect, column, value) {
-                                let failure = extra_fault(row.table, &column.name, fault);
-                                if failure.1 == INCOMPATIBLE {
-                                    // Read the columns again next time: an operator may widen it.
-                                    self.warehouse.forget_generic(row.table.name());
-                                }
-                                failed.insert(p.message, failure);
-                                continue 'messages;
-                            }
-                        }
-                    }
-                    rows.first().map_or("", |r: &MirrorRow| r.table.name())
-                }
-                MirrorChange::Truncate { table, version } => {
-                    rowbinary::put_string(&mut bytes, table.name());
-                    rowbinary::put_u64(&mut bytes, version.0);
-                    schema::TRUNCATIONS_TABLE
-                }
-            };
-            if !bytes.is_empty() {
-                per_table.entry(table).or_default().push((p.message, bytes));
-            }
-        }
-        // A table whose messages all failed above (an incompatible extra column) is not written.
-        for groups in per_table.values_mut() {
-            groups.retain(|(message, _)| !failed.contains_key(message));
-        }
-        // The tables are independent: insert them concurrently (one statement each), the
-        // indexes with them.
-        let extras = &extras;
-        let mirror_inserts = per_table.into_iter().filter(|(_, groups)| !groups.is_empty()).map(|(table, groups)| {
-            let columns: Vec<&str> = match SourceTable::from_name(table) {
-                Some(source) => {
-                    let extra = extras.get(&source).into_iter().flatten().map(|c| c.name.as_str());
-                    schema::mirror_columns(source.spec()).into_iter().chain(extra).collect()
-                }
-                None => vec!["table_name", "_version"],
-            };
-            (table, columns, groups)
-        });
-        let index_inserts = index_groups.into_iter().filter_map(|(index, mut groups)| {
-            groups.retain(|(message, _)| !failed.contains_key(message));
-            (!groups.is_empty()).then(|| (index.table, index.columns().to_vec(), groups))
-        });
-        let inserts = mirror_inserts.chain(index_inserts).map(|(table, columns, groups)| async move {
-            self.insert_isolating(table, &columns, groups, deadline).await
-        });
-        let insert_failures = self.collect_failures(inserts).await?;
-        failed.extend(insert_failures);
+        let changes: Vec<(usize, &MirrorChange)> =
+            pending.iter().filter(|p| !failed.contains_key(&p.message)).map(|p| (p.message, &p.change)).collect();
+        failed.extend(self.warehouse.write_mirrors(&changes, &extras, deadline).await?);
 
         let mut written = Vec::with_capacity(pending.len());
         for p in pending {
@@ -789,7 +554,7 @@ impl Pipeline {
         let mut failed = HashMap::new();
         for (table, (names, needed)) in carried {
             let w = &self.warehouse;
-            match self.retry.run(deadline, || w.sales_extras(table, &needed)).await {
+            match w.sales_extras(table, &needed, deadline).await {
                 Ok(all) => {
                     columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
                 }
@@ -799,7 +564,7 @@ impl Pipeline {
                     for p in pending.iter().filter(|p| p.table() == Some(table)) {
                         let own = extra_types(std::slice::from_ref(p), dialect);
                         let needed = own.get(&table).map(|(_, needed)| needed.as_slice()).unwrap_or_default();
-                        match self.retry.run(deadline, || w.sales_extras(table, needed)).await {
+                        match w.sales_extras(table, needed, deadline).await {
                             Ok(_) => {}
                             Err(e) if e.class() == ErrorClass::Poison => {
                                 failed.insert(p.message, (e.class(), e.code()));
@@ -812,7 +577,7 @@ impl Pipeline {
                             }
                         }
                     }
-                    let all = self.retry.run(deadline, || w.sales_extras(table, &[])).await?;
+                    let all = w.sales_extras(table, &[], deadline).await?;
                     columns.insert(table, all.into_iter().filter(|c| names.contains(&c.name)).collect());
                 }
                 Err(e) if matches!(e, SinkError::Schema { .. }) || e.class() == ErrorClass::Transient => {
@@ -829,75 +594,6 @@ impl Pipeline {
             }
         }
         Ok((columns, failed))
-    }
-
-    async fn collect_failures(
-        &self,
-        inserts: impl Iterator<Item = impl Future<Output = Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError>>>,
-    ) -> Result<HashMap<usize, (ErrorClass, &'static str)>, SystemicError> {
-        let mut failed = HashMap::new();
-        for result in futures::future::join_all(inserts).await {
-            for (message, class, code) in result? {
-                failed.insert(message, (class, code));
-            }
-        }
-        Ok(failed)
-    }
-
-    /// Inserts the groups in one statement; if the server rejects the data, splits the groups in
-    /// halves until the failing message(s) stand alone, so everything else still lands.
-    /// Returns the failed messages; a systemic error stops the pipeline.
-    ///
-    /// Bad data (a code of `BAD_DATA`) is isolated, and so is a rejection with a code none of our
-    /// lists knows: once its batch-mates have landed without it, a message still rejected alone
-    /// is poison (`clickhouse.rejected`) rather than an environmental failure retried forever.
-    /// If nothing of the statement lands, an unexplained code stays what it was (transient,
-    /// environmental): it may be the server's, and the retry age bounds it.
-    async fn insert_isolating(
-        &self,
-        table: &str,
-        columns: &[&str],
-        groups: Vec<(usize, Vec<u8>)>,
-        deadline: Instant,
-    ) -> Result<Vec<(usize, ErrorClass, &'static str)>, SystemicError> {
-        let mut failures = Vec::new();
-        let mut unexplained = Vec::new();
-        let mut landed = false;
-        let mut stack = vec![groups];
-        while let Some(groups) = stack.pop() {
-            let body: Vec<u8> = groups.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-            let body = Bytes::from(body);
-            let result =
-                self.retry.run(deadline, || self.warehouse.insert_rowbinary(table, columns, body.clone())).await;
-            match result {
-                Ok(()) => landed = true,
-                Err(e) if e.class() == ErrorClass::Systemic => return Err(e.into()),
-                Err(e) if (e.class() == ErrorClass::Poison || e.is_unexplained()) && groups.len() > 1 => {
-                    let mut left = groups;
-                    let right = left.split_off(left.len() / 2);
-                    stack.push(right);
-                    stack.push(left);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        table,
-                        code = e.code(),
-                        class = e.class().as_str(),
-                        server_code = e.server_code(),
-                        messages = groups.len(),
-                        "mirror insert failed"
-                    );
-                    let target = if e.is_unexplained() { &mut unexplained } else { &mut failures };
-                    target.extend(groups.iter().map(|(message, _)| (*message, e.class(), e.code())));
-                }
-            }
-        }
-        if landed {
-            failures.extend(unexplained.into_iter().map(|(message, _, _)| (message, ErrorClass::Poison, REJECTED)));
-        } else {
-            failures.extend(unexplained);
-        }
-        Ok(failures)
     }
 
     /// The facts the written changes touch: changed items themselves, and the children of
@@ -977,7 +673,7 @@ impl Pipeline {
     ) -> Result<(Vec<(i64, i64)>, Split), SinkError> {
         let keys: Vec<i64> = parents.keys().copied().collect();
         let pairs =
-            self.retry.run(deadline, || self.warehouse.children(index, &keys, INLINE_PER_PARENT, INLINE_TOTAL)).await?;
+            self.warehouse.children(index, &keys, INLINE_PER_PARENT, INLINE_TOTAL, deadline).await?;
         let split = split_children(&keys, &pairs, INLINE_PER_PARENT, INLINE_TOTAL);
         Ok((pairs, split))
     }
@@ -986,10 +682,10 @@ impl Pipeline {
     /// page. Returns the number of facts written.
     async fn derive(&self, items: &[i64], deadline: Instant) -> Result<usize, SinkError> {
         for page in items.chunks(PAGE) {
-            let snapshot = self.retry.run(deadline, || self.warehouse.snapshot(page)).await?;
+            let snapshot = self.warehouse.snapshot(page, deadline).await?;
             let facts: Vec<FactRow> = page.iter().map(|id| snapshot.derive(*id)).collect();
             drop(snapshot);
-            self.retry.run(deadline, || self.warehouse.insert_facts(&facts)).await?;
+            self.warehouse.insert_facts(&facts, deadline).await?;
         }
         Ok(items.len())
     }
@@ -1027,7 +723,7 @@ impl Pipeline {
                     break;
                 }
                 let started = Instant::now();
-                let ids = self.retry.run(deadline, || self.warehouse.page(task.scope, task.after, PAGE)).await?;
+                let ids = self.warehouse.page(task.scope, task.after, PAGE, deadline).await?;
                 let Some(&last) = ids.last() else { break };
                 facts += self.derive(&ids, deadline).await?;
                 task.after = last;

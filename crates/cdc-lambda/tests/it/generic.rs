@@ -7,6 +7,7 @@ use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
 use cdc_lambda::pipeline::Pipeline;
 use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::RawSql;
 use cdc_clickhouse::dialect::Dialect;
 use cdc_lambda::sqs::message::MessageOutcome;
 use cdc_core::tables::TableMapping;

@@ -7,6 +7,7 @@ use cdc_core::error::ErrorClass;
 use cdc_lambda::pipeline::Pipeline;
 use cdc_core::rederive::{Scope, Task};
 use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::RawSql;
 use cdc_clickhouse::{SchemaEvolution, Warehouse};
 use cdc_lambda::sqs::message::{MessageOutcome, MessageReport};
 use cdc_core::tables::TableMapping;

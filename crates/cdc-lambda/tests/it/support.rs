@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::RawSql;
 use cdc_core::decode::DecodeOptions;
 use cdc_lambda::pipeline::{Pipeline, Process};
 use cdc_clickhouse::Warehouse;

@@ -10,6 +10,7 @@ use cdc_core::change::Decoded;
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_core::mirror::{MirrorChange, mirror_change};
 use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::RawSql;
 use cdc_clickhouse::rowbinary;
 use cdc_lambda::sqs::message::{Message, MessageId};
 use cdc_core::tables::SourceTable;
