@@ -3,7 +3,8 @@
 //! them is captured into a generic mirror of its own, keyed by its real primary key. Per file:
 //! the message outcome, and for every delivered change the row in `<target>_current` with the
 //! values the file says (decimals exactly, timestamps at µs). The files are read where they
-//! are, never copied. Decoding alone is `tests/realworld.rs`.
+//! are, never copied. Decoding alone is cdc-core's
+//! `tests/it/realworld.rs`.
 
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass::{self, Poison, Waiting};
@@ -14,22 +15,6 @@ use cdc_lambda::sqs::message::{Message, MessageOutcome};
 use cdc_core::tables::TableMapping;
 
 use crate::support::*;
-
-const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/realworld/raw/");
-
-/// The real-world captures live beside the project (`../shared/realworld/raw/`), never in it:
-/// CI always has them; a clone without them skips these tests and says why.
-fn captures_present() -> bool {
-    let present = std::path::Path::new(RAW).is_dir();
-    if !present {
-        eprintln!("skipped: {RAW} is absent (the real-world captures are not part of a clone; CI has them)");
-    }
-    present
-}
-
-fn raw(name: &str) -> String {
-    std::fs::read_to_string(format!("{RAW}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// Every table of the change files, each into its own mirror with its real key. The two files
 /// of sales-table names whose columns are not the sales columns (the documentation's
@@ -55,7 +40,7 @@ const MAPPING: &str = "postgres.public.customers=doc_customers, \
 enum Body {
     /// The file as it is: one message.
     Raw,
-    /// A documentation example after removing its printed placeholders (as `tests/realworld.rs`).
+    /// A documentation example after removing its printed placeholders (as cdc-core's `tests/it/realworld.rs`).
     Repaired,
     /// Two documentation values in one file: one message each.
     Split,
@@ -240,11 +225,7 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
     if !captures_present() {
         return;
     }
-    let mut names: Vec<String> = std::fs::read_dir(RAW)
-        .unwrap_or_else(|e| panic!("{RAW}: {e}"))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = raw_names();
     let mut covered: Vec<String> = STEPS.iter().map(|s| s.0.to_string()).collect();
     covered.sort();
     covered.dedup();
