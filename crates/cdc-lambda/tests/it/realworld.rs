@@ -232,8 +232,7 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
     assert_eq!(names, covered, "every raw file goes through the pipeline");
 
     let database = fresh_database("realworld");
-    let pipeline = pipeline(&database, MAPPING);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running (scripts/services.sh)");
+    let pipeline = migrated(pipeline(&database, MAPPING)).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
 
     for (step, (name, how, outcome, checks, why)) in STEPS.iter().enumerate() {
@@ -278,8 +277,7 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
     // outcome and the mirrors end exactly as above, column types and versions included.
     let sequential = snapshot(&pipeline, modern).await;
     let batch_database = fresh_database("realworld_batch");
-    let batch = self::pipeline(&batch_database, MAPPING);
-    batch.migrate(deadline()).await.expect("ClickHouse must be running");
+    let batch = migrated(self::pipeline(&batch_database, MAPPING)).await;
     let mut expected = Vec::new();
     let mut messages = Vec::new();
     for (step, (name, how, outcome, _, _)) in STEPS.iter().enumerate().rev() {
@@ -357,8 +355,7 @@ async fn sales_named_tables_with_other_columns_are_poison() {
         return;
     }
     let database = fresh_database("realworld_sales");
-    let pipeline = pipeline(&database, "public.customers, public.products, public.orders, public.order_items");
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database, "public.customers, public.products, public.orders, public.order_items")).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
     for (name, code) in [("dbz-doc-create.json", "row.missing_column"), ("dbz-cap-orders-read.json", "row.missing_key")]
     {

@@ -223,6 +223,18 @@ async fn send_from_debezium(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) ->
     sent.unwrap().message_id().unwrap().to_string()
 }
 
+/// Five receives, each message deleted once received; the bodies in the order received.
+async fn receive_and_delete(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        for m in receive(sqs, url, 10, 30).await {
+            order.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    order
+}
+
 fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<String> {
     m.attributes().and_then(|a| a.get(&name)).cloned()
 }
@@ -293,22 +305,10 @@ async fn queue_behaviours_the_processor_relies_on(sqs: &aws_sdk_sqs::Client) {
     // Group b, in order; group a stays blocked. (The engine hands out one message per group per
     // receive until it is deleted, where AWS may return several of a group in one call: both keep
     // the order the handler's FIFO rules rely on.)
-    let mut order = Vec::new();
-    for _ in 0..5 {
-        for m in receive(sqs, &fifo, 10, 30).await {
-            order.push(m.body().unwrap_or_default().to_string());
-            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
-        }
-    }
+    let order = receive_and_delete(sqs, &fifo).await;
     assert_eq!(order, ["b1", "b2"], "group b in order, group a blocked while a1 is in flight");
     sqs.delete_message().queue_url(&fifo).receipt_handle(first[0].receipt_handle().unwrap()).send().await.unwrap();
-    let mut order = Vec::new();
-    for _ in 0..5 {
-        for m in receive(sqs, &fifo, 10, 30).await {
-            order.push(m.body().unwrap_or_default().to_string());
-            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
-        }
-    }
+    let order = receive_and_delete(sqs, &fifo).await;
     assert_eq!(order, ["a2", "a3"], "group a resumes in order once a1 is deleted");
 }
 

@@ -47,7 +47,12 @@ pub fn clickhouse_url() -> String {
 }
 
 pub fn clickhouse_settings(database: &str) -> ClickHouseSettings {
-    ClickHouseSettings::new(clickhouse_url(), env_or("CLICKHOUSE_USER", "default"), env_or("CLICKHOUSE_PASSWORD", ""), database)
+    ClickHouseSettings::new(
+        clickhouse_url(),
+        env_or("CLICKHOUSE_USER", "default"),
+        env_or("CLICKHOUSE_PASSWORD", ""),
+        database,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,7 +170,11 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 // ---------------------------------------------------------------------------------------------
 // queues
 
-pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, attributes: &[(QueueAttributeName, String)]) -> String {
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> String {
     let mut req = sqs.create_queue().queue_name(name);
     for (k, v) in attributes {
         req = req.attributes(k.clone(), v);
@@ -408,16 +417,21 @@ pub fn history(first_id: i64, count: i64) -> History {
         let price = 1_000 + id;
         // 2024-01-01T00:00:00Z plus `id` µs.
         let order_date = format!("2024-01-01T00:00:00.{id:06}Z");
+        let (name, product) = (format!("Customer {id}"), format!("Product {id}"));
+        let customer = json!({"id": id, "email": format!("c{id}@example.com"), "name": name, "country": "FR",
+                              "city": "Paris", "created_at": CREATED});
+        let product_row = json!({"id": id, "name": product, "category": "Toys", "price": decimal(price),
+                                 "created_at": CREATED});
+        let item = json!({"id": id, "order_id": id, "product_id": id, "quantity": 2, "price": decimal(price)});
         let order = |status: &str| {
-            json!({"id": id, "customer_id": id, "order_date": order_date, "status": status, "total": decimal(2 * price)})
+            json!({"id": id, "customer_id": id, "order_date": order_date, "status": status,
+                   "total": decimal(2 * price)})
         };
         history.events.extend([
-            emit("customers", "c", json!({"id": id, "email": format!("c{id}@example.com"), "name": format!("Customer {id}"),
-                                          "country": "FR", "city": "Paris", "created_at": CREATED})),
-            emit("products", "c", json!({"id": id, "name": format!("Product {id}"), "category": "Toys",
-                                         "price": decimal(price), "created_at": CREATED})),
+            emit("customers", "c", customer),
+            emit("products", "c", product_row),
             emit("orders", "c", order("paid")),
-            emit("order_items", "c", json!({"id": id, "order_id": id, "product_id": id, "quantity": 2, "price": decimal(price)})),
+            emit("order_items", "c", item),
             emit("orders", "u", order("shipped")),
         ]);
         let fact = Fact {
@@ -430,10 +444,10 @@ pub fn history(first_id: i64, count: i64) -> History {
             revenue: 2 * i128::from(price) * 10_000,
             order_status: "shipped".into(),
             order_date_s: 1_704_067_200,
-            customer_name: format!("Customer {id}"),
+            customer_name: name,
             customer_country: "FR".into(),
             customer_city: "Paris".into(),
-            product_name: format!("Product {id}"),
+            product_name: product,
             product_category: "Toys".into(),
         };
         history.facts.insert(id, fact);

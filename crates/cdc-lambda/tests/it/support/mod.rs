@@ -50,10 +50,15 @@ pub fn deadline() -> Instant {
 pub async fn fresh_pipeline(prefix: &str) -> (Pipeline, String) {
     let database = fresh_database(prefix);
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database)));
+    (migrated(pipeline).await, database)
+}
+
+/// `pipeline` with its schema created by itself.
+pub async fn migrated(pipeline: Pipeline) -> Pipeline {
     pipeline.migrate(deadline()).await.unwrap_or_else(|e| {
         panic!("ClickHouse at {} must be running (scripts/clickhouse.sh start): {e}", clickhouse_url())
     });
-    (pipeline, database)
+    pipeline
 }
 
 pub async fn drop_database(database: &str) {
