@@ -75,8 +75,7 @@ fn extras_row(id: i64, note: Json) -> Json {
 #[tokio::test]
 async fn generic_tables_are_created_typed_extended_and_kept_apart_by_schema() {
     let database = fresh_database("generic");
-    let pipeline = pipeline(&database);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running (scripts/clickhouse.sh start)");
+    let pipeline = migrated(pipeline(&database)).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
 
     let note = |order, line, text: &str| json!({"order_id": order, "line_no": line, "body": text});
@@ -165,8 +164,7 @@ async fn generic_tables_are_created_typed_extended_and_kept_apart_by_schema() {
 #[tokio::test]
 async fn a_value_its_column_cannot_hold_is_poison_and_its_batch_mates_land() {
     let database = fresh_database("generic_incompatible");
-    let pipeline = pipeline(&database);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database)).await;
     let gauge =
         |id, level: Json, lsn| body("public", "gauges", "c", None, Some(json!({"id": id, "level": level})), lsn);
     assert_all_ok(&run(&pipeline, &[gauge(1, json!(5), 1)]).await);
@@ -202,8 +200,7 @@ async fn a_value_its_column_cannot_hold_is_poison_and_its_batch_mates_land() {
 #[tokio::test]
 async fn two_invocations_adding_the_same_column_at_once_both_land() {
     let database = fresh_database("generic_race");
-    let first = pipeline(&database);
-    first.migrate(deadline()).await.expect("ClickHouse must be running");
+    let first = migrated(pipeline(&database)).await;
     let note = |line: i64, column: &str, lsn| {
         let mut row = json!({"order_id": 7, "line_no": line, "body": "b"});
         row[column] = json!(line);
@@ -231,8 +228,7 @@ async fn two_invocations_adding_the_same_column_at_once_both_land() {
 #[tokio::test]
 async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exact() {
     let database = fresh_database("generic_sales_extras");
-    let pipeline = pipeline(&database);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database)).await;
     let product = |id: i64, name: &str, brand: Json, lsn| {
         let after = json!({"id": id, "name": name, "category": "Home", "price": 4.5,
                            "created_at": "2024-01-01T00:00:00Z", "brand": brand, "weight_g": 1200});
@@ -281,8 +277,7 @@ async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exac
 #[tokio::test]
 async fn a_toast_placeholder_under_a_composite_key_takes_the_stored_value() {
     let database = fresh_database("generic_toast_composite");
-    let pipeline = pipeline(&database);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database)).await;
     let note = |line: i64, text: &str, tag: &str, lsn| {
         let after = json!({"order_id": 9, "line_no": line, "body": text, "tag": tag});
         body("public", "order_notes", "c", None, Some(after), lsn)
@@ -320,8 +315,7 @@ async fn declared_types_give_schemaless_dms_columns_their_real_types() {
         tables: TableMapping::parse("public.payments{amount:numeric(2) paid_at:timestamp}").expect("mapping"),
         ..DecodeOptions::default()
     };
-    let pipeline = Pipeline::new(options, Warehouse::new(&settings(&database)));
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(Pipeline::new(options, Warehouse::new(&settings(&database)))).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
     let dms = |id: i64, amount: Json, at: &str| {
         json!({"data": {"id": id, "amount": amount, "paid_at": at, "memo": "x"},

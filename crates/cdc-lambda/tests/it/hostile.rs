@@ -47,23 +47,21 @@ async fn bad_with_healthy(pipeline: &Pipeline, bodies: &[String]) -> &'static st
     poison(&reports[0])
 }
 
+/// A bad customer change at `lsn` and a healthy one at `lsn + 1`, in one batch.
+async fn bad_customer_with_healthy(pipeline: &Pipeline, bad: Json, lsn: u64, healthy: Json) -> &'static str {
+    let bad = debezium_body("customers", "c", None, Some(bad), lsn);
+    bad_with_healthy(pipeline, &[bad, debezium_body("customers", "c", None, Some(healthy), lsn + 1)]).await
+}
+
 #[tokio::test]
 async fn an_empty_or_reserved_column_name_is_poison_and_its_batch_mate_lands() {
     let database = fresh_database("hostile_names");
-    let pipeline = pipeline(&database, SchemaEvolution::Add);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database, SchemaEvolution::Add)).await;
     for (n, column) in ["", "_row_exists", "_version", &"x".repeat(64)].into_iter().enumerate() {
         let mut bad = customer(1, "Mallory");
         bad[column] = json!(1);
         let lsn = 10 * n as u64;
-        let code = bad_with_healthy(
-            &pipeline,
-            &[
-                debezium_body("customers", "c", None, Some(bad), lsn + 1),
-                debezium_body("customers", "c", None, Some(customer(2 + n as i64, "Ada")), lsn + 2),
-            ],
-        )
-        .await;
+        let code = bad_customer_with_healthy(&pipeline, bad, lsn + 1, customer(2 + n as i64, "Ada")).await;
         assert_eq!(code, "row.bad_column_name", "column {column:?}");
     }
     assert_eq!(tsv(&pipeline, "SELECT count(), countIf(id = 1) FROM DB.customers_current").await, "4\t0\n");
@@ -74,20 +72,12 @@ async fn an_empty_or_reserved_column_name_is_poison_and_its_batch_mate_lands() {
 #[tokio::test]
 async fn twenty_thousand_new_keys_in_one_message_add_no_column() {
     let database = fresh_database("hostile_wide");
-    let pipeline = pipeline(&database, SchemaEvolution::Add);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database, SchemaEvolution::Add)).await;
     let mut wide = customer(1, "Mallory");
     for i in 0..20_000 {
         wide[format!("k{i}")] = json!(i);
     }
-    let code = bad_with_healthy(
-        &pipeline,
-        &[
-            debezium_body("customers", "c", None, Some(wide), 1),
-            debezium_body("customers", "c", None, Some(customer(2, "Ada")), 2),
-        ],
-    )
-    .await;
+    let code = bad_customer_with_healthy(&pipeline, wide, 1, customer(2, "Ada")).await;
     assert_eq!(code, "row.too_many_columns");
     assert_eq!(customer_columns(&pipeline).await, "8\n");
     assert_eq!(tsv(&pipeline, "SELECT id FROM DB.customers_current").await, "2\n");
@@ -97,8 +87,7 @@ async fn twenty_thousand_new_keys_in_one_message_add_no_column() {
 #[tokio::test]
 async fn with_schema_evolution_off_a_new_column_is_poison_and_known_ones_land() {
     let database = fresh_database("hostile_evolution");
-    let open = pipeline(&database, SchemaEvolution::Add);
-    open.migrate(deadline()).await.expect("ClickHouse must be running");
+    let open = migrated(pipeline(&database, SchemaEvolution::Add)).await;
     let gauge = |id: i64, extra: Option<&str>, lsn| {
         let mut after = json!({"id": id, "level": 5});
         if let Some(extra) = extra {
@@ -114,14 +103,7 @@ async fn with_schema_evolution_off_a_new_column_is_poison_and_known_ones_land() 
     // The same for a sales table's extra column.
     let mut extra = customer(4, "Ada");
     extra["loyalty_tier"] = json!("gold");
-    let code = bad_with_healthy(
-        &closed,
-        &[
-            debezium_body("customers", "c", None, Some(extra), 4),
-            debezium_body("customers", "c", None, Some(customer(5, "Bo")), 5),
-        ],
-    )
-    .await;
+    let code = bad_customer_with_healthy(&closed, extra, 4, customer(5, "Bo")).await;
     assert_eq!(code, "schema.evolution_off");
     assert_eq!(tsv(&open, "SELECT id FROM DB.gauges_current ORDER BY id").await, "1\n3\n");
     assert_eq!(tsv(&open, "SELECT id FROM DB.customers_current").await, "5\n");
@@ -171,8 +153,7 @@ async fn a_forged_rederivation_task_is_refused_and_a_signed_one_runs() {
 #[tokio::test]
 async fn an_unexplained_rejection_is_isolated_to_its_message() {
     let database = fresh_database("hostile_unexplained");
-    let pipeline = pipeline(&database, SchemaEvolution::Add);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database, SchemaEvolution::Add)).await;
     if pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Legacy {
         eprintln!("skipped on this server: ClickHouse 18.16 has no CHECK constraints to reject a row with");
         drop_database(&database).await;
@@ -283,8 +264,7 @@ fn platform_body(entity: &str, operation: &str, after: Json, at: &str) -> String
 #[tokio::test]
 async fn a_change_on_another_version_scale_than_its_mirror_is_poison() {
     let database = fresh_database("hostile_scale");
-    let pipeline = pipeline(&database, SchemaEvolution::Add);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database, SchemaEvolution::Add)).await;
     // Debezium fixes `customers` to the LSN scale.
     assert_all_ok(&run(&pipeline, &[debezium_body("customers", "c", None, Some(customer(1, "Ada")), 100)]).await);
     // A platform change of the same row, versioned ~1.7e15 µs, would outrank every LSN forever.

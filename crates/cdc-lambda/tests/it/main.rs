@@ -1,9 +1,12 @@
-//! Integration tests against the real ClickHouse server (started by the README's test command).
+//! cdc-lambda's integration tests, one binary: the pipeline against the real ClickHouse server
+//! (and chDB), the sample events of `events/`, and the function under the Lambda runtime API.
 
 mod chdb;
 mod clickhouse;
 mod convergence;
+mod events;
 mod generic;
 mod hostile;
+mod lambda_runtime;
 mod realworld;
 mod support;

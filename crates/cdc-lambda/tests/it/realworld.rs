@@ -3,7 +3,8 @@
 //! them is captured into a generic mirror of its own, keyed by its real primary key. Per file:
 //! the message outcome, and for every delivered change the row in `<target>_current` with the
 //! values the file says (decimals exactly, timestamps at µs). The files are read where they
-//! are, never copied. Decoding alone is `tests/realworld.rs`.
+//! are, never copied. Decoding alone is cdc-core's
+//! `tests/it/realworld.rs`.
 
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass::{self, Poison, Waiting};
@@ -15,22 +16,6 @@ use cdc_lambda::sqs::message::{Message, MessageOutcome};
 use cdc_core::tables::TableMapping;
 
 use crate::support::*;
-
-const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/realworld/raw/");
-
-/// The real-world captures live beside the project (`../shared/realworld/raw/`), never in it:
-/// CI always has them; a clone without them skips these tests and says why.
-fn captures_present() -> bool {
-    let present = std::path::Path::new(RAW).is_dir();
-    if !present {
-        eprintln!("skipped: {RAW} is absent (the real-world captures are not part of a clone; CI has them)");
-    }
-    present
-}
-
-fn raw(name: &str) -> String {
-    std::fs::read_to_string(format!("{RAW}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// Every table of the change files, each into its own mirror with its real key. The two files
 /// of sales-table names whose columns are not the sales columns (the documentation's
@@ -56,7 +41,7 @@ const MAPPING: &str = "postgres.public.customers=doc_customers, \
 enum Body {
     /// The file as it is: one message.
     Raw,
-    /// A documentation example after removing its printed placeholders (as `tests/realworld.rs`).
+    /// A documentation example after removing its printed placeholders (as cdc-core's `tests/it/realworld.rs`).
     Repaired,
     /// Two documentation values in one file: one message each.
     Split,
@@ -241,19 +226,14 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
     if !captures_present() {
         return;
     }
-    let mut names: Vec<String> = std::fs::read_dir(RAW)
-        .unwrap_or_else(|e| panic!("{RAW}: {e}"))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = raw_names();
     let mut covered: Vec<String> = STEPS.iter().map(|s| s.0.to_string()).collect();
     covered.sort();
     covered.dedup();
     assert_eq!(names, covered, "every raw file goes through the pipeline");
 
     let database = fresh_database("realworld");
-    let pipeline = pipeline(&database, MAPPING);
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running (scripts/services.sh)");
+    let pipeline = migrated(pipeline(&database, MAPPING)).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
 
     for (step, (name, how, outcome, checks, why)) in STEPS.iter().enumerate() {
@@ -298,8 +278,7 @@ async fn every_real_change_lands_with_the_values_its_file_says() {
     // outcome and the mirrors end exactly as above, column types and versions included.
     let sequential = snapshot(&pipeline, modern).await;
     let batch_database = fresh_database("realworld_batch");
-    let batch = self::pipeline(&batch_database, MAPPING);
-    batch.migrate(deadline()).await.expect("ClickHouse must be running");
+    let batch = migrated(self::pipeline(&batch_database, MAPPING)).await;
     let mut expected = Vec::new();
     let mut messages = Vec::new();
     for (step, (name, how, outcome, _, _)) in STEPS.iter().enumerate().rev() {
@@ -377,8 +356,7 @@ async fn sales_named_tables_with_other_columns_are_poison() {
         return;
     }
     let database = fresh_database("realworld_sales");
-    let pipeline = pipeline(&database, "public.customers, public.products, public.orders, public.order_items");
-    pipeline.migrate(deadline()).await.expect("ClickHouse must be running");
+    let pipeline = migrated(pipeline(&database, "public.customers, public.products, public.orders, public.order_items")).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
     for (name, code) in [("dbz-doc-create.json", "row.missing_column"), ("dbz-cap-orders-read.json", "row.missing_key")]
     {

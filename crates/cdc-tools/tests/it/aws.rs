@@ -6,14 +6,13 @@
 //!
 //! The pipeline here is a fake driven by message bodies (`ok:…`, `poison:…`, `flaky:…`,
 //! `auth:…`): these tests are about SQS and Secrets Manager behaviour; the real pipeline against
-//! ClickHouse is tested by `tests/it`.
+//! ClickHouse is tested by cdc-lambda's `tests/it`.
 //!
 //! One test function runs the scenarios in sequence so the services are started and stopped once, and
 //! so the log capture (marker values must never appear in a log line) sees all of them.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,121 +28,11 @@ use cdc_tools::poll::{PollArgs, poll};
 use cdc_lambda::sqs::queue::SqsQueue;
 use cdc_tools::redrive::{RedriveArgs, redrive};
 
+use crate::support::{Service, create_queue, peek_all, queue_pair, sdk_config, send, unique};
+
 /// Planted in bodies and in the secret: must never reach a log line.
 const ROW_MARKER: &str = "ROWVALUE-MARKER-5b1e9c";
 const SECRET_MARKER: &str = "SECRET-MARKER-a77f04";
-
-// ---------------------------------------------------------------------------------------------
-// local services: moto (Secrets Manager) and the local SQS engine (scripts/sqs.sh)
-
-struct Service {
-    script: &'static str,
-    port_var: &'static str,
-    port: String,
-    started_here: bool,
-}
-
-impl Service {
-    /// Starts the service with its script unless it already answers; remembers who started it.
-    fn start(script: &'static str, port_var: &'static str, default_port: &str) -> Service {
-        let port = std::env::var(port_var).unwrap_or_else(|_| default_port.into());
-        let out = Command::new(format!("{}/../../scripts/{script}", env!("CARGO_MANIFEST_DIR")))
-            .arg("start")
-            .env(port_var, &port)
-            .output()
-            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
-        assert!(out.status.success(), "scripts/{script} start failed: {}", String::from_utf8_lossy(&out.stderr));
-        let started_here = String::from_utf8_lossy(&out.stdout).trim() == "started";
-        Service { script, port_var, port, started_here }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if self.started_here {
-            let _ = Command::new(format!("{}/../../scripts/{}", env!("CARGO_MANIFEST_DIR"), self.script))
-                .arg("stop")
-                .env(self.port_var, &self.port)
-                .status();
-        }
-    }
-}
-
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .test_credentials()
-        .load()
-        .await
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), rand::random_range(0..u32::MAX))
-}
-
-async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, attributes: &[(QueueAttributeName, String)]) -> String {
-    let mut req = sqs.create_queue().queue_name(name);
-    for (k, v) in attributes {
-        req = req.attributes(k.clone(), v);
-    }
-    req.send().await.expect("create queue").queue_url().expect("queue url").to_string()
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes");
-    out.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).expect("arn").clone()
-}
-
-/// Source queue with a redrive policy to a fresh DLQ; returns (source url, dlq url).
-async fn queue_pair(sqs: &aws_sdk_sqs::Client, max_receive_count: u32) -> (String, String) {
-    let dlq = create_queue(sqs, &unique("cdc-dlq"), &[]).await;
-    let dlq_arn = queue_arn(sqs, &dlq).await;
-    let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}).to_string();
-    let source = create_queue(
-        sqs,
-        &unique("cdc-events"),
-        &[(QueueAttributeName::RedrivePolicy, policy), (QueueAttributeName::VisibilityTimeout, "30".into())],
-    )
-    .await;
-    (source, dlq)
-}
-
-async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> String {
-    sqs.send_message().queue_url(url).message_body(body).send().await.expect("send").message_id().unwrap().to_string()
-}
-
-/// Every message currently in the queue (drained with visibility 30 s, not deleted).
-async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut all = Vec::new();
-    for _ in 0..20 {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        if out.messages().is_empty() {
-            break;
-        }
-        all.extend(out.messages().iter().cloned());
-    }
-    all
-}
 
 fn attr(m: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
     m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_string)
@@ -290,9 +179,9 @@ async fn aws_side_against_local_services() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let moto = Service::start("moto.sh", "MOTO_PORT", "5000");
-    let local_sqs = Service::start("sqs.sh", "LOCAL_SQS_PORT", "9324");
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config(&local_sqs.endpoint()).await);
+    let moto = Service::moto();
+    let local_sqs = Service::local_sqs();
+    let sqs = local_sqs.sqs().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config(&moto.endpoint()).await);
 
     queue_behaviours_the_processor_relies_on(&sqs).await;
@@ -327,6 +216,25 @@ async fn receive(sqs: &aws_sdk_sqs::Client, url: &str, max: i32, visibility: i32
         .to_vec()
 }
 
+/// Sends `body` with the message attribute `source` = `debezium`; returns the message id.
+async fn send_from_debezium(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> String {
+    let source = MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap();
+    let sent = sqs.send_message().queue_url(url).message_body(body).message_attributes("source", source).send().await;
+    sent.unwrap().message_id().unwrap().to_string()
+}
+
+/// Five receives, each message deleted once received; the bodies in the order received.
+async fn receive_and_delete(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        for m in receive(sqs, url, 10, 30).await {
+            order.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    order
+}
+
 fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<String> {
     m.attributes().and_then(|a| a.get(&name)).cloned()
 }
@@ -337,21 +245,8 @@ fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> 
 /// accepts), `DeleteMessageBatch`, and FIFO message groups (in order, one batch per group in
 /// flight).
 async fn queue_behaviours_the_processor_relies_on(sqs: &aws_sdk_sqs::Client) {
-    let (source, dlq) = queue_pair(sqs, 2).await;
-    let id = sqs
-        .send_message()
-        .queue_url(&source)
-        .message_body("b1")
-        .message_attributes(
-            "source",
-            MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .message_id()
-        .unwrap()
-        .to_string();
+    let (source, dlq) = queue_pair(sqs, "cdc", 2).await;
+    let id = send_from_debezium(sqs, &source, "b1").await;
     // First receive: attributes and a receive count of 1; invisible while in flight.
     let got = receive(sqs, &source, 10, 1).await;
     assert_eq!(got.len(), 1);
@@ -410,29 +305,17 @@ async fn queue_behaviours_the_processor_relies_on(sqs: &aws_sdk_sqs::Client) {
     // Group b, in order; group a stays blocked. (The engine hands out one message per group per
     // receive until it is deleted, where AWS may return several of a group in one call: both keep
     // the order the handler's FIFO rules rely on.)
-    let mut order = Vec::new();
-    for _ in 0..5 {
-        for m in receive(sqs, &fifo, 10, 30).await {
-            order.push(m.body().unwrap_or_default().to_string());
-            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
-        }
-    }
+    let order = receive_and_delete(sqs, &fifo).await;
     assert_eq!(order, ["b1", "b2"], "group b in order, group a blocked while a1 is in flight");
     sqs.delete_message().queue_url(&fifo).receipt_handle(first[0].receipt_handle().unwrap()).send().await.unwrap();
-    let mut order = Vec::new();
-    for _ in 0..5 {
-        for m in receive(sqs, &fifo, 10, 30).await {
-            order.push(m.body().unwrap_or_default().to_string());
-            sqs.delete_message().queue_url(&fifo).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
-        }
-    }
+    let order = receive_and_delete(sqs, &fifo).await;
     assert_eq!(order, ["a2", "a3"], "group a resumes in order once a1 is deleted");
 }
 
 /// Good, poison, flaky and duplicate messages; no DLQ URL configured, so poison reaches the DLQ
 /// only through the queue's redrive policy after `maxReceiveCount` receives.
 async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
-    let (source, dlq) = queue_pair(sqs, 3).await;
+    let (source, dlq) = queue_pair(sqs, "cdc", 3).await;
     let mut good = Vec::new();
     for i in 0..5 {
         let body = format!("ok:{i}:{ROW_MARKER}");
@@ -473,22 +356,9 @@ async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
 /// With `DEAD_LETTER_QUEUE_URL` the poison goes to the DLQ on its first receive, with its
 /// diagnostics and original attributes; `redrive` then moves it back without the diagnostics.
 async fn poison_goes_to_dlq_with_diagnostics_and_redrive_brings_it_back(sqs: &aws_sdk_sqs::Client) {
-    let (source, dlq) = queue_pair(sqs, 5).await;
+    let (source, dlq) = queue_pair(sqs, "cdc", 5).await;
     let poison = format!("poison:2:{ROW_MARKER}");
-    let poison_id = sqs
-        .send_message()
-        .queue_url(&source)
-        .message_body(&poison)
-        .message_attributes(
-            "source",
-            MessageAttributeValue::builder().data_type("String").string_value("debezium").build().unwrap(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .message_id()
-        .unwrap()
-        .to_string();
+    let poison_id = send_from_debezium(sqs, &source, &poison).await;
     send(sqs, &source, &format!("ok:2:{ROW_MARKER}")).await;
 
     let record = Record::default();
@@ -576,7 +446,7 @@ async fn secret_cache_and_rotation(secrets: &aws_sdk_secretsmanager::Client) {
 /// the DLQ even though the DLQ URL is configured.
 async fn rotation_mid_run_causes_no_dead_letter(sqs: &aws_sdk_sqs::Client, secrets: &aws_sdk_secretsmanager::Client) {
     let arn = create_secret(secrets, &format!("old-{SECRET_MARKER}")).await;
-    let (source, dlq) = queue_pair(sqs, 2).await;
+    let (source, dlq) = queue_pair(sqs, "cdc", 2).await;
     let record = Record::default();
     let cache = SecretCache::new(AwsSecretStore::new(secrets.clone()), &arn, Duration::from_secs(300));
     let handler = Handler::new(record.factory(), cache, SqsQueue::new(sqs.clone()), fast_config(&source, Some(&dlq)));

@@ -2,11 +2,8 @@
 //! (as releases before the plausibility check could write) is rewritten from the source, its
 //! facts follow, and a whole-table repair turns rows the source no longer has into deletions.
 
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
-use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::RawSql;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
@@ -17,7 +14,8 @@ use cdc_clickhouse::Warehouse;
 use cdc_lambda::sqs::message::{Message, MessageId, MessageOutcome};
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;
-use e2e_support::{env_or, pg, pg_url};
+
+use crate::support::{clickhouse_settings, pg, pg_url, test_name};
 
 fn args(database: &str, table: &str, key: Option<i64>) -> Args {
     Args { pg_url: pg_url(database), schema: "public".into(), table: table.into(), key, facts_only: false }
@@ -33,8 +31,7 @@ async fn facts(pipeline: &Pipeline) -> String {
 
 #[tokio::test]
 async fn repair_rewrites_a_frozen_key_from_the_source_and_deletes_what_the_source_lost() {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
-    let name = format!("repair_{}_{stamp}", std::process::id());
+    let name = test_name("repair");
     pg("postgres").await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
     let source = pg(&name).await;
     source.batch_execute(SOURCE_SCHEMA_SQL).await.unwrap();
@@ -47,12 +44,7 @@ async fn repair_rewrites_a_frozen_key_from_the_source_and_deletes_what_the_sourc
         )
         .await
         .unwrap();
-    let settings = ClickHouseSettings::new(
-        env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
-        env_or("CLICKHOUSE_USER", "default"),
-        env_or("CLICKHOUSE_PASSWORD", ""),
-        &name,
-    );
+    let settings = clickhouse_settings(&name);
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings));
 
     // Bootstrap every mirror from the source: whole-table repairs.

@@ -9,21 +9,21 @@
 //! starts; the local SQS is started here (`scripts/sqs.sh`) when it is not running. A missing
 //! service fails the test; nothing is skipped.
 
-mod e2e_support;
-
-use std::process::Stdio;
 use cdc_clickhouse::RawSql;
 use std::time::Duration;
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;
-use e2e_support::{LocalSqs, Stop, log_tails, pg, processor, wait_for_generator};
+
+use crate::support::{
+    Service, Stop, clickhouse_settings, log_tails, pg, processor, spawn_generator, spawn_poll, test_name, verify,
+    wait_for_generator,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_difference() {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
-    let name = format!("e2e_{}_{stamp}", std::process::id());
-    let local_sqs = LocalSqs::start();
-    let env = local_sqs.env(&name);
+    let name = test_name("e2e");
+    let local_sqs = Service::local_sqs();
+    let env = local_sqs.processor_env(&name);
 
     // Source database and schema.
     pg("postgres").await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
@@ -40,48 +40,11 @@ async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_differen
     assert!(status.success(), "migrate failed");
     let mut running = Stop(vec![
         processor(&capture_args, &env).spawn().expect("capture"),
-        processor(
-            &[
-                "poll",
-                "--queue-url",
-                &queue_url,
-                "--batch-size",
-                "500",
-                "--batching-window-ms",
-                "200",
-                "--max-concurrency",
-                "4",
-                "--wait-time-seconds",
-                "1",
-            ],
-            &env,
-        )
-        .spawn()
-        .expect("poll"),
+        spawn_poll(&queue_url, 500, 4, &env),
     ]);
     // Let the capture create its slot before any traffic.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut generator = processor(
-        &[
-            "generate",
-            "--rate",
-            "50",
-            "--duration",
-            "60",
-            "--seed",
-            "11",
-            "--customers",
-            "100",
-            "--products",
-            "40",
-            "--orders",
-            "100",
-        ],
-        &env,
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("generator");
+    let mut generator = spawn_generator(50, 60, 11, (100, 40, 100), &env);
 
     // Kill the capture mid-run, without a chance to clean up, and start it again.
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -98,11 +61,7 @@ async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_differen
     assert!(transactions >= 2_850, "the generator fell short of 50 tx/s for 60 s: {summary}");
 
     // Everything committed must arrive: verify retries until clean or its wait runs out.
-    let verify = processor(&["verify", "--wait", "150"], &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("verify");
+    let verify = verify(150, &env);
     let mut report = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
     let queue = sqs
         .get_queue_attributes()
@@ -123,7 +82,7 @@ async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_differen
     let _ = admin.batch_execute(&format!("SELECT pg_drop_replication_slot('{name}')")).await;
     drop(admin);
     let _ = pg("postgres").await.batch_execute(&format!("DROP DATABASE {name}")).await;
-    let ch = cdc_clickhouse::Warehouse::new(&e2e_support::clickhouse_settings(&name));
+    let ch = cdc_clickhouse::Warehouse::new(&clickhouse_settings(&name));
     let facts = ch.fetch_tsv(&format!("SELECT count() FROM {name}.sales_fact_current")).await.unwrap_or_default();
     let _ = ch.execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
 

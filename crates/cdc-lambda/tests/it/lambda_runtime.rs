@@ -9,19 +9,17 @@
 //! (started here with `scripts/sqs.sh` when not running; the handler changes the visibility of
 //! failed messages there). Nothing is skipped: a missing piece fails the test.
 
-mod services;
-
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
-use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::RawSql;
 use cdc_core::decode::Decoder;
 use cdc_clickhouse::Warehouse;
-use services::{LocalSqs, Stop, env_or};
+
+use crate::support::services::{LocalSqs, Stop};
+use crate::support::{clickhouse_url, event_file, settings};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
@@ -36,7 +34,7 @@ fn invoke(port: u16, file: &str) -> serde_json::Value {
     let out = Command::new("cargo")
         .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "--output-format", "json"])
         .arg("--data-file")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(file))
+        .arg(event_file(file))
         .output()
         .expect("run cargo lambda invoke (scripts/tools.sh installs cargo-lambda)");
     assert!(out.status.success(), "cargo lambda invoke {file} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -55,7 +53,7 @@ fn failures(response: &serde_json::Value) -> BTreeSet<String> {
 
 /// Message ids of the records in `events/<file>` the real decoder rejects.
 fn poison_ids(file: &str) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(file)).unwrap();
+    let text = std::fs::read_to_string(event_file(file)).unwrap();
     let event: SqsEvent = serde_json::from_str(&text).unwrap();
     let decoder = Decoder::default();
     event
@@ -70,7 +68,7 @@ fn poison_ids(file: &str) -> BTreeSet<String> {
 async fn the_function_under_the_lambda_runtime_api_answers_batches_and_writes_rows() {
     let sqs = LocalSqs::start();
     let database = format!("lambda_rt_{}_{}", std::process::id(), rand::random_range(0..u32::MAX));
-    let clickhouse_url = env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123");
+    let clickhouse_url = clickhouse_url();
     let port = free_port();
 
     let emulator = Command::new("cargo")
@@ -120,12 +118,7 @@ async fn the_function_under_the_lambda_runtime_api_answers_batches_and_writes_ro
     let skips = invoke(port, "tombstone-heartbeat.json");
     assert!(failures(&skips).is_empty(), "tombstone-heartbeat: {skips}");
 
-    let ch = Warehouse::new(&ClickHouseSettings::new(
-        clickhouse_url,
-        env_or("CLICKHOUSE_USER", "default"),
-        env_or("CLICKHOUSE_PASSWORD", ""),
-        &database,
-    ));
+    let ch = Warehouse::new(&settings(&database));
     let mut counts = Vec::new();
     for table in ["customers", "products", "orders", "order_items", "sales_fact"] {
         let n = ch.fetch_tsv(&format!("SELECT count() FROM `{database}`.{table}")).await.unwrap_or_default();

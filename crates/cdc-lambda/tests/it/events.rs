@@ -2,8 +2,6 @@
 //! every record with a usable message id, every body decoded by the real decoder as its file
 //! name says (changes, skips, exactly the planted poison), and the FIFO batch recognised as FIFO.
 
-use std::path::Path;
-
 use aws_lambda_events::sqs::SqsEvent;
 use cdc_core::change::Decoded;
 use cdc_core::decode::{DecodeOptions, Decoder};
@@ -11,6 +9,8 @@ use cdc_core::error::{Classify, ErrorClass};
 use cdc_lambda::sqs::batch::is_fifo;
 use cdc_lambda::sqs::message::Message;
 use cdc_core::tables::TableMapping;
+
+use crate::support::event_file;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Tally {
@@ -28,7 +28,7 @@ const GENERIC_MAPPING: &str = "public.customers, public.products, public.orders,
                                public.order_notes(order_id line_no), archive.customers=archive_customers";
 
 fn load_with(name: &str, decoder: &Decoder) -> (Vec<Message>, Tally) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(name);
+    let path = event_file(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not an SqsEvent: {e}"));
     let mut tally = Tally::default();
@@ -84,7 +84,7 @@ fn fifo_sample_is_fifo_and_the_others_are_not() {
 
 #[test]
 fn every_file_in_events_is_checked() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+    let dir = event_file("");
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

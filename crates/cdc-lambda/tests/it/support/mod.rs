@@ -1,5 +1,6 @@
 //! Shared test support: a fresh ClickHouse database per test, Debezium bodies for a modelled
-//! source database, and the oracle join.
+//! source database, the oracle join, the sample events of `events/`, and the local services
+//! (`services`).
 //!
 //! Tests that need ClickHouse fail loudly when it is not reachable: the README's test command
 //! starts it (`scripts/clickhouse.sh start`) before running them.
@@ -18,17 +19,21 @@ use cdc_clickhouse::dialect::Dialect;
 use cdc_lambda::sqs::message::{Message, MessageId, MessageReport};
 use serde_json::{Value as Json, json};
 
+pub mod services;
+
+use services::env_or;
+
 pub fn clickhouse_url() -> String {
-    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_string())
+    env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123")
 }
 
 pub fn settings(database: &str) -> ClickHouseSettings {
-    ClickHouseSettings::new(
-        clickhouse_url(),
-        std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
-        std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-        database,
-    )
+    ClickHouseSettings::new(clickhouse_url(), env_or("CLICKHOUSE_USER", "default"), env_or("CLICKHOUSE_PASSWORD", ""), database)
+}
+
+/// A file of the sample events (`events/` at the repository's root).
+pub fn event_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(name)
 }
 
 /// A database name no other test (or earlier run) uses.
@@ -46,10 +51,15 @@ pub fn deadline() -> Instant {
 pub async fn fresh_pipeline(prefix: &str) -> (Pipeline, String) {
     let database = fresh_database(prefix);
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database)));
+    (migrated(pipeline).await, database)
+}
+
+/// `pipeline` with its schema created by itself.
+pub async fn migrated(pipeline: Pipeline) -> Pipeline {
     pipeline.migrate(deadline()).await.unwrap_or_else(|e| {
         panic!("ClickHouse at {} must be running (scripts/clickhouse.sh start): {e}", clickhouse_url())
     });
-    (pipeline, database)
+    pipeline
 }
 
 pub async fn drop_database(database: &str) {
@@ -199,29 +209,26 @@ impl SourceDb {
         self.events.push(debezium_body(table, op, before, after, lsn));
     }
 
+    /// A create (an update if the row exists; a read while `snapshot`) of `row` in `table`.
+    fn upsert<R>(&mut self, table: &str, rows: fn(&mut Self) -> &mut BTreeMap<i64, R>, id: i64, after: Json, row: R) {
+        let exists = rows(self).contains_key(&id);
+        let op = self.op_for(exists);
+        let before = (op == "u").then(|| json!({"id": id}));
+        self.emit(table, op, before, Some(after));
+        rows(self).insert(id, row);
+    }
+
     pub fn upsert_customer(&mut self, c: Customer) {
-        let op = self.op_for(self.customers.contains_key(&c.id));
-        let before = (op == "u").then(|| json!({"id": c.id}));
-        self.emit("customers", op, before, Some(c.json()));
-        self.customers.insert(c.id, c);
+        self.upsert("customers", |db| &mut db.customers, c.id, c.json(), c);
     }
     pub fn upsert_product(&mut self, p: Product) {
-        let op = self.op_for(self.products.contains_key(&p.id));
-        let before = (op == "u").then(|| json!({"id": p.id}));
-        self.emit("products", op, before, Some(p.json()));
-        self.products.insert(p.id, p);
+        self.upsert("products", |db| &mut db.products, p.id, p.json(), p);
     }
     pub fn upsert_order(&mut self, o: Order) {
-        let op = self.op_for(self.orders.contains_key(&o.id));
-        let before = (op == "u").then(|| json!({"id": o.id}));
-        self.emit("orders", op, before, Some(o.json()));
-        self.orders.insert(o.id, o);
+        self.upsert("orders", |db| &mut db.orders, o.id, o.json(), o);
     }
     pub fn upsert_item(&mut self, i: Item) {
-        let op = self.op_for(self.items.contains_key(&i.id));
-        let before = (op == "u").then(|| json!({"id": i.id}));
-        self.emit("order_items", op, before, Some(i.json()));
-        self.items.insert(i.id, i);
+        self.upsert("order_items", |db| &mut db.items, i.id, i.json(), i);
     }
     pub fn delete(&mut self, table: &str, id: i64) {
         let existed = match table {
@@ -342,4 +349,30 @@ pub fn assert_all_ok(reports: &[MessageReport]) {
 pub async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
     let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
     pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
+}
+
+pub const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/realworld/raw/");
+
+/// The real-world captures live beside the project (`../shared/realworld/raw/`), never in it:
+/// CI always has them; a clone without them skips these tests and says why.
+pub fn captures_present() -> bool {
+    let present = std::path::Path::new(RAW).is_dir();
+    if !present {
+        eprintln!("skipped: {RAW} is absent (the real-world captures are not part of a clone; CI has them)");
+    }
+    present
+}
+
+/// The capture files' names, sorted.
+pub fn raw_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(RAW)
+        .unwrap_or_else(|e| panic!("{RAW}: {e}"))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn raw(name: &str) -> String {
+    std::fs::read_to_string(format!("{RAW}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
 }

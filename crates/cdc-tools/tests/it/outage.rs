@@ -5,11 +5,6 @@
 //!
 //! docs/error-policy.md argues the behaviour checked here.
 
-#[allow(dead_code)]
-// The integration suite's support module (cdc-lambda), shared rather than copied.
-#[path = "../../cdc-lambda/tests/it/support.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -17,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::RawSql;
 use cdc_core::decode::DecodeOptions;
@@ -31,108 +26,14 @@ use cdc_lambda::sqs::message::{Message, MessageReport};
 use cdc_tools::poll::{PollArgs, poll, to_sqs_event};
 use cdc_lambda::sqs::queue::{Queue, ReceiveRequest, SqsQueue};
 use cdc_lambda::sqs::requeue;
-use support::{Customer, Item, Order, Product, SourceDb, current_facts, diff};
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+use crate::support::{
+    ROOT, Service, clickhouse_url, current_facts, diff, history, peek_all, queue_pair, send, test_name,
+};
 
-// ---------------------------------------------------------------------------------------------
-// moto (started by scripts/moto.sh when not running; stopped again if this test started it)
-
-struct Moto {
-    endpoint: String,
-    port: String,
-    started_here: bool,
-}
-
-/// The tests of this file run one at a time: a moto this test binary started is stopped when
-/// the test that started it ends, so no other test may be using it then.
+/// The tests of this module run one at a time: each stops, starts or starves a ClickHouse and
+/// times what the handler does meanwhile.
 static SERIAL: std::sync::LazyLock<tokio::sync::Mutex<()>> = std::sync::LazyLock::new(Default::default);
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::env::var("MOTO_PORT").unwrap_or_else(|_| "5000".into());
-        let out = Command::new(format!("{ROOT}/scripts/moto.sh"))
-            .arg("start")
-            .env("MOTO_PORT", &port)
-            .output()
-            .expect("run scripts/moto.sh");
-        assert!(out.status.success(), "scripts/moto.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
-        let started_here = String::from_utf8_lossy(&out.stdout).trim() == "started";
-        Moto { endpoint: format!("http://127.0.0.1:{port}"), port, started_here }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if self.started_here {
-            let _ = Command::new(format!("{ROOT}/scripts/moto.sh")).arg("stop").env("MOTO_PORT", &self.port).status();
-        }
-    }
-}
-
-async fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .test_credentials()
-        .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), rand::random_range(0..u32::MAX))
-}
-
-/// Source queue with a redrive policy to a fresh DLQ; returns (source url, dlq url).
-async fn queue_pair(sqs: &aws_sdk_sqs::Client, max_receive_count: u32) -> (String, String) {
-    let dlq = sqs.create_queue().queue_name(unique("outage-dlq")).send().await.expect("create dlq");
-    let dlq = dlq.queue_url().expect("dlq url").to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("dlq attributes");
-    let arn = arn.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).expect("arn").clone();
-    let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count}).to_string();
-    let source = sqs
-        .create_queue()
-        .queue_name(unique("outage-events"))
-        .attributes(QueueAttributeName::RedrivePolicy, policy)
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .send()
-        .await
-        .expect("create source queue");
-    (source.queue_url().expect("source url").to_string(), dlq)
-}
-
-async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) {
-    sqs.send_message().queue_url(url).message_body(body).send().await.expect("send");
-}
-
-/// Every message currently visible in the queue (received with visibility 30 s, not deleted).
-async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut all = Vec::new();
-    for _ in 0..50 {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        if out.messages().is_empty() {
-            break;
-        }
-        all.extend(out.messages().iter().cloned());
-    }
-    all
-}
 
 /// The bodies in the queue, left visible again afterwards.
 async fn bodies_released(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
@@ -252,45 +153,6 @@ fn real_factory(settings: ClickHouseSettings) -> std::future::Ready<Result<Pipel
     std::future::ready(Ok(Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings))))
 }
 
-fn history(first_id: i64, customers: i64) -> SourceDb {
-    let mut db = SourceDb::default();
-    for i in 0..customers {
-        let id = first_id + i;
-        db.upsert_customer(Customer {
-            id,
-            email: format!("c{id}@example.com"),
-            name: format!("Customer {id}"),
-            country: "FR".into(),
-            city: "Paris".into(),
-            created_at_us: 1_700_000_000_000_000,
-        });
-        db.upsert_product(Product {
-            id,
-            name: format!("Product {id}"),
-            category: "Toys".into(),
-            price_cents: 1_000 + id,
-            created_at_us: 1_700_000_000_000_000,
-        });
-        db.upsert_order(Order {
-            id,
-            customer_id: id,
-            order_date_us: 1_704_067_200_000_000 + id,
-            status: "paid".into(),
-            total_cents: 2_000 + 2 * id,
-        });
-        db.upsert_item(Item { id, order_id: id, product_id: id, quantity: 2, price_cents: 1_000 + id });
-        // An update, so versions matter.
-        db.upsert_order(Order {
-            id,
-            customer_id: id,
-            order_date_us: 1_704_067_200_000_000 + id,
-            status: "shipped".into(),
-            total_cents: 2_000 + 2 * id,
-        });
-    }
-    db
-}
-
 /// Runs the emulated event source mapping for `seconds`.
 async fn pump<F, C, Q>(handler: &Handler<F, C, Q>, source: &str, seconds: u64, until_empty: bool)
 where
@@ -317,10 +179,10 @@ where
 async fn an_outage_longer_than_the_redrive_policy_costs_only_latency() {
     let _serial = SERIAL.lock().await;
     const MAX_RECEIVE_COUNT: u32 = 3;
-    let moto = Moto::start();
-    let sqs = sqs_client(&moto.endpoint).await;
+    let moto = Service::moto();
+    let sqs = moto.sqs().await;
     let mut clickhouse = PrivateClickHouse::start();
-    let (source, dlq) = queue_pair(&sqs, MAX_RECEIVE_COUNT).await;
+    let (source, dlq) = queue_pair(&sqs, "outage", MAX_RECEIVE_COUNT).await;
     let backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(2) };
     let config = HandlerConfig {
         source_queue_url: Some(source.clone()),
@@ -329,7 +191,7 @@ async fn an_outage_longer_than_the_redrive_policy_costs_only_latency() {
         deadline_margin: Duration::from_secs(3),
         ..HandlerConfig::default()
     };
-    let database = support::fresh_database("outage");
+    let database = test_name("outage");
     let settings = ClickHouseSettings::new(clickhouse.url(), "default", "", &database);
     let attempts = Attempts::default();
     let handler = Handler::new(
@@ -346,7 +208,7 @@ async fn an_outage_longer_than_the_redrive_policy_costs_only_latency() {
     }
     pump(&handler, &source, 60, true).await;
     let warehouse = Warehouse::new(&settings);
-    assert_eq!(diff(&db.expected_facts(), &current_facts(&warehouse).await), (0, 0, 0), "before the outage");
+    assert_eq!(diff(&db.facts, &current_facts(&warehouse).await), (0, 0, 0), "before the outage");
 
     // The outage: ClickHouse stopped, changes (and one poison message) keep arriving.
     clickhouse.stop();
@@ -375,8 +237,8 @@ async fn an_outage_longer_than_the_redrive_policy_costs_only_latency() {
 
     // After: everything drains.
     pump(&handler, &source, 120, true).await;
-    let mut expected = db.expected_facts();
-    expected.extend(more.expected_facts());
+    let mut expected = db.facts.clone();
+    expected.extend(more.facts.clone());
     let actual = current_facts(&warehouse).await;
     assert_eq!(diff(&expected, &actual), (0, 0, 0), "ClickHouse matches the source after the outage");
     assert_eq!(actual.len(), 8);
@@ -404,10 +266,10 @@ async fn an_outage_longer_than_the_redrive_policy_costs_only_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_retry_age_moves_messages_to_the_dlq_as_expired() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
-    let sqs = sqs_client(&moto.endpoint).await;
+    let moto = Service::moto();
+    let sqs = moto.sqs().await;
     let mut clickhouse = PrivateClickHouse::start();
-    let (source, dlq) = queue_pair(&sqs, 10).await;
+    let (source, dlq) = queue_pair(&sqs, "outage", 10).await;
     let config = HandlerConfig {
         source_queue_url: Some(source.clone()),
         dead_letter_queue_url: Some(dlq.clone()),
@@ -416,7 +278,7 @@ async fn an_outage_longer_than_the_retry_age_moves_messages_to_the_dlq_as_expire
         retry_max_age: Duration::from_secs(4),
         ..HandlerConfig::default()
     };
-    let database = support::fresh_database("outage_expired");
+    let database = test_name("outage_expired");
     let settings = ClickHouseSettings::new(clickhouse.url(), "default", "", &database);
     let handler = Handler::new(real_factory, StaticCredentials(settings), SqsQueue::new(sqs.clone()), config);
 
@@ -479,14 +341,14 @@ async fn receive_event(queue: &SqsQueue, url: &str, n: usize) -> aws_lambda_even
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_that_never_answers_gets_a_batch_response_before_the_deadline() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
-    let sqs = sqs_client(&moto.endpoint).await;
+    let moto = Service::moto();
+    let sqs = moto.sqs().await;
     let (port, listener) = silent_listener().await;
     let settings = ClickHouseSettings::new(format!("http://127.0.0.1:{port}"), "default", "", "analytics");
     let db = history(1, 2);
 
     for requeue in [false, true] {
-        let (source, _dlq) = queue_pair(&sqs, 5).await;
+        let (source, _dlq) = queue_pair(&sqs, "outage", 5).await;
         for body in db.events.iter().take(3) {
             send(&sqs, &source, body).await;
         }
@@ -553,7 +415,7 @@ async fn a_clickhouse_that_never_answers_gets_a_batch_response_before_the_deadli
 #[test]
 fn invoke_against_a_silent_clickhouse_answers_before_its_timeout() {
     let _serial = SERIAL.blocking_lock();
-    let moto = Moto::start();
+    let moto = Service::moto();
     let listener = StdListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let hold = std::thread::spawn(move || {
@@ -569,7 +431,7 @@ fn invoke_against_a_silent_clickhouse_answers_before_its_timeout() {
     let out = Command::new(env!("CARGO_BIN_EXE_cdc-tools"))
         .args(["invoke", "--timeout-seconds", "10", &format!("{ROOT}/events/mixed-batch.json")])
         .env("CLICKHOUSE_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -704,7 +566,7 @@ async fn a_private_ca_is_trusted_only_when_configured() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = private_ca(dir.path());
-    let upstream = support::clickhouse_url().trim_start_matches("http://").trim_end_matches('/').to_string();
+    let upstream = clickhouse_url().trim_start_matches("http://").trim_end_matches('/').to_string();
     let (port, proxy) = tls_proxy(&cert, &key, upstream).await;
     let url = format!("https://127.0.0.1:{port}");
     let user = std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into());
@@ -720,9 +582,9 @@ async fn a_private_ca_is_trusted_only_when_configured() {
 
     // Through the handler: never retried as a network blink, never toward the DLQ: every message
     // fails as systemic, with its code.
-    let moto = Moto::start();
-    let sqs = sqs_client(&moto.endpoint).await;
-    let (source, _) = queue_pair(&sqs, 5).await;
+    let moto = Service::moto();
+    let sqs = moto.sqs().await;
+    let (source, _) = queue_pair(&sqs, "outage", 5).await;
     send(&sqs, &source, &history(1, 1).events[0]).await;
     let queue = SqsQueue::new(sqs.clone());
     let event = receive_event(&queue, &source, 1).await;
@@ -743,7 +605,7 @@ async fn a_private_ca_is_trusted_only_when_configured() {
     let warehouse = Warehouse::new(&trusted);
     let version = warehouse.server_version().await.expect("trusted through the configured CA bundle");
     assert!(!version.is_empty());
-    let database = support::fresh_database("tls");
+    let database = test_name("tls");
     let pipeline = Pipeline::new(
         DecodeOptions::default(),
         Warehouse::new(&ClickHouseSettings { database: database.clone(), ..trusted }),
@@ -756,8 +618,8 @@ async fn a_private_ca_is_trusted_only_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_to_a_remote_host_is_refused_without_opt_in() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
-    let sqs = sqs_client(&moto.endpoint).await;
+    let moto = Service::moto();
+    let sqs = moto.sqs().await;
     // A listener that records whether anything connected: nothing may, the password never leaves.
     let listener = StdListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).unwrap();
@@ -767,7 +629,7 @@ async fn plaintext_to_a_remote_host_is_refused_without_opt_in() {
     let allowed = ClickHouseSettings { allow_plaintext: true, ..remote.clone() };
     assert_eq!(allowed.validate(), Ok(()), "explicit opt-in");
 
-    let (source, dlq) = queue_pair(&sqs, 5).await;
+    let (source, dlq) = queue_pair(&sqs, "outage", 5).await;
     send(&sqs, &source, &history(1, 1).events[0]).await;
     let queue = SqsQueue::new(sqs.clone());
     let event = receive_event(&queue, &source, 1).await;

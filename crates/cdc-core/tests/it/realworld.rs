@@ -7,28 +7,14 @@
 //! captures them, so that their rows and versions are checked too (`captured`).
 //!
 //! The ClickHouse half (every change landing with the file's values, on both engines) is
-//! `tests/it/realworld.rs`.
+//! cdc-lambda's `tests/it/realworld.rs`.
 
-use cdc_core::change::{ChangeEvent, Decoded, Op, Skipped, Value};
+use cdc_core::change::{Decoded, Op, Skipped, Value};
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_core::error::{Classify, ErrorClass};
 use cdc_core::tables::{SourceTable, TableMapping};
 
-const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/realworld/raw/");
-
-/// The real-world captures live beside the project (`../shared/realworld/raw/`), never in it:
-/// CI always has them; a clone without them skips these tests and says why.
-fn captures_present() -> bool {
-    let present = std::path::Path::new(RAW).is_dir();
-    if !present {
-        eprintln!("skipped: {RAW} is absent (the real-world captures are not part of a clone; CI has them)");
-    }
-    present
-}
-
-fn raw(name: &str) -> String {
-    std::fs::read_to_string(format!("{RAW}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use crate::support::{captures_present, change_of as change, raw, raw_names};
 
 #[derive(Debug)]
 enum Expect {
@@ -136,11 +122,7 @@ fn every_real_file_is_decoded_as_its_kind_says() {
     if !captures_present() {
         return;
     }
-    let mut names: Vec<String> = std::fs::read_dir(RAW)
-        .unwrap_or_else(|e| panic!("{RAW}: {e}"))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = raw_names();
     let listed: Vec<&str> = CASES.iter().map(|(n, _, _)| *n).collect();
     assert_eq!(names, listed, "every raw file has exactly one case");
     let decoder = Decoder::default();
@@ -158,13 +140,6 @@ fn every_real_file_is_decoded_as_its_kind_says() {
             }
             _ => check(&decoder, name, &body, expect, why),
         }
-    }
-}
-
-fn change(decoder: &Decoder, body: &str) -> ChangeEvent {
-    match decoder.decode(body) {
-        Ok(Decoded::Change(c)) => *c,
-        other => panic!("expected a change, got {other:?}"),
     }
 }
 

@@ -5,8 +5,6 @@
 //! 1704067200000000 µs = 2024-01-01T00:00:00Z; Date 19723 = 2024-01-01; LSN `0/16B3748` =
 //! 23803720; `00000001/6EB3F1A0` = 2^32 + 0x6EB3F1A0 = 6125056416.
 
-use std::path::Path;
-
 use cdc_core::change::{ChangeEvent, Decimal, Decoded, InputFormat, Op, Row, Skipped, Snapshot, Special, Value};
 use cdc_core::decode::encoding::{self, ValueError};
 use cdc_core::decode::{DecodeError, DecodeOptions, Decoder, ERROR_CODES};
@@ -14,12 +12,9 @@ use cdc_core::error::{Classify, ErrorClass};
 use cdc_core::tables::SourceTable;
 use proptest::prelude::*;
 
-const JAN_1_2024_US: i64 = 1_704_067_200_000_000;
+use crate::support::{fixture, fixtures_dir};
 
-fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+const JAN_1_2024_US: i64 = 1_704_067_200_000_000;
 
 fn decode(name: &str) -> Decoded {
     Decoder::default().decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e} ({})", e.code()))
@@ -234,9 +229,8 @@ fn schema_blocks_are_cached_per_distinct_block() {
 #[test]
 fn cached_schema_path_decodes_exactly_like_the_first_sight() {
     // The first decode parses the block; later ones match it byte for byte and skip it.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut checked = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
+    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
         let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         if !body.starts_with(r#"{"schema":{"#) {
             continue;
@@ -609,24 +603,4 @@ fn tables_are_identified_by_schema_and_exact_name() {
     assert!(decoder.take_new_unmapped_tables().is_empty());
     let strict = Decoder::new(DecodeOptions { reject_unknown_tables: true, ..DecodeOptions::default() });
     assert_eq!(strict.decode(&body("archive", "orders")).unwrap_err().code(), "table.unknown");
-}
-
-/// What the capture emits for bytea and arrays (Debezium `bytes` and `array` schemas) decodes
-/// into bytes and typed arrays, elements NULL included.
-#[test]
-fn captured_bytes_and_arrays_decode() {
-    use cdc_tools::capture::debezium::Converter;
-    use cdc_tools::capture::wal2json::Record;
-    let data = r#"{"action":"I","xid":900,"timestamp":"2026-11-22 02:14:32.020628+00","lsn":"0/2000000","schema":"public","table":"products","columns":[{"name":"id","type":"bigint","value":1,"optional":false},{"name":"tags","type":"text[]","value":"{\"a b\",\"c\\\"d\",NULL}","optional":true},{"name":"counts","type":"integer[]","value":"{1,NULL,-3}","optional":true},{"name":"prices","type":"numeric(12,4)[]","value":"{1.5000,-0.0001}","optional":true},{"name":"refs","type":"uuid[]","value":"{}","optional":true},{"name":"blob","type":"bytea","value":"00ff0a","optional":true}],"pk":[{"name":"id","type":"bigint"}]}"#;
-    let record: Record<'_> = serde_json::from_str(data).unwrap();
-    let events = Converter::new("cdc", "sales").convert(&record, 0).unwrap();
-    let change = match Decoder::default().decode(&events[0].body) {
-        Ok(Decoded::Change(c)) => *c,
-        other => panic!("expected a change, got {other:?}"),
-    };
-    assert_eq!(col(&change.after, "blob"), &Value::Bytes(vec![0x00, 0xff, 0x0a]));
-    assert_eq!(col(&change.after, "tags"), &Value::Array(vec![text("a b"), text("c\"d"), Value::Null]));
-    assert_eq!(col(&change.after, "counts"), &Value::Array(vec![Value::Int(1), Value::Null, Value::Int(-3)]));
-    assert_eq!(col(&change.after, "prices"), &Value::Array(vec![dec(15000, 4), dec(-1, 4)]));
-    assert_eq!(col(&change.after, "refs"), &Value::Array(vec![]));
 }

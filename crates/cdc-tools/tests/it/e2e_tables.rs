@@ -19,14 +19,16 @@
 //! nothing is skipped. The workload is SQL written here, deterministic; its values are never
 //! printed, only verify's counts and keys.
 
-mod e2e_support;
-
 use std::process::Stdio;
 use cdc_clickhouse::RawSql;
 use std::time::Duration;
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;
-use e2e_support::{LocalSqs, Stop, log_path, log_tails, pg, pg_url, processor, wait_for_generator};
+
+use crate::support::{
+    Service, Stop, clickhouse_settings, log_path, log_tails, pg, pg_url, processor, spawn_generator, spawn_poll,
+    test_name, verify, wait_for_generator,
+};
 
 /// Drops what the test created (replication slot, source database, ClickHouse database) however
 /// the test ends; declared before the children so it runs after they are stopped.
@@ -49,7 +51,7 @@ impl Drop for Cleanup {
                         .await;
                     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 }
-                let ch = cdc_clickhouse::Warehouse::new(&e2e_support::clickhouse_settings(&name));
+                let ch = cdc_clickhouse::Warehouse::new(&clickhouse_settings(&name));
                 let _ = ch.execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
             });
         })
@@ -320,10 +322,9 @@ fn verify_counts(report: &str, table: &str) -> Option<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_captured_table_reaches_its_mirror_with_no_difference() {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
-    let name = format!("e2et_{}_{stamp}", std::process::id());
-    let local_sqs = LocalSqs::start();
-    let mut env = local_sqs.env(&name);
+    let name = test_name("e2et");
+    let local_sqs = Service::local_sqs();
+    let mut env = local_sqs.processor_env(&name);
     env.push(("CAPTURED_TABLES", CAPTURED_TABLES.to_string()));
 
     // Source database, schemas, and the rows the snapshot will carry.
@@ -345,48 +346,11 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
         ["capture", "--queue-url", &queue_url, "--slot", &name, "--poll-ms", "50", "--tables", CAPTURE_TABLES];
     let running = Stop(vec![
         processor(&capture_args, &env).spawn().expect("capture"),
-        processor(
-            &[
-                "poll",
-                "--queue-url",
-                &queue_url,
-                "--batch-size",
-                "200",
-                "--batching-window-ms",
-                "200",
-                "--max-concurrency",
-                "2",
-                "--wait-time-seconds",
-                "1",
-            ],
-            &env,
-        )
-        .spawn()
-        .expect("poll"),
+        spawn_poll(&queue_url, 200, 2, &env),
     ]);
     // Let the capture create its slot and publish its snapshot before any streamed change.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut generator = processor(
-        &[
-            "generate",
-            "--rate",
-            "20",
-            "--duration",
-            "20",
-            "--seed",
-            "23",
-            "--customers",
-            "60",
-            "--products",
-            "30",
-            "--orders",
-            "60",
-        ],
-        &env,
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("generator");
+    let mut generator = spawn_generator(20, 20, 23, (60, 30, 60), &env);
 
     run_sql(&source, &phase_one(), Duration::from_millis(300)).await;
     // Give the capture time to stream the old-column rows before the table changes shape.
@@ -398,11 +362,7 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
     let generated_ok = generated.success() && generator_ok(&summary);
 
     // Everything committed must arrive: verify retries until clean or its wait runs out.
-    let verify = processor(&["verify", "--wait", "120"], &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("verify");
+    let verify = verify(120, &env);
     let verify_out = String::from_utf8_lossy(&verify.stdout).to_string();
     let mut report = verify_out.clone() + &String::from_utf8_lossy(&verify.stderr);
     let dead = queues.dead_letters().await;
