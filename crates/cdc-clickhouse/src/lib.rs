@@ -474,7 +474,8 @@ impl Warehouse {
             rowbinary::encode_fact_row(&mut body, dialect, fact);
         }
         let body = Bytes::from(body);
-        self.retry.run(deadline, || self.sql_insert(schema::FACT_TABLE, schema::FACT_COLUMNS, body.clone())).await
+        let columns = schema::fact_column_names();
+        self.retry.run(deadline, || self.sql_insert(schema::FACT_TABLE, &columns, body.clone())).await
     }
 }
 

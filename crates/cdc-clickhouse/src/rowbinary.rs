@@ -4,7 +4,7 @@
 //! RowBinary costs the server ~2.5x less CPU than JSONEachRow (docs/platform-facts.md §3); the column types
 //! depend on the server's [`Dialect`], so the encoding is ours rather than serde's.
 
-use cdc_core::fact::FactRow;
+use cdc_core::fact::{FACT_COLUMNS, FactRow, FactValue};
 use cdc_core::mirror::{Cell, MirrorRow};
 use crate::dialect::Dialect;
 
@@ -101,27 +101,22 @@ fn encode_default(out: &mut Vec<u8>, dialect: Dialect, kind: cdc_core::tables::C
     }
 }
 
-/// Encodes one `sales_fact` row in the column order of [`crate::schema::FACT_COLUMNS`].
+/// Encodes one `sales_fact` row, column by column of [`cdc_core::fact::FACT_COLUMNS`].
 pub fn encode_fact_row(out: &mut Vec<u8>, dialect: Dialect, row: &FactRow) {
-    put_i64(out, row.order_item_id);
-    put_i64(out, row.order_id);
-    put_i64(out, row.customer_id);
-    put_i64(out, row.product_id);
-    put_i32(out, row.quantity);
-    put_i128(out, row.unit_price);
-    put_i128(out, row.revenue);
-    put_string(out, &row.order_status);
-    put_timestamp(out, dialect, row.order_date_us);
-    put_string(out, &row.customer_name);
-    put_string(out, &row.customer_country);
-    put_string(out, &row.customer_city);
-    put_string(out, &row.product_name);
-    put_string(out, &row.product_category);
-    match dialect {
-        Dialect::Modern => out.extend_from_slice(&row.version.to_le_u256()),
-        Dialect::Legacy => put_u64(out, row.version.legacy_sum()),
+    for column in FACT_COLUMNS {
+        match (column.value)(row) {
+            FactValue::Int64(v) => put_i64(out, v),
+            FactValue::Int32(v) => put_i32(out, v),
+            FactValue::Decimal(v) => put_i128(out, v),
+            FactValue::Text(v) => put_string(out, v),
+            FactValue::Timestamp(micros) => put_timestamp(out, dialect, micros),
+            FactValue::Version(version) => match dialect {
+                Dialect::Modern => out.extend_from_slice(&version.to_le_u256()),
+                Dialect::Legacy => put_u64(out, version.legacy_sum()),
+            },
+            FactValue::Flag(v) => put_u8(out, u8::from(v)),
+        }
     }
-    put_u8(out, u8::from(row.is_deleted));
 }
 
 #[cfg(test)]
@@ -188,7 +183,7 @@ mod tests {
     #[test]
     fn fact_rows_encode_exactly_the_columns_the_ddl_declares() {
         use cdc_core::fact::{FactRow, FactVersion};
-        use crate::schema::{FACT_COLUMNS, fact_column_defs};
+        use crate::schema::{fact_column_defs, fact_column_names};
         let row = FactRow {
             order_item_id: 1,
             order_id: 2,
@@ -213,8 +208,9 @@ mod tests {
             let mut rest = bytes.as_slice();
             let mut values = Vec::new();
             let defs = fact_column_defs(dialect);
-            assert_eq!(defs.len(), FACT_COLUMNS.len());
-            for (def, name) in defs.iter().zip(FACT_COLUMNS) {
+            let names = fact_column_names();
+            assert_eq!(defs.len(), names.len());
+            for (def, name) in defs.iter().zip(&names) {
                 let (column, ty) = def.split_once(' ').unwrap();
                 assert_eq!(column, *name);
                 let (value, remaining) = read_value(ty, rest);

@@ -4,6 +4,7 @@
 //! Enters: the [`Dialect`], the database and cluster names. Leaves: statement text, every one
 //! idempotent (`IF NOT EXISTS`), so `migrate` and every cold start can run them again.
 
+use cdc_core::fact::{FACT_COLUMNS, FactKind};
 use cdc_core::generic::ColumnType;
 use cdc_core::tables::{ColumnKind, SourceTable, TableSpec};
 
@@ -52,25 +53,10 @@ impl FkIndex {
     }
 }
 
-/// `sales_fact` columns in insert order (see `rowbinary::encode_fact_row`).
-pub const FACT_COLUMNS: &[&str] = &[
-    "order_item_id",
-    "order_id",
-    "customer_id",
-    "product_id",
-    "quantity",
-    "unit_price",
-    "revenue",
-    "order_status",
-    "order_date",
-    "customer_name",
-    "customer_country",
-    "customer_city",
-    "product_name",
-    "product_category",
-    "_version",
-    "_is_deleted",
-];
+/// `sales_fact`'s column names in insert order ([`cdc_core::fact::FACT_COLUMNS`]).
+pub fn fact_column_names() -> Vec<&'static str> {
+    FACT_COLUMNS.iter().map(|c| c.name).collect()
+}
 
 /// Columns of a mirror table in insert order: the source columns, then version and flag.
 pub fn mirror_columns(spec: &TableSpec) -> Vec<&'static str> {
@@ -104,26 +90,22 @@ pub fn mirror_column_defs(dialect: Dialect, table: SourceTable) -> Vec<String> {
 
 /// `name Type` of every `sales_fact` column, in insert order ([`FACT_COLUMNS`]).
 pub fn fact_column_defs(dialect: Dialect) -> Vec<String> {
-    let lc = dialect.low_cardinality_string();
-    let types = [
-        "Int64",
-        "Int64",
-        "Int64",
-        "Int64",
-        "Int32",
-        DECIMAL_TYPE,
-        DECIMAL_TYPE,
-        lc,
-        dialect.timestamp_type(),
-        "String",
-        lc,
-        lc,
-        "String",
-        lc,
-        dialect.fact_version_type(),
-        "UInt8",
-    ];
-    FACT_COLUMNS.iter().zip(types).map(|(name, ty)| format!("{name} {ty}")).collect()
+    FACT_COLUMNS
+        .iter()
+        .map(|column| {
+            let ty = match column.kind {
+                FactKind::Int64 => "Int64",
+                FactKind::Int32 => "Int32",
+                FactKind::Decimal => DECIMAL_TYPE,
+                FactKind::Text => "String",
+                FactKind::Label => dialect.low_cardinality_string(),
+                FactKind::Timestamp => dialect.timestamp_type(),
+                FactKind::Version => dialect.fact_version_type(),
+                FactKind::Flag => "UInt8",
+            };
+            format!("{} {ty}", column.name)
+        })
+        .collect()
 }
 
 impl Dialect {

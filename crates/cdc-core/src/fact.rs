@@ -66,7 +66,64 @@ pub struct ProductState {
     pub is_deleted: u8,
 }
 
-/// One `sales_fact` row.
+/// What a `sales_fact` column holds, for the warehouse to type and encode it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactKind {
+    Int64,
+    Int32,
+    /// Unscaled at scale 6.
+    Decimal,
+    Text,
+    /// Text with few distinct values (statuses, countries, categories).
+    Label,
+    /// Microseconds since the epoch.
+    Timestamp,
+    Version,
+    Flag,
+}
+
+/// One value of a fact row, as its [`FactKind`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactValue<'a> {
+    Int64(i64),
+    Int32(i32),
+    Decimal(i128),
+    Text(&'a str),
+    Timestamp(i64),
+    Version(FactVersion),
+    Flag(bool),
+}
+
+/// A `sales_fact` column: its name, its kind, and how to read it from a [`FactRow`].
+#[derive(Clone, Copy)]
+pub struct FactColumn {
+    pub name: &'static str,
+    pub kind: FactKind,
+    pub value: fn(&FactRow) -> FactValue<'_>,
+}
+
+/// The columns of `sales_fact` in insert order: the one list from which the table's DDL, the
+/// INSERT's column names and the row encoder are all made, so they cannot disagree.
+pub const FACT_COLUMNS: &[FactColumn] = &[
+    FactColumn { name: "order_item_id", kind: FactKind::Int64, value: |f| FactValue::Int64(f.order_item_id) },
+    FactColumn { name: "order_id", kind: FactKind::Int64, value: |f| FactValue::Int64(f.order_id) },
+    FactColumn { name: "customer_id", kind: FactKind::Int64, value: |f| FactValue::Int64(f.customer_id) },
+    FactColumn { name: "product_id", kind: FactKind::Int64, value: |f| FactValue::Int64(f.product_id) },
+    FactColumn { name: "quantity", kind: FactKind::Int32, value: |f| FactValue::Int32(f.quantity) },
+    FactColumn { name: "unit_price", kind: FactKind::Decimal, value: |f| FactValue::Decimal(f.unit_price) },
+    FactColumn { name: "revenue", kind: FactKind::Decimal, value: |f| FactValue::Decimal(f.revenue) },
+    FactColumn { name: "order_status", kind: FactKind::Label, value: |f| FactValue::Text(&f.order_status) },
+    FactColumn { name: "order_date", kind: FactKind::Timestamp, value: |f| FactValue::Timestamp(f.order_date_us) },
+    FactColumn { name: "customer_name", kind: FactKind::Text, value: |f| FactValue::Text(&f.customer_name) },
+    FactColumn { name: "customer_country", kind: FactKind::Label, value: |f| FactValue::Text(&f.customer_country) },
+    FactColumn { name: "customer_city", kind: FactKind::Label, value: |f| FactValue::Text(&f.customer_city) },
+    FactColumn { name: "product_name", kind: FactKind::Text, value: |f| FactValue::Text(&f.product_name) },
+    FactColumn { name: "product_category", kind: FactKind::Label, value: |f| FactValue::Text(&f.product_category) },
+    FactColumn { name: "_version", kind: FactKind::Version, value: |f| FactValue::Version(f.version) },
+    FactColumn { name: "_is_deleted", kind: FactKind::Flag, value: |f| FactValue::Flag(f.is_deleted) },
+];
+
+/// One `sales_fact` row (its columns: [`FACT_COLUMNS`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FactRow {
     pub order_item_id: i64,

@@ -171,7 +171,7 @@ async fn main() {
     for tables in &prepared {
         insert_mirror_rows(raw.warehouse(), tables).await;
         raw.warehouse()
-            .insert_rowbinary(schema::FACT_TABLE, schema::FACT_COLUMNS, fact_bytes.clone())
+            .insert_rowbinary(schema::FACT_TABLE, &schema::fact_column_names(), fact_bytes.clone())
             .await
             .expect("raw facts");
     }

@@ -233,7 +233,7 @@ async fn ceiling(dir: &Path, database: &str, facts: usize) {
             // A prefix of the pre-encoded rows: every fact row of the template has the same size.
             let bytes = fact_bytes.slice(..fact_bytes.len() / per_batch * n);
             raw.warehouse()
-                .insert_rowbinary(schema::FACT_TABLE, schema::FACT_COLUMNS, bytes)
+                .insert_rowbinary(schema::FACT_TABLE, &schema::fact_column_names(), bytes)
                 .await
                 .expect("raw facts");
             statements += 1;

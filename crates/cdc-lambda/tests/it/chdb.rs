@@ -174,7 +174,7 @@ fn modern_sql_runs_on_a_current_clickhouse_engine() {
     std::fs::write(&facts, bytes).unwrap();
     statements.push(json!({"sql": format!(
         "INSERT INTO {db}.{} ({}) SELECT * FROM file('{}', 'RowBinary', '{}')",
-        schema::FACT_TABLE, schema::FACT_COLUMNS.join(", "), facts.display(),
+        schema::FACT_TABLE, schema::fact_column_names().join(", "), facts.display(),
         schema::fact_column_defs(d).join(", ").replace('\'', "\\'")), "expect": null}));
     statements.push(check(
         format!("SELECT order_item_id, quantity, unit_price, revenue, order_date, customer_country, product_category FROM {db}.sales_fact FINAL WHERE _is_deleted = 0"),

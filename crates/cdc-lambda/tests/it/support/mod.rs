@@ -288,7 +288,7 @@ impl SourceDb {
 
 /// A current `sales_fact` row, compared at second resolution for `order_date` (the old server's
 /// `DateTime` holds seconds).
-#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
     pub order_item_id: i64,
     pub order_id: i64,
@@ -314,13 +314,65 @@ pub async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
         Dialect::Legacy => "toInt64(toUInt32(order_date))",
     };
     let sql = format!(
-        "SELECT order_item_id, order_id, customer_id, product_id, quantity, unit_price, revenue, \
+        "SELECT order_item_id, order_id, customer_id, product_id, quantity, toString(unit_price), toString(revenue), \
          toString(order_status), {seconds}, customer_name, toString(customer_country), toString(customer_city), \
          product_name, toString(product_category) FROM {}.sales_fact FINAL WHERE _is_deleted = 0 ORDER BY order_item_id",
         warehouse.database()
     );
-    let rows: Vec<Fact> = warehouse.fetch(&sql).await.expect("read sales_fact");
-    rows.into_iter().map(|f| (f.order_item_id, f)).collect()
+    let text = warehouse.fetch_tsv(&sql).await.expect("read sales_fact");
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 14, "sales_fact row");
+            let int = |i: usize| f[i].parse::<i64>().expect("integer");
+            let fact = Fact {
+                order_item_id: int(0),
+                order_id: int(1),
+                customer_id: int(2),
+                product_id: int(3),
+                quantity: f[4].parse().expect("quantity"),
+                unit_price: unscaled(f[5]),
+                revenue: unscaled(f[6]),
+                order_status: unescape(f[7]),
+                order_date_s: int(8),
+                customer_name: unescape(f[9]),
+                customer_country: unescape(f[10]),
+                customer_city: unescape(f[11]),
+                product_name: unescape(f[12]),
+                product_category: unescape(f[13]),
+            };
+            (fact.order_item_id, fact)
+        })
+        .collect()
+}
+
+/// A decimal's text (`-12.5`, `7.000000`) as its unscaled integer at scale 6.
+fn unscaled(text: &str) -> i128 {
+    let (negative, digits) = text.strip_prefix('-').map_or((false, text), |rest| (true, rest));
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    assert!(fraction.len() <= 6, "decimal {text} has more than 6 places");
+    let value: i128 = format!("{whole}{fraction:0<6}").parse().expect("decimal");
+    if negative { -value } else { value }
+}
+
+/// A TabSeparated field's text (backslash escapes undone).
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        out.push(match (c, c == '\\') {
+            (_, false) => c,
+            (_, true) => match chars.next() {
+                Some('t') => '\t',
+                Some('n') => '\n',
+                Some('r') => '\r',
+                Some('0') => '\0',
+                Some(other) => other,
+                None => '\\',
+            },
+        });
+    }
+    out
 }
 
 /// Differences between the current facts and the oracle: (missing, extra, wrong).
