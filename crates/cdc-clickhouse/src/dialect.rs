@@ -62,6 +62,32 @@ impl Dialect {
     }
 }
 
+/// How names and values are written into this server's SQL text.
+/// A string literal for SQL text.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Backquotes an identifier (database names come from configuration).
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+/// A comma-separated list of integer literals for `IN (...)`; never empty (`IN ()` is invalid).
+pub fn id_list(ids: &[i64]) -> String {
+    if ids.is_empty() {
+        return "NULL".to_string();
+    }
+    let mut out = String::with_capacity(ids.len() * 8);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

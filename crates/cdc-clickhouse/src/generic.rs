@@ -14,8 +14,8 @@ use cdc_core::generic::{Column, ColumnType};
 use crate::generic_values::{parse_column_type, read_value};
 use cdc_core::tables::{GenericTable, SourceTable};
 
-use crate::dialect::Dialect;
-use crate::queries::{self, quote_literal};
+use crate::dialect::{Dialect, quote_literal};
+use crate::queries;
 use crate::schema;
 use super::{SchemaEvolution, SinkError, Warehouse};
 use cdc_core::identifier::MAX_COLUMNS;

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::queries::{self, quote_ident};
+use crate::dialect::quote_ident;
+use crate::queries;
 use crate::{SinkError, Warehouse};
 
 /// One row as read for a comparison: each requested column's text in its normal form, `None`

@@ -9,7 +9,7 @@
 use cdc_core::rederive::Scope;
 use cdc_core::tables::{ColumnKind, SourceTable};
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, id_list, quote_ident, quote_literal};
 use crate::schema::{
     FACT_TABLE, FkIndex, ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER, TRUNCATIONS_TABLE, VERSION_SCALES_TABLE,
 };
@@ -61,31 +61,6 @@ pub fn generic_latest_query(
         keys = keys.join(", "),
         by = key_list.join(", "),
     )
-}
-
-/// A string literal for SQL text.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// Backquotes an identifier (database names come from configuration).
-pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
-}
-
-/// A comma-separated list of integer literals for `IN (...)`; never empty (`IN ()` is invalid).
-pub fn id_list(ids: &[i64]) -> String {
-    if ids.is_empty() {
-        return "NULL".to_string();
-    }
-    let mut out = String::with_capacity(ids.len() * 8);
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&id.to_string());
-    }
-    out
 }
 
 /// The newest version and deletion flag of each listed key of a mirror table, with the column

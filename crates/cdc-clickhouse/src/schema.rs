@@ -8,9 +8,8 @@ use cdc_core::fact::{FACT_COLUMNS, FactKind};
 use cdc_core::generic::ColumnType;
 use cdc_core::tables::{ColumnKind, SourceTable, TableSpec};
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, quote_ident, quote_literal};
 use crate::generic_values::column_type_sql;
-use crate::queries::{quote_ident, quote_literal};
 
 pub const DECIMAL_TYPE: &str = "Decimal(38, 6)";
 pub const TRUNCATIONS_TABLE: &str = "_truncations";
