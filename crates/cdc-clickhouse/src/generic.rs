@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use cdc_core::change::{Row, Value, Version};
 use cdc_core::generic::{Column, ColumnType};
-use crate::generic_values::{parse_column_type, read_value};
+use crate::generic_values::{parse_column_type, read_value, stored_type};
 use cdc_core::tables::{GenericTable, SourceTable};
 
 use crate::dialect::{Dialect, quote_literal};
@@ -38,8 +38,13 @@ impl Warehouse {
         needed: &[(String, ColumnType)],
         deadline: Instant,
     ) -> Result<Vec<Column>, SinkError> {
-        let columns =
-            self.retry.run(deadline, || self.ensure_columns(&table.name, &[], Some((table, key_types)), needed)).await?;
+        let dialect = self.retry.run(deadline, || self.dialect()).await?;
+        let key_types: Vec<ColumnType> = key_types.iter().map(|ty| stored_type(*ty, dialect)).collect();
+        let needed = stored_types(needed, dialect);
+        let columns = self
+            .retry
+            .run(deadline, || self.ensure_columns(&table.name, &[], Some((table, &key_types)), &needed))
+            .await?;
         check_key(table, &columns)?;
         Ok(columns)
     }
@@ -54,7 +59,9 @@ impl Warehouse {
         deadline: Instant,
     ) -> Result<Vec<Column>, SinkError> {
         let declared: Vec<&str> = table.spec().columns.iter().map(|c| c.name).collect();
-        self.retry.run(deadline, || self.ensure_columns(table.name(), &declared, None, needed)).await
+        let dialect = self.retry.run(deadline, || self.dialect()).await?;
+        let needed = stored_types(needed, dialect);
+        self.retry.run(deadline, || self.ensure_columns(table.name(), &declared, None, &needed)).await
     }
 
     /// The columns of `name` beyond `declared`, with every column of `needed` added; `create`
@@ -234,6 +241,11 @@ impl Warehouse {
         }
         Ok(rows)
     }
+}
+
+/// The columns `needed` as this server stores them.
+fn stored_types(needed: &[(String, ColumnType)], dialect: Dialect) -> Vec<(String, ColumnType)> {
+    needed.iter().map(|(name, ty)| (name.clone(), stored_type(*ty, dialect))).collect()
 }
 
 /// The table must be keyed as the mapping says: its key columns present and not `Nullable`.

@@ -7,13 +7,18 @@ use cdc_core::generic::{Column, ColumnType, DECIMAL_PRECISION, GenericRow, Value
 use crate::dialect::Dialect;
 use crate::rowbinary;
 
-/// The type a column gets from its first non-NULL value on a server of `dialect`: 18.16 has no
-/// `DateTime64`, so a timestamp column is Int64 µs there.
+/// The type a column gets from its first non-NULL value on a server of `dialect`.
 pub fn column_type_of(value: &Value, dialect: Dialect) -> Option<ColumnType> {
-    ColumnType::of(value).map(|ty| match (ty, dialect) {
+    ColumnType::of(value).map(|ty| stored_type(ty, dialect))
+}
+
+/// The type a column of type `ty` is stored as on a server of `dialect`: 18.16 has no
+/// `DateTime64`, so a timestamp column is Int64 µs there.
+pub fn stored_type(ty: ColumnType, dialect: Dialect) -> ColumnType {
+    match (ty, dialect) {
         (ColumnType::Timestamp, Dialect::Legacy) => ColumnType::Int64,
         (ty, _) => ty,
-    })
+    }
 }
 
 /// The type's name in DDL.

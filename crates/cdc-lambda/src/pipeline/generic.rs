@@ -11,8 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cdc_clickhouse::dialect::Dialect;
-use cdc_clickhouse::generic_values::column_type_of;
 use cdc_clickhouse::{BASE_MISSING, Failures, SinkError};
 use cdc_core::completion;
 use cdc_core::error::{Classify, ErrorClass};
@@ -43,7 +41,6 @@ impl Pipeline {
     /// classifies it) stops the invocation.
     pub(super) async fn write_generic(
         &self,
-        dialect: Dialect,
         pending: Vec<PendingGeneric>,
         deadline: Instant,
     ) -> Result<Vec<(usize, GenericOutcome)>, SystemicError> {
@@ -72,7 +69,7 @@ impl Pipeline {
             }
         }
         let writes =
-            tables.into_values().map(|(table, messages)| self.write_generic_table(dialect, table, messages, deadline));
+            tables.into_values().map(|(table, messages)| self.write_generic_table(table, messages, deadline));
         let truncations: Vec<(usize, &str, _)> =
             truncations.iter().map(|(message, table, version)| (*message, table.name.as_str(), *version)).collect();
         let truncate = async {
@@ -94,12 +91,11 @@ impl Pipeline {
     /// One generic table: complete, extend, write. Returns the failed messages.
     async fn write_generic_table(
         &self,
-        dialect: Dialect,
         table: Arc<GenericTable>,
         mut messages: Vec<(usize, Vec<GenericRow>)>,
         deadline: Instant,
     ) -> Result<Failures, SystemicError> {
-        let (key_types, needed) = column_types(&messages, dialect);
+        let (key_types, needed) = column_types(&messages);
         let w = self.warehouse();
         let mut failures = Failures::new();
         let columns = match w.generic_table(&table, &key_types, &needed, deadline).await {
@@ -110,7 +106,7 @@ impl Pipeline {
                 let mut accepted = Vec::with_capacity(messages.len());
                 for (message, rows) in messages {
                     let own = [(message, rows)];
-                    let (_, needed) = column_types(&own, dialect);
+                    let (_, needed) = column_types(&own);
                     match w.generic_table(&table, &key_types, &needed, deadline).await {
                         Ok(_) => accepted.extend(own),
                         Err(e) if e.class() == ErrorClass::Poison => {
@@ -120,7 +116,7 @@ impl Pipeline {
                     }
                 }
                 messages = accepted;
-                let (_, needed) = column_types(&messages, dialect);
+                let (_, needed) = column_types(&messages);
                 match w.generic_table(&table, &key_types, &needed, deadline).await {
                     Ok(columns) => columns,
                     Err(e) => {
@@ -168,19 +164,16 @@ impl Pipeline {
 
 /// The key columns' types (from the first row) and, for every other column that carries a
 /// value, the type its first value asks for.
-fn column_types(
-    messages: &[(usize, Vec<GenericRow>)],
-    dialect: Dialect,
-) -> (Vec<ColumnType>, Vec<(String, ColumnType)>) {
+fn column_types(messages: &[(usize, Vec<GenericRow>)]) -> (Vec<ColumnType>, Vec<(String, ColumnType)>) {
     let rows = || messages.iter().flat_map(|(_, rows)| rows.iter());
     let key_types = rows()
         .next()
-        .map(|row| row.key.iter().map(|v| column_type_of(v, dialect).unwrap_or(ColumnType::String)).collect())
+        .map(|row| row.key.iter().map(|v| ColumnType::of(v).unwrap_or(ColumnType::String)).collect())
         .unwrap_or_default();
     let mut needed: Vec<(String, ColumnType)> = Vec::new();
     for row in rows() {
         for (name, value) in row.columns.iter() {
-            if let Some(ty) = column_type_of(value, dialect)
+            if let Some(ty) = ColumnType::of(value)
                 && !needed.iter().any(|(n, _)| n == name)
             {
                 needed.push((name.to_owned(), ty));

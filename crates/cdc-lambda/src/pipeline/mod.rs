@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 
 
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
-use cdc_clickhouse::dialect::Dialect;
 use cdc_clickhouse::schema::{self, FkIndex};
-use cdc_clickhouse::generic_values::column_type_of;
 use cdc_clickhouse::{Failures, SinkError, Warehouse};
 use cdc_core::change::{Decoded, InputFormat, Value, VersionScale};
 use cdc_core::completion;
@@ -140,11 +138,9 @@ type NeededColumns = Vec<(String, ColumnType)>;
 
 /// The code of a change on another version scale than its mirror's.
 const SCALE_MISMATCH: &str = "version.scale_mismatch";
+
 /// Per sales table: the extra columns its rows carry, and the type each first value asks for.
-fn extra_types(
-    pending: &[PendingChange],
-    dialect: Dialect,
-) -> BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> {
+fn extra_types(pending: &[PendingChange]) -> BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> {
     let mut carried: BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> = BTreeMap::new();
     for p in pending {
         let MirrorChange::Rows(rows) = &p.change else { continue };
@@ -152,7 +148,7 @@ fn extra_types(
             let (names, needed) = carried.entry(row.table).or_default();
             for (name, value) in row.extras.iter() {
                 names.insert(name.to_owned());
-                if let Some(ty) = column_type_of(value, dialect)
+                if let Some(ty) = ColumnType::of(value)
                     && !needed.iter().any(|(n, _)| n == name)
                 {
                     needed.push((name.to_owned(), ty));
@@ -236,19 +232,16 @@ impl Pipeline {
         }
 
         // Schema and dialect: a transient failure here fails every pending message for retry.
-        let dialect = match self.warehouse.prepare(deadline).await {
-            Ok(dialect) => dialect,
-            Err(e) => {
-                let all: Vec<usize> = pending
-                    .iter()
-                    .map(|p| p.message)
-                    .chain(generic.iter().map(|g| g.message))
-                    .chain(tasks.iter().map(|(m, _)| *m))
-                    .collect();
-                fail_messages(&mut reports, &all, e)?;
-                return Ok(reports);
-            }
-        };
+        if let Err(e) = self.warehouse.prepare(deadline).await {
+            let all: Vec<usize> = pending
+                .iter()
+                .map(|p| p.message)
+                .chain(generic.iter().map(|g| g.message))
+                .chain(tasks.iter().map(|(m, _)| *m))
+                .collect();
+            fail_messages(&mut reports, &all, e)?;
+            return Ok(reports);
+        }
         // One scale per mirror: a change on another scale than its mirror's is poison.
         match self.pin_scales(&scaled, deadline).await {
             Ok(mismatched) if !mismatched.is_empty() => {
@@ -275,7 +268,7 @@ impl Pipeline {
         // Generic mirrors feed no fact: they are written concurrently with the sales path and
         // fail only their own messages (docs/generic-mirrors.md).
         let (generic, sales) = tokio::join!(
-            self.write_generic(dialect, generic, deadline),
+            self.write_generic(generic, deadline),
             self.run_sales(pending, tasks, &mut reports, &mut timings, deadline)
         );
         sales?;
@@ -548,8 +541,7 @@ impl Pipeline {
         pending: &[PendingChange],
         deadline: Instant,
     ) -> Result<(BTreeMap<SourceTable, Vec<cdc_core::generic::Column>>, Failures), SystemicError> {
-        let dialect = self.warehouse.dialect().await.map_err(SystemicError::from)?;
-        let carried = extra_types(pending, dialect);
+        let carried = extra_types(pending);
         let mut columns = BTreeMap::new();
         let mut failed = HashMap::new();
         for (table, (names, needed)) in carried {
@@ -562,7 +554,7 @@ impl Pipeline {
                 // (found one at a time), the table's others proceed with the columns there are.
                 Err(e) if e.class() == ErrorClass::Poison => {
                     for p in pending.iter().filter(|p| p.table() == Some(table)) {
-                        let own = extra_types(std::slice::from_ref(p), dialect);
+                        let own = extra_types(std::slice::from_ref(p));
                         let needed = own.get(&table).map(|(_, needed)| needed.as_slice()).unwrap_or_default();
                         match w.sales_extras(table, needed, deadline).await {
                             Ok(_) => {}
