@@ -54,9 +54,10 @@ pub enum ConvertError {
     BadValue { column: String, type_name: String, reason: &'static str },
 }
 
-/// How one PostgreSQL column is encoded in the Debezium event.
+/// How one PostgreSQL column is encoded in the Debezium event (its wire type, as the decoder
+/// reads it, is `cdc_core::decode::encoding::FieldType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
+pub enum PgEncoding {
     Int16,
     Int32,
     Int64,
@@ -109,37 +110,37 @@ pub enum ArrayElement {
 
 impl ArrayElement {
     /// The scalar field type each element is encoded as.
-    fn scalar(self) -> FieldType {
+    fn scalar(self) -> PgEncoding {
         match self {
-            ArrayElement::Int16 => FieldType::Int16,
-            ArrayElement::Int32 => FieldType::Int32,
-            ArrayElement::Int64 => FieldType::Int64,
-            ArrayElement::Bool => FieldType::Bool,
-            ArrayElement::Float32 => FieldType::Float32,
-            ArrayElement::Float64 => FieldType::Float64,
-            ArrayElement::Decimal { precision, scale } => FieldType::Decimal { precision, scale },
-            ArrayElement::VariableDecimal => FieldType::VariableDecimal,
-            ArrayElement::Date => FieldType::Date,
-            ArrayElement::Uuid => FieldType::Uuid,
-            ArrayElement::Text => FieldType::Text,
+            ArrayElement::Int16 => PgEncoding::Int16,
+            ArrayElement::Int32 => PgEncoding::Int32,
+            ArrayElement::Int64 => PgEncoding::Int64,
+            ArrayElement::Bool => PgEncoding::Bool,
+            ArrayElement::Float32 => PgEncoding::Float32,
+            ArrayElement::Float64 => PgEncoding::Float64,
+            ArrayElement::Decimal { precision, scale } => PgEncoding::Decimal { precision, scale },
+            ArrayElement::VariableDecimal => PgEncoding::VariableDecimal,
+            ArrayElement::Date => PgEncoding::Date,
+            ArrayElement::Uuid => PgEncoding::Uuid,
+            ArrayElement::Text => PgEncoding::Text,
         }
     }
 
-    fn from_scalar(ft: FieldType, type_name: &str) -> Option<ArrayElement> {
+    fn from_scalar(ft: PgEncoding, type_name: &str) -> Option<ArrayElement> {
         Some(match ft {
-            FieldType::Int16 => ArrayElement::Int16,
-            FieldType::Int32 => ArrayElement::Int32,
-            FieldType::Int64 => ArrayElement::Int64,
-            FieldType::Bool => ArrayElement::Bool,
-            FieldType::Float32 => ArrayElement::Float32,
-            FieldType::Float64 => ArrayElement::Float64,
-            FieldType::Decimal { precision, scale } => ArrayElement::Decimal { precision, scale },
-            FieldType::VariableDecimal => ArrayElement::VariableDecimal,
-            FieldType::Date => ArrayElement::Date,
-            FieldType::Uuid => ArrayElement::Uuid,
+            PgEncoding::Int16 => ArrayElement::Int16,
+            PgEncoding::Int32 => ArrayElement::Int32,
+            PgEncoding::Int64 => ArrayElement::Int64,
+            PgEncoding::Bool => ArrayElement::Bool,
+            PgEncoding::Float32 => ArrayElement::Float32,
+            PgEncoding::Float64 => ArrayElement::Float64,
+            PgEncoding::Decimal { precision, scale } => ArrayElement::Decimal { precision, scale },
+            PgEncoding::VariableDecimal => ArrayElement::VariableDecimal,
+            PgEncoding::Date => ArrayElement::Date,
+            PgEncoding::Uuid => ArrayElement::Uuid,
             // Only the character types; every other type that falls to Text (xml, money,
             // intervals, ...) has no array mapping in the connector.
-            FieldType::Text if is_character_type(type_name) => ArrayElement::Text,
+            PgEncoding::Text if is_character_type(type_name) => ArrayElement::Text,
             _ => return None,
         })
     }
@@ -151,86 +152,86 @@ fn is_character_type(type_name: &str) -> bool {
     matches!(base, "text" | "character varying" | "varchar" | "character" | "char" | "bpchar" | "name")
 }
 
-impl FieldType {
+impl PgEncoding {
     /// From wal2json's `type` (PostgreSQL's `format_type` with typmod).
-    pub fn from_pg(type_name: &str) -> FieldType {
+    pub fn from_pg(type_name: &str) -> PgEncoding {
         let t = type_name.trim();
         // `format_type` prints every array as `element[]`, whatever its dimensions.
         if let Some(element) = t.strip_suffix("[]") {
             let element = element.trim();
-            return ArrayElement::from_scalar(FieldType::from_pg(element), element)
-                .map_or(FieldType::Text, FieldType::Array);
+            return ArrayElement::from_scalar(PgEncoding::from_pg(element), element)
+                .map_or(PgEncoding::Text, PgEncoding::Array);
         }
         match t {
-            "smallint" | "int2" => FieldType::Int16,
-            "integer" | "int" | "int4" => FieldType::Int32,
-            "bigint" | "int8" => FieldType::Int64,
-            "boolean" | "bool" => FieldType::Bool,
-            "real" | "float4" => FieldType::Float32,
-            "double precision" | "float8" => FieldType::Float64,
-            "numeric" | "decimal" => FieldType::VariableDecimal,
-            "date" => FieldType::Date,
-            "uuid" => FieldType::Uuid,
-            "json" | "jsonb" => FieldType::Json,
-            "bytea" => FieldType::Bytes,
-            _ if t.starts_with("timestamp") && t.ends_with("with time zone") => FieldType::ZonedTimestamp,
-            _ if t.starts_with("timestamp") => FieldType::MicroTimestamp,
-            _ if t.starts_with("time") && !t.ends_with("with time zone") => FieldType::MicroTime,
-            _ if t.starts_with("interval") => FieldType::MicroDuration,
+            "smallint" | "int2" => PgEncoding::Int16,
+            "integer" | "int" | "int4" => PgEncoding::Int32,
+            "bigint" | "int8" => PgEncoding::Int64,
+            "boolean" | "bool" => PgEncoding::Bool,
+            "real" | "float4" => PgEncoding::Float32,
+            "double precision" | "float8" => PgEncoding::Float64,
+            "numeric" | "decimal" => PgEncoding::VariableDecimal,
+            "date" => PgEncoding::Date,
+            "uuid" => PgEncoding::Uuid,
+            "json" | "jsonb" => PgEncoding::Json,
+            "bytea" => PgEncoding::Bytes,
+            _ if t.starts_with("timestamp") && t.ends_with("with time zone") => PgEncoding::ZonedTimestamp,
+            _ if t.starts_with("timestamp") => PgEncoding::MicroTimestamp,
+            _ if t.starts_with("time") && !t.ends_with("with time zone") => PgEncoding::MicroTime,
+            _ if t.starts_with("interval") => PgEncoding::MicroDuration,
             _ if t.starts_with("numeric(") || t.starts_with("decimal(") => {
                 let inner = t.split_once('(').and_then(|(_, r)| r.strip_suffix(')'));
                 let mut parts = inner.unwrap_or("").split(',').map(|p| p.trim().parse::<u32>());
                 match (parts.next(), parts.next()) {
-                    (Some(Ok(precision)), Some(Ok(scale))) => FieldType::Decimal { precision, scale },
-                    (Some(Ok(precision)), None) => FieldType::Decimal { precision, scale: 0 },
-                    _ => FieldType::VariableDecimal,
+                    (Some(Ok(precision)), Some(Ok(scale))) => PgEncoding::Decimal { precision, scale },
+                    (Some(Ok(precision)), None) => PgEncoding::Decimal { precision, scale: 0 },
+                    _ => PgEncoding::VariableDecimal,
                 }
             }
-            _ => FieldType::Text,
+            _ => PgEncoding::Text,
         }
     }
 
-    /// The decoder's wire type of this field ([`cdc_core::decode::encoding::FieldType`]): this
+    /// The decoder's wire type of this field ([`cdc_core::decode::encoding::PgEncoding`]): this
     /// type refines it with what the schema block also carries (integer and float widths, a
     /// decimal's precision), and takes its logical type name from it, so that the names the
     /// capture writes are the names the decoder reads.
     pub fn wire(self) -> WireType {
         match self {
-            FieldType::Int16 | FieldType::Int32 | FieldType::Int64 => WireType::Int,
-            FieldType::Bool => WireType::Bool,
-            FieldType::Float32 | FieldType::Float64 => WireType::Float,
+            PgEncoding::Int16 | PgEncoding::Int32 | PgEncoding::Int64 => WireType::Int,
+            PgEncoding::Bool => WireType::Bool,
+            PgEncoding::Float32 | PgEncoding::Float64 => WireType::Float,
             // A scale beyond i32 cannot come from a typmod (PostgreSQL's is 16 bits).
-            FieldType::Decimal { scale, .. } => WireType::Decimal { scale: i32::try_from(scale).unwrap_or(i32::MAX) },
-            FieldType::VariableDecimal => WireType::VariableScaleDecimal,
-            FieldType::ZonedTimestamp => WireType::ZonedTimestamp,
-            FieldType::MicroTimestamp => WireType::TimestampMicros,
-            FieldType::MicroTime => WireType::TimeMicros,
-            FieldType::MicroDuration => WireType::MicroDuration,
-            FieldType::Date => WireType::Date,
-            FieldType::Uuid => WireType::Uuid,
-            FieldType::Json => WireType::Json,
-            FieldType::Bytes => WireType::Bytes,
-            FieldType::Array(element) => WireType::Array(Box::new(element.scalar().wire())),
-            FieldType::Text => WireType::Text,
+            PgEncoding::Decimal { scale, .. } => WireType::Decimal { scale: i32::try_from(scale).unwrap_or(i32::MAX) },
+            PgEncoding::VariableDecimal => WireType::VariableScaleDecimal,
+            PgEncoding::ZonedTimestamp => WireType::ZonedTimestamp,
+            PgEncoding::MicroTimestamp => WireType::TimestampMicros,
+            PgEncoding::MicroTime => WireType::TimeMicros,
+            PgEncoding::MicroDuration => WireType::MicroDuration,
+            PgEncoding::Date => WireType::Date,
+            PgEncoding::Uuid => WireType::Uuid,
+            PgEncoding::Json => WireType::Json,
+            PgEncoding::Bytes => WireType::Bytes,
+            PgEncoding::Array(element) => WireType::Array(Box::new(element.scalar().wire())),
+            PgEncoding::Text => WireType::Text,
         }
     }
 
     /// The field's entry in the schema block, without `optional` and `field`.
     fn schema_parts(self) -> (&'static str, Option<&'static str>, Option<String>) {
         let connect_type = match self {
-            FieldType::Int16 => "int16",
-            FieldType::Int32 | FieldType::Date => "int32",
-            FieldType::Int64 | FieldType::MicroTimestamp | FieldType::MicroTime | FieldType::MicroDuration => "int64",
-            FieldType::Bool => "boolean",
-            FieldType::Float32 => "float",
-            FieldType::Float64 => "double",
-            FieldType::Decimal { .. } | FieldType::Bytes => "bytes",
-            FieldType::VariableDecimal => "struct",
-            FieldType::ZonedTimestamp | FieldType::Uuid | FieldType::Json | FieldType::Text => "string",
-            FieldType::Array(_) => "array",
+            PgEncoding::Int16 => "int16",
+            PgEncoding::Int32 | PgEncoding::Date => "int32",
+            PgEncoding::Int64 | PgEncoding::MicroTimestamp | PgEncoding::MicroTime | PgEncoding::MicroDuration => "int64",
+            PgEncoding::Bool => "boolean",
+            PgEncoding::Float32 => "float",
+            PgEncoding::Float64 => "double",
+            PgEncoding::Decimal { .. } | PgEncoding::Bytes => "bytes",
+            PgEncoding::VariableDecimal => "struct",
+            PgEncoding::ZonedTimestamp | PgEncoding::Uuid | PgEncoding::Json | PgEncoding::Text => "string",
+            PgEncoding::Array(_) => "array",
         };
         let parameters = match self {
-            FieldType::Decimal { precision, scale } => {
+            PgEncoding::Decimal { precision, scale } => {
                 Some(format!(r#"{{"scale":"{scale}","connect.decimal.precision":"{precision}"}}"#))
             }
             _ => None,
@@ -244,14 +245,14 @@ pub struct ColumnDef {
     pub name: String,
     /// PostgreSQL's type name with typmod, as wal2json and `format_type` print it.
     pub type_name: String,
-    pub field_type: FieldType,
+    pub field_type: PgEncoding,
     pub optional: bool,
 }
 
 impl ColumnDef {
     pub fn new(name: impl Into<String>, type_name: impl Into<String>, optional: bool) -> Self {
         let type_name = type_name.into();
-        Self { name: name.into(), field_type: FieldType::from_pg(&type_name), type_name, optional }
+        Self { name: name.into(), field_type: PgEncoding::from_pg(&type_name), type_name, optional }
     }
 }
 
@@ -611,22 +612,22 @@ fn encode_text(col: &ColumnDef, text: &str) -> Result<serde_json::Value, Convert
 
 /// Encodes `text` as `field_type` (the column's own type, or its array's element type); `col`
 /// only names the column in errors.
-fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde_json::Value, ConvertError> {
+fn encode_as(col: &ColumnDef, field_type: PgEncoding, text: &str) -> Result<serde_json::Value, ConvertError> {
     use serde_json::Value as J;
     Ok(match field_type {
-        FieldType::Int16 | FieldType::Int32 | FieldType::Int64 => {
+        PgEncoding::Int16 | PgEncoding::Int32 | PgEncoding::Int64 => {
             J::from(text.parse::<i64>().map_err(|_| bad(col, "not an integer"))?)
         }
-        FieldType::Bool => match text {
+        PgEncoding::Bool => match text {
             "true" | "t" => J::Bool(true),
             "false" | "f" => J::Bool(false),
             _ => return Err(bad(col, "not a boolean")),
         },
-        FieldType::Float32 | FieldType::Float64 => match text.parse::<f64>() {
+        PgEncoding::Float32 | PgEncoding::Float64 => match text.parse::<f64>() {
             Ok(f) if f.is_finite() => J::from(f),
             _ => J::String(text.to_string()),
         },
-        FieldType::Decimal { scale, .. } => {
+        PgEncoding::Decimal { scale, .. } => {
             if text == "NaN" {
                 J::String("NaN".into())
             } else {
@@ -635,7 +636,7 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
                 J::String(decimal_to_base64(d.unscaled))
             }
         }
-        FieldType::VariableDecimal => {
+        PgEncoding::VariableDecimal => {
             if text == "NaN" {
                 J::String("NaN".into())
             } else {
@@ -643,28 +644,28 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
                 serde_json::json!({ "scale": d.scale, "value": decimal_to_base64(d.unscaled) })
             }
         }
-        FieldType::ZonedTimestamp => match text {
+        PgEncoding::ZonedTimestamp => match text {
             "infinity" | "-infinity" => J::String(text.to_string()),
             _ => J::String(zoned_iso(parse_timestamptz_us(text).ok_or_else(|| bad(col, "not a timestamptz"))?)),
         },
-        FieldType::MicroTimestamp => match text {
+        PgEncoding::MicroTimestamp => match text {
             // The connector's sentinels, which the decoder reads back as ±infinity.
             "infinity" => J::from(POSITIVE_INFINITY_SENTINEL),
             "-infinity" => J::from(NEGATIVE_INFINITY_SENTINEL),
             _ => J::from(parse_timestamp_us(text).ok_or_else(|| bad(col, "not a timestamp"))?),
         },
-        FieldType::MicroTime => J::from(parse_time_us(text).ok_or_else(|| bad(col, "not a time"))?),
-        FieldType::MicroDuration => J::from(parse_interval_us(text).ok_or_else(|| bad(col, "not an interval"))?),
-        FieldType::Date => {
+        PgEncoding::MicroTime => J::from(parse_time_us(text).ok_or_else(|| bad(col, "not a time"))?),
+        PgEncoding::MicroDuration => J::from(parse_interval_us(text).ok_or_else(|| bad(col, "not an interval"))?),
+        PgEncoding::Date => {
             let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad(col, "not a date"))?;
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
             J::from((date - epoch).num_days())
         }
-        FieldType::Bytes => {
+        PgEncoding::Bytes => {
             let bytes = parse_bytea_hex(text).ok_or_else(|| bad(col, "not bytea hex text (bytea_output=hex)"))?;
             J::String(base64::engine::general_purpose::STANDARD.encode(bytes))
         }
-        FieldType::Array(element) => {
+        PgEncoding::Array(element) => {
             let items = parse_pg_array(text).map_err(|reason| bad(col, reason))?;
             let mut values = Vec::with_capacity(items.len());
             for item in items {
@@ -675,7 +676,7 @@ fn encode_as(col: &ColumnDef, field_type: FieldType, text: &str) -> Result<serde
             }
             J::Array(values)
         }
-        FieldType::Uuid | FieldType::Json | FieldType::Text => J::String(text.to_string()),
+        PgEncoding::Uuid | PgEncoding::Json | PgEncoding::Text => J::String(text.to_string()),
     })
 }
 
@@ -891,14 +892,14 @@ fn field_schema(col: &ColumnDef) -> String {
 
 /// One type's schema object as the JSON converter writes it (key order: type, items or fields,
 /// optional, name, version, doc, parameters), without `field`.
-fn type_schema(field_type: FieldType, optional: bool) -> String {
+fn type_schema(field_type: PgEncoding, optional: bool) -> String {
     let (ty, name, parameters) = field_type.schema_parts();
     let mut out = String::with_capacity(160);
     out.push_str(&format!(r#"{{"type":"{ty}","#));
-    if field_type == FieldType::VariableDecimal {
+    if field_type == PgEncoding::VariableDecimal {
         out.push_str(r#""fields":[{"type":"int32","optional":false,"field":"scale"},{"type":"bytes","optional":false,"field":"value"}],"#);
     }
-    if let FieldType::Array(element) = field_type {
+    if let PgEncoding::Array(element) = field_type {
         // The connector builds every array's element schema optional (elements may be NULL).
         out.push_str(&format!(r#""items":{},"#, type_schema(element.scalar(), true)));
     }
@@ -906,7 +907,7 @@ fn type_schema(field_type: FieldType, optional: bool) -> String {
     if let Some(name) = name {
         out.push_str(&format!(r#","name":"{name}","version":1"#));
     }
-    if field_type == FieldType::VariableDecimal {
+    if field_type == PgEncoding::VariableDecimal {
         out.push_str(r#","doc":"Variable scaled decimal""#);
     }
     if let Some(parameters) = parameters {
@@ -999,10 +1000,10 @@ mod tests {
 
     #[test]
     fn times_and_intervals_become_debezium_microseconds() {
-        assert_eq!(FieldType::from_pg("time without time zone"), FieldType::MicroTime);
-        assert_eq!(FieldType::from_pg("time(3) without time zone"), FieldType::MicroTime);
-        assert_eq!(FieldType::from_pg("time with time zone"), FieldType::Text);
-        assert_eq!(FieldType::from_pg("interval"), FieldType::MicroDuration);
+        assert_eq!(PgEncoding::from_pg("time without time zone"), PgEncoding::MicroTime);
+        assert_eq!(PgEncoding::from_pg("time(3) without time zone"), PgEncoding::MicroTime);
+        assert_eq!(PgEncoding::from_pg("time with time zone"), PgEncoding::Text);
+        assert_eq!(PgEncoding::from_pg("interval"), PgEncoding::MicroDuration);
         assert_eq!(parse_time_us("04:05:06.789"), Some(((4 * 60 + 5) * 60 + 6) * 1_000_000 + 789_000));
         assert_eq!(parse_time_us("24:00:00"), Some(86_400_000_000));
         for bad in ["4:5", "04:05:06.1234567", "25:00:00", "aa:00:00", "04:05:-6"] {
@@ -1172,45 +1173,45 @@ mod tests {
 
     #[test]
     fn field_types_from_postgres_names() {
-        assert_eq!(FieldType::from_pg("numeric(12,2)"), FieldType::Decimal { precision: 12, scale: 2 });
-        assert_eq!(FieldType::from_pg("numeric"), FieldType::VariableDecimal);
-        assert_eq!(FieldType::from_pg("timestamp with time zone"), FieldType::ZonedTimestamp);
-        assert_eq!(FieldType::from_pg("timestamp(3) with time zone"), FieldType::ZonedTimestamp);
-        assert_eq!(FieldType::from_pg("timestamp without time zone"), FieldType::MicroTimestamp);
-        assert_eq!(FieldType::from_pg("character varying(20)"), FieldType::Text);
-        assert_eq!(FieldType::from_pg("integer"), FieldType::Int32);
+        assert_eq!(PgEncoding::from_pg("numeric(12,2)"), PgEncoding::Decimal { precision: 12, scale: 2 });
+        assert_eq!(PgEncoding::from_pg("numeric"), PgEncoding::VariableDecimal);
+        assert_eq!(PgEncoding::from_pg("timestamp with time zone"), PgEncoding::ZonedTimestamp);
+        assert_eq!(PgEncoding::from_pg("timestamp(3) with time zone"), PgEncoding::ZonedTimestamp);
+        assert_eq!(PgEncoding::from_pg("timestamp without time zone"), PgEncoding::MicroTimestamp);
+        assert_eq!(PgEncoding::from_pg("character varying(20)"), PgEncoding::Text);
+        assert_eq!(PgEncoding::from_pg("integer"), PgEncoding::Int32);
     }
 
     #[test]
     fn schema_names_are_the_connectors_and_the_decoders() {
         let named = [
-            (FieldType::Decimal { precision: 12, scale: 2 }, "bytes", "org.apache.kafka.connect.data.Decimal"),
-            (FieldType::VariableDecimal, "struct", "io.debezium.data.VariableScaleDecimal"),
-            (FieldType::ZonedTimestamp, "string", "io.debezium.time.ZonedTimestamp"),
-            (FieldType::MicroTimestamp, "int64", "io.debezium.time.MicroTimestamp"),
-            (FieldType::Date, "int32", "io.debezium.time.Date"),
-            (FieldType::MicroTime, "int64", "io.debezium.time.MicroTime"),
-            (FieldType::MicroDuration, "int64", "io.debezium.time.MicroDuration"),
-            (FieldType::Uuid, "string", "io.debezium.data.Uuid"),
-            (FieldType::Json, "string", "io.debezium.data.Json"),
+            (PgEncoding::Decimal { precision: 12, scale: 2 }, "bytes", "org.apache.kafka.connect.data.Decimal"),
+            (PgEncoding::VariableDecimal, "struct", "io.debezium.data.VariableScaleDecimal"),
+            (PgEncoding::ZonedTimestamp, "string", "io.debezium.time.ZonedTimestamp"),
+            (PgEncoding::MicroTimestamp, "int64", "io.debezium.time.MicroTimestamp"),
+            (PgEncoding::Date, "int32", "io.debezium.time.Date"),
+            (PgEncoding::MicroTime, "int64", "io.debezium.time.MicroTime"),
+            (PgEncoding::MicroDuration, "int64", "io.debezium.time.MicroDuration"),
+            (PgEncoding::Uuid, "string", "io.debezium.data.Uuid"),
+            (PgEncoding::Json, "string", "io.debezium.data.Json"),
         ];
         for (ty, connect, name) in named {
             let (t, n, _) = ty.schema_parts();
             assert_eq!((t, n), (connect, Some(name)), "{ty:?}");
-            if !matches!(ty, FieldType::Decimal { .. }) {
+            if !matches!(ty, PgEncoding::Decimal { .. }) {
                 assert_eq!(WireType::from_logical_name(name), Some(ty.wire()), "{ty:?}");
             }
         }
         let plain = [
-            (FieldType::Int16, "int16"),
-            (FieldType::Int32, "int32"),
-            (FieldType::Int64, "int64"),
-            (FieldType::Bool, "boolean"),
-            (FieldType::Float32, "float"),
-            (FieldType::Float64, "double"),
-            (FieldType::Bytes, "bytes"),
-            (FieldType::Text, "string"),
-            (FieldType::Array(ArrayElement::Int32), "array"),
+            (PgEncoding::Int16, "int16"),
+            (PgEncoding::Int32, "int32"),
+            (PgEncoding::Int64, "int64"),
+            (PgEncoding::Bool, "boolean"),
+            (PgEncoding::Float32, "float"),
+            (PgEncoding::Float64, "double"),
+            (PgEncoding::Bytes, "bytes"),
+            (PgEncoding::Text, "string"),
+            (PgEncoding::Array(ArrayElement::Int32), "array"),
         ];
         for (ty, connect) in plain {
             assert_eq!(ty.schema_parts(), (connect, None, None), "{ty:?}");
@@ -1257,7 +1258,7 @@ mod tests {
         assert_eq!(parse_bytea_hex("\\001"), None);
         assert_eq!(parse_bytea_hex("00\\377"), None);
         let col = ColumnDef::new("blob", "bytea", true);
-        assert_eq!(col.field_type, FieldType::Bytes);
+        assert_eq!(col.field_type, PgEncoding::Bytes);
         assert_eq!(encode_text(&col, "\\x0a0bff").unwrap(), J::String("Cgv/".into()));
         assert_eq!(encode_text(&col, "0a0bff").unwrap(), J::String("Cgv/".into()));
         assert!(encode_text(&col, "abc").is_err());
@@ -1324,18 +1325,18 @@ mod tests {
 
     #[test]
     fn field_types_of_arrays_and_bytea() {
-        assert_eq!(FieldType::from_pg("bytea"), FieldType::Bytes);
-        assert_eq!(FieldType::from_pg("smallint[]"), FieldType::Array(ArrayElement::Int16));
-        assert_eq!(FieldType::from_pg("bigint[]"), FieldType::Array(ArrayElement::Int64));
-        assert_eq!(FieldType::from_pg("character varying(20)[]"), FieldType::Array(ArrayElement::Text));
-        assert_eq!(FieldType::from_pg("numeric[]"), FieldType::Array(ArrayElement::VariableDecimal));
+        assert_eq!(PgEncoding::from_pg("bytea"), PgEncoding::Bytes);
+        assert_eq!(PgEncoding::from_pg("smallint[]"), PgEncoding::Array(ArrayElement::Int16));
+        assert_eq!(PgEncoding::from_pg("bigint[]"), PgEncoding::Array(ArrayElement::Int64));
+        assert_eq!(PgEncoding::from_pg("character varying(20)[]"), PgEncoding::Array(ArrayElement::Text));
+        assert_eq!(PgEncoding::from_pg("numeric[]"), PgEncoding::Array(ArrayElement::VariableDecimal));
         assert_eq!(
-            FieldType::from_pg("numeric(12,4)[]"),
-            FieldType::Array(ArrayElement::Decimal { precision: 12, scale: 4 })
+            PgEncoding::from_pg("numeric(12,4)[]"),
+            PgEncoding::Array(ArrayElement::Decimal { precision: 12, scale: 4 })
         );
-        assert_eq!(FieldType::from_pg("uuid[]"), FieldType::Array(ArrayElement::Uuid));
-        assert_eq!(FieldType::from_pg("xml[]"), FieldType::Text);
-        assert_eq!(FieldType::from_pg("jsonb[]"), FieldType::Text);
+        assert_eq!(PgEncoding::from_pg("uuid[]"), PgEncoding::Array(ArrayElement::Uuid));
+        assert_eq!(PgEncoding::from_pg("xml[]"), PgEncoding::Text);
+        assert_eq!(PgEncoding::from_pg("jsonb[]"), PgEncoding::Text);
     }
 
     #[test]
