@@ -102,6 +102,10 @@ pub struct WarehouseOptions {
     /// Create the schema `ON CLUSTER` this cluster, with replicated engines.
     pub cluster: Option<String>,
     pub schema_evolution: SchemaEvolution,
+    /// The longest the server may spend on one statement (`max_execution_time`); `None`: the
+    /// retry policy's attempt timeout. A statement the client gave up on (its attempt timed out,
+    /// the invocation ended) would otherwise keep running on the server, holding its resources.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Warehouse {
@@ -119,6 +123,9 @@ impl Warehouse {
             // row layout here is fixed by our own queries instead.
             .with_validation(false)
             .with_compression(clickhouse::Compression::None);
+        let retry = RetryPolicy::default();
+        let statement_timeout = options.statement_timeout.unwrap_or(retry.attempt_timeout);
+        let client = client.with_setting("max_execution_time", statement_timeout.as_secs().max(1).to_string());
         let client = match &options.insert_quorum {
             Some(quorum) => client.with_setting("insert_quorum", quorum.clone()),
             None => client,
@@ -132,7 +139,7 @@ impl Warehouse {
             schema_ready: OnceCell::new(),
             generic_columns: std::sync::Mutex::default(),
             statements: AtomicU64::new(0),
-            retry: RetryPolicy::default(),
+            retry,
         }
     }
 

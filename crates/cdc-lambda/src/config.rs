@@ -188,7 +188,12 @@ impl Config {
                 value: Some(echo(&v)),
             })?),
         };
-        let warehouse = WarehouseOptions { insert_quorum, cluster: vars.text("CLICKHOUSE_CLUSTER"), schema_evolution };
+        let warehouse = WarehouseOptions {
+            insert_quorum,
+            cluster: vars.text("CLICKHOUSE_CLUSTER"),
+            schema_evolution,
+            ..WarehouseOptions::default()
+        };
 
         let tables = TableMapping::parse(&vars.text("CAPTURED_TABLES").unwrap_or_default())
             .map_err(|e| ConfigError::CapturedTables { detail: e.to_string() })?;
@@ -470,7 +475,8 @@ mod tests {
             WarehouseOptions {
                 insert_quorum: Some("auto".into()),
                 cluster: Some("main".into()),
-                schema_evolution: SchemaEvolution::Off
+                schema_evolution: SchemaEvolution::Off,
+                statement_timeout: None,
             }
         );
         assert!(c.decode.reject_unknown_tables && c.decode.platform_feeds_sales);

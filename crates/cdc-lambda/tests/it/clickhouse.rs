@@ -445,3 +445,22 @@ async fn tables_an_earlier_release_created_get_the_lookup_block_sizes_on_current
     }
     drop_database(&database).await;
 }
+
+/// A statement the client has given up on must not keep running on the server: every statement
+/// carries `max_execution_time` (the retry policy's attempt timeout unless configured), so the
+/// server stops it and says so with a transient error the retry policy can act on.
+#[tokio::test]
+async fn the_server_stops_a_statement_that_runs_past_its_bound() {
+    use cdc_clickhouse::WarehouseOptions;
+    use cdc_core::error::Classify;
+    use std::time::Duration;
+    let options = WarehouseOptions { statement_timeout: Some(Duration::from_secs(1)), ..WarehouseOptions::default() };
+    let warehouse = Warehouse::with_options(&settings("default"), &options);
+    let started = Instant::now();
+    // Several seconds of work on either engine without the bound.
+    let result = warehouse.fetch_tsv("SELECT count() FROM numbers(20000000000) WHERE sipHash64(number) = 0").await;
+    let error = result.expect_err("the server stops the statement at its bound");
+    assert_eq!(error.server_code(), Some(159), "TIMEOUT_EXCEEDED, got {error}");
+    assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped after {:?}", started.elapsed());
+}
