@@ -96,9 +96,9 @@ impl ClickHouseSettings {
 /// The parts of a ClickHouse URL the policy needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedUrl {
-    pub https: bool,
+    pub(crate) https: bool,
     /// Without brackets for IPv6, lower case.
-    pub host: String,
+    host: String,
 }
 
 pub fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
@@ -127,12 +127,12 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
 }
 
 /// `localhost`, 127.0.0.0/8 and ::1: traffic that never leaves the machine.
-pub fn is_loopback(host: &str) -> bool {
+fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The DER certificates of a PEM bundle (non-certificate sections and garbage are skipped).
-pub fn parse_pem_certificates(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+pub(crate) fn parse_pem_certificates(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect()
 }

@@ -15,7 +15,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// Picks the dialect from `SELECT version()` (e.g. `18.16.1`, `25.3.2.39`).
-    pub fn for_version(version: &str) -> Option<Dialect> {
+    pub(crate) fn for_version(version: &str) -> Option<Dialect> {
         let mut parts = version.split('.').map(|p| p.parse::<u32>());
         let major = parts.next()?.ok()?;
         let minor = parts.next().and_then(Result::ok).unwrap_or(0);
@@ -38,7 +38,7 @@ impl Dialect {
 
     /// `sales_fact._version`: the packed (item, order, dimensions) tuple where `UInt256` exists
     /// (docs/sales-fact.md), the components' sum on older servers.
-    pub fn fact_version_type(self) -> &'static str {
+    pub(crate) fn fact_version_type(self) -> &'static str {
         match self {
             Dialect::Modern => "UInt256",
             Dialect::Legacy => "UInt64",
@@ -54,7 +54,7 @@ impl Dialect {
     }
 
     /// An expression turning a timestamp column into microseconds since the epoch (Int64).
-    pub fn micros_of(self, column: &str) -> String {
+    pub(crate) fn micros_of(self, column: &str) -> String {
         match self {
             Dialect::Modern => format!("toUnixTimestamp64Micro({column})"),
             Dialect::Legacy => format!("toInt64(toUInt32({column})) * 1000000"),
@@ -64,17 +64,17 @@ impl Dialect {
 
 /// How names and values are written into this server's SQL text.
 /// A string literal for SQL text.
-pub fn quote_literal(value: &str) -> String {
+pub(crate) fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Backquotes an identifier (database names come from configuration).
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
 }
 
 /// A comma-separated list of integer literals for `IN (...)`; never empty (`IN ()` is invalid).
-pub fn id_list(ids: &[i64]) -> String {
+pub(crate) fn id_list(ids: &[i64]) -> String {
     if ids.is_empty() {
         return "NULL".to_string();
     }

@@ -63,7 +63,7 @@ const TRANSIENT: &[u32] = &[3, 159, 160, 202, 203, 209, 210, 236, 242, 252, 285,
 impl SinkError {
     /// Converts the client's error. The server's message is cut to its first line and to 300
     /// characters: a parse error quotes the offending data, which must never reach a log.
-    pub fn from_client(error: clickhouse::error::Error) -> Self {
+    pub(crate) fn from_client(error: clickhouse::error::Error) -> Self {
         use clickhouse::error::Error as E;
         match error {
             E::BadResponse(text) => match parse_code(&text) {
@@ -89,7 +89,7 @@ impl SinkError {
     /// A server exception whose code none of our lists knows. Met while inserting a message's
     /// own rows it is isolated like bad data (the pipeline bisects the insert): if the message's
     /// batch-mates land without it, the rejection was its own (docs/error-policy.md).
-    pub fn is_unexplained(&self) -> bool {
+    pub(crate) fn is_unexplained(&self) -> bool {
         matches!(self, SinkError::Server { code, .. }
             if ![BAD_DATA, SYSTEMIC, TOO_LARGE, TRANSIENT].iter().any(|list| list.contains(code)))
     }

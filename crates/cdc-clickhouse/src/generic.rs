@@ -24,7 +24,7 @@ use cdc_core::identifier::MAX_COLUMNS;
 const KEYS_PER_LOOKUP: usize = 1_000;
 
 /// A stored row of a generic mirror: key values, the other columns, version, deletion flag.
-pub type StoredRow = (Vec<Value>, Row, Version, bool);
+type StoredRow = (Vec<Value>, Row, Version, bool);
 
 impl Warehouse {
     /// The columns of generic mirror `table` in ClickHouse, after making sure the table exists
@@ -144,7 +144,7 @@ impl Warehouse {
 
     /// Forgets the cached columns of `table` after one of its values fit no column: the next
     /// use reads them again (an operator may widen a column meanwhile) and recreates the view.
-    pub fn forget_generic(&self, table: &str) {
+    pub(crate) fn forget_generic(&self, table: &str) {
         self.generic_columns.lock().unwrap_or_else(|e| e.into_inner()).insert(table.to_owned(), None);
     }
 

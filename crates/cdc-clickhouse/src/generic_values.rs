@@ -22,7 +22,7 @@ pub fn stored_type(ty: ColumnType, dialect: Dialect) -> ColumnType {
 }
 
 /// The type's name in DDL.
-pub fn column_type_sql(ty: ColumnType, dialect: Dialect) -> String {
+pub(crate) fn column_type_sql(ty: ColumnType, dialect: Dialect) -> String {
     match (ty, dialect) {
         (ColumnType::Int64, _) => "Int64".into(),
         (ColumnType::Float64, _) => "Float64".into(),
@@ -38,7 +38,7 @@ pub fn column_type_sql(ty: ColumnType, dialect: Dialect) -> String {
 
 /// Reads a type as `system.columns` names it: `(type, nullable)`, or `None` for a type this
 /// processor does not write (an operator changed the column to something else).
-pub fn parse_column_type(sql: &str) -> Option<(ColumnType, bool)> {
+pub(crate) fn parse_column_type(sql: &str) -> Option<(ColumnType, bool)> {
     let (inner, nullable) = match sql.strip_prefix("Nullable(").and_then(|s| s.strip_suffix(')')) {
         Some(inner) => (inner, true),
         None => (sql, false),
@@ -82,7 +82,12 @@ pub fn encode_row(
 }
 
 /// Encodes one value into `column` (a `Nullable` column writes its NULL flag first).
-pub fn encode_column(out: &mut Vec<u8>, dialect: Dialect, column: &Column, value: &Value) -> Result<(), ValueFault> {
+pub(crate) fn encode_column(
+    out: &mut Vec<u8>,
+    dialect: Dialect,
+    column: &Column,
+    value: &Value,
+) -> Result<(), ValueFault> {
     if column.nullable {
         if *value == Value::Null {
             rowbinary::put_u8(out, 1);
@@ -167,7 +172,7 @@ fn encode_value(out: &mut Vec<u8>, dialect: Dialect, ty: ColumnType, value: &Val
 
 /// Reads one value of `ty` back from RowBinary (TOAST completion reads stored rows this way);
 /// `None` when the bytes end early.
-pub fn read_value(input: &mut &[u8], ty: ColumnType, nullable: bool) -> Option<Value> {
+pub(crate) fn read_value(input: &mut &[u8], ty: ColumnType, nullable: bool) -> Option<Value> {
     fn take<const N: usize>(input: &mut &[u8]) -> Option<[u8; N]> {
         let (head, rest) = input.split_first_chunk::<N>()?;
         *input = rest;

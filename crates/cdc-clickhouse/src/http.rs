@@ -36,7 +36,7 @@ fn tls_config(settings: &ClickHouseSettings) -> rustls::ClientConfig {
 
 /// Generic over the request body: the `clickhouse` crate's body type is private, and its
 /// `HttpClient` impl picks it.
-pub fn client<B>(settings: &ClickHouseSettings) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+pub(crate) fn client<B>(settings: &ClickHouseSettings) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
 where
     B: hyper::body::Body + Send + 'static + Unpin,
     B::Data: Send,

@@ -15,7 +15,7 @@ use crate::{SinkError, Warehouse};
 
 /// One row as read for a comparison: each requested column's text in its normal form, `None`
 /// for NULL.
-pub type TextRow = Vec<Option<String>>;
+type TextRow = Vec<Option<String>>;
 
 /// The normal form a column is read in, so that another system's text of the same value can be
 /// compared with it.
@@ -38,8 +38,8 @@ pub enum TextForm {
 /// A column to read and the form to read it in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextColumn {
-    pub name: String,
-    pub form: TextForm,
+    pub(crate) name: String,
+    form: TextForm,
 }
 
 impl TextColumn {
@@ -91,7 +91,7 @@ impl Warehouse {
     }
 
     /// The columns of a table and their types, by name (empty when there is no such table).
-    pub async fn column_types(&self, table: &str) -> Result<BTreeMap<String, String>, SinkError> {
+    async fn column_types(&self, table: &str) -> Result<BTreeMap<String, String>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Described {
             name: String,

@@ -7,7 +7,7 @@
 
 pub mod config;
 pub mod dialect;
-pub mod error;
+mod error;
 mod generic;
 pub mod generic_values;
 mod http;
@@ -15,7 +15,7 @@ mod http;
 mod raw;
 pub mod inspect;
 pub mod queries;
-pub mod retry;
+mod retry;
 pub mod rowbinary;
 pub mod schema;
 mod state_rows;
@@ -40,10 +40,10 @@ use dialect::Dialect;
 use retry::RetryPolicy;
 use schema::FkIndex;
 pub use error::SinkError;
-pub use state_rows::StateRow;
+use state_rows::StateRow;
 #[cfg(feature = "raw-sql")]
 pub use raw::RawSql;
-pub use writes::{BASE_MISSING, Failure, Failures, INCOMPATIBLE, REJECTED};
+pub use writes::{BASE_MISSING, Failure, Failures};
 
 /// Lookups carry at most one page of keys (`pipeline::PAGE`) in `IN (...)`, up to ~200 KiB of
 /// text; the limit leaves room above the server's 256 KiB default.
@@ -294,7 +294,7 @@ impl Warehouse {
     }
 
     /// The latest truncation position per source table (absent: never truncated).
-    pub async fn truncations(&self) -> Result<HashMap<SourceTable, u64>, SinkError> {
+    pub(crate) async fn truncations(&self) -> Result<HashMap<SourceTable, u64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Truncation {
             table_name: String,
@@ -339,7 +339,7 @@ impl Warehouse {
 
     /// The newest row (deletions included) of each listed key of a mirror table; see
     /// [`queries::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
-    pub async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64], deadline: Instant) -> Result<Vec<T>, SinkError> {
+    pub(crate) async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64], deadline: Instant) -> Result<Vec<T>, SinkError> {
         self.retry.run(deadline, || self.latest_once(table, keys)).await
     }
 

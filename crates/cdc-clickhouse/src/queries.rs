@@ -15,12 +15,12 @@ use crate::schema::{
 };
 
 /// The server's version, which picks the [`Dialect`].
-pub const SERVER_VERSION: &str = "SELECT version()";
+pub(crate) const SERVER_VERSION: &str = "SELECT version()";
 
 /// Tables of the database read by key (every `ReplacingMergeTree` but `sales_fact` and
 /// `_truncations`) that an earlier release created without the block sizes: on current servers
 /// `migrate` moves them over ([`lookup_block_sizes_statement`]).
-pub fn tables_without_block_sizes_query(database: &str) -> String {
+pub(crate) fn tables_without_block_sizes_query(database: &str) -> String {
     format!(
         "SELECT name FROM system.tables WHERE database = {} AND engine LIKE '%ReplacingMergeTree' \
          AND name NOT IN ({}, {}) AND engine_full NOT LIKE '%max_compress_block_size%' ORDER BY name",
@@ -31,7 +31,7 @@ pub fn tables_without_block_sizes_query(database: &str) -> String {
 }
 
 /// The columns of a table, in order, as `(name, type)` rows.
-pub fn columns_query(database: &str, table: &str) -> String {
+pub(crate) fn columns_query(database: &str, table: &str) -> String {
     format!(
         "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
         quote_literal(database),
@@ -42,7 +42,7 @@ pub fn columns_query(database: &str, table: &str) -> String {
 /// The newest row of each listed key of a generic mirror (TOAST completion), in RowBinary:
 /// `columns` in order, then `_version`, `_is_deleted`. `keys` are SQL literals of the key
 /// columns, one tuple per key.
-pub fn generic_latest_query(
+pub(crate) fn generic_latest_query(
     database: &str,
     table: &str,
     key: &[String],
@@ -139,7 +139,7 @@ pub fn page_queries(database: &str, scope: Scope, after: i64, limit: usize) -> V
 /// last id of any answer that came back full (above it, a full answer may have left ids out), at
 /// most `limit`. The page is shorter than `limit` only when every answer was short, i.e. when
 /// the scope has nothing more.
-pub fn merge_pages(answers: Vec<Vec<i64>>, limit: usize) -> Vec<i64> {
+pub(crate) fn merge_pages(answers: Vec<Vec<i64>>, limit: usize) -> Vec<i64> {
     let cut = answers.iter().filter(|a| a.len() >= limit).filter_map(|a| a.last().copied()).min().unwrap_or(i64::MAX);
     let mut ids: Vec<i64> = answers.into_iter().flatten().filter(|id| *id <= cut).collect();
     ids.sort_unstable();
@@ -149,7 +149,7 @@ pub fn merge_pages(answers: Vec<Vec<i64>>, limit: usize) -> Vec<i64> {
 }
 
 /// Every order item id above `after` in `scope` (with repeats), as a subquery.
-pub fn scope_items(database: &str, scope: Scope, after: i64) -> String {
+fn scope_items(database: &str, scope: Scope, after: i64) -> String {
     let db = quote_ident(database);
     let (i_o, i_p, o_c) = (ITEMS_BY_ORDER.table, ITEMS_BY_PRODUCT.table, ORDERS_BY_CUSTOMER.table);
     match scope {
@@ -172,10 +172,10 @@ pub fn scope_items(database: &str, scope: Scope, after: i64) -> String {
 
 /// The smallest version no source produces: log positions stay below 2^63 and µs timestamps
 /// far below (docs/sales-fact.md, "Implausible versions").
-pub const IMPLAUSIBLE_VERSION: u64 = 1 << 63;
+const IMPLAUSIBLE_VERSION: u64 = 1 << 63;
 
 /// Removes a mirror table's rows with implausible versions, of one key or of every key.
-pub fn purge_implausible_statement(database: &str, table: SourceTable, key: Option<i64>) -> String {
+pub(crate) fn purge_implausible_statement(database: &str, table: SourceTable, key: Option<i64>) -> String {
     let spec = table.spec();
     let of_key = key.map_or(String::new(), |k| format!("{} = {k} AND ", spec.key));
     format!(
@@ -186,7 +186,7 @@ pub fn purge_implausible_statement(database: &str, table: SourceTable, key: Opti
 }
 
 /// Removes the facts of a scope (before a repair re-derives them).
-pub fn delete_facts_statement(database: &str, scope: Scope) -> String {
+pub(crate) fn delete_facts_statement(database: &str, scope: Scope) -> String {
     let db = quote_ident(database);
     match scope {
         Scope::All => format!("ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE 1 = 1"),
@@ -199,7 +199,7 @@ pub fn delete_facts_statement(database: &str, scope: Scope) -> String {
 
 /// Keys of a mirror table that are live but were last written below `version`: after a repair
 /// re-wrote every source row at `version`, these no longer exist in the source.
-pub fn live_keys_below_query(database: &str, table: SourceTable, version: u64) -> String {
+pub(crate) fn live_keys_below_query(database: &str, table: SourceTable, version: u64) -> String {
     let key = table.spec().key;
     format!(
         "SELECT {key} FROM {}.{} GROUP BY {key} HAVING max(_version) < {version} AND argMax(_is_deleted, _version) = 0 \
@@ -210,7 +210,7 @@ pub fn live_keys_below_query(database: &str, table: SourceTable, version: u64) -
 }
 
 /// Mutations of a table not finished yet (`ALTER ... DELETE` runs in the background).
-pub fn pending_mutations_query(database: &str, table: &str) -> String {
+pub(crate) fn pending_mutations_query(database: &str, table: &str) -> String {
     format!(
         "SELECT toUInt64(count()) FROM system.mutations WHERE database = '{}' AND table = '{}' AND is_done = 0",
         database.replace('\\', "\\\\").replace('\'', "\\'"),
@@ -224,20 +224,20 @@ pub fn truncations_query(database: &str) -> String {
 }
 
 /// Each mirror's pinned version scale: the scale of its earliest row.
-pub fn version_scales_query(database: &str) -> String {
+pub(crate) fn version_scales_query(database: &str) -> String {
     format!(
         "SELECT table_name, argMin(scale, fixed_at) FROM {}.{VERSION_SCALES_TABLE} GROUP BY table_name",
         quote_ident(database)
     )
 }
 
-pub fn insert_statement(database: &str, table: &str, columns: &[&str]) -> String {
+pub(crate) fn insert_statement(database: &str, table: &str, columns: &[&str]) -> String {
     let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     format!("INSERT INTO {}.{} ({}) FORMAT RowBinary", quote_ident(database), quote_ident(table), columns.join(", "))
 }
 
 /// Whether a table (or view) of this name exists in `database`, as one `n` row.
-pub fn has_table_query(database: &str, name: &str) -> String {
+pub(crate) fn has_table_query(database: &str, name: &str) -> String {
     format!(
         "SELECT count() AS n FROM system.tables WHERE database = {} AND name = {}",
         quote_literal(database),
@@ -247,7 +247,7 @@ pub fn has_table_query(database: &str, name: &str) -> String {
 
 /// The live rows of a table, `select` expressions of each: from its current-state view when
 /// there is one (`view`), otherwise `FINAL` without the deleted rows.
-pub fn live_rows_query(database: &str, table: &str, view: Option<&str>, select: &[String]) -> String {
+pub(crate) fn live_rows_query(database: &str, table: &str, view: Option<&str>, select: &[String]) -> String {
     let db = quote_ident(database);
     let from = match view {
         Some(view) => format!("{db}.{}", quote_ident(view)),
@@ -257,12 +257,12 @@ pub fn live_rows_query(database: &str, table: &str, view: Option<&str>, select: 
 }
 
 /// The name of a live customer of the `customers` mirror, as a `name` row (freshness probes).
-pub fn live_customer_name_query(database: &str, id: i64) -> String {
+pub(crate) fn live_customer_name_query(database: &str, id: i64) -> String {
     format!("SELECT name FROM {}.customers FINAL WHERE id = {id} AND _is_deleted = 0", quote_ident(database))
 }
 
 /// The customer name of a live `sales_fact` row, as a `name` row (freshness probes).
-pub fn live_fact_customer_name_query(database: &str, order_item_id: i64) -> String {
+pub(crate) fn live_fact_customer_name_query(database: &str, order_item_id: i64) -> String {
     format!(
         "SELECT customer_name AS name FROM {}.{FACT_TABLE} FINAL WHERE order_item_id = {order_item_id} \
          AND _is_deleted = 0",

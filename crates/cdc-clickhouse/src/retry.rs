@@ -16,12 +16,12 @@ use cdc_core::error::{Classify, ErrorClass};
 use crate::SinkError;
 
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub cap: Duration,
-    pub max_attempts: u32,
+pub(crate) struct RetryPolicy {
+    pub(crate) base: Duration,
+    cap: Duration,
+    max_attempts: u32,
     /// The longest one attempt may take (it is also cut at the deadline).
-    pub attempt_timeout: Duration,
+    pub(crate) attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -37,14 +37,14 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The longest sleep before attempt `attempt + 1` (the jitter picks below it).
-    pub fn ceiling(&self, attempt: u32) -> Duration {
+    fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
     }
 
     /// Runs `operation` until it succeeds, fails with a non-transient error, runs out of
     /// attempts, or the next sleep would pass `deadline`.
-    pub async fn run<T, F, Fut>(&self, deadline: Instant, mut operation: F) -> Result<T, SinkError>
+    pub(crate) async fn run<T, F, Fut>(&self, deadline: Instant, mut operation: F) -> Result<T, SinkError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SinkError>>,

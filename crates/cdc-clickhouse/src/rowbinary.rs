@@ -8,11 +8,11 @@ use cdc_core::fact::{FACT_COLUMNS, FactRow, FactValue};
 use cdc_core::mirror::{Cell, MirrorRow};
 use crate::dialect::Dialect;
 
-pub fn put_i64(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-pub fn put_i32(out: &mut Vec<u8>, v: i32) {
+pub(crate) fn put_i32(out: &mut Vec<u8>, v: i32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
@@ -20,15 +20,15 @@ pub fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-pub fn put_u8(out: &mut Vec<u8>, v: u8) {
+pub(crate) fn put_u8(out: &mut Vec<u8>, v: u8) {
     out.push(v);
 }
 
-pub fn put_i128(out: &mut Vec<u8>, v: i128) {
+pub(crate) fn put_i128(out: &mut Vec<u8>, v: i128) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-pub fn put_f64(out: &mut Vec<u8>, v: f64) {
+pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
@@ -37,7 +37,7 @@ pub fn put_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// A `String` value: its length as a LEB128 varint, then the bytes (which need not be UTF-8).
-pub fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let mut len = s.len() as u64;
     loop {
         let byte = (len & 0x7f) as u8;
@@ -53,7 +53,7 @@ pub fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
 
 /// An instant in microseconds, as `DateTime64(6)` (modern) or `DateTime` seconds (legacy,
 /// clamped to its range 1970..2106 since the type cannot hold anything else).
-pub fn put_timestamp(out: &mut Vec<u8>, dialect: Dialect, micros: i64) {
+pub(crate) fn put_timestamp(out: &mut Vec<u8>, dialect: Dialect, micros: i64) {
     match dialect {
         Dialect::Modern => put_i64(out, clamp_datetime64(micros)),
         Dialect::Legacy => {

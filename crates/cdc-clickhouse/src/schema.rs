@@ -11,10 +11,10 @@ use cdc_core::tables::{ColumnKind, SourceTable, TableSpec};
 use crate::dialect::{Dialect, quote_ident, quote_literal};
 use crate::generic_values::column_type_sql;
 
-pub const DECIMAL_TYPE: &str = "Decimal(38, 6)";
+const DECIMAL_TYPE: &str = "Decimal(38, 6)";
 pub const TRUNCATIONS_TABLE: &str = "_truncations";
 /// The version scale each mirror is fed on, pinned by its first change (docs/versions.md).
-pub const VERSION_SCALES_TABLE: &str = "_version_scales";
+pub(crate) const VERSION_SCALES_TABLE: &str = "_version_scales";
 pub const FACT_TABLE: &str = "sales_fact";
 
 /// A foreign-key index: which children (order items, orders) ever referenced a parent key.
@@ -25,9 +25,9 @@ pub const FACT_TABLE: &str = "sales_fact";
 /// makes a derivation reread a row, which is harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FkIndex {
-    pub table: &'static str,
-    pub parent: &'static str,
-    pub child: &'static str,
+    pub(crate) table: &'static str,
+    pub(crate) parent: &'static str,
+    pub(crate) child: &'static str,
 }
 
 pub const ITEMS_BY_ORDER: FkIndex = FkIndex { table: "_items_by_order", parent: "order_id", child: "order_item_id" };
@@ -35,11 +35,11 @@ pub const ITEMS_BY_PRODUCT: FkIndex =
     FkIndex { table: "_items_by_product", parent: "product_id", child: "order_item_id" };
 pub const ORDERS_BY_CUSTOMER: FkIndex =
     FkIndex { table: "_orders_by_customer", parent: "customer_id", child: "order_id" };
-pub const FK_INDEXES: [FkIndex; 3] = [ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER];
+const FK_INDEXES: [FkIndex; 3] = [ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER];
 
 impl FkIndex {
     /// The indexes a mirror row of `table` feeds, with the column holding the parent key.
-    pub fn fed_by(table: SourceTable) -> &'static [FkIndex] {
+    pub(crate) fn fed_by(table: SourceTable) -> &'static [FkIndex] {
         match table {
             SourceTable::OrderItems => &[ITEMS_BY_ORDER, ITEMS_BY_PRODUCT],
             SourceTable::Orders => &[ORDERS_BY_CUSTOMER],
@@ -47,7 +47,7 @@ impl FkIndex {
         }
     }
 
-    pub fn columns(&self) -> [&'static str; 2] {
+    pub(crate) fn columns(&self) -> [&'static str; 2] {
         [self.parent, self.child]
     }
 }
@@ -116,7 +116,7 @@ impl Dialect {
     /// 68 to 40 ms on 18.16 (BENCHMARKS.md, "Scale"). Table-level block sizes exist from
     /// ClickHouse 21.1; on older servers they are server-wide settings of the default profile
     /// (README, "Older ClickHouse"). `sales_fact` keeps the defaults: analysts scan it.
-    pub fn lookup_table_settings(self) -> String {
+    fn lookup_table_settings(self) -> String {
         match self {
             Dialect::Modern => format!("SETTINGS index_granularity = 1024, {LOOKUP_BLOCK_SIZES}"),
             Dialect::Legacy => "SETTINGS index_granularity = 1024".to_string(),
@@ -129,7 +129,7 @@ const LOOKUP_BLOCK_SIZES: &str = "min_compress_block_size = 4096, max_compress_b
 
 /// Gives an existing table the block sizes of tables read by key; parts written from then on
 /// (inserts and merges) use them.
-pub fn lookup_block_sizes_statement(database: &str, cluster: Option<&str>, table: &str) -> String {
+pub(crate) fn lookup_block_sizes_statement(database: &str, cluster: Option<&str>, table: &str) -> String {
     format!(
         "ALTER TABLE {}.{}{} MODIFY SETTING {LOOKUP_BLOCK_SIZES}",
         quote_ident(database),
@@ -233,7 +233,7 @@ fn current_view(database: &str, table: &str, cluster: Option<&str>, replace: boo
 
 /// A generic mirror: key columns (never NULL) first, then the other columns as `Nullable`, then
 /// version and flag; ordered by the source's primary key (docs/generic-mirrors.md).
-pub fn create_generic_table(
+pub(crate) fn create_generic_table(
     dialect: Dialect,
     database: &str,
     cluster: Option<&str>,
@@ -264,7 +264,12 @@ pub fn create_generic_table(
 /// view must be created again to show it. 18.16 has no `CREATE OR REPLACE VIEW`: it drops and
 /// creates (a concurrent reader may miss the view for that moment; every invocation that adds a
 /// column recreates the view after its own ALTER, so the last one includes every column).
-pub fn generic_view_statements(dialect: Dialect, database: &str, cluster: Option<&str>, table: &str) -> Vec<String> {
+pub(crate) fn generic_view_statements(
+    dialect: Dialect,
+    database: &str,
+    cluster: Option<&str>,
+    table: &str,
+) -> Vec<String> {
     match dialect {
         Dialect::Modern => vec![current_view(database, table, cluster, true)],
         Dialect::Legacy => vec![
@@ -282,7 +287,7 @@ pub fn generic_view_statements(dialect: Dialect, database: &str, cluster: Option
 /// Adds one column to a generic mirror. 18.16 has no `ADD COLUMN IF NOT EXISTS`: a concurrent
 /// invocation that added it first makes this fail with "already exists", which the caller
 /// takes as success ([`is_duplicate_column`]).
-pub fn add_column(
+pub(crate) fn add_column(
     dialect: Dialect,
     database: &str,
     cluster: Option<&str>,

@@ -15,7 +15,7 @@ use cdc_core::tables::{GenericTable, SourceTable};
 use crate::{SinkError, Warehouse};
 
 /// A state row of `cdc-core` that the warehouse can read: `Wire` is its ClickHouse row.
-pub trait StateRow: Sized + Send + 'static {
+pub(crate) trait StateRow: Sized + Send + 'static {
     type Wire: clickhouse::RowOwned + clickhouse::RowRead + for<'de> serde::Deserialize<'de> + Into<Self>;
 }
 
@@ -23,7 +23,7 @@ pub trait StateRow: Sized + Send + 'static {
 macro_rules! state_row {
     ($wire:ident => $state:ident { $($field:ident: $ty:ty),* $(,)? }) => {
         #[derive(clickhouse::Row, serde::Deserialize)]
-        pub struct $wire {
+        pub(crate) struct $wire {
             $($field: $ty),*
         }
 

@@ -28,10 +28,10 @@ pub type Failures = HashMap<usize, Failure>;
 
 /// The code of a value its column cannot hold exactly: the message's own fault (poison), never
 /// a stall of its table (docs/error-policy.md, "Content failures").
-pub const INCOMPATIBLE: &str = "value.incompatible";
+const INCOMPATIBLE: &str = "value.incompatible";
 /// The code of rows ClickHouse rejected alone, with a code we do not know, while their
 /// batch-mates landed.
-pub const REJECTED: &str = "clickhouse.rejected";
+const REJECTED: &str = "clickhouse.rejected";
 /// The code of a TOAST placeholder with nothing older to take its value from (yet).
 pub const BASE_MISSING: &str = "toast.base_missing";
 

@@ -11,18 +11,18 @@ use std::fmt;
 /// table, the platform envelope an entity (`SalesOrder`, schema empty) or `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableRef {
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Empty when the event names no schema (a platform entity).
-    pub schema: String,
+    pub(crate) schema: String,
     pub name: String,
 }
 
 impl TableRef {
-    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+    pub(crate) fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
         Self { database: None, schema: schema.into(), name: name.into() }
     }
 
-    pub fn with_database(mut self, database: Option<impl Into<String>>) -> Self {
+    pub(crate) fn with_database(mut self, database: Option<impl Into<String>>) -> Self {
         self.database = database.map(Into::into);
         self
     }
@@ -123,16 +123,6 @@ pub enum InputFormat {
     Platform,
 }
 
-impl InputFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InputFormat::Debezium => "debezium",
-            InputFormat::Dms => "dms",
-            InputFormat::Platform => "platform",
-        }
-    }
-}
-
 /// Debezium's `source.snapshot` field, an enum string (not a boolean).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Snapshot {
@@ -146,7 +136,7 @@ pub enum Snapshot {
 }
 
 impl Snapshot {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "true" => Snapshot::True,
             "first" => Snapshot::First,

@@ -34,14 +34,14 @@ pub struct Base<V> {
 }
 
 /// The base a change of version `version` is completed from (the rule above), if any.
-pub fn base_for<V>(version: Version, candidates: &[Base<V>]) -> Option<&Base<V>> {
+fn base_for<V>(version: Version, candidates: &[Base<V>]) -> Option<&Base<V>> {
     let older = candidates.iter().filter(|b| b.live && b.version < version).max_by_key(|b| b.version);
     older.or_else(|| candidates.iter().filter(|b| b.stored && b.version >= version).max_by_key(|b| b.version))
 }
 
 /// `row` with each placeholder replaced by the base's value of the same column (NULL when the
 /// base has no such column).
-pub fn fill_row(row: &Row, base: &Row) -> Row {
+fn fill_row(row: &Row, base: &Row) -> Row {
     row.iter()
         .map(|(name, value)| {
             let value = match value {
@@ -61,12 +61,12 @@ pub struct SalesValues {
 }
 
 /// Candidates per key of the sales mirrors.
-pub type SalesBases = HashMap<(SourceTable, i64), Vec<Base<SalesValues>>>;
+type SalesBases = HashMap<(SourceTable, i64), Vec<Base<SalesValues>>>;
 
 /// Whether a sales row needs what was stored before it: a placeholder to fill, or (tables with
 /// foreign keys) a deletion, whose tombstone keeps the row's last known values so that the fact
 /// derivation still finds the item's order and product (docs/sales-fact.md §3).
-pub fn sales_needs_base(row: &MirrorRow) -> bool {
+fn sales_needs_base(row: &MirrorRow) -> bool {
     row.has_unavailable() || (row.is_deleted && row.table.has_foreign_keys())
 }
 
@@ -140,7 +140,7 @@ fn is_default(cell: &Cell) -> bool {
 
 /// The newest stored row of a generic mirror's key: key values, the other columns, version,
 /// deleted.
-pub type StoredGeneric = (Vec<Value>, Row, Version, bool);
+type StoredGeneric = (Vec<Value>, Row, Version, bool);
 
 /// The keys of the generic rows with a placeholder (whose stored rows the pipeline must read).
 pub fn generic_lookups<'a>(rows: impl IntoIterator<Item = &'a GenericRow>) -> Vec<Vec<Value>> {

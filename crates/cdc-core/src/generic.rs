@@ -84,7 +84,7 @@ pub struct GenericRow {
 }
 
 impl GenericRow {
-    pub fn has_unavailable(&self) -> bool {
+    pub(crate) fn has_unavailable(&self) -> bool {
         self.columns.iter().any(|(_, v)| *v == Value::Unavailable)
     }
 

@@ -11,7 +11,7 @@ use crate::change::Row;
 use crate::error::{Classify, ErrorClass};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1): no source column is longer.
-pub const MAX_NAME_BYTES: usize = 63;
+const MAX_NAME_BYTES: usize = 63;
 /// PostgreSQL's limit of columns per table (MaxHeapAttributeNumber).
 pub const MAX_COLUMNS: usize = 1_600;
 
@@ -72,7 +72,7 @@ impl Classify for IdentifierError {
 }
 
 /// One column name as a mirror column.
-pub fn check_name(name: &str) -> Result<(), IdentifierError> {
+fn check_name(name: &str) -> Result<(), IdentifierError> {
     if name.is_empty() {
         return Err(IdentifierError::Empty);
     }

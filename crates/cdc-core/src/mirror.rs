@@ -11,7 +11,7 @@ use crate::tables::{ColumnKind, SourceTable, TableSpec};
 
 /// Scale of every money column in ClickHouse (`Decimal(38, 6)`): wide enough that every source
 /// NUMERIC(p, s ≤ 6) is stored exactly and `quantity × unit_price` never needs rounding.
-pub const CLICKHOUSE_DECIMAL_SCALE: u32 = 6;
+const CLICKHOUSE_DECIMAL_SCALE: u32 = 6;
 
 /// One stored column value, already in its ClickHouse representation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl MirrorRow {
         MirrorRow { table, key, cells, extras: Row::new(), version, is_deleted: true }
     }
 
-    pub fn has_unavailable(&self) -> bool {
+    pub(crate) fn has_unavailable(&self) -> bool {
         self.cells.contains(&Cell::Unavailable) || self.extras.iter().any(|(_, v)| *v == Value::Unavailable)
     }
 
@@ -181,7 +181,7 @@ fn row_from_image(spec: &TableSpec, image: &Row, version: Version, complete: boo
 
 /// The stored default for a NULL (ClickHouse columns here are not Nullable: the fact join needs
 /// plain values, and the source schema has no NULLs in practice).
-pub fn default_cell(kind: ColumnKind) -> Cell {
+fn default_cell(kind: ColumnKind) -> Cell {
     match kind {
         ColumnKind::Int64 | ColumnKind::Int32 => Cell::Int(0),
         ColumnKind::Text => Cell::Text(String::new()),

@@ -84,7 +84,7 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 pub struct TaskKey(Vec<u8>);
 
 /// The shortest key accepted: HMAC-SHA256's output size.
-pub const MIN_KEY_BYTES: usize = 32;
+const MIN_KEY_BYTES: usize = 32;
 
 impl std::fmt::Debug for TaskKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

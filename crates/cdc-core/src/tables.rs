@@ -42,7 +42,7 @@ pub enum SourceTable {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSpec {
-    pub table: SourceTable,
+    pub(crate) table: SourceTable,
     pub name: &'static str,
     /// The primary key column (BIGINT in all four tables).
     pub key: &'static str,
@@ -56,9 +56,9 @@ const fn col(name: &'static str, kind: ColumnKind) -> ColumnSpec {
 use ColumnKind::*;
 
 /// Money columns are NUMERIC(12, 2) in the source.
-pub const MONEY_SCALE: u32 = 2;
+const MONEY_SCALE: u32 = 2;
 
-pub const CUSTOMERS: TableSpec = TableSpec {
+const CUSTOMERS: TableSpec = TableSpec {
     table: SourceTable::Customers,
     name: "customers",
     key: "id",
@@ -72,7 +72,7 @@ pub const CUSTOMERS: TableSpec = TableSpec {
     ],
 };
 
-pub const PRODUCTS: TableSpec = TableSpec {
+const PRODUCTS: TableSpec = TableSpec {
     table: SourceTable::Products,
     name: "products",
     key: "id",
@@ -85,7 +85,7 @@ pub const PRODUCTS: TableSpec = TableSpec {
     ],
 };
 
-pub const ORDERS: TableSpec = TableSpec {
+const ORDERS: TableSpec = TableSpec {
     table: SourceTable::Orders,
     name: "orders",
     key: "id",
@@ -98,7 +98,7 @@ pub const ORDERS: TableSpec = TableSpec {
     ],
 };
 
-pub const ORDER_ITEMS: TableSpec = TableSpec {
+const ORDER_ITEMS: TableSpec = TableSpec {
     table: SourceTable::OrderItems,
     name: "order_items",
     key: "id",
@@ -111,7 +111,8 @@ pub const ORDER_ITEMS: TableSpec = TableSpec {
     ],
 };
 
-pub const ALL: [&TableSpec; 4] = [&CUSTOMERS, &PRODUCTS, &ORDERS, &ORDER_ITEMS];
+#[cfg(test)]
+const ALL: [&TableSpec; 4] = [&CUSTOMERS, &PRODUCTS, &ORDERS, &ORDER_ITEMS];
 
 impl SourceTable {
     pub const ALL: [SourceTable; 4] =
@@ -140,7 +141,7 @@ impl SourceTable {
         }
     }
 
-    pub fn has_foreign_keys(self) -> bool {
+    pub(crate) fn has_foreign_keys(self) -> bool {
         self.parent_key().is_some()
     }
 
@@ -153,7 +154,7 @@ impl SourceTable {
 }
 
 impl TableSpec {
-    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+    pub(crate) fn column(&self, name: &str) -> Option<&ColumnSpec> {
         self.columns.iter().find(|c| c.name == name)
     }
 }
@@ -247,7 +248,7 @@ pub struct GenericTable {
 }
 
 impl GenericTable {
-    pub fn declared(&self, column: &str) -> Option<ColumnKind> {
+    pub(crate) fn declared(&self, column: &str) -> Option<ColumnKind> {
         self.declared.iter().find(|(name, _)| name == column).map(|(_, kind)| *kind)
     }
 }
@@ -283,8 +284,8 @@ pub struct TableMapping {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("CAPTURED_TABLES entry `{entry}`: {problem}")]
 pub struct MappingError {
-    pub entry: String,
-    pub problem: &'static str,
+    pub(crate) entry: String,
+    problem: &'static str,
 }
 
 impl Default for TableMapping {
@@ -469,7 +470,7 @@ impl TableMapping {
     }
 
     /// The mirror fed by the platform entity `name`.
-    pub fn platform(&self, name: &str) -> Option<&MirrorTarget> {
+    pub(crate) fn platform(&self, name: &str) -> Option<&MirrorTarget> {
         self.entries.iter().find_map(|(source, mirror)| match source {
             CapturedSource::Platform { name: n } if n == name => Some(mirror),
             _ => None,

@@ -17,7 +17,8 @@ pub fn parse_pg_lsn(s: &str) -> Option<u64> {
 }
 
 /// Formats a 64-bit WAL position as PostgreSQL's `X/Y` text (the inverse of [`parse_pg_lsn`]).
-pub fn format_pg_lsn(lsn: u64) -> String {
+#[cfg(test)]
+fn format_pg_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 

@@ -61,7 +61,7 @@ impl Classify for ConfigError {
 
 impl ConfigError {
     /// The variable at fault.
-    pub fn variable(&self) -> &'static str {
+    pub(crate) fn variable(&self) -> &'static str {
         match self {
             ConfigError::Missing { name, .. } | ConfigError::BadValue { name, .. } => name,
             ConfigError::CapturedTables { .. } => "CAPTURED_TABLES",
@@ -77,7 +77,7 @@ impl From<ConfigError> for SystemicError {
 
 /// Where the ClickHouse settings come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClickHouseSource {
+pub(crate) enum ClickHouseSource {
     /// No secret: the `CLICKHOUSE_*` variables alone (`CLICKHOUSE_URL` required).
     Env(ClickHouseSettings),
     /// `CLICKHOUSE_SECRET_ARN`: the secret, cached for `ttl`, over `base` (the variables). An
@@ -88,17 +88,17 @@ pub enum ClickHouseSource {
 /// Everything the function and the tools read from the environment (README, "Configuration").
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub clickhouse: ClickHouseSource,
+    pub(crate) clickhouse: ClickHouseSource,
     pub warehouse: WarehouseOptions,
     pub decode: DecodeOptions,
     pub handler: HandlerConfig,
     /// `TASK_KEY_SECRET_ARN`: the secret whose value signs follow-up tasks.
-    pub task_key_secret_arn: Option<String>,
+    task_key_secret_arn: Option<String>,
 }
 
 /// The one boolean syntax: `1/true/yes/on` or `0/false/no/off`, any case, trimmed; `None` for
 /// anything else.
-pub fn parse_bool(text: &str) -> Option<bool> {
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
@@ -167,7 +167,7 @@ impl Config {
     }
 
     /// Builds the configuration from any lookup (tests pass a map).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let vars = Vars { lookup };
         let clickhouse = clickhouse_source(&vars)?;
 
@@ -248,7 +248,7 @@ impl Config {
     }
 
     /// The credential source: the secret (cached) or the variables.
-    pub fn credentials(&self, client: aws_sdk_secretsmanager::Client) -> Credentials {
+    pub(crate) fn credentials(&self, client: aws_sdk_secretsmanager::Client) -> Credentials {
         Credentials::from_source(&self.clickhouse, client)
     }
 
@@ -328,13 +328,13 @@ fn process_var(name: &str) -> Option<String> {
 
 /// `RUST_LOG`, for the log subscriber, which starts before the rest of the configuration is
 /// read (so that a configuration error can be logged).
-pub fn log_filter() -> Option<String> {
+pub(crate) fn log_filter() -> Option<String> {
     Vars { lookup: process_var }.text("RUST_LOG")
 }
 
 /// The metrics' `FunctionName` (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda) when the
 /// configuration as a whole could not be read.
-pub fn function_name_or_local() -> String {
+pub(crate) fn function_name_or_local() -> String {
     Vars { lookup: process_var }
         .text("AWS_LAMBDA_FUNCTION_NAME")
         .unwrap_or_else(|| HandlerConfig::default().function_name)
@@ -350,7 +350,7 @@ pub struct PipelineBuilder {
 }
 
 impl PipelineBuilder {
-    pub async fn build_pipeline(&self, settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
+    async fn build_pipeline(&self, settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
         let warehouse = Warehouse::with_options(&settings, &self.warehouse);
         Ok(Pipeline::new(self.decode.clone(), warehouse)
             .with_task_key(task_key(self.task_key_secret_arn.as_deref()).await?))
@@ -368,7 +368,7 @@ impl PipelineFactory for PipelineBuilder {
 /// The key that signs follow-up tasks, once per process: the secret `TASK_KEY_SECRET_ARN` names
 /// (every instance of the function shares it), else a random key of this process (local runs:
 /// `poll` and `invoke` run one process). Not fetched yet is systemic: messages wait.
-pub async fn task_key(secret_arn: Option<&str>) -> Result<TaskKey, SystemicError> {
+pub(crate) async fn task_key(secret_arn: Option<&str>) -> Result<TaskKey, SystemicError> {
     static KEY: tokio::sync::OnceCell<TaskKey> = tokio::sync::OnceCell::const_new();
     let key = KEY.get_or_try_init(|| async {
         let Some(arn) = secret_arn else {

@@ -152,14 +152,14 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 }
 
 /// The code of every message's failure when the invocation ran out of time.
-pub const DEADLINE_CODE: &str = "deadline.exceeded";
+const DEADLINE_CODE: &str = "deadline.exceeded";
 
 /// Longest correlation id written to a log line: ids come from message bodies.
 const MAX_LOGGED_ID: usize = 128;
 
 /// Cuts a message-supplied id for logging: at most [`MAX_LOGGED_ID`] characters, control
 /// characters replaced.
-pub fn loggable_id(id: &str) -> String {
+fn loggable_id(id: &str) -> String {
     let mut out: String = id.chars().take(MAX_LOGGED_ID).map(|c| if c.is_control() { '?' } else { c }).collect();
     if id.chars().nth(MAX_LOGGED_ID).is_some() {
         out.push('…');
@@ -288,10 +288,6 @@ where
 {
     pub fn new(factory: F, credentials: C, queue: Q, config: HandlerConfig) -> Self {
         Self { factory, credentials, queue, config, built: Mutex::new(None) }
-    }
-
-    pub fn config(&self) -> &HandlerConfig {
-        &self.config
     }
 
     pub fn queue(&self) -> &Q {

@@ -22,7 +22,7 @@ use crate::sqs::queue::{Queue, SqsQueue};
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
-    pub secrets: aws_sdk_secretsmanager::Client,
+    pub(crate) secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl AwsClients {
@@ -34,7 +34,7 @@ impl AwsClients {
 
 /// The handler as deployed: credentials from `CLICKHOUSE_SECRET_ARN` (or `CLICKHOUSE_*`), the
 /// real SQS adapter.
-pub type AwsHandler<F> = Handler<F, Credentials, SqsQueue>;
+type AwsHandler<F> = Handler<F, Credentials, SqsQueue>;
 
 /// Builds the handler from the configuration and warms the pipeline up. A warm-up failure
 /// (ClickHouse or Secrets Manager unreachable) is logged, not fatal: the first invocation tries
@@ -97,7 +97,7 @@ where
 /// runtime API sends `600000`, which read as a date is in 1970 and would make every invocation
 /// fail at once on "deadline exceeded"): a value before 2001-09-09 (10^12 ms) is read as a budget
 /// from `now`.
-pub fn deadline_from_header(deadline_ms: u64, now: std::time::SystemTime) -> std::time::SystemTime {
+fn deadline_from_header(deadline_ms: u64, now: std::time::SystemTime) -> std::time::SystemTime {
     const EPOCH_2001_MS: u64 = 1_000_000_000_000;
     if deadline_ms < EPOCH_2001_MS {
         now + std::time::Duration::from_millis(deadline_ms)

@@ -28,7 +28,7 @@ use cdc_core::error::{Classify, ErrorClass};
 
 use crate::config::{ClickHouseSource, ConfigError, parse_bool};
 
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -81,7 +81,8 @@ struct SecretJson {
 }
 
 /// Parses the secret string with the built-in defaults (no URL): the secret must name one.
-pub fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
+#[cfg(test)]
+fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
     parse_secret_over(secret, None)
 }
 
@@ -89,7 +90,7 @@ pub fn parse_secret(secret: &str) -> Result<ClickHouseSettings, SecretError> {
 /// an empty `base.url`: `CLICKHOUSE_URL` is unset, so the secret must give the server). The
 /// password may be empty (ClickHouse's `default` user often has none); everything else that is
 /// present must be usable.
-pub fn parse_secret_over(secret: &str, base: Option<&ClickHouseSettings>) -> Result<ClickHouseSettings, SecretError> {
+fn parse_secret_over(secret: &str, base: Option<&ClickHouseSettings>) -> Result<ClickHouseSettings, SecretError> {
     let json: SecretJson =
         serde_json::from_str(secret).map_err(|_| SecretError::Parse { problem: "not a JSON object" })?;
     if json.placeholder.as_ref().is_some_and(|p| !matches!(p, serde_json::Value::Bool(false) | serde_json::Value::Null))
@@ -194,7 +195,10 @@ impl SecretStore for AwsSecretStore {
 
 /// The key that signs re-derivation tasks (`TASK_KEY_SECRET_ARN`): the secret's whole string,
 /// at least [`cdc_core::rederive::MIN_KEY_BYTES`] bytes (the template generates 64).
-pub async fn task_key(store: &impl SecretStore, secret_id: &str) -> Result<cdc_core::rederive::TaskKey, SecretError> {
+pub(crate) async fn task_key(
+    store: &impl SecretStore,
+    secret_id: &str,
+) -> Result<cdc_core::rederive::TaskKey, SecretError> {
     let material = store.secret_string(secret_id).await?;
     cdc_core::rederive::TaskKey::new(material.trim().as_bytes())
         .ok_or(SecretError::Parse { problem: "the task key is shorter than 32 bytes" })
@@ -224,7 +228,7 @@ impl<S: SecretStore> SecretCache<S> {
     }
 
     /// Takes what the secret leaves out (URL, user, database, CA bundle) from `base`.
-    pub fn with_base(mut self, base: ClickHouseSettings) -> Self {
+    fn with_base(mut self, base: ClickHouseSettings) -> Self {
         self.base = Some(base);
         self
     }
@@ -287,7 +291,7 @@ pub enum Credentials<S = AwsSecretStore> {
 
 impl Credentials<AwsSecretStore> {
     /// The secret, cached for its TTL, over the variables; or the variables alone.
-    pub fn from_source(source: &ClickHouseSource, client: aws_sdk_secretsmanager::Client) -> Self {
+    pub(crate) fn from_source(source: &ClickHouseSource, client: aws_sdk_secretsmanager::Client) -> Self {
         match source {
             ClickHouseSource::Secret { arn, ttl, base } => Credentials::Secret(Box::new(
                 SecretCache::new(AwsSecretStore::new(client), arn.clone(), *ttl).with_base(base.clone()),
@@ -429,24 +433,24 @@ pub(crate) mod tests {
     }
 
     /// A secret store whose value can be rotated, counting fetches.
-    pub struct FakeStore {
-        pub value: StdMutex<Result<String, ()>>,
-        pub fetches: AtomicUsize,
+    pub(crate) struct FakeStore {
+        pub(crate) value: StdMutex<Result<String, ()>>,
+        pub(crate) fetches: AtomicUsize,
     }
 
     impl FakeStore {
-        pub fn new(password: &str) -> Self {
+        pub(crate) fn new(password: &str) -> Self {
             Self { value: StdMutex::new(Ok(secret_json(password))), fetches: AtomicUsize::new(0) }
         }
-        pub fn rotate(&self, password: &str) {
+        pub(crate) fn rotate(&self, password: &str) {
             *self.value.lock().unwrap() = Ok(secret_json(password));
         }
-        pub fn break_it(&self) {
+        fn break_it(&self) {
             *self.value.lock().unwrap() = Err(());
         }
     }
 
-    pub fn secret_json(password: &str) -> String {
+    fn secret_json(password: &str) -> String {
         format!(r#"{{"url":"http://127.0.0.1:8123","username":"cdc","password":"{password}","database":"analytics"}}"#)
     }
 

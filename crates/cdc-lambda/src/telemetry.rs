@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::sqs::message::{MessageOutcome, MessageReport};
 
-pub const NAMESPACE: &str = "CdcProcessor";
+const NAMESPACE: &str = "CdcProcessor";
 
 /// EMF accepts at most 100 metrics per directive; 10 are the batch metrics.
 const MAX_EVENT_METRICS: usize = 90;
@@ -53,34 +53,34 @@ pub fn init_logging() {
 pub struct InvocationMetrics {
     /// (table, op, outcome) → count; unknown table/op are `unknown`.
     pub events: BTreeMap<(String, String, String), u64>,
-    pub rows_inserted: u64,
-    pub batch_duration_ms: u64,
+    pub(crate) rows_inserted: u64,
+    pub(crate) batch_duration_ms: u64,
     /// now − commit time of each delivered change, in ms.
-    pub freshness_lags_ms: Vec<i64>,
-    pub dead_lettered: u64,
-    pub failed: u64,
-    pub messages: u64,
+    pub(crate) freshness_lags_ms: Vec<i64>,
+    pub(crate) dead_lettered: u64,
+    pub(crate) failed: u64,
+    pub(crate) messages: u64,
     /// Messages re-sent as delayed copies after an environmental failure (outage, deadline).
     pub requeued: u64,
     /// Dead-lettered as `retry.expired`: the environment failed for longer than the retry age.
-    pub retry_expired: u64,
+    pub(crate) retry_expired: u64,
     /// The highest attempt counter (`cdc_attempt`) among the batch's messages: copies going round.
-    pub max_copy_attempt: u32,
+    pub(crate) max_copy_attempt: u32,
     /// Messages that failed for a reason outside themselves (ClickHouse, credentials, TLS,
     /// configuration, deadline): the operator's signal that the environment is failing.
     pub environment_failures: u64,
     /// Changes of tables outside the table mapping (`CAPTURED_TABLES`), acknowledged unread.
-    pub unmapped_table_changes: u64,
+    pub(crate) unmapped_table_changes: u64,
 }
 
 impl InvocationMetrics {
-    pub fn record_event(&mut self, table: Option<&str>, op: Option<&str>, outcome: &str) {
+    fn record_event(&mut self, table: Option<&str>, op: Option<&str>, outcome: &str) {
         let key = (table.unwrap_or("unknown").to_string(), op.unwrap_or("unknown").to_string(), outcome.to_string());
         *self.events.entry(key).or_default() += 1;
     }
 
     /// Records one message's report: its event, rows, and (when delivered) its freshness.
-    pub fn record_report(&mut self, report: &MessageReport, now_ms: i64) {
+    pub(crate) fn record_report(&mut self, report: &MessageReport, now_ms: i64) {
         self.record_event(report.table(), report.op.map(|op| op.as_str()), report.outcome.label());
         if report.outcome == MessageOutcome::Skipped(cdc_core::change::Skipped::UnknownTable.as_str()) {
             self.unmapped_table_changes += 1;
@@ -95,18 +95,18 @@ impl InvocationMetrics {
     }
 
     /// Records a delivered change's commit time (µs since the epoch) against `now_ms`.
-    pub fn record_commit_time(&mut self, commit_time_us: i64, now_ms: i64) {
+    fn record_commit_time(&mut self, commit_time_us: i64, now_ms: i64) {
         // A clock skew between the database and Lambda can make the lag slightly negative: a
         // lag below zero means "fresh", not "from the future".
         self.freshness_lags_ms.push((now_ms - commit_time_us / 1000).max(0));
     }
 
-    pub fn freshness_max_ms(&self) -> Option<i64> {
+    fn freshness_max_ms(&self) -> Option<i64> {
         self.freshness_lags_ms.iter().copied().max()
     }
 
     /// The median by nearest rank (the lower middle for an even count).
-    pub fn freshness_p50_ms(&self) -> Option<i64> {
+    fn freshness_p50_ms(&self) -> Option<i64> {
         if self.freshness_lags_ms.is_empty() {
             return None;
         }
@@ -165,7 +165,7 @@ impl InvocationMetrics {
     }
 
     /// Prints the EMF document as one line on stdout.
-    pub fn emit(&self, function_name: &str) {
+    pub(crate) fn emit(&self, function_name: &str) {
         let line = self.to_emf(function_name, now_ms()).to_string();
         println!("{line}");
     }

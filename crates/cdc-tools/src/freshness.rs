@@ -25,37 +25,37 @@ use crate::postgres::{self, DEFAULT_PG_URL};
 use cdc_clickhouse::Warehouse;
 
 /// The probe's rows, in every table, use this id.
-pub const PROBE_ID: i64 = RESERVED_ID_BASE + 1;
+const PROBE_ID: i64 = RESERVED_ID_BASE + 1;
 
 /// `cdc-tools freshness`: commit-to-queryable latency under whatever load is running. ClickHouse
 /// is reached as the function reaches it ([`cdc_lambda::config::clickhouse_settings`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[arg(long, env = "CDC_PG_URL", default_value = DEFAULT_PG_URL, hide_env_values = true)]
-    pub pg_url: String,
+    pub(crate) pg_url: String,
     /// Seconds of markers.
     #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
+    pub(crate) duration: f64,
     /// Milliseconds between marker transactions.
     #[arg(long, default_value_t = 100)]
-    pub interval_ms: u64,
+    interval_ms: u64,
     /// Milliseconds between ClickHouse polls.
     #[arg(long, default_value_t = 50)]
-    pub poll_ms: u64,
+    pub(crate) poll_ms: u64,
     /// Seconds to wait for the last markers after the last commit.
     #[arg(long, default_value_t = 30.0)]
-    pub settle: f64,
+    settle: f64,
 }
 
 /// Latency figures of one path, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Latency {
-    pub markers: usize,
-    pub seen: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
+struct Latency {
+    markers: usize,
+    pub(crate) seen: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    mean_ms: f64,
 }
 
 impl Latency {
@@ -79,22 +79,22 @@ impl Latency {
         }
     }
 
-    pub fn lost(&self) -> usize {
+    fn lost(&self) -> usize {
         self.markers - self.seen
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FreshnessReport {
+struct FreshnessReport {
     /// Commit → visible in the `customers` mirror.
-    pub mirror: Latency,
+    mirror: Latency,
     /// Commit → visible in `sales_fact` (the denormalized row).
-    pub sales_fact: Latency,
-    pub seconds: f64,
+    pub(crate) sales_fact: Latency,
+    pub(crate) seconds: f64,
 }
 
 impl FreshnessReport {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let line = |name: &str, l: &Latency| {
             format!(
                 "freshness: {name:<10} markers={} seen={} lost={} p50={:.0} ms p99={:.0} ms max={:.0} ms mean={:.0} ms\n",
@@ -112,7 +112,7 @@ impl FreshnessReport {
 }
 
 /// Creates (or resets) the probe's four rows.
-pub async fn install_probe(pg: &tokio_postgres::Client) -> anyhow::Result<()> {
+async fn install_probe(pg: &tokio_postgres::Client) -> anyhow::Result<()> {
     let id = PROBE_ID;
     pg.batch_execute(&format!(
         "BEGIN;
@@ -137,7 +137,7 @@ fn marker_seq(value: &str, run: &str) -> Option<usize> {
 }
 
 /// Runs the probe for `args.duration` seconds alongside whatever traffic is running.
-pub async fn measure(args: &Args) -> anyhow::Result<FreshnessReport> {
+async fn measure(args: &Args) -> anyhow::Result<FreshnessReport> {
     let pg = postgres::connect(&args.pg_url).await?;
     install_probe(&pg).await?;
     let settings = cdc_lambda::config::clickhouse_settings().await.map_err(|e| anyhow::anyhow!(e.detail))?;

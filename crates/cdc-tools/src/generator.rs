@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use crate::postgres::{DEFAULT_PG_URL, connect};
 
 /// Ids from here up belong to probes (see `freshness`), never to generated traffic.
-pub const RESERVED_ID_BASE: i64 = 9_000_000_000;
+pub(crate) const RESERVED_ID_BASE: i64 = 9_000_000_000;
 
 /// The source schema, idempotent (CREATE TABLE IF NOT EXISTS ...).
 pub const SOURCE_SCHEMA_SQL: &str = include_str!("../sql/source_schema.sql");
@@ -30,51 +30,51 @@ pub const SOURCE_SCHEMA_SQL: &str = include_str!("../sql/source_schema.sql");
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[arg(long, env = "CDC_PG_URL", default_value = DEFAULT_PG_URL, hide_env_values = true)]
-    pub pg_url: String,
+    pub(crate) pg_url: String,
     /// Seed of the operation sequence.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    seed: u64,
     /// Transactions per second (0 = as fast as possible).
     #[arg(long, default_value_t = 200.0)]
-    pub rate: f64,
+    rate: f64,
     /// Seconds of traffic after the bootstrap.
     #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
+    pub(crate) duration: f64,
     /// Stop after this many transactions (besides --duration).
     #[arg(long)]
-    pub max_transactions: Option<u64>,
+    max_transactions: Option<u64>,
     /// Starting population, created when the tables hold fewer customers than this.
     #[arg(long, default_value_t = 200)]
-    pub customers: usize,
+    pub(crate) customers: usize,
     #[arg(long, default_value_t = 100)]
-    pub products: usize,
+    pub(crate) products: usize,
     #[arg(long, default_value_t = 300)]
-    pub orders: usize,
+    pub(crate) orders: usize,
     /// Apply sql/source_schema.sql first (idempotent).
     #[arg(long)]
-    pub init_schema: bool,
+    init_schema: bool,
     /// Include TRUNCATE of order_items (rare and destructive; off by default).
     #[arg(long)]
-    pub truncate: bool,
+    pub(crate) truncate: bool,
 }
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GeneratorStats {
-    pub bootstrap_transactions: u64,
-    pub transactions: u64,
-    pub statements: u64,
-    pub inserts: u64,
-    pub updates: u64,
-    pub deletes: u64,
-    pub truncates: u64,
-    pub seconds: f64,
+pub(crate) struct GeneratorStats {
+    bootstrap_transactions: u64,
+    transactions: u64,
+    statements: u64,
+    inserts: u64,
+    updates: u64,
+    deletes: u64,
+    truncates: u64,
+    pub(crate) seconds: f64,
     /// Largest delay behind the rate schedule, seconds.
-    pub max_lag: f64,
+    max_lag: f64,
 }
 
 impl GeneratorStats {
-    pub fn transactions_per_second(&self) -> f64 {
+    fn transactions_per_second(&self) -> f64 {
         if self.seconds > 0.0 { self.transactions as f64 / self.seconds } else { 0.0 }
     }
 }
@@ -382,7 +382,7 @@ impl State {
 }
 
 /// Applies sql/source_schema.sql (idempotent).
-pub async fn apply_schema(pg: &tokio_postgres::Client) -> anyhow::Result<()> {
+async fn apply_schema(pg: &tokio_postgres::Client) -> anyhow::Result<()> {
     pg.batch_execute("SET client_min_messages = warning").await?;
     pg.batch_execute(SOURCE_SCHEMA_SQL).await.context("applying sql/source_schema.sql")?;
     Ok(())
@@ -447,7 +447,7 @@ async fn commit(pg: &tokio_postgres::Client, tx: &Tx, stats: &mut GeneratorStats
 }
 
 /// Bootstraps the population, then generates traffic; returns what it did.
-pub async fn generate(args: Args) -> anyhow::Result<GeneratorStats> {
+pub(crate) async fn generate(args: Args) -> anyhow::Result<GeneratorStats> {
     let pg = connect(&args.pg_url).await?;
     if args.init_schema {
         apply_schema(&pg).await?;

@@ -94,7 +94,7 @@ impl PollArgs {
 
 impl PollArgs {
     /// The batching window in seconds (the millisecond form wins when set).
-    pub fn batching_window(&self) -> f64 {
+    fn batching_window(&self) -> f64 {
         if self.batching_window_ms > 0 {
             self.batching_window_ms as f64 / 1000.0
         } else {
@@ -106,13 +106,13 @@ impl PollArgs {
 /// What a poll run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollSummary {
-    pub batches: u64,
-    pub received: u64,
+    batches: u64,
+    received: u64,
     pub deleted: u64,
-    pub failed: u64,
+    pub(crate) failed: u64,
     pub failed_invocations: u64,
     /// Most invocations that ran at once.
-    pub peak_concurrency: u64,
+    peak_concurrency: u64,
 }
 
 /// Runs `cdc-tools poll` with the handler configuration of `config` (the queue polled is the

@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio_postgres::NoTls;
 
 /// The local cluster `scripts/postgres.sh` starts.
-pub const DEFAULT_PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=sales";
+pub(crate) const DEFAULT_PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=sales";
 
 /// Connects to PostgreSQL and drives the connection on a task of its own; when it closes with an
 /// error, the error is logged and the client's next call fails.

@@ -19,19 +19,19 @@ use cdc_lambda::sqs::queue::{OutgoingMessage, Queue, QueueError, ReceiveRequest,
 pub struct RedriveArgs {
     /// The dead-letter queue to drain.
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL")]
-    pub dlq_url: String,
+    dlq_url: String,
     /// The queue to move the messages back to.
     #[arg(long, env = "SOURCE_QUEUE_URL")]
-    pub queue_url: String,
+    pub(crate) queue_url: String,
     /// Move at most this many messages.
     #[arg(long)]
-    pub max_messages: Option<u64>,
+    pub(crate) max_messages: Option<u64>,
     /// Keep the diagnostic attributes (error_code, error_class, table, ...) on the moved messages.
     #[arg(long)]
-    pub keep_diagnostics: bool,
+    keep_diagnostics: bool,
     /// Visibility timeout while a message is being moved.
     #[arg(long, default_value_t = 30)]
-    pub visibility_timeout: u32,
+    pub(crate) visibility_timeout: u32,
 }
 
 impl RedriveArgs {
@@ -81,7 +81,7 @@ pub async fn redrive<Q: Queue>(queue: &Q, args: &RedriveArgs) -> Result<u64, Que
 }
 
 /// The message to send back.
-pub fn outgoing(m: &ReceivedMessage, target_url: &str, keep_diagnostics: bool) -> OutgoingMessage {
+fn outgoing(m: &ReceivedMessage, target_url: &str, keep_diagnostics: bool) -> OutgoingMessage {
     let attributes = m
         .attributes
         .iter()

@@ -34,32 +34,32 @@ use cdc_core::tables::{CapturedSource, MirrorTarget, TableMapping};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[arg(long, env = "CDC_PG_URL", default_value = DEFAULT_PG_URL, hide_env_values = true)]
-    pub pg_url: String,
+    pub(crate) pg_url: String,
     /// Keep comparing until there is no difference or this many seconds passed (0 = once).
     #[arg(long, default_value_t = 0.0)]
-    pub wait: f64,
+    pub(crate) wait: f64,
     /// Print up to this many differing ids per table.
     #[arg(long, default_value_t = 5)]
-    pub show: usize,
+    show: usize,
     /// The processor's table mapping: every relational entry besides the four sales tables is
     /// compared with its generic mirror (`SOURCE[=TARGET][(KEY ...)]`, comma-separated).
     #[arg(long, env = "CAPTURED_TABLES")]
-    pub captured_tables: Option<String>,
+    captured_tables: Option<String>,
 }
 
 /// One part of a row's key, in a normal form both sides print alike.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KeyPart {
+enum KeyPart {
     Int(i64),
     Text(String),
 }
 
 /// A row's key: one part per key column (`id` for the sales tables).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key(pub Vec<KeyPart>);
+struct Key(pub Vec<KeyPart>);
 
 impl Key {
-    pub fn id(id: i64) -> Self {
+    pub(crate) fn id(id: i64) -> Self {
         Key(vec![KeyPart::Int(id)])
     }
 }
@@ -83,36 +83,36 @@ impl std::fmt::Display for Key {
 
 /// The differences of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableDiff {
-    pub table: String,
-    pub source_rows: usize,
-    pub clickhouse_rows: usize,
-    pub missing: Vec<Key>,
-    pub extra: Vec<Key>,
+pub(crate) struct TableDiff {
+    pub(crate) table: String,
+    source_rows: usize,
+    clickhouse_rows: usize,
+    missing: Vec<Key>,
+    extra: Vec<Key>,
     /// Keys whose values differ, with the differing column names.
-    pub wrong: Vec<(Key, Vec<String>)>,
+    wrong: Vec<(Key, Vec<String>)>,
 }
 
 impl TableDiff {
-    pub fn differences(&self) -> usize {
+    fn differences(&self) -> usize {
         self.missing.len() + self.extra.len() + self.wrong.len()
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub tables: Vec<TableDiff>,
+pub(crate) struct VerifyReport {
+    pub(crate) tables: Vec<TableDiff>,
 }
 
 impl VerifyReport {
-    pub fn differences(&self) -> usize {
+    fn differences(&self) -> usize {
         self.tables.iter().map(TableDiff::differences).sum()
     }
-    pub fn is_clean(&self) -> bool {
+    fn is_clean(&self) -> bool {
         self.differences() == 0
     }
     /// One line per table, ids of the first `show` differences of each kind.
-    pub fn render(&self, show: usize) -> String {
+    pub(crate) fn render(&self, show: usize) -> String {
         let mut out = String::new();
         for t in &self.tables {
             out.push_str(&format!(
@@ -362,11 +362,7 @@ fn diff_rows(
 }
 
 /// Compares once.
-pub async fn compare(
-    pg: &tokio_postgres::Client,
-    ch: &Warehouse,
-    tables: &[VerifyTable],
-) -> anyhow::Result<VerifyReport> {
+async fn compare(pg: &tokio_postgres::Client, ch: &Warehouse, tables: &[VerifyTable]) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for check in CHECKS {
         // ClickHouse first: rows applied there after the PostgreSQL read would otherwise look
@@ -387,7 +383,7 @@ pub async fn compare(
 }
 
 /// Compares, retrying for up to `args.wait` seconds until there is no difference.
-pub async fn verify(args: &Args) -> anyhow::Result<VerifyReport> {
+pub(crate) async fn verify(args: &Args) -> anyhow::Result<VerifyReport> {
     let pg = postgres::connect(&args.pg_url).await?;
     let settings = cdc_lambda::config::clickhouse_settings().await.map_err(|e| anyhow::anyhow!(e.detail))?;
     let ch = Warehouse::new(&settings);
@@ -418,20 +414,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// One captured table compared with its generic mirror `<clickhouse_table>` (read through
 /// `<clickhouse_table>_current`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyTable {
+struct VerifyTable {
     /// Set for a `database.schema.table` entry: only that source database has the table.
-    pub pg_database: Option<String>,
-    pub pg_schema: String,
-    pub pg_table: String,
-    pub clickhouse_table: String,
-    pub key_columns: Vec<String>,
+    pg_database: Option<String>,
+    pg_schema: String,
+    pg_table: String,
+    clickhouse_table: String,
+    key_columns: Vec<String>,
 }
 
 /// The generic tables of a `CAPTURED_TABLES` value ([`TableMapping::parse`], the processor's
 /// own reading of it): its relational entries whose mirror is generic. The four sales mirrors
 /// have their own checks (`CHECKS`, `sales_fact`); the platform's entities have no PostgreSQL
 /// table to compare with.
-pub fn verify_tables(spec: &str) -> anyhow::Result<Vec<VerifyTable>> {
+fn verify_tables(spec: &str) -> anyhow::Result<Vec<VerifyTable>> {
     let mapping = TableMapping::parse(spec)?;
     Ok(mapping
         .entries()
@@ -450,7 +446,7 @@ pub fn verify_tables(spec: &str) -> anyhow::Result<Vec<VerifyTable>> {
 
 /// How a generic mirror's column is read on both sides and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GenericKind {
+enum GenericKind {
     /// Integers, compared as i64.
     Int,
     /// float8, compared as the exact f64 (NaN equals NaN).
@@ -474,7 +470,7 @@ pub enum GenericKind {
 
 impl GenericKind {
     /// From PostgreSQL's `pg_type.typname` and `typcategory` (`A` for arrays).
-    pub fn from_pg(typname: &str, category: &str) -> GenericKind {
+    pub(crate) fn from_pg(typname: &str, category: &str) -> GenericKind {
         if category == "A" {
             return GenericKind::Json;
         }
@@ -494,7 +490,7 @@ impl GenericKind {
 
     /// How ClickHouse prints a column of this kind for the comparison (the form [`pg_expr`]
     /// gives PostgreSQL's side).
-    pub fn text_form(self) -> TextForm {
+    fn text_form(self) -> TextForm {
         match self {
             GenericKind::Bytes => TextForm::Hex,
             GenericKind::Days => TextForm::EpochDays,
@@ -510,7 +506,7 @@ impl GenericKind {
 }
 
 /// PostgreSQL's text of a column in the normal form of its kind (`c` is the quoted name).
-pub fn pg_expr(c: &str, typname: &str, kind: GenericKind) -> String {
+fn pg_expr(c: &str, typname: &str, kind: GenericKind) -> String {
     match kind {
         GenericKind::Json if typname.starts_with('_') => format!("array_to_json({c})::text"),
         GenericKind::Bytes => format!("encode({c}, 'hex')"),
@@ -536,7 +532,7 @@ pub fn pg_expr(c: &str, typname: &str, kind: GenericKind) -> String {
 }
 
 /// Whether PostgreSQL's and ClickHouse's normal forms are the same value of this kind.
-pub fn same_generic(kind: GenericKind, pg: Option<&str>, ch: Option<&str>) -> bool {
+fn same_generic(kind: GenericKind, pg: Option<&str>, ch: Option<&str>) -> bool {
     let (p, c) = match (pg, ch) {
         (None, None) => return true,
         (Some(p), Some(c)) => (p.trim(), c.trim()),
@@ -580,7 +576,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 /// A decimal number's exact normal form: `0`, or sign, significant digits without leading or
 /// trailing zeros, and the power of ten (`-12.340e1` → `-1234e-1`). `None` if not a number.
-pub fn exact_number(text: &str) -> Option<String> {
+fn exact_number(text: &str) -> Option<String> {
     let (negative, rest) = match text.as_bytes().first()? {
         b'-' => (true, &text[1..]),
         b'+' => (false, &text[1..]),
@@ -711,7 +707,7 @@ fn row_key(cols: &[GenericCol], key_idx: &[usize], values: &[Option<String>]) ->
 }
 
 /// Compares one captured table with its generic mirror.
-pub async fn compare_generic(
+async fn compare_generic(
     pg: &tokio_postgres::Client,
     ch: &Warehouse,
     table: &VerifyTable,

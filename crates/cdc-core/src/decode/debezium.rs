@@ -33,7 +33,7 @@ pub(crate) fn looks_like_payload(obj: &RawObject<'_>) -> bool {
 /// are called (a `status` column no longer makes it a transaction marker).
 const FLAT_MARKERS: [&str; 8] = ["__deleted", "__op", "__table", "__lsn", "__schema", "__db", "__txId", "__ts_ms"];
 
-pub(crate) fn is_flattened(obj: &RawObject<'_>) -> bool {
+fn is_flattened(obj: &RawObject<'_>) -> bool {
     obj.iter().any(|(k, _)| FLAT_MARKERS.contains(&k) || k.starts_with("__source_"))
 }
 

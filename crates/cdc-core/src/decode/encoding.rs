@@ -20,7 +20,7 @@ use crate::change::{Decimal, Special, Value};
 use crate::tables::ColumnKind;
 
 /// Debezium's default `unavailable.value.placeholder` for an unchanged TOASTed column.
-pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+const UNAVAILABLE: &str = "__debezium_unavailable_value";
 /// The placeholder's bytes as the JSON converter sends a `bytea` column (base64).
 const UNAVAILABLE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
 /// The placeholder's bytes with `binary.handling.mode=hex`.
@@ -33,7 +33,7 @@ pub const NEGATIVE_INFINITY_SENTINEL: i64 = -9_223_372_036_832_400_000;
 
 /// Largest decimal scale accepted (ClickHouse's Decimal256 limit). Bounds the work and memory a
 /// hostile exponent or scale could ask for.
-pub const MAX_SCALE: u32 = 76;
+const MAX_SCALE: u32 = 76;
 
 /// Nested arrays deeper than this are rejected: each level is a recursion of this decoder.
 const MAX_ARRAY_DEPTH: usize = 32;
@@ -57,7 +57,7 @@ pub enum ValueError {
 }
 
 impl ValueError {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             ValueError::BadDecimal => "value.bad_decimal",
             ValueError::DecimalOverflow => "value.decimal_overflow",
@@ -123,7 +123,7 @@ pub enum FieldType {
 }
 
 /// Kafka Connect's name of a precise decimal (its scale is a parameter of the schema).
-pub const DECIMAL_LOGICAL_NAME: &str = "org.apache.kafka.connect.data.Decimal";
+pub(crate) const DECIMAL_LOGICAL_NAME: &str = "org.apache.kafka.connect.data.Decimal";
 
 /// The logical type names of a schema block and the wire type each names. The first name of a
 /// type is the one Debezium's PostgreSQL connector writes (the capture in `cdc-tools` writes it
@@ -165,7 +165,7 @@ impl FieldType {
 
     /// The wire type of a known column when no schema block says otherwise. `base64` is true
     /// for Debezium (whose precise decimals are base64), false for DMS and the platform.
-    pub fn from_kind(kind: ColumnKind, base64: bool) -> FieldType {
+    pub(crate) fn from_kind(kind: ColumnKind, base64: bool) -> FieldType {
         match kind {
             ColumnKind::Int64 | ColumnKind::Int32 => FieldType::Int,
             ColumnKind::Text => FieldType::Text,
@@ -401,20 +401,20 @@ fn text_value(raw: &RawValue, wrap: fn(String) -> Value) -> Result<Value, ValueE
 }
 
 /// True for the TOAST placeholder as a text column sends it.
-pub fn is_unavailable(s: &str) -> bool {
+fn is_unavailable(s: &str) -> bool {
     s == UNAVAILABLE
 }
 
 /// True for the TOAST placeholder in any form a `bytea` (or precise decimal) column may carry:
 /// the text itself, its bytes as base64 (JSON converter default) or as hex (`hex:`-prefixed or
 /// bare, `binary.handling.mode=hex`).
-pub fn is_unavailable_bytes(s: &str) -> bool {
+fn is_unavailable_bytes(s: &str) -> bool {
     let hex = s.strip_prefix("hex:").unwrap_or(s);
     s == UNAVAILABLE || s == UNAVAILABLE_BASE64 || hex.eq_ignore_ascii_case(UNAVAILABLE_HEX)
 }
 
 /// PostgreSQL NaN and ±infinity as Debezium's string encodings spell them.
-pub fn parse_special(s: &str) -> Option<Special> {
+fn parse_special(s: &str) -> Option<Special> {
     match s {
         "NaN" | "nan" => Some(Special::NaN),
         "Infinity" | "+Infinity" | "infinity" | "+infinity" => Some(Special::PositiveInfinity),

@@ -442,7 +442,7 @@ fn truncate(s: &str, max: usize) -> String {
     s.get(..end).unwrap_or("").to_owned()
 }
 
-pub use crate::wire::parse_pg_lsn;
+pub(crate) use crate::wire::parse_pg_lsn;
 
 /// The log position in a DMS `stream-position`, as a number that orders the changes of one
 /// row, or `None` when the text is in no form DMS emits for PostgreSQL or MySQL
@@ -459,7 +459,7 @@ pub use crate::wire::parse_pg_lsn;
 ///   position of the row event, row index I within the event), packed as
 ///   `SEQ << 43 | POS << 11 | I` (sequence below 2^20, position below 2^32, index below 2^11);
 ///   a value outside those bounds is `None`.
-pub fn parse_dms_position(s: &str) -> Option<u64> {
+pub(crate) fn parse_dms_position(s: &str) -> Option<u64> {
     if let Some(lsn) = parse_pg_lsn(s) {
         return Some(lsn);
     }

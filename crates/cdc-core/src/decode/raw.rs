@@ -97,7 +97,7 @@ pub(crate) fn parse_array(text: &str) -> Result<Vec<&RawValue>, serde_json::Erro
     serde_json::from_str(text)
 }
 
-pub(crate) fn is_null(v: &RawValue) -> bool {
+fn is_null(v: &RawValue) -> bool {
     v.get() == "null"
 }
 

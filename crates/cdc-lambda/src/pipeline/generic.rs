@@ -20,17 +20,17 @@ use cdc_core::tables::GenericTable;
 use super::{Pipeline, SystemicError};
 
 /// A change of a generic table, decoded and waiting to be written.
-pub struct PendingGeneric {
-    pub message: usize,
-    pub table: Arc<GenericTable>,
-    pub change: GenericChange,
+pub(crate) struct PendingGeneric {
+    pub(crate) message: usize,
+    pub(crate) table: Arc<GenericTable>,
+    pub(crate) change: GenericChange,
 }
 
 /// How one message of a generic table failed: class and code.
 type Failure = (ErrorClass, &'static str);
 
 /// What became of one message: the rows it wrote, or how it failed.
-pub type GenericOutcome = Result<u64, Failure>;
+type GenericOutcome = Result<u64, Failure>;
 
 /// The rows of one generic table in a batch, by message.
 type TableRows = (Arc<GenericTable>, Vec<(usize, Vec<GenericRow>)>);

@@ -42,7 +42,7 @@ use generic::PendingGeneric;
 
 /// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
 /// the query text and the memory of a round, whatever a change's fan-out.
-pub const PAGE: usize = 10_000;
+const PAGE: usize = 10_000;
 /// Children of one changed parent read inline; a parent with more is re-derived as a [`Task`].
 const INLINE_PER_PARENT: usize = 1_000;
 /// Children read inline per index lookup in all.
@@ -159,20 +159,13 @@ fn extra_types(pending: &[PendingChange]) -> BTreeMap<SourceTable, (BTreeSet<Str
     carried
 }
 
-/// Counts of one invocation, for the summary log line.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    pub mirror_rows: usize,
-    pub facts: usize,
-}
-
 /// Facts to re-derive: items read inline, and tasks (with the message that caused each) for
 /// the rest. A task is owned by one message: if it cannot finish, that message carries the
 /// follow-up.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Touched {
-    pub items: BTreeSet<i64>,
-    pub tasks: BTreeMap<Scope, (usize, i64)>,
+struct Touched {
+    items: BTreeSet<i64>,
+    pub(crate) tasks: BTreeMap<Scope, (usize, i64)>,
 }
 
 impl Touched {
@@ -195,7 +188,7 @@ impl Pipeline {
 
     /// The key shared by every instance of the function (`TASK_KEY_SECRET_ARN`); without it the
     /// pipeline signs with a random key of its own, which only it accepts.
-    pub fn with_task_key(mut self, key: TaskKey) -> Self {
+    pub(crate) fn with_task_key(mut self, key: TaskKey) -> Self {
         self.task_key = key;
         self
     }

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 /// SQS rejects visibility timeouts above 12 hours.
-pub const MAX_VISIBILITY_SECONDS: u32 = 43_200;
+pub(crate) const MAX_VISIBILITY_SECONDS: u32 = 43_200;
 
 /// `delay(n) = min(cap, base × 2^(n−1))`, then "equal jitter": a uniform value in
 /// `[delay/2, delay]`, so messages that failed together do not all come back together, yet no
@@ -37,7 +37,7 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay before jitter for the `receive_count`-th receive (1 = first delivery), in
     /// whole seconds, never above the cap nor above SQS's 12-hour limit.
-    pub fn ceiling_seconds(&self, receive_count: u32) -> u32 {
+    fn ceiling_seconds(&self, receive_count: u32) -> u32 {
         let cap = self.cap.as_secs().min(MAX_VISIBILITY_SECONDS as u64);
         let exponent = receive_count.saturating_sub(1).min(32);
         let delay = self.base.as_secs().saturating_mul(1u64 << exponent);
@@ -45,13 +45,14 @@ impl Backoff {
     }
 
     /// The visibility timeout to set, jittered.
-    pub fn visibility_seconds(&self, receive_count: u32) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn visibility_seconds(&self, receive_count: u32) -> u32 {
         self.jittered(receive_count, rand::random_range(0.0..=1.0))
     }
 
     /// Deterministic core of [`Self::visibility_seconds`]: `unit` in `[0, 1]` picks the point in
     /// `[ceiling/2, ceiling]`.
-    pub fn jittered(&self, receive_count: u32, unit: f64) -> u32 {
+    pub(crate) fn jittered(&self, receive_count: u32, unit: f64) -> u32 {
         let ceiling = self.ceiling_seconds(receive_count);
         let half = ceiling / 2;
         let spread = (ceiling - half) as f64 * unit.clamp(0.0, 1.0);

@@ -49,7 +49,7 @@ pub fn is_fifo(messages: &[Message]) -> bool {
 /// keeps the rule conservative if SQS ever omitted the attribute. Even a poison message
 /// dead-lettered at once blocks the rest of its group in this invocation: reporting them failed
 /// is always order-safe (rows carry versions, so processing them again is harmless).
-pub fn blockers<'a>(
+pub(crate) fn blockers<'a>(
     fifo: bool,
     messages: impl IntoIterator<Item = (&'a Message, &'a MessageOutcome)>,
 ) -> Vec<Option<usize>> {
@@ -69,7 +69,7 @@ pub fn blockers<'a>(
 
 /// Pairs each message with its report, the i-th with the i-th: the one place a batch is joined
 /// by position. A count that does not match is refused rather than guessed.
-pub fn pair<T>(messages: Vec<Message>, reports: Vec<T>) -> Result<Vec<(Message, T)>, BatchError> {
+pub(crate) fn pair<T>(messages: Vec<Message>, reports: Vec<T>) -> Result<Vec<(Message, T)>, BatchError> {
     if messages.len() != reports.len() {
         return Err(BatchError::OutcomeCount { expected: messages.len(), got: reports.len() });
     }
@@ -78,7 +78,7 @@ pub fn pair<T>(messages: Vec<Message>, reports: Vec<T>) -> Result<Vec<(Message, 
 
 /// The response Lambda reads: each failed id once, in batch order. Only ids of the batch can
 /// appear, and [`MessageId`] is never empty, so no identifier can fail the whole batch.
-pub fn response<'a>(
+pub(crate) fn response<'a>(
     batch: impl IntoIterator<Item = &'a MessageId>,
     failed: impl IntoIterator<Item = &'a MessageId>,
 ) -> SqsBatchResponse {
@@ -99,7 +99,7 @@ pub(crate) mod tests {
 
     /// A message as the event source mapping hands it over, for the tests of every `sqs`
     /// module: a standard queue's, or a FIFO queue's with `group`.
-    pub fn message(id: &str, group: Option<&str>) -> Message {
+    pub(crate) fn message(id: &str, group: Option<&str>) -> Message {
         Message {
             id: MessageId::new(id).unwrap(),
             body: String::new(),

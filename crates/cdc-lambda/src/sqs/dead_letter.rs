@@ -17,11 +17,11 @@ use cdc_core::error::ErrorClass;
 use crate::sqs::message::Message;
 use crate::sqs::queue::{Attribute, OutgoingMessage};
 
-pub const ERROR_CODE: &str = "error_code";
-pub const ERROR_CLASS: &str = "error_class";
-pub const TABLE: &str = "table";
+const ERROR_CODE: &str = "error_code";
+const ERROR_CLASS: &str = "error_class";
+const TABLE: &str = "table";
 pub const ORIGINAL_MESSAGE_ID: &str = "original_message_id";
-pub const RECEIVE_COUNT: &str = "receive_count";
+const RECEIVE_COUNT: &str = "receive_count";
 
 /// The attributes this module adds; `redrive` removes them again so a redriven message looks as
 /// it did originally.
@@ -32,21 +32,21 @@ const MAX_ATTRIBUTES: usize = 10;
 
 /// Why a message is dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub code: &'static str,
-    pub class: ErrorClass,
-    pub table: Option<String>,
+pub(crate) struct DeadLetter {
+    pub(crate) code: &'static str,
+    pub(crate) class: ErrorClass,
+    pub(crate) table: Option<String>,
 }
 
 impl DeadLetter {
-    pub fn poison(code: &'static str, table: Option<String>) -> Self {
+    pub(crate) fn poison(code: &'static str, table: Option<String>) -> Self {
         Self { code, class: ErrorClass::Poison, table }
     }
 
     /// Builds the message to send to `dead_letter_queue_url`. `original` are the message's own
     /// attributes (from the Lambda record or the receive); they are kept as long as SQS's limit of
     /// 10 attributes allows after the five diagnostics, in name order.
-    pub fn to_outgoing(
+    pub(crate) fn to_outgoing(
         &self,
         message: &Message,
         original: &BTreeMap<String, Attribute>,
@@ -80,7 +80,7 @@ impl DeadLetter {
 }
 
 /// Converts a Lambda record's message attributes to the queue port's form.
-pub fn lambda_attributes(record: &aws_lambda_events::sqs::SqsMessage) -> BTreeMap<String, Attribute> {
+pub(crate) fn lambda_attributes(record: &aws_lambda_events::sqs::SqsMessage) -> BTreeMap<String, Attribute> {
     record
         .message_attributes
         .iter()

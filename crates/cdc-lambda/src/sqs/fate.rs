@@ -19,7 +19,7 @@ use crate::sqs::requeue;
 
 /// What becomes of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// Delivered or skipped: acknowledged (left out of the batch response).
     Ack,
     /// Sent to the dead-letter queue with its diagnostics, then acknowledged.
@@ -35,7 +35,7 @@ pub enum Fate {
 
 /// Why a message goes to the dead-letter queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterReason {
+pub(crate) enum DeadLetterReason {
     /// It can never succeed: the failure's own code goes into `error_code`.
     Poison,
     /// Its environment failed for longer than the retry age: `retry.expired`.
@@ -44,49 +44,49 @@ pub enum DeadLetterReason {
 
 impl Fate {
     /// Listed in the batch response, so SQS hands the message out again.
-    pub fn is_reported_failed(self) -> bool {
+    pub(crate) fn is_reported_failed(self) -> bool {
         matches!(self, Fate::Fail { .. })
     }
 }
 
 /// The function's settings the policy reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// `DEAD_LETTER_QUEUE_URL` is set.
-    pub dead_letter_queue: bool,
+    pub(crate) dead_letter_queue: bool,
     /// `REQUEUE_ON_OUTAGE`: environmental failures on a standard queue are re-sent as copies.
-    pub requeue: bool,
+    pub(crate) requeue: bool,
     /// `RETRY_MAX_AGE_SECONDS`: no copy past this age; the DLQ as `retry.expired` instead.
-    pub retry_max_age: Duration,
-    pub backoff: Backoff,
+    pub(crate) retry_max_age: Duration,
+    pub(crate) backoff: Backoff,
 }
 
 /// What is known about one message when its fate is decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Situation {
+pub(crate) struct Situation {
     /// The batch came from a FIFO queue.
-    pub fifo: bool,
+    pub(crate) fifo: bool,
     /// `ApproximateReceiveCount` (1 on first delivery).
-    pub receive_count: u32,
+    pub(crate) receive_count: u32,
     /// `cdc_attempt`: environmental failures met by earlier copies (0 for an original).
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// Time since the message was first seen (`sqs::requeue::first_seen_ms`).
-    pub retry_age: Duration,
+    pub(crate) retry_age: Duration,
     /// FIFO: an earlier message of its group failed in this batch; the fate it settled on.
-    pub blocked_by: Option<Fate>,
+    pub(crate) blocked_by: Option<Fate>,
     /// A dead-letter send can be made: a DLQ is configured and no send to it failed yet.
-    pub can_dead_letter: bool,
+    pub(crate) can_dead_letter: bool,
     /// A copy can be made: the source queue is known, the attributes leave room for the
     /// counter, and no re-send failed yet.
-    pub can_copy: bool,
+    pub(crate) can_copy: bool,
     /// Where in `[ceiling/2, ceiling]` the backoff lands (`Backoff::jittered`), drawn once per
     /// message so that messages failing together do not come back together.
-    pub jitter: f64,
+    pub(crate) jitter: f64,
 }
 
 /// The message's fate (docs/error-policy.md: "The three classes", "Bounded retries", "How
 /// outages avoid the DLQ", "FIFO queues").
-pub fn fate(outcome: &MessageOutcome, situation: &Situation, policy: &Policy) -> Fate {
+pub(crate) fn fate(outcome: &MessageOutcome, situation: &Situation, policy: &Policy) -> Fate {
     // The receive count plus the copies before it: the backoff keeps growing across copies.
     let backoff = |count: u32| policy.backoff.jittered(count, situation.jitter);
     let report_failed =

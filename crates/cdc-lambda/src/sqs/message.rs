@@ -89,7 +89,7 @@ impl MessageOutcome {
 
     /// `delivered`, `skipped`, `transient`, `poison` or `systemic`: the `outcome` dimension of
     /// the metrics and logs.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             MessageOutcome::Delivered => "delivered",
             MessageOutcome::Skipped(_) => "skipped",
@@ -106,18 +106,18 @@ impl MessageOutcome {
 pub struct MessageReport {
     pub outcome: MessageOutcome,
     /// The source table (`orders`), when the body was decoded far enough to know it.
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
     /// The change's operation, when known.
-    pub op: Option<Op>,
+    pub(crate) op: Option<Op>,
     /// Commit time of the change in the source database, µs since the epoch (Debezium
     /// `source.ts_us`/`ts_ms`, DMS `commit-timestamp`, platform `eventTimestamp`): the freshness
     /// metric is `now − commit_time`.
-    pub commit_time_us: Option<i64>,
+    pub(crate) commit_time_us: Option<i64>,
     /// Rows this message put into ClickHouse (mirror rows; facts are counted by the pipeline's
     /// own log line).
-    pub rows_inserted: u64,
+    pub(crate) rows_inserted: u64,
     /// The platform envelope's `correlationId` (or Debezium `txId`), for log correlation.
-    pub correlation_id: Option<String>,
+    pub(crate) correlation_id: Option<String>,
     /// Messages the handler must send to the source queue before it acknowledges this one:
     /// re-derivations that did not finish within the invocation (`rederive::Task` bodies).
     pub follow_ups: Vec<String>,
@@ -137,7 +137,7 @@ impl MessageReport {
     }
 
     /// The table, from the report or else from the failure.
-    pub fn table(&self) -> Option<&str> {
+    pub(crate) fn table(&self) -> Option<&str> {
         match (&self.table, &self.outcome) {
             (Some(t), _) => Some(t),
             (None, MessageOutcome::Failed { table: Some(t), .. }) => Some(t),

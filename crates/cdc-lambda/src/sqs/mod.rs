@@ -7,7 +7,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod dead_letter;
-pub mod fate;
+pub(crate) mod fate;
 pub mod message;
 pub mod queue;
 pub mod requeue;

@@ -82,9 +82,9 @@ pub struct QueueInfo {
 #[derive(Debug, thiserror::Error)]
 #[error("sqs {operation} failed: {detail}")]
 pub struct QueueError {
-    pub operation: &'static str,
+    operation: &'static str,
     /// The SDK's error text: service error code and message, never a message body.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl Classify for QueueError {
@@ -172,10 +172,6 @@ pub struct SqsQueue {
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client) -> Self {
         Self { client }
-    }
-
-    pub fn client(&self) -> &aws_sdk_sqs::Client {
-        &self.client
     }
 }
 
@@ -371,7 +367,7 @@ impl Queue for SqsQueue {
 /// Derives a queue URL from its ARN (`arn:aws:sqs:REGION:ACCOUNT:NAME`) for the public SQS
 /// endpoint. With a custom endpoint (moto) the SDK sends the request there anyway and the
 /// service reads the queue name from the URL's path, so the derived URL works too.
-pub fn url_from_arn(arn: &str) -> Option<String> {
+pub(crate) fn url_from_arn(arn: &str) -> Option<String> {
     let mut parts = arn.split(':');
     let (Some("arn"), Some(partition), Some("sqs"), Some(region), Some(account), Some(name), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())

@@ -24,24 +24,22 @@ use crate::sqs::queue::{Attribute, OutgoingMessage};
 pub const ATTEMPT: &str = "cdc_attempt";
 /// When the message was first seen (ms since the epoch): the original's `SentTimestamp`. Its
 /// copies stop at the retry age (`RETRY_MAX_AGE_SECONDS`) and go to the DLQ as `retry.expired`.
-pub const FIRST_SEEN: &str = "cdc_first_seen_ms";
+pub(crate) const FIRST_SEEN: &str = "cdc_first_seen_ms";
 /// The message id of the first copy, so logs of every copy can be tied together.
 pub const FIRST_MESSAGE_ID: &str = "cdc_first_message_id";
-/// The attributes this module adds; `redrive` removes them again.
-pub const ATTRIBUTES: [&str; 3] = [ATTEMPT, FIRST_SEEN, FIRST_MESSAGE_ID];
 
 /// SQS's limit for `DelaySeconds`.
-pub const MAX_DELAY_SECONDS: u32 = 900;
+pub(crate) const MAX_DELAY_SECONDS: u32 = 900;
 /// SQS accepts at most 10 message attributes per message.
 const MAX_ATTRIBUTES: usize = 10;
 /// The default retry age: well above the one-hour outage the design rides out, well inside the
 /// queues' 14-day retention (docs/error-policy.md, "Bounded").
-pub const DEFAULT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The code of a message whose environment failed for longer than the retry age.
 pub const EXPIRED_CODE: &str = "retry.expired";
 
 /// The attempt counter a message carries (0 when absent or unreadable).
-pub fn attempt(attributes: &BTreeMap<String, Attribute>) -> u32 {
+pub(crate) fn attempt(attributes: &BTreeMap<String, Attribute>) -> u32 {
     attributes.get(ATTEMPT).and_then(|a| a.string_value.as_deref()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
@@ -49,26 +47,27 @@ pub fn attempt(attributes: &BTreeMap<String, Attribute>) -> u32 {
 /// `SentTimestamp` and now. A producer may set the attribute on an original; a time in the past
 /// only expires its own message sooner, and one later than the message was sent is ignored, so
 /// no attribute value stretches a message's retries past the age.
-pub fn first_seen_ms(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64) -> u64 {
+fn first_seen_ms(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64) -> u64 {
     let attribute =
         attributes.get(FIRST_SEEN).and_then(|a| a.string_value.as_deref()).and_then(|v| v.trim().parse::<u64>().ok());
     [attribute, message.sent_at_ms].into_iter().flatten().fold(now_ms, u64::min)
 }
 
 /// How long the message has been retried for: since it was first seen.
-pub fn age(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64) -> std::time::Duration {
+pub(crate) fn age(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(now_ms - first_seen_ms(message, attributes, now_ms))
 }
 
 /// True when the message has been retried for the environment longer than `max_age`.
-pub fn expired(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64, max_age: std::time::Duration) -> bool {
+#[cfg(test)]
+pub(crate) fn expired(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64, max_age: std::time::Duration) -> bool {
     age(message, attributes, now_ms) > max_age
 }
 
 /// The copy to send to the source queue, delayed by `delay_seconds` (clamped to SQS's 900 s);
 /// `None` when the attributes leave no room for the counter and the first-seen time (SQS allows
 /// 10), in which case the caller reports the message failed instead.
-pub fn copy(
+pub(crate) fn copy(
     message: &Message,
     original: &BTreeMap<String, Attribute>,
     delay_seconds: u32,

@@ -29,7 +29,7 @@ const STATUSES: [&str; 4] = ["pending", "paid", "shipped", "cancelled"];
 /// key changes and truncations on all four tables; with `moves`, also foreign keys that move at
 /// every level (an item to another order or product, an order to another customer) in about
 /// 15% of the steps.
-pub fn generate_history(seed: u64, moves: bool) -> SourceDb {
+pub(crate) fn generate_history(seed: u64, moves: bool) -> SourceDb {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut db = SourceDb::default();
     let mut next_id = 1i64;
@@ -208,7 +208,7 @@ pub fn generate_history(seed: u64, moves: bool) -> SourceDb {
 
 /// One delivery schedule: duplicates (≥ 10%), a shuffle, random batch sizes, redelivered
 /// batches, split over two workers that run concurrently.
-pub fn schedule(seed: u64, events: &[String]) -> [Vec<Vec<Message>>; 2] {
+pub(crate) fn schedule(seed: u64, events: &[String]) -> [Vec<Vec<Message>>; 2] {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut messages: Vec<Message> =
         events.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();

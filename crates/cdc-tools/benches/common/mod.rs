@@ -17,15 +17,15 @@ use cdc_core::tables::SourceTable;
 use serde_json::json;
 
 /// The Lambda invocation payload limit, and what one SQS record adds around its body.
-pub const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
-pub const RECORD_ENVELOPE: usize = 900;
+pub(crate) const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+pub(crate) const RECORD_ENVELOPE: usize = 900;
 
 /// The processing time every event reports (top-level `ts_ms`).
-pub const NOW_US: i64 = 1_763_777_672_000_000;
+pub(crate) const NOW_US: i64 = 1_763_777_672_000_000;
 
 /// The benchmarks' ClickHouse: `CLICKHOUSE_URL` (the loopback when unset: benchmarks run next to
 /// their server), `CLICKHOUSE_USER`, `CLICKHOUSE_PASSWORD`, and the given database.
-pub fn clickhouse_settings(database: &str) -> cdc_clickhouse::config::ClickHouseSettings {
+pub(crate) fn clickhouse_settings(database: &str) -> cdc_clickhouse::config::ClickHouseSettings {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     cdc_clickhouse::config::ClickHouseSettings::new(
         var("CLICKHOUSE_URL").unwrap_or_else(|| "http://127.0.0.1:8123".into()),
@@ -35,7 +35,7 @@ pub fn clickhouse_settings(database: &str) -> cdc_clickhouse::config::ClickHouse
     )
 }
 
-pub fn wal2json_record(
+pub(crate) fn wal2json_record(
     lsn: u64,
     xid: u64,
     table: &str,
@@ -55,25 +55,25 @@ pub fn wal2json_record(
 }
 
 /// The old key of an update (REPLICA IDENTITY DEFAULT).
-pub fn identity(id: i64) -> serde_json::Value {
+pub(crate) fn identity(id: i64) -> serde_json::Value {
     json!([{"name": "id", "type": "bigint", "value": id}])
 }
 
 /// A NUMERIC value as wal2json prints it (a JSON number with the column's scale).
-pub fn money(cents: i64) -> serde_json::Value {
+pub(crate) fn money(cents: i64) -> serde_json::Value {
     serde_json::from_str(&format!("{}.{:02}", cents / 100, cents % 100)).expect("number")
 }
 
-pub fn col(name: &str, ty: &str, value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn col(name: &str, ty: &str, value: serde_json::Value) -> serde_json::Value {
     json!({"name": name, "type": ty, "value": value, "optional": name != "id"})
 }
 
-pub fn timestamp() -> serde_json::Value {
+pub(crate) fn timestamp() -> serde_json::Value {
     json!("2025-03-14 09:26:53.589793+00")
 }
 
 /// The columns of a `customers` row as wal2json prints them.
-pub fn customer_columns(id: i64, city_variant: usize) -> serde_json::Value {
+pub(crate) fn customer_columns(id: i64, city_variant: usize) -> serde_json::Value {
     let n = id as usize + city_variant;
     json!([
         col("id", "bigint", json!(id)),
@@ -86,7 +86,7 @@ pub fn customer_columns(id: i64, city_variant: usize) -> serde_json::Value {
 }
 
 /// The columns of a `products` row as wal2json prints them.
-pub fn product_columns(id: i64, price_cents: i64) -> serde_json::Value {
+pub(crate) fn product_columns(id: i64, price_cents: i64) -> serde_json::Value {
     json!([
         col("id", "bigint", json!(id)),
         col("name", "text", json!(format!("Product {id} Deluxe"))),
@@ -97,7 +97,7 @@ pub fn product_columns(id: i64, price_cents: i64) -> serde_json::Value {
 }
 
 /// The columns of an `orders` row as wal2json prints them.
-pub fn order_columns(order_id: i64, customer_id: i64, status: &str) -> serde_json::Value {
+pub(crate) fn order_columns(order_id: i64, customer_id: i64, status: &str) -> serde_json::Value {
     json!([
         col("id", "bigint", json!(order_id)),
         col("customer_id", "bigint", json!(customer_id)),
@@ -108,7 +108,7 @@ pub fn order_columns(order_id: i64, customer_id: i64, status: &str) -> serde_jso
 }
 
 /// The columns of an `order_items` row as wal2json prints them.
-pub fn item_columns(
+pub(crate) fn item_columns(
     item_id: i64,
     order_id: i64,
     product_id: i64,
@@ -125,17 +125,17 @@ pub fn item_columns(
 }
 
 /// wal2json records in, Debezium bodies (with schema blocks) out.
-pub struct Bodies {
+pub(crate) struct Bodies {
     converter: Converter,
     pub bodies: Vec<String>,
 }
 
 impl Bodies {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self { converter: Converter::new("oltp", "oltp"), bodies: Vec::with_capacity(capacity) }
     }
 
-    pub fn push(&mut self, record: &str) {
+    pub(crate) fn push(&mut self, record: &str) {
         let record: Record<'_> = serde_json::from_str(record).expect("wal2json record");
         for event in self.converter.convert(&record, NOW_US).expect("convert") {
             self.bodies.push(event.body);
@@ -145,7 +145,7 @@ impl Bodies {
 
 /// Cuts bodies into batches no larger than one Lambda payload (bodies JSON-escaped inside the SQS
 /// event, plus each record's envelope): the index ranges of the batches.
-pub fn batch_ranges(bodies: &[String]) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn batch_ranges(bodies: &[String]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0usize, 0usize);
     for (i, body) in bodies.iter().enumerate() {
@@ -164,7 +164,7 @@ pub fn batch_ranges(bodies: &[String]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// The batches as pipeline messages.
-pub fn batches(bodies: &[String]) -> Vec<Vec<Message>> {
+pub(crate) fn batches(bodies: &[String]) -> Vec<Vec<Message>> {
     batch_ranges(bodies)
         .into_iter()
         .map(|range| {
@@ -184,7 +184,7 @@ pub fn batches(bodies: &[String]) -> Vec<Vec<Message>> {
 }
 
 /// One batch as the SQS event Lambda hands the function (`aws_lambda_events::sqs::SqsEvent`).
-pub fn sqs_event_json(batch: &[Message]) -> String {
+pub(crate) fn sqs_event_json(batch: &[Message]) -> String {
     let records: Vec<serde_json::Value> = batch
         .iter()
         .map(|m| {
@@ -199,7 +199,7 @@ pub fn sqs_event_json(batch: &[Message]) -> String {
 
 /// Pre-encodes one batch's mirror rows per table, as the pipeline would write them: (table,
 /// RowBinary bytes, row count).
-pub fn encoded_mirror_rows<'a>(
+pub(crate) fn encoded_mirror_rows<'a>(
     bodies: impl IntoIterator<Item = &'a str>,
     dialect: Dialect,
 ) -> Vec<(SourceTable, Vec<u8>, usize)> {
@@ -222,7 +222,10 @@ pub fn encoded_mirror_rows<'a>(
 
 /// Runs every batch through the pipeline, one invocation each, and returns the elapsed time;
 /// every event must be delivered.
-pub async fn process_all(pipeline: &cdc_lambda::pipeline::Pipeline, batches: &[Vec<Message>]) -> std::time::Duration {
+pub(crate) async fn process_all(
+    pipeline: &cdc_lambda::pipeline::Pipeline,
+    batches: &[Vec<Message>],
+) -> std::time::Duration {
     use cdc_lambda::pipeline::Process;
     let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(300);
     let started = std::time::Instant::now();
@@ -237,7 +240,7 @@ pub async fn process_all(pipeline: &cdc_lambda::pipeline::Pipeline, batches: &[V
 
 /// Inserts one batch's pre-encoded mirror rows (from [`encoded_mirror_rows`]) raw, one INSERT per
 /// table that has rows; returns the statements sent.
-pub async fn insert_mirror_rows(
+pub(crate) async fn insert_mirror_rows(
     warehouse: &cdc_clickhouse::Warehouse,
     tables: &[(SourceTable, Vec<u8>, usize)],
 ) -> usize {

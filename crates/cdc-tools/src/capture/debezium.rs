@@ -40,7 +40,7 @@ use cdc_core::decode::encoding::{
 use cdc_core::wire::parse_pg_lsn;
 
 /// The connector version this capture imitates, reported in `source.version`.
-pub const CONNECTOR_VERSION: &str = "2.7.3.Final";
+const CONNECTOR_VERSION: &str = "2.7.3.Final";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -55,9 +55,9 @@ pub enum ConvertError {
 }
 
 /// How one PostgreSQL column is encoded in the Debezium event (its wire type, as the decoder
-/// reads it, is `cdc_core::decode::encoding::FieldType`).
+/// reads it, is `cdc_core::decode::encoding::PgEncoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgEncoding {
+enum PgEncoding {
     Int16,
     Int32,
     Int64,
@@ -94,7 +94,7 @@ pub enum PgEncoding {
 /// The element types of arrays the connector maps to Kafka Connect arrays (its
 /// `PostgresValueConverter`); arrays of other types keep the server's text form, as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArrayElement {
+enum ArrayElement {
     Int16,
     Int32,
     Int64,
@@ -154,7 +154,7 @@ fn is_character_type(type_name: &str) -> bool {
 
 impl PgEncoding {
     /// From wal2json's `type` (PostgreSQL's `format_type` with typmod).
-    pub fn from_pg(type_name: &str) -> PgEncoding {
+    pub(crate) fn from_pg(type_name: &str) -> PgEncoding {
         let t = type_name.trim();
         // `format_type` prints every array as `element[]`, whatever its dimensions.
         if let Some(element) = t.strip_suffix("[]") {
@@ -195,7 +195,7 @@ impl PgEncoding {
     /// type refines it with what the schema block also carries (integer and float widths, a
     /// decimal's precision), and takes its logical type name from it, so that the names the
     /// capture writes are the names the decoder reads.
-    pub fn wire(self) -> WireType {
+    pub(crate) fn wire(self) -> WireType {
         match self {
             PgEncoding::Int16 | PgEncoding::Int32 | PgEncoding::Int64 => WireType::Int,
             PgEncoding::Bool => WireType::Bool,
@@ -241,16 +241,16 @@ impl PgEncoding {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ColumnDef {
-    pub name: String,
+pub(crate) struct ColumnDef {
+    pub(crate) name: String,
     /// PostgreSQL's type name with typmod, as wal2json and `format_type` print it.
-    pub type_name: String,
-    pub field_type: PgEncoding,
-    pub optional: bool,
+    pub(crate) type_name: String,
+    field_type: PgEncoding,
+    pub(crate) optional: bool,
 }
 
 impl ColumnDef {
-    pub fn new(name: impl Into<String>, type_name: impl Into<String>, optional: bool) -> Self {
+    pub(crate) fn new(name: impl Into<String>, type_name: impl Into<String>, optional: bool) -> Self {
         let type_name = type_name.into();
         Self { name: name.into(), field_type: PgEncoding::from_pg(&type_name), type_name, optional }
     }
@@ -258,16 +258,16 @@ impl ColumnDef {
 
 /// One table's columns, key and (serialized once) schema block.
 #[derive(Debug, Clone)]
-pub struct TableDef {
-    pub schema: String,
-    pub table: String,
-    pub columns: Vec<ColumnDef>,
-    pub key: Vec<String>,
+pub(crate) struct TableDef {
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) columns: Vec<ColumnDef>,
+    pub(crate) key: Vec<String>,
     schema_json: String,
 }
 
 impl TableDef {
-    pub fn new(server: &str, schema: &str, table: &str, columns: Vec<ColumnDef>, key: Vec<String>) -> Self {
+    pub(crate) fn new(server: &str, schema: &str, table: &str, columns: Vec<ColumnDef>, key: Vec<String>) -> Self {
         let schema_json = envelope_schema(server, schema, table, &columns);
         Self { schema: schema.to_string(), table: table.to_string(), columns, key, schema_json }
     }
@@ -290,11 +290,9 @@ impl TableDef {
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The change's own WAL position (`source.lsn`).
-    pub lsn: u64,
-    /// `schema.table`.
-    pub table: String,
+    pub(crate) lsn: u64,
     /// Debezium `op`: `c`, `u`, `d`, `t`, `r`.
-    pub op: &'static str,
+    pub(crate) op: &'static str,
     /// The message body: `{"schema": ..., "payload": ...}`.
     pub body: String,
 }
@@ -314,15 +312,11 @@ impl Converter {
         Self { server: server.into(), database: database.into(), tables: HashMap::new(), last_commit_lsn: None }
     }
 
-    pub fn server(&self) -> &str {
+    pub(crate) fn server(&self) -> &str {
         &self.server
     }
 
-    pub fn knows_table(&self, schema: &str, table: &str) -> bool {
-        self.tables.contains_key(&(schema.to_string(), table.to_string()))
-    }
-
-    pub fn add_table(&mut self, def: TableDef) {
+    pub(crate) fn add_table(&mut self, def: TableDef) {
         self.tables.insert((def.schema.clone(), def.table.clone()), def);
     }
 
@@ -394,7 +388,7 @@ impl Converter {
     /// A snapshot read (`op` = `r`) of one row given as PostgreSQL text values (None = NULL).
     /// `lsn` is the slot's consistent point, below every streamed change's position, so a streamed
     /// change always out-ranks the snapshot image of the same row downstream.
-    pub fn snapshot_event(
+    pub(crate) fn snapshot_event(
         &self,
         schema: &str,
         table: &str,
@@ -497,7 +491,7 @@ impl Converter {
         // Serializing plain structs and JSON values cannot fail.
         let payload = serde_json::to_string(&payload).unwrap_or_default();
         let body = format!(r#"{{"schema":{},"payload":{}}}"#, def.schema_json, payload);
-        Event { lsn: ctx.lsn, table: format!("{}.{}", def.schema, def.table), op, body }
+        Event { lsn: ctx.lsn, op, body }
     }
 }
 
@@ -684,7 +678,7 @@ fn encode_as(col: &ColumnDef, field_type: PgEncoding, text: &str) -> Result<serd
 /// `bytea_output`, which the capture sets to `hex`) as a snapshot reads it, or the same without
 /// the `\x` prefix, which wal2json strips. (No hex digit is a backslash: the two never mix up.)
 /// `HH:MM:SS[.ffffff]` (PostgreSQL's `time` output; `24:00:00` included) as µs since midnight.
-pub fn parse_time_us(text: &str) -> Option<i64> {
+fn parse_time_us(text: &str) -> Option<i64> {
     let mut parts = text.trim().splitn(3, ':');
     let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
     let number =
@@ -707,7 +701,7 @@ const MONTH_US: i64 = 2_629_800_000_000;
 /// PostgreSQL's `interval` output in the default `postgres` IntervalStyle (which the capture
 /// session sets): `[N year[s]] [N mon[s]] [N day[s]] [[+-]HH:MM:SS[.ffffff]]`, each part signed,
 /// as Debezium's MicroDuration µs (a month is 365.25 / 12 days, a year 12 months).
-pub fn parse_interval_us(text: &str) -> Option<i64> {
+fn parse_interval_us(text: &str) -> Option<i64> {
     let mut total: i64 = 0;
     let mut tokens = text.split_whitespace().peekable();
     let mut any = false;
@@ -740,7 +734,7 @@ pub fn parse_interval_us(text: &str) -> Option<i64> {
     any.then_some(total)
 }
 
-pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
+fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
     let hex = text.strip_prefix("\\x").unwrap_or(text).as_bytes();
     if !hex.len().is_multiple_of(2) {
         return None;
@@ -754,7 +748,7 @@ pub fn parse_bytea_hex(text: &str) -> Option<Vec<u8>> {
 /// the server when they contain a delimiter, brace, quote, backslash or white space, are empty,
 /// or spell NULL; inside quotes (and outside) a backslash takes the next character literally.
 /// A multi-dimensional array is refused: Debezium's arrays have one dimension.
-pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>, &'static str> {
+fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>, &'static str> {
     let mut rest = text.trim();
     // Non-default bounds come first: `[0:2]={1,2,3}`. One bound pair is one dimension.
     if rest.starts_with('[') {
@@ -845,7 +839,7 @@ pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>, &'static str> {
 
 /// Parses PostgreSQL's ISO text of a TIMESTAMPTZ (`2026-11-22 02:14:32.019849+00`, offsets as
 /// `+05:30` too) into microseconds since the epoch.
-pub fn parse_timestamptz_us(text: &str) -> Option<i64> {
+fn parse_timestamptz_us(text: &str) -> Option<i64> {
     let t = text.trim();
     // PostgreSQL prints the offset as +HH, +HH:MM or +HH:MM:SS; chrono wants +HH:MM.
     let split = t.rfind(['+', '-']).filter(|&i| i > 10)?;
@@ -861,14 +855,14 @@ pub fn parse_timestamptz_us(text: &str) -> Option<i64> {
 }
 
 /// Parses PostgreSQL's ISO text of a TIMESTAMP without time zone into microseconds since the epoch.
-pub fn parse_timestamp_us(text: &str) -> Option<i64> {
+fn parse_timestamp_us(text: &str) -> Option<i64> {
     let dt = NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f").ok()?;
     Some(dt.and_utc().timestamp_micros())
 }
 
 /// Debezium's ZonedTimestamp text for an instant: ISO-8601 in UTC with `Z`, the fraction printed
 /// with as many digits as needed (Java's `ISO_OFFSET_DATE_TIME`).
-pub fn zoned_iso(us: i64) -> String {
+fn zoned_iso(us: i64) -> String {
     let secs = us.div_euclid(1_000_000);
     let micros = us.rem_euclid(1_000_000);
     let Some(dt) = DateTime::from_timestamp(secs, 0) else { return String::new() };

@@ -17,7 +17,7 @@
 //! the same row downstream, whatever the arrival order.
 
 pub mod debezium;
-pub mod publish;
+pub(crate) mod publish;
 pub mod wal2json;
 
 use std::time::{Duration, Instant};
@@ -29,10 +29,10 @@ use wal2json::{OPTIONS, Record};
 
 use crate::postgres::{self, DEFAULT_PG_URL};
 
-pub const DEFAULT_TABLES: &str = "public.customers,public.products,public.orders,public.order_items";
+const DEFAULT_TABLES: &str = "public.customers,public.products,public.orders,public.order_items";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SnapshotMode {
+pub(crate) enum SnapshotMode {
     /// Never read the tables; stream only.
     Never,
     /// Snapshot the tables when this run created the slot.
@@ -46,68 +46,68 @@ pub enum SnapshotMode {
 pub struct Args {
     /// PostgreSQL connection string (libpq `key=value` form or a `postgresql://` URL).
     #[arg(long, env = "CDC_PG_URL", default_value = DEFAULT_PG_URL, hide_env_values = true)]
-    pub pg_url: String,
+    pub(crate) pg_url: String,
     /// Logical replication slot (created with the wal2json plugin when missing).
     #[arg(long, env = "CDC_SLOT", default_value = "cdc_processor")]
-    pub slot: String,
+    pub(crate) slot: String,
     /// SQS queue URL; when absent the queue is looked up (or created) by --queue-name.
     #[arg(long, env = "CDC_QUEUE_URL")]
-    pub queue_url: Option<String>,
+    pub(crate) queue_url: Option<String>,
     #[arg(long, env = "CDC_QUEUE_NAME", default_value = "cdc-events")]
-    pub queue_name: String,
+    pub(crate) queue_name: String,
     /// Create the queue named by --queue-name when it does not exist.
     #[arg(long)]
-    pub create_queue: bool,
+    pub(crate) create_queue: bool,
     /// SQS endpoint (a local SQS server). Without it the SDK reads `AWS_ENDPOINT_URL_SQS`, then
     /// `AWS_ENDPOINT_URL`, itself.
     #[arg(long)]
-    pub endpoint_url: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
     /// Debezium `topic.prefix`, reported as `source.name`.
     #[arg(long, default_value = "cdc")]
-    pub server_name: String,
+    server_name: String,
     /// Tables to capture, `schema.table`, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_TABLES)]
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
     /// Process what is in the slot now, then exit.
     #[arg(long)]
-    pub once: bool,
+    once: bool,
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
     /// Most rows to peek per step (whole transactions are always returned).
     #[arg(long, default_value_t = 5000)]
-    pub max_batch: u32,
+    max_batch: u32,
     /// Idle sleep between empty peeks, milliseconds.
     #[arg(long, default_value_t = 50)]
-    pub poll_ms: u64,
+    pub(crate) poll_ms: u64,
     /// SendMessageBatch calls in flight.
     #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     #[arg(long, value_enum, default_value = "initial")]
-    pub snapshot: SnapshotMode,
+    pub(crate) snapshot: SnapshotMode,
 }
 
 /// Totals of one capture run.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CaptureStats {
+pub(crate) struct CaptureStats {
     /// Rows read from the slot (including begin/commit records).
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// Events published (row changes and snapshot reads).
-    pub events: u64,
-    pub snapshot_events: u64,
-    pub steps: u64,
-    pub body_bytes: u64,
-    pub seconds: f64,
+    pub(crate) events: u64,
+    snapshot_events: u64,
+    steps: u64,
+    body_bytes: u64,
+    pub(crate) seconds: f64,
 }
 
 impl CaptureStats {
-    pub fn events_per_second(&self) -> f64 {
+    fn events_per_second(&self) -> f64 {
         if self.seconds > 0.0 { self.events as f64 / self.seconds } else { 0.0 }
     }
 }
 
 /// A connected capture: one PostgreSQL session, one converter, one SQS publisher.
-pub struct Capture {
+pub(crate) struct Capture {
     pg: tokio_postgres::Client,
     converter: Converter,
     publisher: Publisher,
@@ -118,7 +118,7 @@ pub struct Capture {
 
 impl Capture {
     /// Connects, checks `wal_level` and the plugin, creates the slot if missing.
-    pub async fn connect(args: Args) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(args: Args) -> anyhow::Result<Self> {
         let pg = postgres::connect(&args.pg_url).await?;
         // wal2json prints timestamptz in the session's time zone and DateStyle, bytea in the
         // session's bytea_output (the converter reads the hex form) and intervals in its
@@ -159,18 +159,14 @@ impl Capture {
         Ok(capture)
     }
 
-    pub fn queue_url(&self) -> &str {
-        self.publisher.queue_url()
-    }
-
     /// True when `connect` created the slot (so changes before it are only in a snapshot).
-    pub fn created_slot(&self) -> bool {
+    fn created_slot(&self) -> bool {
         self.created_slot
     }
 
     /// Reads the configured tables in one REPEATABLE READ snapshot and publishes them as op `r`.
     /// Returns the number of events published.
-    pub async fn snapshot(&mut self) -> anyhow::Result<u64> {
+    pub(crate) async fn snapshot(&mut self) -> anyhow::Result<u64> {
         let restart: String = self
             .pg
             .query_one("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&self.args.slot])
@@ -213,7 +209,7 @@ impl Capture {
     }
 
     /// One peek → publish → advance cycle. Returns (rows read, events published, body bytes).
-    pub async fn step(&mut self) -> anyhow::Result<(u64, u64, u64)> {
+    async fn step(&mut self) -> anyhow::Result<(u64, u64, u64)> {
         let max = i32::try_from(self.args.max_batch).unwrap_or(i32::MAX);
         let tables = self.args.tables.join(",");
         let rows = self
@@ -265,7 +261,7 @@ impl Capture {
 }
 
 /// A table's columns (in order) and primary key, from PostgreSQL's catalog.
-pub async fn catalog_table(
+pub(crate) async fn catalog_table(
     pg: &tokio_postgres::Client,
     server: &str,
     schema: &str,
@@ -298,7 +294,7 @@ pub async fn catalog_table(
 }
 
 /// Runs the capture with the given options and returns its totals.
-pub async fn capture(args: Args) -> anyhow::Result<CaptureStats> {
+pub(crate) async fn capture(args: Args) -> anyhow::Result<CaptureStats> {
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut capture = Capture::connect(args.clone()).await?;
@@ -366,7 +362,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM (SIGINT only where there are no Unix signals).
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

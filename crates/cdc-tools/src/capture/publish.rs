@@ -21,7 +21,7 @@ const MAX_BATCH_BYTES: usize = 256 * 1024 - 4 * 1024;
 const MAX_ATTEMPTS: u32 = 8;
 
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     fifo: bool,
@@ -30,7 +30,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// `endpoint_url` overrides AWS_ENDPOINT_URL (e.g. a local moto server).
-    pub async fn connect(
+    pub(crate) async fn connect(
         endpoint_url: Option<&str>,
         queue_url: Option<&str>,
         queue_name: &str,
@@ -68,12 +68,8 @@ impl Publisher {
         Ok(Self { client, queue_url, fifo, concurrency: concurrency.max(1) })
     }
 
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
-    }
-
     /// Sends every event; returns once all were accepted.
-    pub async fn publish(&self, events: &[Event]) -> anyhow::Result<()> {
+    pub(crate) async fn publish(&self, events: &[Event]) -> anyhow::Result<()> {
         let chunks = chunk(events);
         stream::iter(chunks.into_iter().map(|c| self.send_chunk(c)))
             .buffer_unordered(self.concurrency)
@@ -156,7 +152,7 @@ mod tests {
     use super::*;
 
     fn ev(len: usize) -> Event {
-        Event { lsn: 1, table: "public.t".into(), op: "c", body: "x".repeat(len) }
+        Event { lsn: 1, op: "c", body: "x".repeat(len) }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The options the capture passes to wal2json (besides `add-tables`).
-pub const OPTIONS: &[(&str, &str)] = &[
+pub(crate) const OPTIONS: &[(&str, &str)] = &[
     ("format-version", "2"),
     ("include-lsn", "1"),
     ("include-timestamp", "1"),
@@ -24,45 +24,45 @@ pub const OPTIONS: &[(&str, &str)] = &[
 #[derive(Debug, Deserialize)]
 pub struct Record<'a> {
     /// `B` begin, `C` commit, `I` insert, `U` update, `D` delete, `T` truncate, `M` message.
-    pub action: String,
+    pub(crate) action: String,
     #[serde(default)]
-    pub xid: Option<u64>,
+    pub(crate) xid: Option<u64>,
     /// Commit timestamp of the transaction (`include-timestamp`), in the session's DateStyle.
     #[serde(default)]
-    pub timestamp: Option<String>,
+    pub(crate) timestamp: Option<String>,
     /// For I/U/D/T: the change's own WAL position. For B/C: the commit record's position.
     #[serde(default)]
-    pub lsn: Option<String>,
+    pub(crate) lsn: Option<String>,
     #[serde(default)]
-    pub schema: Option<String>,
+    pub(crate) schema: Option<String>,
     #[serde(default)]
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
     #[serde(default, borrow)]
-    pub columns: Option<Vec<Column<'a>>>,
+    pub(crate) columns: Option<Vec<Column<'a>>>,
     /// Old key (REPLICA IDENTITY DEFAULT) or old row (FULL) of an update or delete.
     #[serde(default, borrow)]
-    pub identity: Option<Vec<Column<'a>>>,
+    pub(crate) identity: Option<Vec<Column<'a>>>,
     #[serde(default)]
-    pub pk: Option<Vec<PkColumn>>,
+    pub(crate) pk: Option<Vec<PkColumn>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Column<'a> {
-    pub name: String,
+pub(crate) struct Column<'a> {
+    pub(crate) name: String,
     /// `include-types` + `include-typmod`: e.g. `numeric(12,2)`, `timestamp with time zone`.
     #[serde(rename = "type", default)]
-    pub type_name: Option<String>,
+    pub(crate) type_name: Option<String>,
     /// `include-not-null`: false for NOT NULL columns.
     #[serde(default)]
-    pub optional: Option<bool>,
+    pub(crate) optional: Option<bool>,
     /// Raw JSON text of the value; `None` for SQL NULL.
     #[serde(default, borrow)]
-    pub value: Option<&'a RawValue>,
+    pub(crate) value: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PkColumn {
-    pub name: String,
+pub(crate) struct PkColumn {
+    pub(crate) name: String,
 }
 
 #[cfg(test)]

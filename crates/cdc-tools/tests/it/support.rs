@@ -15,22 +15,22 @@ use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::dialect::Dialect;
 use serde_json::json;
 
-pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+pub(crate) const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-pub fn env_or(name: &str, default: &str) -> String {
+pub(crate) fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-pub fn pg_url(database: &str) -> String {
+pub(crate) fn pg_url(database: &str) -> String {
     format!("host=127.0.0.1 port={} user=postgres dbname={database}", env_or("CDC_PG_PORT", "5432"))
 }
 
-pub async fn pg(database: &str) -> tokio_postgres::Client {
+pub(crate) async fn pg(database: &str) -> tokio_postgres::Client {
     cdc_tools::postgres::connect(&pg_url(database)).await.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A name no other test (or earlier run) uses, usable as a database, slot and queue name.
-pub fn test_name(prefix: &str) -> String {
+pub(crate) fn test_name(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -38,16 +38,16 @@ pub fn test_name(prefix: &str) -> String {
 }
 
 /// A queue or secret name no other test uses.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), rand::random_range(0..u32::MAX))
 }
 
 /// The test's ClickHouse (as [`Service::processor_env`] gives it to the processor).
-pub fn clickhouse_url() -> String {
+pub(crate) fn clickhouse_url() -> String {
     env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123")
 }
 
-pub fn clickhouse_settings(database: &str) -> ClickHouseSettings {
+pub(crate) fn clickhouse_settings(database: &str) -> ClickHouseSettings {
     ClickHouseSettings::new(
         clickhouse_url(),
         env_or("CLICKHOUSE_USER", "default"),
@@ -60,7 +60,7 @@ pub fn clickhouse_settings(database: &str) -> ClickHouseSettings {
 // local services
 
 /// Children killed and reaped however the test ends.
-pub struct Stop(pub Vec<Child>);
+pub(crate) struct Stop(pub Vec<Child>);
 
 impl Drop for Stop {
     fn drop(&mut self) {
@@ -77,14 +77,14 @@ static HOLDERS: Mutex<BTreeMap<&'static str, (usize, bool)>> = Mutex::new(BTreeM
 /// A local service (`scripts/<script> start` unless it already answers), held by a test. The
 /// tests of this binary run concurrently, so a service this binary started is stopped again when
 /// the last test holding it ends, never under another test.
-pub struct Service {
+pub(crate) struct Service {
     script: &'static str,
     port_var: &'static str,
     port: String,
 }
 
 impl Service {
-    pub fn start(script: &'static str, port_var: &'static str, default_port: &str) -> Service {
+    pub(crate) fn start(script: &'static str, port_var: &'static str, default_port: &str) -> Service {
         let port = env_or(port_var, default_port);
         let mut holders = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
         let (count, started_here) = holders.entry(script).or_insert((0, false));
@@ -102,27 +102,27 @@ impl Service {
     }
 
     /// moto's server (SQS with redrive policies, Secrets Manager).
-    pub fn moto() -> Service {
+    pub(crate) fn moto() -> Service {
         Service::start("moto.sh", "MOTO_PORT", "5000")
     }
 
     /// The local SQS engine.
-    pub fn local_sqs() -> Service {
+    pub(crate) fn local_sqs() -> Service {
         Service::start("sqs.sh", "LOCAL_SQS_PORT", "9324")
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// An SQS client of this service.
-    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+    pub(crate) async fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&sdk_config(&self.endpoint()).await)
     }
 
     /// The processor's environment for a test named `name` with this service as its SQS (its
     /// source database, ClickHouse database and queue all take that name).
-    pub fn processor_env(&self, name: &str) -> Vec<(&'static str, String)> {
+    pub(crate) fn processor_env(&self, name: &str) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL_SQS", self.endpoint()),
             ("AWS_REGION", env_or("AWS_REGION", "us-east-1")),
@@ -137,7 +137,7 @@ impl Service {
 
     /// A queue `name` whose messages move to `name-dlq` after 5 receives, as the capture
     /// publishes to it and `poll` consumes it.
-    pub async fn queues(&self, name: &str) -> Queues {
+    pub(crate) async fn queues(&self, name: &str) -> Queues {
         let sqs = self.sqs().await;
         let (queue_url, dlq_url) = queue_with_dlq(&sqs, name, &format!("{name}-dlq"), 5, 60).await;
         Queues { sqs, queue_url, dlq_url }
@@ -159,7 +159,7 @@ impl Drop for Service {
     }
 }
 
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
@@ -171,7 +171,7 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 // ---------------------------------------------------------------------------------------------
 // queues
 
-pub async fn create_queue(
+pub(crate) async fn create_queue(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     attributes: &[(QueueAttributeName, String)],
@@ -184,7 +184,7 @@ pub async fn create_queue(
     out.queue_url().expect("queue url").to_string()
 }
 
-pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+pub(crate) async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
     let out = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -197,7 +197,7 @@ pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
 
 /// Queue `name` with a redrive policy to a new queue `dlq_name`; returns (source url, dlq url).
 /// `maxReceiveCount` goes as a JSON number (the local engine rejects the string form).
-pub async fn queue_with_dlq(
+pub(crate) async fn queue_with_dlq(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     dlq_name: &str,
@@ -216,18 +216,18 @@ pub async fn queue_with_dlq(
 
 /// A fresh `<prefix>-events` queue with a redrive policy to a fresh `<prefix>-dlq` (visibility
 /// 30 s); returns (source url, dlq url).
-pub async fn queue_pair(sqs: &aws_sdk_sqs::Client, prefix: &str, max_receive_count: u32) -> (String, String) {
+pub(crate) async fn queue_pair(sqs: &aws_sdk_sqs::Client, prefix: &str, max_receive_count: u32) -> (String, String) {
     queue_with_dlq(sqs, &unique(&format!("{prefix}-events")), &unique(&format!("{prefix}-dlq")), max_receive_count, 30)
         .await
 }
 
 /// Sends `body`; returns the message id.
-pub async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> String {
+pub(crate) async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: &str) -> String {
     sqs.send_message().queue_url(url).message_body(body).send().await.expect("send").message_id().unwrap().to_string()
 }
 
 /// Every message currently visible in the queue (received with visibility 30 s, not deleted).
-pub async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+pub(crate) async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
     let mut all = Vec::new();
     for _ in 0..50 {
         let out = sqs
@@ -248,7 +248,7 @@ pub async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::
     all
 }
 
-pub struct Queues {
+pub(crate) struct Queues {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub dlq_url: String,
@@ -256,7 +256,7 @@ pub struct Queues {
 
 impl Queues {
     /// Messages in the dead-letter queue (up to 10; `usize::MAX` when it cannot be read).
-    pub async fn dead_letters(&self) -> usize {
+    pub(crate) async fn dead_letters(&self) -> usize {
         self.sqs
             .receive_message()
             .queue_url(&self.dlq_url)
@@ -273,13 +273,13 @@ impl Queues {
 // the cdc-tools binary
 
 /// Where a command's log goes: one file per process and command.
-pub fn log_path(command: &str) -> std::path::PathBuf {
+pub(crate) fn log_path(command: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("cdc-{}-{}-{command}.log", env!("CARGO_CRATE_NAME"), std::process::id()))
 }
 
 /// Runs `cdc-tools` with the test's environment. Long-running children write their logs to
 /// a file (an unread pipe would fill and block them); stdout (EMF metrics) is discarded.
-pub fn processor(args: &[&str], env: &[(&str, String)]) -> Command {
+pub(crate) fn processor(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cdc-tools"));
     let stderr = std::fs::OpenOptions::new()
         .create(true)
@@ -296,7 +296,7 @@ pub fn processor(args: &[&str], env: &[(&str, String)]) -> Command {
 
 /// `poll` as Lambda's event source mapping: batches of up to `batch_size` within 200 ms,
 /// `max_concurrency` invocations at once.
-pub fn spawn_poll(queue_url: &str, batch_size: u32, max_concurrency: u32, env: &[(&str, String)]) -> Child {
+pub(crate) fn spawn_poll(queue_url: &str, batch_size: u32, max_concurrency: u32, env: &[(&str, String)]) -> Child {
     let (batch_size, max_concurrency) = (batch_size.to_string(), max_concurrency.to_string());
     let args = ["poll", "--queue-url", queue_url, "--batch-size", &batch_size, "--batching-window-ms", "200"];
     processor(&args, env)
@@ -307,7 +307,7 @@ pub fn spawn_poll(queue_url: &str, batch_size: u32, max_concurrency: u32, env: &
 
 /// The traffic generator: `rate` transactions/s for `seconds` s over (customers, products,
 /// orders) rows, its summary on a piped stdout (see [`wait_for_generator`]).
-pub fn spawn_generator(
+pub(crate) fn spawn_generator(
     rate: u32,
     seconds: u32,
     seed: u32,
@@ -324,13 +324,13 @@ pub fn spawn_generator(
 }
 
 /// `verify --wait <seconds>`, stdout and stderr captured.
-pub fn verify(wait_seconds: u32, env: &[(&str, String)]) -> Output {
+pub(crate) fn verify(wait_seconds: u32, env: &[(&str, String)]) -> Output {
     let wait = wait_seconds.to_string();
     processor(&["verify", "--wait", &wait], env).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("verify")
 }
 
 /// The last lines of each command's log, for a failure report; the logs are removed.
-pub fn log_tails(commands: &[&str], lines: usize) -> String {
+pub(crate) fn log_tails(commands: &[&str], lines: usize) -> String {
     let mut out = String::new();
     for command in commands {
         let text = std::fs::read_to_string(log_path(command)).unwrap_or_default();
@@ -348,7 +348,7 @@ pub fn log_tails(commands: &[&str], lines: usize) -> String {
 
 /// Waits (at most `limit`) for the `generate` child to end; returns its exit status and the
 /// summary it printed on stdout (the child must have been spawned with a piped stdout).
-pub async fn wait_for_generator(generator: &mut Child, limit: Duration) -> (ExitStatus, String) {
+pub(crate) async fn wait_for_generator(generator: &mut Child, limit: Duration) -> (ExitStatus, String) {
     let deadline = std::time::Instant::now() + limit;
     let status = loop {
         if let Some(status) = generator.try_wait().expect("generator") {
@@ -369,7 +369,7 @@ pub async fn wait_for_generator(generator: &mut Child, limit: Duration) -> (Exit
 /// A current `sales_fact` row, compared at second resolution for `order_date` (the old server's
 /// `DateTime` holds seconds).
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
-pub struct Fact {
+pub(crate) struct Fact {
     pub order_item_id: i64,
     pub order_id: i64,
     pub customer_id: i64,
@@ -388,7 +388,7 @@ pub struct Fact {
 
 /// Debezium bodies (no schema envelope) and the facts they must end in.
 #[derive(Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     pub events: Vec<String>,
     pub facts: BTreeMap<i64, Fact>,
 }
@@ -401,7 +401,7 @@ fn decimal(cents: i64) -> String {
 
 /// For each id from `first_id` on, `count` times: a customer, a product, an order, one item of
 /// it, and the order updated from `paid` to `shipped` (so versions matter).
-pub fn history(first_id: i64, count: i64) -> History {
+pub(crate) fn history(first_id: i64, count: i64) -> History {
     const CREATED: &str = "2023-11-14T22:13:20.000000Z";
     let mut history = History::default();
     let mut lsn = 33_000_000u64;
@@ -457,7 +457,7 @@ pub fn history(first_id: i64, count: i64) -> History {
 }
 
 /// `SELECT … FROM sales_fact FINAL WHERE _is_deleted = 0`, the contract's current state.
-pub async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
+pub(crate) async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
     let seconds = match warehouse.dialect().await.expect("dialect") {
         Dialect::Modern => "toInt64(toUnixTimestamp(order_date))",
         Dialect::Legacy => "toInt64(toUInt32(order_date))",
@@ -473,7 +473,7 @@ pub async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
 }
 
 /// Differences between the current facts and the expected ones: (missing, extra, wrong).
-pub fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (usize, usize, usize) {
+pub(crate) fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (usize, usize, usize) {
     let missing = expected.keys().filter(|k| !actual.contains_key(k)).count();
     let extra = actual.keys().filter(|k| !expected.contains_key(k)).count();
     let wrong = expected.iter().filter(|(k, v)| actual.get(k).is_some_and(|a| a != *v)).count();

@@ -19,55 +19,55 @@ use cdc_clickhouse::dialect::Dialect;
 use cdc_lambda::sqs::message::{Message, MessageId, MessageReport};
 use serde_json::{Value as Json, json};
 
-pub mod services;
+pub(crate) mod services;
 
 use services::env_or;
 
-pub fn clickhouse_url() -> String {
+pub(crate) fn clickhouse_url() -> String {
     env_or("CLICKHOUSE_URL", "http://127.0.0.1:8123")
 }
 
-pub fn settings(database: &str) -> ClickHouseSettings {
+pub(crate) fn settings(database: &str) -> ClickHouseSettings {
     ClickHouseSettings::new(clickhouse_url(), env_or("CLICKHOUSE_USER", "default"), env_or("CLICKHOUSE_PASSWORD", ""), database)
 }
 
 /// A file of the sample events (`events/` at the repository's root).
-pub fn event_file(name: &str) -> std::path::PathBuf {
+pub(crate) fn event_file(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(name)
 }
 
 /// A database name no other test (or earlier run) uses.
-pub fn fresh_database(prefix: &str) -> String {
+pub(crate) fn fresh_database(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("it_{prefix}_{}_{}_{}", std::process::id(), nanos % 1_000_000_000, COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
-pub fn deadline() -> Instant {
+pub(crate) fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
 /// A pipeline on a new, empty database; the schema is created by the pipeline itself.
-pub async fn fresh_pipeline(prefix: &str) -> (Pipeline, String) {
+pub(crate) async fn fresh_pipeline(prefix: &str) -> (Pipeline, String) {
     let database = fresh_database(prefix);
     let pipeline = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database)));
     (migrated(pipeline).await, database)
 }
 
 /// `pipeline` with its schema created by itself.
-pub async fn migrated(pipeline: Pipeline) -> Pipeline {
+pub(crate) async fn migrated(pipeline: Pipeline) -> Pipeline {
     pipeline.migrate(deadline()).await.unwrap_or_else(|e| {
         panic!("ClickHouse at {} must be running (scripts/clickhouse.sh start): {e}", clickhouse_url())
     });
     pipeline
 }
 
-pub async fn drop_database(database: &str) {
+pub(crate) async fn drop_database(database: &str) {
     let warehouse = Warehouse::new(&settings("default"));
     warehouse.execute(&format!("DROP DATABASE IF EXISTS {database}")).await.expect("drop database");
 }
 
-pub fn message(id: impl Into<String>, body: impl Into<String>) -> Message {
+pub(crate) fn message(id: impl Into<String>, body: impl Into<String>) -> Message {
     Message {
         id: MessageId::new(id).expect("non-empty id"),
         body: body.into(),
@@ -80,7 +80,7 @@ pub fn message(id: impl Into<String>, body: impl Into<String>) -> Message {
 }
 
 /// Debezium's precise decimal: base64 of the big-endian two's-complement unscaled integer.
-pub fn debezium_decimal(unscaled: i64) -> String {
+pub(crate) fn debezium_decimal(unscaled: i64) -> String {
     let bytes = unscaled.to_be_bytes();
     // Minimal two's-complement form, as Java's BigInteger.toByteArray() gives.
     let mut start = 0;
@@ -95,13 +95,13 @@ pub fn debezium_decimal(unscaled: i64) -> String {
     base64::engine::general_purpose::STANDARD.encode(&bytes[start..])
 }
 
-pub fn iso(us: i64) -> String {
+pub(crate) fn iso(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us).expect("valid instant").format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Source rows of the modelled sales database.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Customer {
+pub(crate) struct Customer {
     pub id: i64,
     pub email: String,
     pub name: String,
@@ -110,7 +110,7 @@ pub struct Customer {
     pub created_at_us: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
-pub struct Product {
+pub(crate) struct Product {
     pub id: i64,
     pub name: String,
     pub category: String,
@@ -118,7 +118,7 @@ pub struct Product {
     pub created_at_us: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
-pub struct Order {
+pub(crate) struct Order {
     pub id: i64,
     pub customer_id: i64,
     pub order_date_us: i64,
@@ -126,7 +126,7 @@ pub struct Order {
     pub total_cents: i64,
 }
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item {
+pub(crate) struct Item {
     pub id: i64,
     pub order_id: i64,
     pub product_id: i64,
@@ -135,28 +135,28 @@ pub struct Item {
 }
 
 impl Customer {
-    pub fn json(&self) -> Json {
+    pub(crate) fn json(&self) -> Json {
         json!({"id": self.id, "email": self.email, "name": self.name, "country": self.country, "city": self.city, "created_at": iso(self.created_at_us)})
     }
 }
 impl Product {
-    pub fn json(&self) -> Json {
+    pub(crate) fn json(&self) -> Json {
         json!({"id": self.id, "name": self.name, "category": self.category, "price": debezium_decimal(self.price_cents), "created_at": iso(self.created_at_us)})
     }
 }
 impl Order {
-    pub fn json(&self) -> Json {
+    pub(crate) fn json(&self) -> Json {
         json!({"id": self.id, "customer_id": self.customer_id, "order_date": iso(self.order_date_us), "status": self.status, "total": debezium_decimal(self.total_cents)})
     }
 }
 impl Item {
-    pub fn json(&self) -> Json {
+    pub(crate) fn json(&self) -> Json {
         json!({"id": self.id, "order_id": self.order_id, "product_id": self.product_id, "quantity": self.quantity, "price": debezium_decimal(self.price_cents)})
     }
 }
 
 /// A Debezium PostgreSQL event without the schema envelope (`schemas.enable=false`).
-pub fn debezium_body(table: &str, op: &str, before: Option<Json>, after: Option<Json>, lsn: u64) -> String {
+pub(crate) fn debezium_body(table: &str, op: &str, before: Option<Json>, after: Option<Json>, lsn: u64) -> String {
     let ts_ms = 1_704_067_200_000u64 + lsn;
     json!({
         "before": before,
@@ -172,7 +172,7 @@ pub fn debezium_body(table: &str, op: &str, before: Option<Json>, after: Option<
 
 /// The source database: current rows, and the change events that led there.
 #[derive(Debug, Default, Clone)]
-pub struct SourceDb {
+pub(crate) struct SourceDb {
     pub customers: BTreeMap<i64, Customer>,
     pub products: BTreeMap<i64, Product>,
     pub orders: BTreeMap<i64, Order>,
@@ -199,7 +199,7 @@ impl SourceDb {
     }
 
     /// The position the next change will get.
-    pub fn peek_lsn(&self) -> u64 {
+    pub(crate) fn peek_lsn(&self) -> u64 {
         let mut copy = self.clone();
         copy.next_lsn()
     }
@@ -218,19 +218,19 @@ impl SourceDb {
         rows(self).insert(id, row);
     }
 
-    pub fn upsert_customer(&mut self, c: Customer) {
+    pub(crate) fn upsert_customer(&mut self, c: Customer) {
         self.upsert("customers", |db| &mut db.customers, c.id, c.json(), c);
     }
-    pub fn upsert_product(&mut self, p: Product) {
+    pub(crate) fn upsert_product(&mut self, p: Product) {
         self.upsert("products", |db| &mut db.products, p.id, p.json(), p);
     }
-    pub fn upsert_order(&mut self, o: Order) {
+    pub(crate) fn upsert_order(&mut self, o: Order) {
         self.upsert("orders", |db| &mut db.orders, o.id, o.json(), o);
     }
-    pub fn upsert_item(&mut self, i: Item) {
+    pub(crate) fn upsert_item(&mut self, i: Item) {
         self.upsert("order_items", |db| &mut db.items, i.id, i.json(), i);
     }
-    pub fn delete(&mut self, table: &str, id: i64) {
+    pub(crate) fn delete(&mut self, table: &str, id: i64) {
         let existed = match table {
             "customers" => self.customers.remove(&id).is_some(),
             "products" => self.products.remove(&id).is_some(),
@@ -244,7 +244,7 @@ impl SourceDb {
             self.events.push(String::new());
         }
     }
-    pub fn truncate(&mut self, table: &str) {
+    pub(crate) fn truncate(&mut self, table: &str) {
         match table {
             "customers" => self.customers.clear(),
             "products" => self.products.clear(),
@@ -256,7 +256,7 @@ impl SourceDb {
     }
 
     /// The oracle: the inner join over the current rows, as comparable facts.
-    pub fn expected_facts(&self) -> BTreeMap<i64, Fact> {
+    pub(crate) fn expected_facts(&self) -> BTreeMap<i64, Fact> {
         let mut out = BTreeMap::new();
         for item in self.items.values() {
             let Some(order) = self.orders.get(&item.order_id) else { continue };
@@ -289,7 +289,7 @@ impl SourceDb {
 /// A current `sales_fact` row, compared at second resolution for `order_date` (the old server's
 /// `DateTime` holds seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fact {
+pub(crate) struct Fact {
     pub order_item_id: i64,
     pub order_id: i64,
     pub customer_id: i64,
@@ -307,7 +307,7 @@ pub struct Fact {
 }
 
 /// `SELECT … FROM sales_fact FINAL WHERE _is_deleted = 0`, the contract's current state.
-pub async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
+pub(crate) async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
     let dialect = warehouse.dialect().await.expect("dialect");
     let seconds = match dialect {
         Dialect::Modern => "toInt64(toUnixTimestamp(order_date))",
@@ -376,7 +376,7 @@ fn unescape(field: &str) -> String {
 }
 
 /// Differences between the current facts and the oracle: (missing, extra, wrong).
-pub fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (usize, usize, usize) {
+pub(crate) fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (usize, usize, usize) {
     let missing = expected.keys().filter(|k| !actual.contains_key(k)).count();
     let extra = actual.keys().filter(|k| !expected.contains_key(k)).count();
     let wrong = expected.iter().filter(|(k, v)| actual.get(k).is_some_and(|a| a != *v)).count();
@@ -384,12 +384,12 @@ pub fn diff(expected: &BTreeMap<i64, Fact>, actual: &BTreeMap<i64, Fact>) -> (us
 }
 
 /// Runs one batch of bodies through the pipeline (no systemic fault expected).
-pub async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
+pub(crate) async fn run(pipeline: &Pipeline, bodies: &[String]) -> Vec<MessageReport> {
     let messages: Vec<Message> = bodies.iter().enumerate().map(|(i, b)| message(format!("m{i}"), b.clone())).collect();
     pipeline.process(&messages, deadline()).await.expect("no systemic fault of the whole batch")
 }
 
-pub fn assert_all_ok(reports: &[MessageReport]) {
+pub(crate) fn assert_all_ok(reports: &[MessageReport]) {
     for (i, r) in reports.iter().enumerate() {
         assert!(!r.outcome.is_failure(), "message {i} failed: {:?}", r.outcome);
     }
@@ -398,16 +398,16 @@ pub fn assert_all_ok(reports: &[MessageReport]) {
 /// A query's TabSeparated result; `DB.` stands for the pipeline's database. Decimals are best read
 /// as `toFloat64(...)`: 18.16 prints `Decimal(38, 6)` with all six digits, current servers without
 /// trailing zeros.
-pub async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
+pub(crate) async fn tsv(pipeline: &Pipeline, sql: &str) -> String {
     let sql = sql.replace("DB.", &format!("{}.", pipeline.warehouse().database()));
     pipeline.warehouse().fetch_tsv(&sql).await.expect("query")
 }
 
-pub const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/realworld/raw/");
+pub(crate) const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/realworld/raw/");
 
 /// The real-world captures live beside the project (`../shared/realworld/raw/`), never in it:
 /// CI always has them; a clone without them skips these tests and says why.
-pub fn captures_present() -> bool {
+pub(crate) fn captures_present() -> bool {
     let present = std::path::Path::new(RAW).is_dir();
     if !present {
         eprintln!("skipped: {RAW} is absent (the real-world captures are not part of a clone; CI has them)");
@@ -416,7 +416,7 @@ pub fn captures_present() -> bool {
 }
 
 /// The capture files' names, sorted.
-pub fn raw_names() -> Vec<String> {
+pub(crate) fn raw_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(RAW)
         .unwrap_or_else(|e| panic!("{RAW}: {e}"))
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -425,6 +425,6 @@ pub fn raw_names() -> Vec<String> {
     names
 }
 
-pub fn raw(name: &str) -> String {
+pub(crate) fn raw(name: &str) -> String {
     std::fs::read_to_string(format!("{RAW}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
 }

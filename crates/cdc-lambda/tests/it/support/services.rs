@@ -3,12 +3,12 @@
 
 use std::process::{Child, Command};
 
-pub fn env_or(name: &str, default: &str) -> String {
+pub(crate) fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
 /// Children killed and reaped however the test ends.
-pub struct Stop(pub Vec<Child>);
+pub(crate) struct Stop(pub Vec<Child>);
 
 impl Drop for Stop {
     fn drop(&mut self) {
@@ -20,14 +20,14 @@ impl Drop for Stop {
 }
 /// The local SQS engine, started with `scripts/sqs.sh` unless it already answers, and stopped
 /// again only if started here.
-pub struct LocalSqs {
+pub(crate) struct LocalSqs {
     pub endpoint: String,
     port: String,
     started_here: bool,
 }
 
 impl LocalSqs {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = env_or("LOCAL_SQS_PORT", "9324");
         let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/sqs.sh"))
             .arg("start")
