@@ -9,15 +9,15 @@
 
 use std::time::Instant;
 
+use crate::generic_values::{parse_column_type, read_value, stored_type};
 use cdc_core::change::{Row, Value, Version};
 use cdc_core::generic::{Column, ColumnType};
-use crate::generic_values::{parse_column_type, read_value, stored_type};
 use cdc_core::tables::{GenericTable, SourceTable};
 
+use super::{SchemaEvolution, SinkError, Warehouse};
 use crate::dialect::{Dialect, quote_literal};
 use crate::queries;
 use crate::schema;
-use super::{SchemaEvolution, SinkError, Warehouse};
 use cdc_core::identifier::MAX_COLUMNS;
 
 /// Keys per TOAST lookup: bounds the query text (one literal tuple per key).
@@ -100,7 +100,8 @@ impl Warehouse {
                     detail: format!("{name} would have more than {MAX_COLUMNS} columns"),
                 });
             }
-            self.sql_execute(&schema::create_generic_table(dialect, &self.database, cluster, name, &key, needed)).await?;
+            self.sql_execute(&schema::create_generic_table(dialect, &self.database, cluster, name, &key, needed))
+                .await?;
             for statement in schema::generic_view_statements(dialect, &self.database, cluster, name) {
                 self.sql_execute(&statement).await?;
             }

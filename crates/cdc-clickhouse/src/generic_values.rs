@@ -169,7 +169,6 @@ fn encode_value(out: &mut Vec<u8>, dialect: Dialect, ty: ColumnType, value: &Val
     Ok(())
 }
 
-
 /// Reads one value of `ty` back from RowBinary (TOAST completion reads stored rows this way);
 /// `None` when the bytes end early.
 pub(crate) fn read_value(input: &mut &[u8], ty: ColumnType, nullable: bool) -> Option<Value> {
@@ -215,7 +214,6 @@ pub(crate) fn read_value(input: &mut &[u8], ty: ColumnType, nullable: bool) -> O
         }
     })
 }
-
 
 #[cfg(test)]
 mod tests {

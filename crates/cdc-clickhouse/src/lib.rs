@@ -11,10 +11,10 @@ mod error;
 mod generic;
 pub mod generic_values;
 mod http;
-#[cfg(feature = "raw-sql")]
-mod raw;
 pub mod inspect;
 pub mod queries;
+#[cfg(feature = "raw-sql")]
+mod raw;
 mod retry;
 pub mod rowbinary;
 pub mod schema;
@@ -30,19 +30,19 @@ use clickhouse::Client;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use cdc_core::change::VersionScale;
 use crate::config::ClickHouseSettings;
+use cdc_core::change::VersionScale;
 use cdc_core::error::Classify;
 use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
 use cdc_core::rederive::Scope;
 use cdc_core::tables::SourceTable;
 use dialect::Dialect;
-use retry::RetryPolicy;
-use schema::FkIndex;
 pub use error::SinkError;
-use state_rows::StateRow;
 #[cfg(feature = "raw-sql")]
 pub use raw::RawSql;
+use retry::RetryPolicy;
+use schema::FkIndex;
+use state_rows::StateRow;
 pub use writes::{BASE_MISSING, Failure, Failures};
 
 /// Lookups carry at most one page of keys (`pipeline::PAGE`) in `IN (...)`, up to ~200 KiB of
@@ -339,7 +339,12 @@ impl Warehouse {
 
     /// The newest row (deletions included) of each listed key of a mirror table; see
     /// [`queries::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
-    pub(crate) async fn latest<T: StateRow>(&self, table: SourceTable, keys: &[i64], deadline: Instant) -> Result<Vec<T>, SinkError> {
+    pub(crate) async fn latest<T: StateRow>(
+        &self,
+        table: SourceTable,
+        keys: &[i64],
+        deadline: Instant,
+    ) -> Result<Vec<T>, SinkError> {
         self.retry.run(deadline, || self.latest_once(table, keys)).await
     }
 
@@ -425,7 +430,12 @@ impl Warehouse {
 
     /// Removes a mirror table's rows with implausible versions ([`queries::IMPLAUSIBLE_VERSION`]),
     /// of one key or of every key, and waits (up to `wait`) until the server has applied it.
-    pub async fn purge_implausible(&self, table: SourceTable, key: Option<i64>, wait: Duration) -> Result<(), SinkError> {
+    pub async fn purge_implausible(
+        &self,
+        table: SourceTable,
+        key: Option<i64>,
+        wait: Duration,
+    ) -> Result<(), SinkError> {
         let statement = queries::purge_implausible_statement(&self.database, table, key);
         self.mutate_and_wait(table.name(), &statement, wait).await
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use cdc_core::error::{Classify, ErrorClass};
 use crate::SinkError;
+use cdc_core::error::{Classify, ErrorClass};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryPolicy {

@@ -4,9 +4,9 @@
 //! RowBinary costs the server ~2.5x less CPU than JSONEachRow (docs/platform-facts.md §3); the column types
 //! depend on the server's [`Dialect`], so the encoding is ours rather than serde's.
 
+use crate::dialect::Dialect;
 use cdc_core::fact::{FACT_COLUMNS, FactRow, FactValue};
 use cdc_core::mirror::{Cell, MirrorRow};
-use crate::dialect::Dialect;
 
 pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -182,8 +182,8 @@ mod tests {
     /// the same order, on both dialects.
     #[test]
     fn fact_rows_encode_exactly_the_columns_the_ddl_declares() {
-        use cdc_core::fact::{FactRow, FactVersion};
         use crate::schema::{fact_column_defs, fact_column_names};
+        use cdc_core::fact::{FactRow, FactVersion};
         let row = FactRow {
             order_item_id: 1,
             order_id: 2,

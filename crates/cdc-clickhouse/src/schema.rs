@@ -244,7 +244,11 @@ pub(crate) fn create_generic_table(
     let defs: Vec<String> = key
         .iter()
         .map(|(name, ty)| format!("{} {}", quote_ident(name), column_type_sql(*ty, dialect)))
-        .chain(columns.iter().map(|(name, ty)| format!("{} Nullable({})", quote_ident(name), column_type_sql(*ty, dialect))))
+        .chain(
+            columns
+                .iter()
+                .map(|(name, ty)| format!("{} Nullable({})", quote_ident(name), column_type_sql(*ty, dialect))),
+        )
         .chain(["_version UInt64".to_string(), "_is_deleted UInt8".to_string()])
         .collect();
     let order: Vec<String> = key.iter().map(|(name, _)| quote_ident(name)).collect();

@@ -102,8 +102,11 @@ impl Warehouse {
         let extras = self.sales_extras(table, &[], deadline).await?;
         let key = Column { name: table.spec().key.to_owned(), ty: ColumnType::Int64, nullable: false };
         let columns: Vec<Column> = std::iter::once(key).chain(extras).collect();
-        let as_generic =
-            GenericTable { name: table.name().to_owned(), key: vec![table.spec().key.to_owned()], declared: Vec::new() };
+        let as_generic = GenericTable {
+            name: table.name().to_owned(),
+            key: vec![table.spec().key.to_owned()],
+            declared: Vec::new(),
+        };
         let keys: Vec<Vec<Value>> = keys.iter().map(|k| vec![Value::Int(*k)]).collect();
         let rows = self.generic_latest(&as_generic, &columns, &keys, deadline).await?;
         Ok(rows

@@ -101,10 +101,11 @@ impl Warehouse {
             };
             (table, columns, groups)
         });
-        let index_inserts = index_groups.into_iter().map(|(index, groups)| (index.table, index.columns().to_vec(), groups));
-        let inserts = mirror_inserts
-            .chain(index_inserts)
-            .map(|(table, columns, groups)| async move { self.insert_isolating(table, &columns, groups, deadline).await });
+        let index_inserts =
+            index_groups.into_iter().map(|(index, groups)| (index.table, index.columns().to_vec(), groups));
+        let inserts = mirror_inserts.chain(index_inserts).map(|(table, columns, groups)| async move {
+            self.insert_isolating(table, &columns, groups, deadline).await
+        });
         let results = futures::future::join_all(inserts).await;
         for result in results {
             failed.extend(result?);

@@ -60,7 +60,6 @@ impl ColumnType {
             Value::Timestamp(_) => ColumnType::Timestamp,
         })
     }
-
 }
 
 /// A column of a generic mirror as ClickHouse has it.
@@ -322,5 +321,4 @@ mod tests {
         ]);
         assert_eq!(json_text(&array), r#"[1,null,10.50,"a\"b",[true]]"#);
     }
-
 }

@@ -156,7 +156,9 @@ mod tests {
         }
         let body = key().sign(Task::new(Scope::Product(9)));
         assert!(
-            body.starts_with(r#"{"cdcProcessorRederive":{"scope":"product","key":9,"after":-9223372036854775808},"mac":""#),
+            body.starts_with(
+                r#"{"cdcProcessorRederive":{"scope":"product","key":9,"after":-9223372036854775808},"mac":""#
+            ),
             "{body}"
         );
         assert_eq!(body, key().sign(Task::new(Scope::Product(9))), "deterministic");

@@ -33,8 +33,6 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tracing::{Instrument, debug, error, info, warn};
 
-use cdc_clickhouse::config::{ClickHouseSettings, ConfigError};
-use cdc_core::error::{Classify, ErrorClass};
 use crate::pipeline::{Process, SystemicError};
 use crate::secrets::{CredentialSource, SecretError};
 use crate::sqs::backoff::Backoff;
@@ -45,6 +43,8 @@ use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use crate::sqs::queue::{Attribute, OutgoingMessage, Queue, url_from_arn};
 use crate::sqs::requeue;
 use crate::telemetry::{self, InvocationMetrics};
+use cdc_clickhouse::config::{ClickHouseSettings, ConfigError};
+use cdc_core::error::{Classify, ErrorClass};
 
 /// Builds a pipeline for given ClickHouse settings: at cold start, when the cached secret
 /// changed, and after an authentication failure. Any `Fn(ClickHouseSettings) -> Future` works.
@@ -1092,7 +1092,10 @@ mod tests {
         let sent = sends(&calls);
         assert_eq!(sent.len(), 2, "{calls:?}");
         let to = |url: &str| sent.iter().find(|(u, _)| *u == url).map(|(_, m)| *m).expect(url);
-        assert_eq!(to(QUEUE_URL).attributes.get(requeue::FIRST_MESSAGE_ID).and_then(|a| a.string_value.as_deref()), Some("young"));
+        assert_eq!(
+            to(QUEUE_URL).attributes.get(requeue::FIRST_MESSAGE_ID).and_then(|a| a.string_value.as_deref()),
+            Some("young")
+        );
         let parked = to(DLQ);
         assert_eq!(parked.attributes["error_code"].string_value.as_deref(), Some(requeue::EXPIRED_CODE));
         assert_eq!(parked.attributes["original_message_id"].string_value.as_deref(), Some("old"));

@@ -20,14 +20,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::generic_values::encode_row;
 use cdc_core::change::Decoded;
 use cdc_core::decode::{DecodeOptions, Decoder};
-use cdc_clickhouse::generic_values::encode_row;
-use cdc_clickhouse::RawSql;
 use cdc_core::generic::{GenericChange, generic_change};
-use cdc_lambda::pipeline::Pipeline;
-use cdc_clickhouse::Warehouse;
 use cdc_core::tables::{MirrorTarget, TableMapping};
+use cdc_lambda::pipeline::Pipeline;
 use common::{Bodies, batches, col, process_all, wal2json_record};
 use serde_json::json;
 

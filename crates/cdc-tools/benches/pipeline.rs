@@ -19,12 +19,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::RawSql;
-use cdc_core::decode::DecodeOptions;
-use cdc_lambda::pipeline::Pipeline;
+use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::schema;
 use cdc_clickhouse::{Warehouse, rowbinary};
+use cdc_core::decode::DecodeOptions;
+use cdc_lambda::pipeline::Pipeline;
 use cdc_lambda::sqs::message::Message;
 use common::{
     Bodies, batches, customer_columns, encoded_mirror_rows, identity, insert_mirror_rows, item_columns, order_columns,

@@ -28,12 +28,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::schema;
+use cdc_clickhouse::{Warehouse, rowbinary};
 use cdc_core::decode::DecodeOptions;
 use cdc_core::fact::FactRow;
 use cdc_lambda::pipeline::Pipeline;
-use cdc_clickhouse::schema;
-use cdc_clickhouse::RawSql;
-use cdc_clickhouse::{Warehouse, rowbinary};
 use common::{
     Bodies, batches, customer_columns, encoded_mirror_rows, identity, insert_mirror_rows, item_columns, order_columns,
     product_columns, sqs_event_json, wal2json_record,

@@ -17,7 +17,11 @@ use cdc_lambda::{lambda, telemetry};
 use cdc_tools::{capture, freshness, generator, poll, redrive, repair, verify};
 
 #[derive(Parser)]
-#[command(name = "cdc-tools", version, about = "The tools around cdc-processor: capture, generate, invoke, poll, verify, repair...")]
+#[command(
+    name = "cdc-tools",
+    version,
+    about = "The tools around cdc-processor: capture, generate, invoke, poll, verify, repair..."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

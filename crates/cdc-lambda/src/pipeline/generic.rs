@@ -68,8 +68,7 @@ impl Pipeline {
                 written.insert(*message, rows.len() as u64);
             }
         }
-        let writes =
-            tables.into_values().map(|(table, messages)| self.write_generic_table(table, messages, deadline));
+        let writes = tables.into_values().map(|(table, messages)| self.write_generic_table(table, messages, deadline));
         let truncations: Vec<(usize, &str, _)> =
             truncations.iter().map(|(message, table, version)| (*message, table.name.as_str(), *version)).collect();
         let truncate = async {

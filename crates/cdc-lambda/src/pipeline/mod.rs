@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use cdc_clickhouse::schema::{self, FkIndex};
 use cdc_clickhouse::{Failures, SinkError, Warehouse};
@@ -657,8 +656,7 @@ impl Pipeline {
         deadline: Instant,
     ) -> Result<(Vec<(i64, i64)>, Split), SinkError> {
         let keys: Vec<i64> = parents.keys().copied().collect();
-        let pairs =
-            self.warehouse.children(index, &keys, INLINE_PER_PARENT, INLINE_TOTAL, deadline).await?;
+        let pairs = self.warehouse.children(index, &keys, INLINE_PER_PARENT, INLINE_TOTAL, deadline).await?;
         let split = split_children(&keys, &pairs, INLINE_PER_PARENT, INLINE_TOTAL);
         Ok((pairs, split))
     }

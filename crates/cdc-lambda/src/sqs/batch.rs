@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 
 use aws_lambda_events::sqs::SqsBatchResponse;
 
-use cdc_core::error::{Classify, ErrorClass};
 use crate::sqs::message::{Message, MessageId, MessageOutcome};
+use cdc_core::error::{Classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {

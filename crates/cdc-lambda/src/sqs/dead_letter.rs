@@ -13,9 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use cdc_core::error::ErrorClass;
 use crate::sqs::message::Message;
 use crate::sqs::queue::{Attribute, OutgoingMessage};
+use cdc_core::error::ErrorClass;
 
 const ERROR_CODE: &str = "error_code";
 const ERROR_CLASS: &str = "error_class";

@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use cdc_core::error::ErrorClass;
 use crate::sqs::backoff::Backoff;
 use crate::sqs::message::MessageOutcome;
 use crate::sqs::requeue;
+use cdc_core::error::ErrorClass;
 
 /// What becomes of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

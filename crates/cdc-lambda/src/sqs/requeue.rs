@@ -60,7 +60,12 @@ pub(crate) fn age(message: &Message, attributes: &BTreeMap<String, Attribute>, n
 
 /// True when the message has been retried for the environment longer than `max_age`.
 #[cfg(test)]
-pub(crate) fn expired(message: &Message, attributes: &BTreeMap<String, Attribute>, now_ms: u64, max_age: std::time::Duration) -> bool {
+pub(crate) fn expired(
+    message: &Message,
+    attributes: &BTreeMap<String, Attribute>,
+    now_ms: u64,
+    max_age: std::time::Duration,
+) -> bool {
     age(message, attributes, now_ms) > max_age
 }
 

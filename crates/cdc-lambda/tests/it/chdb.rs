@@ -5,14 +5,14 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::queries;
+use cdc_clickhouse::rowbinary;
+use cdc_clickhouse::schema;
 use cdc_core::change::Version;
 use cdc_core::fact::{FactRow, FactVersion};
 use cdc_core::mirror::{Cell, MirrorRow};
 use cdc_core::rederive::Scope;
-use cdc_clickhouse::dialect::Dialect;
-use cdc_clickhouse::schema;
-use cdc_clickhouse::queries;
-use cdc_clickhouse::rowbinary;
 use cdc_core::tables::SourceTable;
 use serde_json::json;
 

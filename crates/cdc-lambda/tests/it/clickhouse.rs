@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::dialect::Dialect;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
 use cdc_lambda::pipeline::{Pipeline, Process};
-use cdc_clickhouse::Warehouse;
-use cdc_clickhouse::RawSql;
-use cdc_clickhouse::dialect::Dialect;
 use cdc_lambda::sqs::message::MessageOutcome;
 use serde_json::json;
 

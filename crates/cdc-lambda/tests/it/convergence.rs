@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use cdc_core::decode::DecodeOptions;
-use cdc_lambda::pipeline::{Pipeline, Process};
 use cdc_clickhouse::Warehouse;
 use cdc_clickhouse::dialect::Dialect;
+use cdc_core::decode::DecodeOptions;
+use cdc_lambda::pipeline::{Pipeline, Process};
 use cdc_lambda::sqs::message::{Message, MessageOutcome};
 use futures::StreamExt;
 use rand::rngs::StdRng;

@@ -6,9 +6,9 @@ use aws_lambda_events::sqs::SqsEvent;
 use cdc_core::change::Decoded;
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_core::error::{Classify, ErrorClass};
+use cdc_core::tables::TableMapping;
 use cdc_lambda::sqs::batch::is_fifo;
 use cdc_lambda::sqs::message::Message;
-use cdc_core::tables::TableMapping;
 
 use crate::support::event_file;
 

@@ -3,14 +3,14 @@
 //! deletions, truncation, a same-named table of another schema, an incompatible type change
 //! (systemic for that table only), and two invocations adding the same column at once.
 
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::dialect::Dialect;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
-use cdc_lambda::pipeline::Pipeline;
-use cdc_clickhouse::Warehouse;
-use cdc_clickhouse::RawSql;
-use cdc_clickhouse::dialect::Dialect;
-use cdc_lambda::sqs::message::MessageOutcome;
 use cdc_core::tables::TableMapping;
+use cdc_lambda::pipeline::Pipeline;
+use cdc_lambda::sqs::message::MessageOutcome;
 use serde_json::{Value as Json, json};
 
 use crate::support::*;
@@ -267,7 +267,11 @@ async fn a_sales_table_keeps_columns_it_does_not_declare_and_its_facts_stay_exac
     .await;
     assert_eq!(
         reports[0].outcome,
-        MessageOutcome::Failed { class: ErrorClass::Poison, code: "value.incompatible", table: Some("products".into()) }
+        MessageOutcome::Failed {
+            class: ErrorClass::Poison,
+            code: "value.incompatible",
+            table: Some("products".into())
+        }
     );
     assert!(!reports[1].outcome.is_failure(), "{:?}", reports[1].outcome);
     assert_eq!(tsv(&pipeline, "SELECT weight_g FROM DB.products_current").await, "1200\n");

@@ -2,15 +2,15 @@
 //! "Content failures"): each case is a batch holding the bad message and a healthy one; the bad
 //! one is poison with its reason, the healthy one lands, and nothing else changes.
 
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::{SchemaEvolution, Warehouse};
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
-use cdc_lambda::pipeline::Pipeline;
 use cdc_core::rederive::{Scope, Task};
-use cdc_clickhouse::dialect::Dialect;
-use cdc_clickhouse::RawSql;
-use cdc_clickhouse::{SchemaEvolution, Warehouse};
-use cdc_lambda::sqs::message::{MessageOutcome, MessageReport};
 use cdc_core::tables::TableMapping;
+use cdc_lambda::pipeline::Pipeline;
+use cdc_lambda::sqs::message::{MessageOutcome, MessageReport};
 use serde_json::{Value as Json, json};
 
 use crate::support::*;
@@ -217,8 +217,12 @@ async fn renaming_100_customers_of_200_orders_of_5_items_needs_at_most_one_follo
         products_sql,
         orders_sql,
         items_sql,
-        format!("INSERT INTO DB._orders_by_customer SELECT toInt64(intDiv(number, {ORDERS}) + 1), toInt64(number + 1) FROM numbers({orders})"),
-        format!("INSERT INTO DB._items_by_order SELECT toInt64(intDiv(number, {ITEMS}) + 1), toInt64(number + 1) FROM numbers({items})"),
+        format!(
+            "INSERT INTO DB._orders_by_customer SELECT toInt64(intDiv(number, {ORDERS}) + 1), toInt64(number + 1) FROM numbers({orders})"
+        ),
+        format!(
+            "INSERT INTO DB._items_by_order SELECT toInt64(intDiv(number, {ITEMS}) + 1), toInt64(number + 1) FROM numbers({items})"
+        ),
         format!("INSERT INTO DB._items_by_product SELECT toInt64(1), toInt64(number + 1) FROM numbers({items})"),
     ] {
         seeder.warehouse().execute(&sql.replace("DB.", &format!("{database}."))).await.expect("seed");
@@ -247,8 +251,10 @@ async fn renaming_100_customers_of_200_orders_of_5_items_needs_at_most_one_follo
         assert_all_ok(&reports);
         queue.extend(reports[0].follow_ups.iter().cloned());
     }
-    let renamed =
-        tsv(&pipeline, "SELECT countIf(customer_name = concat('New ', toString(customer_id))), count() FROM DB.sales_fact_current");
+    let renamed = tsv(
+        &pipeline,
+        "SELECT countIf(customer_name = concat('New ', toString(customer_id))), count() FROM DB.sales_fact_current",
+    );
     assert_eq!(renamed.await, format!("{items}\t{items}\n"));
     drop_database(&database).await;
 }

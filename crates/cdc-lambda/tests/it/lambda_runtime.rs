@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use cdc_clickhouse::RawSql;
-use cdc_core::decode::Decoder;
 use cdc_clickhouse::Warehouse;
+use cdc_core::decode::Decoder;
 
 use crate::support::services::{LocalSqs, Stop};
 use crate::support::{clickhouse_url, event_file, settings};

@@ -6,14 +6,14 @@
 //! are, never copied. Decoding alone is cdc-core's
 //! `tests/it/realworld.rs`.
 
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::dialect::Dialect;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass::{self, Poison, Waiting};
-use cdc_lambda::pipeline::{Pipeline, Process};
-use cdc_clickhouse::Warehouse;
-use cdc_clickhouse::RawSql;
-use cdc_clickhouse::dialect::Dialect;
-use cdc_lambda::sqs::message::{Message, MessageOutcome};
 use cdc_core::tables::TableMapping;
+use cdc_lambda::pipeline::{Pipeline, Process};
+use cdc_lambda::sqs::message::{Message, MessageOutcome};
 
 use crate::support::*;
 
@@ -356,7 +356,8 @@ async fn sales_named_tables_with_other_columns_are_poison() {
         return;
     }
     let database = fresh_database("realworld_sales");
-    let pipeline = migrated(pipeline(&database, "public.customers, public.products, public.orders, public.order_items")).await;
+    let pipeline =
+        migrated(pipeline(&database, "public.customers, public.products, public.orders, public.order_items")).await;
     let modern = pipeline.warehouse().dialect().await.expect("dialect") == Dialect::Modern;
     for (name, code) in [("dbz-doc-create.json", "row.missing_column"), ("dbz-cap-orders-read.json", "row.missing_key")]
     {

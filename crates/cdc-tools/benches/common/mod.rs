@@ -4,16 +4,16 @@
 // Each benchmark target compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
-use cdc_tools::capture::debezium::Converter;
-use cdc_tools::capture::wal2json::Record;
+use cdc_clickhouse::RawSql;
+use cdc_clickhouse::dialect::Dialect;
+use cdc_clickhouse::rowbinary;
 use cdc_core::change::Decoded;
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_core::mirror::{MirrorChange, mirror_change};
-use cdc_clickhouse::dialect::Dialect;
-use cdc_clickhouse::RawSql;
-use cdc_clickhouse::rowbinary;
-use cdc_lambda::sqs::message::{Message, MessageId};
 use cdc_core::tables::SourceTable;
+use cdc_lambda::sqs::message::{Message, MessageId};
+use cdc_tools::capture::debezium::Converter;
+use cdc_tools::capture::wal2json::Record;
 use serde_json::json;
 
 /// The Lambda invocation payload limit, and what one SQS record adds around its body.

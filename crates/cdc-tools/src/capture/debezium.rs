@@ -221,7 +221,9 @@ impl PgEncoding {
         let connect_type = match self {
             PgEncoding::Int16 => "int16",
             PgEncoding::Int32 | PgEncoding::Date => "int32",
-            PgEncoding::Int64 | PgEncoding::MicroTimestamp | PgEncoding::MicroTime | PgEncoding::MicroDuration => "int64",
+            PgEncoding::Int64 | PgEncoding::MicroTimestamp | PgEncoding::MicroTime | PgEncoding::MicroDuration => {
+                "int64"
+            }
             PgEncoding::Bool => "boolean",
             PgEncoding::Float32 => "float",
             PgEncoding::Float64 => "double",

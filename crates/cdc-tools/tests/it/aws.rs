@@ -24,8 +24,8 @@ use cdc_lambda::pipeline::{Process, SystemicError};
 use cdc_lambda::secrets::{AwsSecretStore, CredentialSource, SecretCache, StaticCredentials};
 use cdc_lambda::sqs::backoff::Backoff;
 use cdc_lambda::sqs::message::{Message, MessageOutcome, MessageReport};
-use cdc_tools::poll::{PollArgs, poll};
 use cdc_lambda::sqs::queue::SqsQueue;
+use cdc_tools::poll::{PollArgs, poll};
 use cdc_tools::redrive::{RedriveArgs, redrive};
 
 use crate::support::{Service, create_queue, peek_all, queue_pair, sdk_config, send, unique};

@@ -38,10 +38,8 @@ async fn steady_50_tx_per_second_for_60_s_with_a_capture_restart_has_no_differen
     let capture_args = ["capture", "--queue-url", &queue_url, "--slot", &name, "--poll-ms", "50"];
     let status = processor(&["migrate"], &env).status().expect("migrate");
     assert!(status.success(), "migrate failed");
-    let mut running = Stop(vec![
-        processor(&capture_args, &env).spawn().expect("capture"),
-        spawn_poll(&queue_url, 500, 4, &env),
-    ]);
+    let mut running =
+        Stop(vec![processor(&capture_args, &env).spawn().expect("capture"), spawn_poll(&queue_url, 500, 4, &env)]);
     // Let the capture create its slot before any traffic.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut generator = spawn_generator(50, 60, 11, (100, 40, 100), &env);

@@ -19,8 +19,8 @@
 //! nothing is skipped. The workload is SQL written here, deterministic; its values are never
 //! printed, only verify's counts and keys.
 
-use std::process::Stdio;
 use cdc_clickhouse::RawSql;
+use std::process::Stdio;
 use std::time::Duration;
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;
@@ -344,10 +344,8 @@ async fn every_captured_table_reaches_its_mirror_with_no_difference() {
     assert!(status.success(), "migrate failed (log: {})", log_path("migrate").display());
     let capture_args =
         ["capture", "--queue-url", &queue_url, "--slot", &name, "--poll-ms", "50", "--tables", CAPTURE_TABLES];
-    let running = Stop(vec![
-        processor(&capture_args, &env).spawn().expect("capture"),
-        spawn_poll(&queue_url, 200, 2, &env),
-    ]);
+    let running =
+        Stop(vec![processor(&capture_args, &env).spawn().expect("capture"), spawn_poll(&queue_url, 200, 2, &env)]);
     // Let the capture create its slot and publish its snapshot before any streamed change.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut generator = spawn_generator(20, 20, 23, (60, 30, 60), &env);

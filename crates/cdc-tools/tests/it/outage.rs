@@ -13,19 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::{Classify, ErrorClass};
 use cdc_lambda::handler::{Handler, HandlerConfig, Invocation};
 use cdc_lambda::pipeline::{Pipeline, Process, SystemicError};
 use cdc_lambda::secrets::StaticCredentials;
-use cdc_clickhouse::Warehouse;
 use cdc_lambda::sqs::backoff::Backoff;
 use cdc_lambda::sqs::message::{Message, MessageReport};
-use cdc_tools::poll::{PollArgs, poll, to_sqs_event};
 use cdc_lambda::sqs::queue::{Queue, ReceiveRequest, SqsQueue};
 use cdc_lambda::sqs::requeue;
+use cdc_tools::poll::{PollArgs, poll, to_sqs_event};
 
 use crate::support::{
     ROOT, Service, clickhouse_url, current_facts, diff, history, peek_all, queue_pair, send, test_name,

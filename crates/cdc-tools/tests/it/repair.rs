@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
-use cdc_lambda::pipeline::{Pipeline, Process};
 use cdc_core::rederive::Scope;
-use cdc_tools::repair::{self, Args, Repaired};
-use cdc_clickhouse::Warehouse;
+use cdc_lambda::pipeline::{Pipeline, Process};
 use cdc_lambda::sqs::message::{Message, MessageId, MessageOutcome};
+use cdc_tools::repair::{self, Args, Repaired};
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;
 

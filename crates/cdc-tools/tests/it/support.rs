@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use base64::Engine;
-use cdc_clickhouse::Warehouse;
 use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
 use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::dialect::Dialect;
 use serde_json::json;

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::RawSql;
+use cdc_clickhouse::Warehouse;
+use cdc_clickhouse::config::ClickHouseSettings;
+use cdc_clickhouse::dialect::Dialect;
 use cdc_core::decode::DecodeOptions;
 use cdc_lambda::pipeline::{Pipeline, Process};
-use cdc_clickhouse::Warehouse;
-use cdc_clickhouse::dialect::Dialect;
 use cdc_lambda::sqs::message::{Message, MessageId, MessageReport};
 use serde_json::{Value as Json, json};
 
@@ -28,7 +28,12 @@ pub(crate) fn clickhouse_url() -> String {
 }
 
 pub(crate) fn settings(database: &str) -> ClickHouseSettings {
-    ClickHouseSettings::new(clickhouse_url(), env_or("CLICKHOUSE_USER", "default"), env_or("CLICKHOUSE_PASSWORD", ""), database)
+    ClickHouseSettings::new(
+        clickhouse_url(),
+        env_or("CLICKHOUSE_USER", "default"),
+        env_or("CLICKHOUSE_PASSWORD", ""),
+        database,
+    )
 }
 
 /// A file of the sample events (`events/` at the repository's root).
