@@ -223,15 +223,14 @@ impl Pipeline {
             return Ok(reports);
         }
 
+        // Every message still pending: what a failure of the schema or the scales fails.
+        let everyone = |pending: &[PendingChange], generic: &[PendingGeneric]| -> Vec<usize> {
+            let pending = pending.iter().map(|p| p.message);
+            pending.chain(generic.iter().map(|g| g.message)).chain(tasks.iter().map(|(m, _)| *m)).collect()
+        };
         // Schema and dialect: a transient failure here fails every pending message for retry.
         if let Err(e) = self.warehouse.prepare(deadline).await {
-            let all: Vec<usize> = pending
-                .iter()
-                .map(|p| p.message)
-                .chain(generic.iter().map(|g| g.message))
-                .chain(tasks.iter().map(|(m, _)| *m))
-                .collect();
-            fail_messages(&mut reports, &all, e)?;
+            fail_messages(&mut reports, &everyone(&pending, &generic), e)?;
             return Ok(reports);
         }
         // One scale per mirror: a change on another scale than its mirror's is poison.
@@ -247,13 +246,7 @@ impl Pipeline {
             }
             Ok(_) => {}
             Err(e) => {
-                let all: Vec<usize> = pending
-                    .iter()
-                    .map(|p| p.message)
-                    .chain(generic.iter().map(|g| g.message))
-                    .chain(tasks.iter().map(|(m, _)| *m))
-                    .collect();
-                fail_messages(&mut reports, &all, e)?;
+                fail_messages(&mut reports, &everyone(&pending, &generic), e)?;
                 return Ok(reports);
             }
         }
