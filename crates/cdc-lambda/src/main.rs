@@ -7,12 +7,12 @@
 
 use std::process::ExitCode;
 
-use cdc_lambda::config::Config;
+use cdc_lambda::config::{self, Config};
 use cdc_lambda::{lambda, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init_logging();
+    telemetry::init_logging(config::log_filter());
     // An unusable configuration does not stop the process: exiting would make Lambda retry the
     // init on every invocation and return the messages to the queue with a growing receive
     // count, toward the DLQ. The handler instead fails them as environmental (docs/error-policy.md).

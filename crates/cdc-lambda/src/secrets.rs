@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_core::error::{Classify, ErrorClass};
 
-use crate::config::{ClickHouseSource, ConfigError, parse_bool};
+use crate::config::values::{ClickHouseSource, ConfigError, parse_bool};
 
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
@@ -106,7 +106,7 @@ fn parse_secret_over(secret: &str, base: Option<&ClickHouseSettings>) -> Result<
         }
         (None, Some(host)) => {
             // TLS unless the secret says otherwise: a plaintext URL to a non-loopback host is
-            // then refused anyway unless CLICKHOUSE_ALLOW_PLAINTEXT is set (config.rs).
+            // then refused anyway unless CLICKHOUSE_ALLOW_PLAINTEXT is set (cdc-clickhouse config.rs).
             let secure = match &json.secure {
                 None | Some(serde_json::Value::Null) => true,
                 Some(serde_json::Value::Bool(b)) => *b,

@@ -21,13 +21,13 @@ const NAMESPACE: &str = "CdcProcessor";
 /// EMF accepts at most 100 metrics per directive; 10 are the batch metrics.
 const MAX_EVENT_METRICS: usize = 90;
 
-/// Installs the JSON log subscriber (level from `RUST_LOG`, default `info`). Logs go to stderr
-/// so that stdout carries only EMF documents (Lambda sends both streams to CloudWatch Logs).
-/// Calling it twice is harmless.
-pub fn init_logging() {
+/// Installs the JSON log subscriber (`filter`: `RUST_LOG` as `config::log_filter` reads it,
+/// default `info`). Logs go to stderr so that stdout carries only EMF documents (Lambda sends both
+/// streams to CloudWatch Logs). Calling it twice is harmless.
+pub fn init_logging(filter: Option<String>) {
     // A filter that does not parse falls back to `info` and says so: logging must start before
     // anything else can report a configuration error.
-    let (filter, unusable) = match crate::config::log_filter() {
+    let (filter, unusable) = match filter {
         None => (EnvFilter::new("info"), false),
         Some(text) => match EnvFilter::try_new(&text) {
             Ok(filter) => (filter, false),

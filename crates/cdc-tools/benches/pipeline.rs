@@ -111,7 +111,7 @@ fn peak_rss_of_invoke(batch: &[Message], database: &str) -> Option<(u64, usize)>
 #[tokio::main]
 async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
-        cdc_lambda::telemetry::init_logging();
+        cdc_lambda::telemetry::init_logging(cdc_lambda::config::log_filter());
     }
     let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let started = Instant::now();

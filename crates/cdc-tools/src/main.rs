@@ -59,7 +59,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init_logging();
+    telemetry::init_logging(cdc_lambda::config::log_filter());
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Invoke { files, timeout_seconds } => invoke(files, timeout_seconds).await,

@@ -26,7 +26,7 @@ use crate::postgres::{self, DEFAULT_PG_URL};
 use cdc_clickhouse::Warehouse;
 use cdc_clickhouse::inspect::{TextColumn, TextForm};
 use cdc_core::change::Decimal;
-use cdc_core::tables::{CapturedSource, MirrorTarget, TableMapping};
+use cdc_core::tables::{CapturedSource, ColumnKind, MirrorTarget, SourceTable, TableMapping};
 
 /// `cdc-tools verify`: compare PostgreSQL with ClickHouse; exit non-zero on any difference.
 /// ClickHouse is reached as the function reaches it ([`cdc_lambda::config::clickhouse_settings`]:
@@ -166,80 +166,48 @@ impl Kind {
 /// compare it.
 struct Col {
     name: &'static str,
-    pg: &'static str,
+    pg: String,
     kind: Kind,
 }
 
-const fn col(name: &'static str, pg: &'static str, kind: Kind) -> Col {
-    Col { name, pg, kind }
+fn col(name: &'static str, pg: &str, kind: Kind) -> Col {
+    Col { name, pg: pg.to_owned(), kind }
 }
 
 struct Check {
     table: &'static str,
     /// FROM clause (PostgreSQL).
     pg_from: &'static str,
-    cols: &'static [Col],
+    cols: Vec<Col>,
 }
 
 use Kind::*;
 
-macro_rules! pg_ts {
-    ($e:literal) => {
-        concat!("to_char(", $e, " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
-    };
-}
-
-const CHECKS: &[Check] = &[
-    Check {
-        table: "customers",
-        pg_from: "customers",
-        cols: &[
-            col("id", "id::text", Int),
-            col("email", "email", Text),
-            col("name", "name", Text),
-            col("country", "country", Text),
-            col("city", "city", Text),
-            col("created_at", pg_ts!("created_at"), Timestamp),
-        ],
-    },
-    Check {
-        table: "products",
-        pg_from: "products",
-        cols: &[
-            col("id", "id::text", Int),
-            col("name", "name", Text),
-            col("category", "category", Text),
-            col("price", "price::text", Decimal),
-            col("created_at", pg_ts!("created_at"), Timestamp),
-        ],
-    },
-    Check {
-        table: "orders",
-        pg_from: "orders",
-        cols: &[
-            col("id", "id::text", Int),
-            col("customer_id", "customer_id::text", Int),
-            col("order_date", pg_ts!("order_date"), Timestamp),
-            col("status", "status", Text),
-            col("total", "total::text", Decimal),
-        ],
-    },
-    Check {
-        table: "order_items",
-        pg_from: "order_items",
-        cols: &[
-            col("id", "id::text", Int),
-            col("order_id", "order_id::text", Int),
-            col("product_id", "product_id::text", Int),
-            col("quantity", "quantity::text", Int),
-            col("price", "price::text", Decimal),
-        ],
-    },
-    Check {
+/// The checks: each sales mirror, column for column as its table spec declares it, and
+/// `sales_fact` against the source's join.
+fn checks() -> Vec<Check> {
+    let mirrors = SourceTable::ALL.into_iter().map(|table| {
+        let spec = table.spec();
+        let cols = spec
+            .columns
+            .iter()
+            .map(|c| {
+                let (pg, kind) = match c.kind {
+                    ColumnKind::Int64 | ColumnKind::Int32 => (format!("{}::text", c.name), Int),
+                    ColumnKind::Decimal { .. } => (format!("{}::text", c.name), Decimal),
+                    ColumnKind::Text => (c.name.to_owned(), Text),
+                    ColumnKind::Timestamp => (pg_timestamp(c.name), Timestamp),
+                };
+                Col { name: c.name, pg, kind }
+            })
+            .collect();
+        Check { table: spec.name, pg_from: spec.name, cols }
+    });
+    let facts = Check {
         table: "sales_fact",
         pg_from: "order_items oi JOIN orders o ON o.id = oi.order_id \
                   JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = oi.product_id",
-        cols: &[
+        cols: vec![
             col("order_item_id", "oi.id::text", Int),
             col("order_id", "oi.order_id::text", Int),
             col("customer_id", "o.customer_id::text", Int),
@@ -248,20 +216,26 @@ const CHECKS: &[Check] = &[
             col("unit_price", "oi.price::text", Decimal),
             col("revenue", "(oi.quantity * oi.price)::text", Decimal),
             col("order_status", "o.status", Text),
-            col("order_date", pg_ts!("o.order_date"), Timestamp),
+            col("order_date", &pg_timestamp("o.order_date"), Timestamp),
             col("customer_name", "c.name", Text),
             col("customer_country", "c.country", Text),
             col("customer_city", "c.city", Text),
             col("product_name", "p.name", Text),
             col("product_category", "p.category", Text),
         ],
-    },
-];
+    };
+    mirrors.chain([facts]).collect()
+}
+
+/// PostgreSQL's text of a timestamp column, in UTC with microseconds.
+fn pg_timestamp(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+}
 
 type Rows = BTreeMap<Key, Vec<Option<String>>>;
 
 async fn pg_rows(pg: &tokio_postgres::Client, check: &Check) -> anyhow::Result<Rows> {
-    let select: Vec<&str> = check.cols.iter().map(|c| c.pg).collect();
+    let select: Vec<&str> = check.cols.iter().map(|c| c.pg.as_str()).collect();
     let sql = format!("SELECT {} FROM {}", select.join(", "), check.pg_from);
     let mut out = Rows::new();
     for row in pg.query(sql.as_str(), &[]).await.with_context(|| format!("reading {} from PostgreSQL", check.table))? {
@@ -364,7 +338,7 @@ fn diff_rows(
 /// Compares once.
 async fn compare(pg: &tokio_postgres::Client, ch: &Warehouse, tables: &[VerifyTable]) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    for check in CHECKS {
+    for check in &checks() {
         // ClickHouse first: rows applied there after the PostgreSQL read would otherwise look
         // "extra" during a live run. (Verify is meant for a quiesced pipeline; `--wait` retries.)
         let c = ch_rows(ch, check).await?;
@@ -425,7 +399,7 @@ struct VerifyTable {
 
 /// The generic tables of a `CAPTURED_TABLES` value ([`TableMapping::parse`], the processor's
 /// own reading of it): its relational entries whose mirror is generic. The four sales mirrors
-/// have their own checks (`CHECKS`, `sales_fact`); the platform's entities have no PostgreSQL
+/// have their own checks (`checks`, `sales_fact`); the platform's entities have no PostgreSQL
 /// table to compare with.
 fn verify_tables(spec: &str) -> anyhow::Result<Vec<VerifyTable>> {
     let mapping = TableMapping::parse(spec)?;
@@ -790,7 +764,9 @@ mod tests {
 
     #[test]
     fn diff_counts_missing_extra_wrong() {
-        let check = &CHECKS[2];
+        let checks = checks();
+        let check = &checks[2];
+        assert_eq!(check.table, "orders");
         let row = |id: i64, status: &str| {
             (
                 id,

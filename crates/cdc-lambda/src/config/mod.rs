@@ -17,7 +17,7 @@ use std::time::Duration;
 use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::{SchemaEvolution, Warehouse, WarehouseOptions};
 use cdc_core::decode::DecodeOptions;
-use cdc_core::error::{Classify, ErrorClass};
+use cdc_core::error::Classify;
 use cdc_core::rederive::TaskKey;
 use cdc_core::tables::TableMapping;
 
@@ -26,6 +26,10 @@ use crate::pipeline::{Pipeline, SystemicError};
 use crate::secrets::{self, AwsSecretStore, CredentialSource, Credentials};
 use crate::sqs::backoff::Backoff;
 
+pub(crate) mod values;
+pub use values::ConfigError;
+pub(crate) use values::{ClickHouseSource, parse_bool};
+
 /// Longest duration any `*_SECONDS` variable accepts (a year): larger values would overflow the
 /// clock arithmetic of deadlines and retry ages.
 const MAX_SECONDS: u64 = 365 * 24 * 3600;
@@ -33,57 +37,6 @@ const MAX_SECONDS: u64 = 365 * 24 * 3600;
 const MAX_DEADLINE_MARGIN_MS: u64 = 15 * 60 * 1000;
 /// Longest value echoed in an error (values of variables that hold no secret only).
 const MAX_ECHOED: usize = 64;
-
-/// A configuration that cannot work: a required variable missing or a value that does not parse.
-/// Messages name the variable; they echo the value only for variables that never hold a secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name} is required: {why}")]
-    Missing { name: &'static str, why: &'static str },
-    #[error("{name} must be {expected}{}", value.as_ref().map(|v| format!(" (got {v:?})")).unwrap_or_default())]
-    BadValue { name: &'static str, expected: &'static str, value: Option<String> },
-    #[error("CAPTURED_TABLES cannot be used: {detail}")]
-    CapturedTables { detail: String },
-}
-
-impl Classify for ConfigError {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::Systemic
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            ConfigError::Missing { .. } => "config.missing",
-            ConfigError::BadValue { .. } => "config.bad_value",
-            ConfigError::CapturedTables { .. } => "config.captured_tables",
-        }
-    }
-}
-
-impl ConfigError {
-    /// The variable at fault.
-    pub(crate) fn variable(&self) -> &'static str {
-        match self {
-            ConfigError::Missing { name, .. } | ConfigError::BadValue { name, .. } => name,
-            ConfigError::CapturedTables { .. } => "CAPTURED_TABLES",
-        }
-    }
-}
-
-impl From<ConfigError> for SystemicError {
-    fn from(e: ConfigError) -> Self {
-        SystemicError { code: e.code(), detail: e.to_string(), is_auth: false }
-    }
-}
-
-/// Where the ClickHouse settings come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ClickHouseSource {
-    /// No secret: the `CLICKHOUSE_*` variables alone (`CLICKHOUSE_URL` required).
-    Env(ClickHouseSettings),
-    /// `CLICKHOUSE_SECRET_ARN`: the secret, cached for `ttl`, over `base` (the variables). An
-    /// empty `base.url` means `CLICKHOUSE_URL` is unset: the secret must then name the server.
-    Secret { arn: String, ttl: Duration, base: ClickHouseSettings },
-}
 
 /// Everything the function and the tools read from the environment (README, "Configuration").
 #[derive(Debug, Clone)]
@@ -94,16 +47,6 @@ pub struct Config {
     pub handler: HandlerConfig,
     /// `TASK_KEY_SECRET_ARN`: the secret whose value signs follow-up tasks.
     task_key_secret_arn: Option<String>,
-}
-
-/// The one boolean syntax: `1/true/yes/on` or `0/false/no/off`, any case, trimmed; `None` for
-/// anything else.
-pub(crate) fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
 }
 
 /// A value cut for an error message: bounded, control characters replaced.
@@ -328,7 +271,7 @@ fn process_var(name: &str) -> Option<String> {
 
 /// `RUST_LOG`, for the log subscriber, which starts before the rest of the configuration is
 /// read (so that a configuration error can be logged).
-pub(crate) fn log_filter() -> Option<String> {
+pub fn log_filter() -> Option<String> {
     Vars { lookup: process_var }.text("RUST_LOG")
 }
 
@@ -399,6 +342,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use cdc_core::error::ErrorClass;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
