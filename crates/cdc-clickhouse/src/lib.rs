@@ -419,8 +419,8 @@ impl Warehouse {
         struct Id {
             id: i64,
         }
-        let queries = queries::page_queries(&self.database, scope, after, limit);
-        let answers = futures::future::try_join_all(queries.iter().map(|sql| async move {
+        let statements = queries::page_queries(&self.database, scope, after, limit);
+        let answers = futures::future::try_join_all(statements.iter().map(|sql| async move {
             let ids = self.retry.run(deadline, || self.sql_fetch::<Id>(sql)).await?;
             Ok::<_, SinkError>(ids.into_iter().map(|r| r.id).collect::<Vec<i64>>())
         }))

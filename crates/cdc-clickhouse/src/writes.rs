@@ -64,11 +64,7 @@ impl Warehouse {
                         encode_mirror_row(&mut bytes, dialect, row, columns)
                     });
                     if let Err((table, column, fault)) = encoded {
-                        if fault == ValueFault::Incompatible {
-                            // Read the columns again next time: an operator may widen it.
-                            self.forget_generic(table.name());
-                        }
-                        failed.insert(message, value_fault(table.name(), &column, fault));
+                        failed.insert(message, self.value_fault(table.name(), &column, fault));
                         continue;
                     }
                     for row in rows.iter().filter(|r| !r.is_deleted) {
@@ -131,15 +127,7 @@ impl Warehouse {
                 Ok(()) if bytes.is_empty() => {} // superseded: nothing to write
                 Ok(()) => groups.push((*message, bytes)),
                 Err((column, fault)) => {
-                    if fault == ValueFault::Incompatible {
-                        // A value its column cannot hold (a schemaless `5` made the column Int64,
-                        // now `5.5` arrives; or the source widened the column). The message's own
-                        // fault: it goes to the DLQ and its batch-mates proceed; once an operator
-                        // widens the column (ALTER TABLE ... MODIFY COLUMN), `redrive` brings it
-                        // back. The cached columns are forgotten so the widened type is read.
-                        self.forget_generic(&table.name);
-                    }
-                    failed.insert(*message, value_fault(&table.name, &column, fault));
+                    failed.insert(*message, self.value_fault(&table.name, &column, fault));
                 }
             }
         }
@@ -163,6 +151,29 @@ impl Warehouse {
             })
             .collect();
         self.insert_isolating(schema::TRUNCATIONS_TABLE, TRUNCATION_COLUMNS, groups, deadline).await
+    }
+
+    /// How a message fails when one of its values cannot be written. Names only, never the
+    /// value. A value its column cannot hold (a schemaless `5` made the column Int64, now `5.5`
+    /// arrives; or the source widened the column) is the message's own fault: it goes to the DLQ
+    /// and its batch-mates proceed; once an operator widens the column (ALTER TABLE ... MODIFY
+    /// COLUMN), `redrive` brings it back. The table's cached columns are forgotten so that the
+    /// widened type is read.
+    fn value_fault(&self, table: &str, column: &str, fault: ValueFault) -> Failure {
+        match fault {
+            ValueFault::Unstorable(code) => (ErrorClass::Poison, code),
+            ValueFault::Missing => (ErrorClass::Waiting, BASE_MISSING),
+            ValueFault::Incompatible => {
+                self.forget_generic(table);
+                tracing::warn!(
+                    table,
+                    column,
+                    code = INCOMPATIBLE,
+                    "a value does not fit its ClickHouse column; widen the column and redrive the message"
+                );
+                (ErrorClass::Poison, INCOMPATIBLE)
+            }
+        }
     }
 
     /// Inserts the groups in one statement (retried while transient); if the server rejects the
@@ -244,21 +255,4 @@ fn encode_mirror_row(
         encode_column(out, dialect, column, value).map_err(|fault| (row.table, column.name.clone(), fault))?;
     }
     Ok(())
-}
-
-/// How a message fails when one of its values cannot be written. Names only, never the value.
-fn value_fault(table: &str, column: &str, fault: ValueFault) -> Failure {
-    match fault {
-        ValueFault::Unstorable(code) => (ErrorClass::Poison, code),
-        ValueFault::Missing => (ErrorClass::Waiting, BASE_MISSING),
-        ValueFault::Incompatible => {
-            tracing::warn!(
-                table,
-                column,
-                code = INCOMPATIBLE,
-                "a value does not fit its ClickHouse column; widen the column and redrive the message"
-            );
-            (ErrorClass::Poison, INCOMPATIBLE)
-        }
-    }
 }
