@@ -414,7 +414,13 @@ impl Warehouse {
     }
 
     /// The next page of a re-derivation; see [`queries::page_queries`].
-    pub async fn page(&self, scope: Scope, after: i64, limit: usize, deadline: Instant) -> Result<Vec<i64>, SinkError> {
+    pub async fn page(
+        &self,
+        scope: Scope,
+        after: Option<i64>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Id {
             id: i64,

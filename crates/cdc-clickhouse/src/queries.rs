@@ -120,15 +120,15 @@ pub fn children_query(database: &str, index: FkIndex, parents: &[i64], per_paren
 /// the same size whatever the fan-out. A parent's scope reads the parent's range of its index;
 /// the whole-table scope reads each table in key order from `after` and stops after `limit`
 /// distinct ids (one query per table: a `DISTINCT` over their union could not stop early).
-pub fn page_queries(database: &str, scope: Scope, after: i64, limit: usize) -> Vec<String> {
+pub fn page_queries(database: &str, scope: Scope, after: Option<i64>, limit: usize) -> Vec<String> {
     let db = quote_ident(database);
     let page = |source: String| format!("SELECT DISTINCT id FROM ({source}) ORDER BY id LIMIT {limit}");
     match scope {
         Scope::All => vec![
-            format!("SELECT DISTINCT id FROM {db}.order_items WHERE id > {after} ORDER BY id LIMIT {limit}"),
+            format!("SELECT DISTINCT id FROM {db}.order_items WHERE {} ORDER BY id LIMIT {limit}", above("id", after)),
             format!(
-                "SELECT DISTINCT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after} \
-                 ORDER BY id LIMIT {limit}"
+                "SELECT DISTINCT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE {} ORDER BY id LIMIT {limit}",
+                above("order_item_id", after)
             ),
         ],
         _ => vec![page(scope_items(database, scope, after))],
@@ -148,24 +148,33 @@ pub(crate) fn merge_pages(answers: Vec<Vec<i64>>, limit: usize) -> Vec<i64> {
     ids
 }
 
+/// `column` above the cursor `after` (everything when `None`).
+fn above(column: &str, after: Option<i64>) -> String {
+    match after {
+        Some(after) => format!("{column} > {after}"),
+        None => "1 = 1".to_owned(),
+    }
+}
+
 /// Every order item id above `after` in `scope` (with repeats), as a subquery.
-fn scope_items(database: &str, scope: Scope, after: i64) -> String {
+fn scope_items(database: &str, scope: Scope, after: Option<i64>) -> String {
     let db = quote_ident(database);
+    let (item_above, id_above) = (above("order_item_id", after), above("id", after));
     let (i_o, i_p, o_c) = (ITEMS_BY_ORDER.table, ITEMS_BY_PRODUCT.table, ORDERS_BY_CUSTOMER.table);
     match scope {
         Scope::Order(key) => {
-            format!("SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_id = {key} AND order_item_id > {after}")
+            format!("SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_id = {key} AND {item_above}")
         }
         Scope::Product(key) => {
-            format!("SELECT order_item_id AS id FROM {db}.{i_p} WHERE product_id = {key} AND order_item_id > {after}")
+            format!("SELECT order_item_id AS id FROM {db}.{i_p} WHERE product_id = {key} AND {item_above}")
         }
         Scope::Customer(key) => format!(
-            "SELECT order_item_id AS id FROM {db}.{i_o} WHERE order_item_id > {after} \
+            "SELECT order_item_id AS id FROM {db}.{i_o} WHERE {item_above} \
              AND order_id IN (SELECT order_id FROM {db}.{o_c} WHERE customer_id = {key})"
         ),
         Scope::All => format!(
-            "SELECT id FROM {db}.order_items WHERE id > {after} UNION ALL \
-             SELECT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE order_item_id > {after}"
+            "SELECT id FROM {db}.order_items WHERE {id_above} UNION ALL \
+             SELECT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE {item_above}"
         ),
     }
 }
@@ -192,7 +201,7 @@ pub(crate) fn delete_facts_statement(database: &str, scope: Scope) -> String {
         Scope::All => format!("ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE 1 = 1"),
         _ => format!(
             "ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE order_item_id IN ({})",
-            scope_items(database, scope, i64::MIN)
+            scope_items(database, scope, None)
         ),
     }
 }

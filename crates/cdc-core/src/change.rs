@@ -83,6 +83,12 @@ impl fmt::Display for Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Version(pub u64);
 
+impl Version {
+    /// A row read by a snapshot or full load (Debezium `r`, DMS `load`): ranked below every
+    /// change of its row, whatever that change's position (docs/versions.md, "Snapshots").
+    pub const SNAPSHOT: Version = Version(1);
+}
+
 /// Which scale a change's [`Version`] is on. Versions of different scales are not comparable
 /// (an LSN, about 10^10, is far below any µs timestamp, about 1.7 × 10^15): one mirror is fed
 /// on one scale, pinned by its first change (docs/versions.md, "One scale per mirror").

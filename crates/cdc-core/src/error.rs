@@ -6,8 +6,9 @@
 //! - [`ErrorClass::Transient`]: the environment failed in a way that may pass (ClickHouse
 //!   unreachable or overloaded, SQS, the deadline): retry later, never toward the DLQ;
 //! - [`ErrorClass::Waiting`]: the message's own transient failure: it waits for an earlier change
-//!   of its own (a TOAST base image, its FIFO group's predecessor) that may arrive or may never,
-//!   so it is retried on its receive count and reaches the DLQ after `maxReceiveCount`;
+//!   of its own (a TOAST base image, its FIFO group's predecessor) that may arrive or may never;
+//!   on a standard queue it is retried by copies bounded by the retry age (the earlier change
+//!   may sit in a delayed copy itself), on FIFO by its receive count;
 //! - [`ErrorClass::Poison`]: this message can never succeed: dead-letter it, fail nothing else;
 //! - [`ErrorClass::Systemic`]: the environment is broken (wrong password, missing database,
 //!   untrusted certificate): every message of the batch fails, none is ever dead-lettered for

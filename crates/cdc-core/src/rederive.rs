@@ -22,12 +22,15 @@ pub enum Scope {
     All,
 }
 
-/// A scope and how far it got: every item id `<= after` is done.
+/// A scope and how far it got: every item id `<= after` is done; `None`, none yet. (Not
+/// `i64::MIN` for "none yet": that is an item id like any other, and `id > i64::MIN` would skip
+/// it.) `None` is the smallest cursor, so the earliest of two cursors is their `min`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     #[serde(flatten)]
     pub scope: Scope,
-    pub after: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
 }
 
 /// The top-level field that marks a follow-up message of this processor.
@@ -54,7 +57,7 @@ pub enum TaskError {
 
 impl Task {
     pub fn new(scope: Scope) -> Self {
-        Task { scope, after: i64::MIN }
+        Task { scope, after: None }
     }
 
     fn canonical(self) -> String {
@@ -151,17 +154,17 @@ mod tests {
     #[test]
     fn a_task_round_trips_through_its_signed_message_body() {
         for scope in [Scope::Order(-3), Scope::Product(42), Scope::Customer(7), Scope::All] {
-            let task = Task { scope, after: 123_456 };
+            let task = Task { scope, after: Some(123_456) };
             assert_eq!(key().parse(&key().sign(task)), Some(Ok(task)));
         }
         let body = key().sign(Task::new(Scope::Product(9)));
-        assert!(
-            body.starts_with(
-                r#"{"cdcProcessorRederive":{"scope":"product","key":9,"after":-9223372036854775808},"mac":""#
-            ),
-            "{body}"
-        );
+        assert!(body.starts_with(r#"{"cdcProcessorRederive":{"scope":"product","key":9},"mac":""#), "{body}");
         assert_eq!(body, key().sign(Task::new(Scope::Product(9))), "deterministic");
+        // A task of an earlier release (`after` i64::MIN for "none yet") still parses, as the
+        // cursor it says: only the item id i64::MIN counts as done, as it did then.
+        let earlier = Task { scope: Scope::All, after: Some(i64::MIN) };
+        assert!(key().sign(earlier).contains(r#""after":-9223372036854775808"#));
+        assert_eq!(key().parse(&key().sign(earlier)), Some(Ok(earlier)));
     }
 
     #[test]

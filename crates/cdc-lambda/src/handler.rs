@@ -406,7 +406,7 @@ where
                         code = requeue::EXPIRED_CODE,
                         cause = code,
                         attempt = entry.attempt,
-                        "the environment failed for longer than the retry age: message sent to the dead-letter queue"
+                        "retried for longer than the retry age (the environment failed, or an earlier change never came): message sent to the dead-letter queue"
                     );
                 }
                 // A poison message and a failed one are logged alike, so their fields stay the
@@ -1103,8 +1103,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn message_transient_failure_backs_off_from_receive_count() {
+    async fn waiting_for_a_base_resends_a_copy_instead_of_spending_receives() {
         let (h, _) = handler(Some(DLQ), FakeQueue::default());
+        let e = event(vec![record(Some("a"), "toast", ARN, None, 3), record(Some("b"), "ok", ARN, None, 1)]);
+        let (resp, metrics) = h.handle_with_metrics(e, &invocation()).await;
+        assert!(failed(&resp.unwrap()).is_empty(), "the original is acknowledged");
+        let calls = h.queue.calls();
+        let sent = sends(&calls);
+        let [(url, copy)] = sent.as_slice() else { panic!("{calls:?}") };
+        assert_eq!((*url, copy.body.as_str()), (QUEUE_URL, "toast"), "back to the source queue, not the DLQ");
+        assert_eq!(requeue::attempt(&copy.attributes), 1);
+        // First copy: ceiling 60 s, jittered into [30, 60], whatever the receive count.
+        assert!((30..=60).contains(&copy.delay_seconds.unwrap()), "{copy:?}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Visibility(..))), "no receive-count-bound retry: {calls:?}");
+        // The wait is the message's own, not the environment's.
+        assert_eq!((metrics.requeued, metrics.environment_failures, metrics.failed), (1, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_base_without_requeue_backs_off_from_receive_count() {
+        let h = Handler::new(
+            factory(Default::default()),
+            StaticCredentials(settings("good")),
+            FakeQueue::default(),
+            no_requeue(),
+        );
         let e = event(vec![record(Some("a"), "toast", ARN, None, 3), record(Some("b"), "ok", ARN, None, 1)]);
         let resp = h.handle(e, &invocation()).await.unwrap();
         assert_eq!(failed(&resp), vec!["a"]);

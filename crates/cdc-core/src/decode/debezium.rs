@@ -19,7 +19,7 @@ use super::schema_cache::RowPlan;
 use super::{
     DecodeError, Decoder, Resolved, change_event, decode_columns, decode_row, parse_object, string, table_ref, truncate,
 };
-use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot, VersionScale};
+use crate::change::{ChangeEvent, Decoded, InputFormat, Op, Skipped, Snapshot};
 
 /// True when an object without `schema`/`payload` is a bare Debezium payload.
 pub(crate) fn looks_like_payload(obj: &RawObject<'_>) -> bool {
@@ -96,7 +96,7 @@ pub(crate) fn decode_payload(
         commit_time_us,
         transaction_id,
         snapshot,
-        ..change_event(InputFormat::Debezium, (table, mirror), op, rows, (version, VersionScale::Lsn))
+        ..change_event(InputFormat::Debezium, (table, mirror), op, rows, super::debezium_version(op, version))
     })))
 }
 
@@ -228,7 +228,7 @@ fn decode_flattened(decoder: &Decoder, record: &RawObject<'_>, plan: Option<&Row
     Ok(Decoded::Change(Box::new(ChangeEvent {
         commit_time_us,
         transaction_id,
-        ..change_event(InputFormat::Debezium, (table, mirror), op, rows, (version, VersionScale::Lsn))
+        ..change_event(InputFormat::Debezium, (table, mirror), op, rows, super::debezium_version(op, version))
     })))
 }
 

@@ -96,7 +96,7 @@ fn version(
         return Ok((super::position_version(position, "metadata.stream-position")?, scale));
     }
     if op == Op::Read {
-        return Ok((Version(1), VersionScale::Load));
+        return Ok((Version::SNAPSHOT, VersionScale::Load));
     }
     let micros = match commit_time_us {
         Some(us) => us,

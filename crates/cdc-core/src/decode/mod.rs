@@ -505,6 +505,17 @@ pub(crate) fn position_version(position: u64, field: &'static str) -> Result<cra
     if position >= 1 << 63 { Err(DecodeError::ImplausibleVersion(field)) } else { Ok(crate::change::Version(position)) }
 }
 
+/// The version of a Debezium change at WAL position `lsn`. A snapshot read ranks below every
+/// streamed change instead: a transaction still open at the snapshot's consistent point commits
+/// after it, so its changes are streamed although their positions lie below the snapshot's
+/// (docs/versions.md, "Snapshots").
+pub(crate) fn debezium_version(op: Op, lsn: Version) -> (Version, VersionScale) {
+    match op {
+        Op::Read => (Version::SNAPSHOT, VersionScale::Load),
+        _ => (lsn, VersionScale::Lsn),
+    }
+}
+
 /// A time used as version (µs since the epoch): more than an hour in the future can only be a
 /// producer's clock or encoding bug, and before the epoch cannot be a version at all.
 pub(crate) fn time_version(micros: i64, field: &'static str) -> Result<crate::change::Version, DecodeError> {

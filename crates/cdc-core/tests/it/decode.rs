@@ -5,7 +5,9 @@
 //! 1704067200000000 µs = 2024-01-01T00:00:00Z; Date 19723 = 2024-01-01; LSN `0/16B3748` =
 //! 23803720; `00000001/6EB3F1A0` = 2^32 + 0x6EB3F1A0 = 6125056416.
 
-use cdc_core::change::{ChangeEvent, Decimal, Decoded, InputFormat, Op, Row, Skipped, Snapshot, Special, Value};
+use cdc_core::change::{
+    ChangeEvent, Decimal, Decoded, InputFormat, Op, Row, Skipped, Snapshot, Special, Value, Version, VersionScale,
+};
 use cdc_core::decode::encoding::{self, ValueError};
 use cdc_core::decode::{DecodeError, DecodeOptions, Decoder, ERROR_CODES};
 use cdc_core::error::{Classify, ErrorClass};
@@ -120,6 +122,8 @@ fn debezium_snapshot_read() {
         let c = change(name);
         assert_eq!(c.op, Op::Read);
         assert_eq!(c.snapshot, Some(Snapshot::First));
+        // Below every streamed change of the row, whatever its position (docs/versions.md).
+        assert_eq!((c.version, c.scale), (Version::SNAPSHOT, VersionScale::Load), "{name}");
         assert_eq!(col(&c.after, "price"), &dec(482, 2), "{name}");
         assert_eq!(col(&c.after, "created_at"), &Value::Timestamp(JAN_1_2024_US + 34_200_123_456));
     }
@@ -548,7 +552,11 @@ fn flattened_deletes_and_missing_metadata() {
     assert!(matches!(decoder.decode(&flattened(no_op)), Ok(Decoded::Change(c)) if c.op == Op::Delete));
     // `source.NAME` form of add.fields.
     let source_form = r#","__op":"r","__source_schema":"public","__source_table":"orders","__source_lsn":9"#;
-    assert!(matches!(decoder.decode(&flattened(source_form)), Ok(Decoded::Change(c)) if c.version.0 == 9));
+    assert!(
+        matches!(decoder.decode(&flattened(source_form)), Ok(Decoded::Change(c)) if c.version == Version::SNAPSHOT)
+    );
+    let streamed = r#","__op":"u","__source_schema":"public","__source_table":"orders","__source_lsn":9"#;
+    assert!(matches!(decoder.decode(&flattened(streamed)), Ok(Decoded::Change(c)) if c.version.0 == 9));
     // Another schema's table is not a sales table.
     let other = r#","__op":"c","__schema":"archive","__table":"orders","__lsn":5"#;
     assert_eq!(decoder.decode(&flattened(other)).unwrap(), Decoded::Skipped(Skipped::UnknownTable));

@@ -164,11 +164,11 @@ fn extra_types(pending: &[PendingChange]) -> BTreeMap<SourceTable, (BTreeSet<Str
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Touched {
     items: BTreeSet<i64>,
-    pub(crate) tasks: BTreeMap<Scope, (usize, i64)>,
+    pub(crate) tasks: BTreeMap<Scope, (usize, Option<i64>)>,
 }
 
 impl Touched {
-    fn add_task(&mut self, message: usize, scope: Scope, after: i64) {
+    fn add_task(&mut self, message: usize, scope: Scope, after: Option<i64>) {
         let entry = self.tasks.entry(scope).or_insert((message, after));
         entry.1 = entry.1.min(after);
     }
@@ -583,7 +583,7 @@ impl Pipeline {
         let (mut orders, mut customers, mut products) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for p in written {
             match &p.change {
-                MirrorChange::Truncate { .. } => touched.add_task(p.message, Scope::All, i64::MIN),
+                MirrorChange::Truncate { .. } => touched.add_task(p.message, Scope::All, None),
                 MirrorChange::Rows(rows) => {
                     for row in rows {
                         let parents = match row.table {
@@ -609,7 +609,7 @@ impl Pipeline {
         let (pairs, split) = self.children_of(schema::ORDERS_BY_CUSTOMER, &customers, deadline).await?;
         let too_many: BTreeSet<i64> = split.incomplete.iter().map(|(customer, _)| *customer).collect();
         for customer in &too_many {
-            touched.add_task(customers[customer], Scope::Customer(*customer), i64::MIN);
+            touched.add_task(customers[customer], Scope::Customer(*customer), None);
         }
         // The orders reached through a changed customer, by order: if their items do not all
         // fit inline, the customer becomes one task, not one task per order (a rename of a
@@ -632,7 +632,7 @@ impl Pipeline {
             touched.items.extend(split.children);
             for (parent, after) in split.incomplete {
                 match via_customer.get(&parent).filter(|_| matches!(scope(parent), Scope::Order(_))) {
-                    Some(&customer) => touched.add_task(owners[&parent], Scope::Customer(customer), i64::MIN),
+                    Some(&customer) => touched.add_task(owners[&parent], Scope::Customer(customer), None),
                     None => touched.add_task(owners[&parent], scope(parent), after),
                 }
             }
@@ -670,7 +670,7 @@ impl Pipeline {
     /// `deadline`, returning the facts written and the task where it stopped, if it did not end.
     pub async fn rederive(&self, scope: Scope, deadline: Instant) -> Result<(usize, Option<Task>), SinkError> {
         self.migrate(deadline).await?;
-        let (facts, mut unfinished) = self.run_tasks(BTreeMap::from([(scope, (0, i64::MIN))]), deadline).await?;
+        let (facts, mut unfinished) = self.run_tasks(BTreeMap::from([(scope, (0, None))]), deadline).await?;
         Ok((facts, unfinished.pop().map(|(_, task)| task)))
     }
 
@@ -681,7 +681,7 @@ impl Pipeline {
     /// run in scope order, so each finishes in a bounded number of invocations).
     async fn run_tasks(
         &self,
-        tasks: BTreeMap<Scope, (usize, i64)>,
+        tasks: BTreeMap<Scope, (usize, Option<i64>)>,
         deadline: Instant,
     ) -> Result<(usize, Vec<(usize, Task)>), SinkError> {
         let mut facts = 0;
@@ -702,7 +702,7 @@ impl Pipeline {
                 let ids = self.warehouse.page(task.scope, task.after, PAGE, deadline).await?;
                 let Some(&last) = ids.last() else { break };
                 facts += self.derive(&ids, deadline).await?;
-                task.after = last;
+                task.after = Some(last);
                 pages += 1;
                 slowest_page = slowest_page.max(started.elapsed());
                 if ids.len() < PAGE {
@@ -715,11 +715,11 @@ impl Pipeline {
 }
 
 /// A children lookup split into the children read and the parents whose children did not all
-/// fit, each with the last child read (`i64::MIN` if none).
+/// fit, each with the last child read (`None` if none).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Split {
     children: Vec<i64>,
-    incomplete: Vec<(i64, i64)>,
+    incomplete: Vec<(i64, Option<i64>)>,
 }
 
 /// `pairs` is the answer of `cdc_clickhouse::queries::children_query` for `parents`: ordered by parent then
@@ -727,11 +727,11 @@ struct Split {
 fn split_children(parents: &[i64], pairs: &[(i64, i64)], per_parent: usize, total: usize) -> Split {
     let cut_short = pairs.len() >= total;
     let last_parent = pairs.last().map(|(p, _)| *p);
-    let mut seen: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+    let mut seen: BTreeMap<i64, (usize, Option<i64>)> = BTreeMap::new();
     for (parent, child) in pairs {
-        let entry = seen.entry(*parent).or_insert((0, i64::MIN));
+        let entry = seen.entry(*parent).or_insert((0, None));
         entry.0 += 1;
-        entry.1 = entry.1.max(*child);
+        entry.1 = entry.1.max(Some(*child));
     }
     let mut split = Split { children: pairs.iter().map(|(_, c)| *c).collect(), incomplete: Vec::new() };
     for parent in parents {
@@ -740,7 +740,7 @@ fn split_children(parents: &[i64], pairs: &[(i64, i64)], per_parent: usize, tota
                 split.incomplete.push((*parent, last));
             }
             None if cut_short && last_parent.is_some_and(|last| *parent > last) => {
-                split.incomplete.push((*parent, i64::MIN));
+                split.incomplete.push((*parent, None));
             }
             _ => {}
         }
@@ -820,7 +820,7 @@ mod tests {
     fn a_parent_at_its_limit_continues_after_its_last_child() {
         let pairs = [(1, 10), (1, 11), (3, 30)];
         let split = split_children(&[1, 3], &pairs, 2, 100);
-        assert_eq!(split.incomplete, vec![(1, 11)]);
+        assert_eq!(split.incomplete, vec![(1, Some(11))]);
         assert_eq!(split.children, vec![10, 11, 30]);
     }
 
@@ -829,7 +829,7 @@ mod tests {
         // Total 3 reached inside parent 3; parents 4 and 5 were never reached.
         let pairs = [(1, 10), (3, 30), (3, 31)];
         let split = split_children(&[1, 2, 3, 4, 5], &pairs, 10, 3);
-        assert_eq!(split.incomplete, vec![(3, 31), (4, i64::MIN), (5, i64::MIN)]);
+        assert_eq!(split.incomplete, vec![(3, Some(31)), (4, None), (5, None)]);
         // Parent 2 sorts before the cut and has no children: complete.
         assert!(!split.incomplete.iter().any(|(p, _)| *p == 2));
     }
@@ -837,10 +837,13 @@ mod tests {
     #[test]
     fn tasks_of_one_scope_merge_and_resume_at_the_earliest_cursor() {
         let mut touched = Touched::default();
-        touched.add_task(4, Scope::Product(7), 500);
-        touched.add_task(2, Scope::Product(7), 100);
-        touched.add_task(3, Scope::All, i64::MIN);
-        assert_eq!(touched.tasks[&Scope::Product(7)], (4, 100));
+        touched.add_task(4, Scope::Product(7), Some(500));
+        touched.add_task(2, Scope::Product(7), Some(100));
+        touched.add_task(3, Scope::All, Some(i64::MIN));
+        touched.add_task(5, Scope::All, None);
+        assert_eq!(touched.tasks[&Scope::Product(7)], (4, Some(100)));
+        // Item id i64::MIN is an item like any other: "none yet" is earlier still.
+        assert_eq!(touched.tasks[&Scope::All], (3, None));
         assert_eq!(touched.tasks.len(), 2);
     }
 }

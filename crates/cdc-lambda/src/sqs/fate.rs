@@ -38,7 +38,8 @@ pub(crate) enum Fate {
 pub(crate) enum DeadLetterReason {
     /// It can never succeed: the failure's own code goes into `error_code`.
     Poison,
-    /// Its environment failed for longer than the retry age: `retry.expired`.
+    /// Retried for longer than the retry age (its environment failed, or it waited for an
+    /// earlier change of its own that never came): `retry.expired`.
     Expired,
 }
 
@@ -114,8 +115,12 @@ pub(crate) fn fate(outcome: &MessageOutcome, situation: &Situation, policy: &Pol
         };
     }
     // A systemic outcome on one message (a table's schema) is treated like a transient one of
-    // the environment: retried, never dead-lettered for it.
-    if !class.is_environmental() || !policy.requeue || situation.fifo {
+    // the environment: retried, never dead-lettered for it. A message waiting for an earlier
+    // change of its own (a TOAST base) is copied too: that change may itself sit in a delayed
+    // copy (up to 900 s per hop) during an outage, so waiting must not spend receives while it
+    // can still arrive; the retry age bounds the wait as it bounds an outage.
+    let copied = class.is_environmental() || class == ErrorClass::Waiting;
+    if !copied || !policy.requeue || situation.fifo {
         return report_failed;
     }
     // Copies are bounded by age: past it, the DLQ with the reason (a parking lot an operator
@@ -210,10 +215,14 @@ mod tests {
             ("poison, no DLQ", &poison, standard(), &no_dlq, fail(0)),
             ("poison, DLQ send failed", &poison, dlq_send_failed, &default, fail(0)),
             ("poison on FIFO, DLQ", &poison, fifo, &default, POISON_DLQ),
-            // The message's own transient failure: the ordinary path, backoff on the receive count.
-            ("toast, first receive", &toast, standard(), &default, fail(60)),
-            ("toast, third receive", &toast, third, &default, fail(240)),
-            ("toast, even past the retry age", &toast, old, &default, fail(3600)),
+            // Waiting for its own earlier change: copied like an outage (the base may sit in a
+            // delayed copy), so no receive counts; past the retry age, parked as retry.expired.
+            ("toast, first receive", &toast, standard(), &default, copy(60)),
+            ("toast, third receive", &toast, third, &default, copy(60)),
+            ("toast, after copies", &toast, copied, &default, copy(480)),
+            ("toast, past the retry age", &toast, old, &default, EXPIRED),
+            ("toast, requeue off", &toast, third, &no_requeue, fail(240)),
+            ("toast on fifo", &toast, Situation { receive_count: 2, ..fifo }, &default, fail(120)),
             // Environmental on a standard queue: a copy, delayed by the attempt's backoff.
             ("network", &network, standard(), &default, copy(60)),
             ("tls (systemic)", &tls, third, &default, copy(60)),
@@ -250,7 +259,9 @@ mod tests {
         let toast = failed(ErrorClass::Waiting, "toast.base_missing");
         let low = Situation { jitter: 0.0, receive_count: 3, ..standard() };
         assert_eq!(fate(&network, &low, &policy()), copy(30));
-        assert_eq!(fate(&toast, &low, &policy()), fail(120));
+        assert_eq!(fate(&toast, &low, &policy()), copy(30));
+        let no_requeue = Policy { requeue: false, ..policy() };
+        assert_eq!(fate(&toast, &low, &no_requeue), fail(120));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use cdc_clickhouse::Warehouse;
 use cdc_clickhouse::dialect::Dialect;
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::ErrorClass;
+use cdc_core::rederive::Scope;
 use cdc_lambda::pipeline::{Pipeline, Process};
 use cdc_lambda::sqs::message::MessageOutcome;
 use serde_json::json;
@@ -122,6 +123,49 @@ async fn facts_appear_whichever_side_arrives_first() {
         tsv(&pipeline, "SELECT order_item_id, customer_name, product_name FROM DB.sales_fact_current ORDER BY 1").await,
         "40\tCy\tPen\n41\tCy\tPen\n"
     );
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn a_transaction_open_at_the_snapshot_wins_over_the_snapshot_rows() {
+    let (pipeline, database) = fresh_pipeline("snap").await;
+    let mut db = one_fact();
+    db.upsert_item(item(5, 3, 2, 2, 100));
+    // The rows so far predate the slot: only the snapshot reads them. A transaction open at the
+    // snapshot's consistent point renames the customer and deletes item 5; it commits after the
+    // snapshot, so the stream carries it, at positions below the snapshot's.
+    db.events.clear();
+    let before_the_transaction = db.clone();
+    db.upsert_customer(customer(1, "Renamed"));
+    db.delete("order_items", 5);
+    let open_transaction = db.events.len();
+    db.snapshot_of(&before_the_transaction);
+    // The snapshot delivered last, as it would be when the transaction's changes were processed
+    // first (delivery order must not matter).
+    assert_all_ok(&run(&pipeline, &db.events[..open_transaction]).await);
+    assert_all_ok(&run(&pipeline, &db.events[open_transaction..]).await);
+    assert_eq!(
+        tsv(&pipeline, "SELECT order_item_id, customer_name FROM DB.sales_fact_current ORDER BY 1").await,
+        "4\tRenamed\n"
+    );
+    assert_eq!(tsv(&pipeline, "SELECT name FROM DB.customers_current").await, "Renamed\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn an_item_with_the_smallest_id_is_re_derived_by_every_scope() {
+    let (pipeline, database) = fresh_pipeline("minid").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(1, "Ada"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_order(order(3, 1, "paid"));
+    db.upsert_item(item(i64::MIN, 3, 2, 1, 100));
+    assert_all_ok(&run(&pipeline, &db.events).await);
+    // A task starts before every item id, i64::MIN included (it once meant "none yet").
+    for scope in [Scope::Order(3), Scope::Product(2), Scope::Customer(1), Scope::All] {
+        let (facts, unfinished) = pipeline.rederive(scope, deadline()).await.unwrap();
+        assert_eq!((facts, unfinished), (1, None), "{scope:?}");
+    }
     drop_database(&database).await;
 }
 

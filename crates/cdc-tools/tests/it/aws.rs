@@ -42,7 +42,9 @@ fn attr(m: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
 // a fake pipeline
 
 /// Bodies: `ok:<k>` delivered; `poison:<k>` poison; `flaky:<k>` an environmental failure on the
-/// first attempt, delivered after; `auth:<k>` an authentication failure unless the password is `rotated`.
+/// first attempt, delivered after; `waiting:<k>` waits for its TOAST base for four attempts (more
+/// than `maxReceiveCount`), delivered after; `auth:<k>` an authentication failure unless the
+/// password is `rotated`.
 struct FakePipeline {
     password: String,
     delivered: Arc<Mutex<Vec<String>>>,
@@ -72,6 +74,12 @@ impl Process for FakePipeline {
                     class: ErrorClass::Transient,
                     code: "clickhouse.network",
                     table: Some("orders".into()),
+                },
+                // Its base is held back (an outage's delayed copy): the message's own wait.
+                "waiting" if attempt < 5 => MessageOutcome::Failed {
+                    class: ErrorClass::Waiting,
+                    code: "toast.base_missing",
+                    table: Some("customers".into()),
                 },
                 "auth" if self.password != "rotated" => {
                     return Err(SystemicError {
@@ -328,6 +336,8 @@ async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
     send(sqs, &source, &flaky).await;
     let poison = format!("poison:1:{ROW_MARKER}");
     send(sqs, &source, &poison).await;
+    let waiting = format!("waiting:1:{ROW_MARKER}");
+    send(sqs, &source, &waiting).await;
 
     let record = Record::default();
     let handler = Handler::new(
@@ -341,16 +351,19 @@ async fn poll_drains_with_redrive_policy(sqs: &aws_sdk_sqs::Client) {
     let mut expected = good.clone();
     expected.push(good[0].clone());
     expected.push(flaky.clone());
+    expected.push(waiting.clone());
     expected.sort();
     assert_eq!(record.delivered(), expected, "every good change delivered (the duplicate twice), nothing lost");
+    // Waiting for a base spent no receives: four copies, never the redrive policy's DLQ.
+    assert_eq!(record.attempts.lock().unwrap()[&waiting], 5, "waited through copies");
     assert_eq!(record.attempts.lock().unwrap()[&poison], 3, "poison received maxReceiveCount times");
     assert!(peek_all(sqs, &source).await.is_empty(), "source queue drained: {summary:?}");
     let dead = peek_all(sqs, &dlq).await;
     assert_eq!(dead.len(), 1, "only the poison message is dead-lettered");
     assert_eq!(dead[0].body(), Some(poison.as_str()));
     // 5 good, the duplicate, the flaky original (acknowledged once its delayed copy was sent)
-    // and that copy.
-    assert_eq!(summary.deleted, 8);
+    // and that copy, the waiting original and its four copies.
+    assert_eq!(summary.deleted, 13);
 }
 
 /// With `DEAD_LETTER_QUEUE_URL` the poison goes to the DLQ on its first receive, with its

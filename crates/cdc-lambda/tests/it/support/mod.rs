@@ -249,6 +249,20 @@ impl SourceDb {
             self.events.push(String::new());
         }
     }
+    /// Debezium's initial snapshot of `state` (this database as it was when the snapshot's
+    /// transaction began): every row read at one position, the next one, `op` = `r`.
+    pub(crate) fn snapshot_of(&mut self, state: &SourceDb) {
+        let lsn = self.next_lsn();
+        let rows = state.customers.values().map(|r| ("customers", r.json()));
+        let rows = rows.chain(state.products.values().map(|r| ("products", r.json())));
+        let rows = rows.chain(state.orders.values().map(|r| ("orders", r.json())));
+        let rows = rows.chain(state.items.values().map(|r| ("order_items", r.json())));
+        for (table, after) in rows {
+            let body = debezium_body(table, "r", None, Some(after), lsn)
+                .replace(r#""snapshot":"false""#, r#""snapshot":"true""#);
+            self.events.push(body);
+        }
+    }
     pub(crate) fn truncate(&mut self, table: &str) {
         match table {
             "customers" => self.customers.clear(),
