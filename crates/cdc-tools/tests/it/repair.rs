@@ -207,9 +207,9 @@ async fn repairing_an_item_replaces_the_fact_its_purged_row_derived() {
     assert_eq!(f.facts().await, "4\tAda\tLamp\t9\n5\tAda\tDesk\t1\n");
 
     let done = repair::repair(&f.pipeline, &f.args("order_items", Some(4))).await.unwrap();
-    assert_eq!((done.rows_rewritten, done.facts), (1, 1), "{done:?}");
     // The purged row's fact does not keep winning over the source's.
     assert_eq!(f.facts().await, "4\tAda\tLamp\t2\n5\tAda\tDesk\t1\n");
+    assert_eq!((done.rows_rewritten, done.facts), (1, 1), "{done:?}");
     f.drop().await;
 }
 
@@ -359,4 +359,16 @@ fn the_postgresql_password_never_appears_in_help() {
         assert!(text.contains("--pg-url"), "{command:?}: {text}");
         assert!(!text.contains(MARKER), "{command:?} shows the password: {text}");
     }
+}
+
+#[tokio::test]
+async fn sslmode_require_asks_the_server_for_tls_and_disable_does_not() {
+    // The local cluster has `ssl = off`: a client that asks for TLS hears it refused, where a
+    // plaintext-only client would never ask ("no TLS implementation configured").
+    let e = cdc_tools::postgres::connect(&format!("{} sslmode=require", pg_url("postgres"))).await.unwrap_err();
+    assert!(format!("{e:#}").contains("server does not support TLS"), "{e:#}");
+    let e = cdc_tools::postgres::connect(&format!("{} sslmode=verify-full", pg_url("postgres"))).await.unwrap_err();
+    assert!(format!("{e:#}").contains("server does not support TLS"), "{e:#}");
+    let plain = cdc_tools::postgres::connect(&format!("{} sslmode=disable", pg_url("postgres"))).await.unwrap();
+    assert_eq!(plain.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
