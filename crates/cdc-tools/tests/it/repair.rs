@@ -18,7 +18,7 @@ use cdc_tools::repair::{self, Args, Repaired};
 
 use cdc_tools::generator::SOURCE_SCHEMA_SQL;
 
-use crate::support::{clickhouse_settings, pg, pg_url, test_name};
+use crate::support::{clickhouse_settings, env_or, pg, pg_url, test_name};
 
 fn args(database: &str, table: &str, key: Option<i64>) -> Args {
     Args { pg_url: pg_url(database), schema: "public".into(), table: table.into(), key, facts_only: false }
@@ -371,4 +371,107 @@ async fn sslmode_require_asks_the_server_for_tls_and_disable_does_not() {
     assert!(format!("{e:#}").contains("server does not support TLS"), "{e:#}");
     let plain = cdc_tools::postgres::connect(&format!("{} sslmode=disable", pg_url("postgres"))).await.unwrap();
     assert_eq!(plain.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+}
+
+/// A throwaway PostgreSQL cluster with `ssl = on` (a certificate of the private CA for
+/// 127.0.0.1 and localhost), on a free port; stopped when dropped. Run as user `postgres` when
+/// the tests run as root, as scripts/postgres.sh runs the shared one.
+struct TlsPostgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsPostgres {
+    fn start() -> TlsPostgres {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = std::path::PathBuf::from(env_or("CDC_PG_BIN", "/usr/lib/postgresql/15/bin"));
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = crate::outage::private_ca(dir.path());
+        let data = dir.path().join("data");
+        let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let as_owner = |program: &std::path::Path| {
+            let mut command = std::process::Command::new(if root { "runuser" } else { program.to_str().unwrap() });
+            if root {
+                command.args(["-u", "postgres", "--", program.to_str().unwrap()]);
+            }
+            command
+        };
+        if root {
+            let status = std::process::Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status();
+            assert!(status.unwrap().success());
+        }
+        let initdb = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"])
+            .output()
+            .unwrap();
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c ssl_cert_file={} \
+             -c ssl_key_file={}",
+            dir.path().display(),
+            cert.display(),
+            key.display()
+        );
+        let log = dir.path().join("server.log");
+        let started = as_owner(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &options, "-w", "-t", "60", "start"])
+            .output()
+            .unwrap();
+        assert!(started.status.success(), "pg_ctl start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        TlsPostgres { bin, data, port, ca, _dir: dir }
+    }
+
+    fn url(&self, host: &str, tls: &str) -> String {
+        format!("host={host} port={} user=postgres dbname=postgres {tls}", self.port)
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut command = std::process::Command::new(if root { "runuser" } else { pg_ctl.to_str().unwrap() });
+        if root {
+            command.args(["-u", "postgres", "--", pg_ctl.to_str().unwrap()]);
+        }
+        let _ = command.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+/// Whether the client's own connection is encrypted, as the server sees it.
+async fn encrypted(pg: &tokio_postgres::Client) -> bool {
+    pg.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn each_sslmode_connects_as_libpq_would_to_a_postgresql_with_tls() {
+    let server = TlsPostgres::start();
+    let connect = |host: &str, tls: String| {
+        let url = server.url(host, &tls);
+        async move { cdc_tools::postgres::connect(&url).await }
+    };
+    let ca = server.ca.display().to_string();
+    // verify-full: the private CA vouches for the certificate and the host name matches.
+    let pg = connect("localhost", format!("sslmode=verify-full sslrootcert={ca}")).await.unwrap();
+    assert!(encrypted(&pg).await);
+    // require: encrypted, whoever signed the certificate.
+    let pg = connect("127.0.0.1", "sslmode=require".into()).await.unwrap();
+    assert!(encrypted(&pg).await);
+    // verify-full without the private CA: the public roots do not know it, so no connection.
+    let e = connect("localhost", "sslmode=verify-full".into()).await.unwrap_err();
+    assert!(format!("{e:#}").to_lowercase().contains("certificate"), "{e:#}");
+    // disable (and no sslmode at all): plaintext, as before.
+    assert!(!encrypted(&connect("127.0.0.1", "sslmode=disable".into()).await.unwrap()).await);
+    assert!(!encrypted(&connect("127.0.0.1", String::new()).await.unwrap()).await);
 }
