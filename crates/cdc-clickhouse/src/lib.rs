@@ -51,6 +51,12 @@ const MAX_QUERY_SIZE: &str = "4194304";
 
 pub struct Warehouse {
     client: Client,
+    /// `client` with `insert_deduplicate = 0`, for inserts while deduplication is off
+    /// ([`Warehouse::set_insert_deduplication`]).
+    undeduplicated: Client,
+    /// Whether inserts may be deduplicated by the server (replicated and Cloud tables drop a
+    /// block they saw before; the default, which makes retried inserts idempotent).
+    deduplicate_inserts: std::sync::atomic::AtomicBool,
     database: String,
     /// `CLICKHOUSE_CLUSTER`: create the schema `ON CLUSTER` with replicated engines.
     cluster: Option<String>,
@@ -130,8 +136,13 @@ impl Warehouse {
             Some(quorum) => client.with_setting("insert_quorum", quorum.clone()),
             None => client,
         };
+        // `insert_deduplicate` is known to every supported server (18.16 too); current servers
+        // also get a fresh `insert_deduplication_token` per insert (`sql_insert`).
+        let undeduplicated = client.clone().with_setting("insert_deduplicate", "0");
         Self {
             client,
+            undeduplicated,
+            deduplicate_inserts: std::sync::atomic::AtomicBool::new(true),
             schema_evolution: options.schema_evolution,
             cluster: options.cluster.clone(),
             database: settings.database.clone(),
@@ -147,6 +158,15 @@ impl Warehouse {
     pub fn with_schema_evolution(mut self, evolution: SchemaEvolution) -> Self {
         self.schema_evolution = evolution;
         self
+    }
+
+    /// Turns the server's insert deduplication on or off for this warehouse's inserts from now
+    /// on. `repair` turns it off: after it deletes rows or facts, it inserts what may be the
+    /// very blocks inserted before, which a replicated or Cloud table would otherwise drop as
+    /// duplicates while the insert reports success. Without deduplication a retried insert may
+    /// land twice: harmless for the `ReplacingMergeTree` tables (same key, same version).
+    pub fn set_insert_deduplication(&self, on: bool) {
+        self.deduplicate_inserts.store(on, Ordering::Relaxed);
     }
 
     pub fn database(&self) -> &str {
@@ -247,8 +267,17 @@ impl Warehouse {
     pub(crate) async fn sql_insert(&self, table: &str, columns: &[&str], rows: Bytes) -> Result<(), SinkError> {
         self.count_statement();
         let sql = queries::insert_statement(&self.database, table, columns);
-        let mut insert = self
-            .client
+        let client = if self.deduplicate_inserts.load(Ordering::Relaxed) {
+            self.client.clone()
+        } else if self.dialect().await? == Dialect::Modern {
+            // A current engine deduplicates a non-replicated table with a deduplication window
+            // even under `insert_deduplicate = 0` (26.9 does): a token no insert had before
+            // makes the block new there too. 18.16 knows no such setting and would refuse it.
+            self.undeduplicated.clone().with_setting("insert_deduplication_token", unique_token())
+        } else {
+            self.undeduplicated.clone()
+        };
+        let mut insert = client
             .insert_formatted_with(sql)
             .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
         insert.send(rows).await.map_err(SinkError::from_client)?;
@@ -486,6 +515,16 @@ impl Warehouse {
         Ok(self.sql_fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
     }
 
+    /// The greatest version any row of `key` has in a mirror table (0: none).
+    pub async fn max_version(&self, table: SourceTable, key: i64) -> Result<u64, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Max {
+            version: u64,
+        }
+        let sql = queries::max_version_query(&self.database, table, key);
+        Ok(self.sql_fetch::<Max>(&sql).await?.first().map_or(0, |m| m.version))
+    }
+
     /// One INSERT of derived facts.
     pub async fn insert_facts(&self, facts: &[FactRow], deadline: Instant) -> Result<(), SinkError> {
         if facts.is_empty() {
@@ -500,6 +539,16 @@ impl Warehouse {
         let columns = schema::fact_column_names();
         self.retry.run(deadline, || self.sql_insert(schema::FACT_TABLE, &columns, body.clone())).await
     }
+}
+
+/// An `insert_deduplication_token` no other insert used: the process's start time, its id and a
+/// counter.
+fn unique_token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let started = STARTED
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("cdc-repair-{started}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn distinct(ids: impl Iterator<Item = i64>) -> Vec<i64> {

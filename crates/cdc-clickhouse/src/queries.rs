@@ -172,6 +172,10 @@ fn scope_items(database: &str, scope: Scope, after: Option<i64>) -> String {
             "SELECT order_item_id AS id FROM {db}.{i_o} WHERE {item_above} \
              AND order_id IN (SELECT order_id FROM {db}.{o_c} WHERE customer_id = {key})"
         ),
+        // `system.one`: a one-row table on every server, so the item needs no mirror row.
+        Scope::Item(key) => {
+            format!("SELECT toInt64({key}) AS id FROM system.one WHERE {}", above(&format!("toInt64({key})"), after))
+        }
         Scope::All => format!(
             "SELECT id FROM {db}.order_items WHERE {id_above} UNION ALL \
              SELECT order_item_id AS id FROM {db}.{FACT_TABLE} WHERE {item_above}"
@@ -199,6 +203,7 @@ pub(crate) fn delete_facts_statement(database: &str, scope: Scope) -> String {
     let db = quote_ident(database);
     match scope {
         Scope::All => format!("ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE 1 = 1"),
+        Scope::Item(key) => format!("ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE order_item_id = {key}"),
         _ => format!(
             "ALTER TABLE {db}.{FACT_TABLE} DELETE WHERE order_item_id IN ({})",
             scope_items(database, scope, None)
@@ -215,6 +220,17 @@ pub(crate) fn live_keys_below_query(database: &str, table: SourceTable, version:
          ORDER BY {key}",
         quote_ident(database),
         table.name()
+    )
+}
+
+/// The greatest `_version` of one key of a mirror table, as one `version` row (0: no row):
+/// whether a rewrite at a version won its key.
+pub(crate) fn max_version_query(database: &str, table: SourceTable, key: i64) -> String {
+    format!(
+        "SELECT toUInt64(max(_version)) AS version FROM {}.{} WHERE {} = {key}",
+        quote_ident(database),
+        table.name(),
+        table.spec().key
     )
 }
 

@@ -18,6 +18,8 @@ pub enum Scope {
     Product(i64),
     /// The items of the orders that ever belonged to this customer.
     Customer(i64),
+    /// This one order item (`cdc-tools repair` of an item: its fact alone, not its order's).
+    Item(i64),
     /// Every item ever mirrored or derived (after a truncation).
     All,
 }
@@ -153,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_task_round_trips_through_its_signed_message_body() {
-        for scope in [Scope::Order(-3), Scope::Product(42), Scope::Customer(7), Scope::All] {
+        for scope in [Scope::Order(-3), Scope::Product(42), Scope::Customer(7), Scope::Item(4), Scope::All] {
             let task = Task { scope, after: Some(123_456) };
             assert_eq!(key().parse(&key().sign(task)), Some(Ok(task)));
         }

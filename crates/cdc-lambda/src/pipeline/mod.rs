@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use cdc_clickhouse::schema::{self, FkIndex};
 use cdc_clickhouse::{Failures, SinkError, Warehouse};
-use cdc_core::change::{Decoded, InputFormat, Value, VersionScale};
+use cdc_core::change::{Decoded, InputFormat, Value, Version, VersionScale};
 use cdc_core::completion;
 use cdc_core::decode::{DecodeOptions, Decoder};
 use cdc_core::error::{Classify, ErrorClass};
@@ -204,6 +204,25 @@ impl Pipeline {
         self
     }
 
+    /// The decoder's options: the table mapping (`CAPTURED_TABLES`) changes go by.
+    pub fn decode_options(&self) -> &DecodeOptions {
+        self.decoder.options()
+    }
+
+    /// Processes messages as [`Process::process`] does, but writes every change at `version`
+    /// on `scale` instead of the version its event carries: `cdc-tools repair` rewrites rows
+    /// of a mirror pinned to µs versions at the current time, which no WAL position it can
+    /// put in a Debezium event expresses (docs/versions.md, "One scale per mirror").
+    pub async fn process_at(
+        &self,
+        messages: &[Message],
+        deadline: Instant,
+        version: Version,
+        scale: VersionScale,
+    ) -> Result<Vec<MessageReport>, SystemicError> {
+        self.run(messages, deadline, Some((version, scale))).await
+    }
+
     pub fn warehouse(&self) -> &Warehouse {
         &self.warehouse
     }
@@ -213,11 +232,16 @@ impl Pipeline {
         self.warehouse.prepare(deadline).await.map(|_| ())
     }
 
-    async fn run(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
+    async fn run(
+        &self,
+        messages: &[Message],
+        deadline: Instant,
+        at: Option<(Version, VersionScale)>,
+    ) -> Result<Vec<MessageReport>, SystemicError> {
         let mut reports: Vec<MessageReport> =
             messages.iter().map(|_| MessageReport::new(MessageOutcome::Delivered)).collect();
         let mut timings = Timings::start();
-        let DecodedBatch { mut pending, mut generic, tasks, scaled } = self.decode_all(messages, &mut reports);
+        let DecodedBatch { mut pending, mut generic, tasks, scaled } = self.decode_all(messages, &mut reports, at);
         timings.lap("decode");
         if pending.is_empty() && generic.is_empty() && tasks.is_empty() {
             return Ok(reports);
@@ -326,7 +350,12 @@ impl Pipeline {
 
     /// Decodes and maps every message; failures and skips are final here. Follow-up messages
     /// of this processor come back as re-derivation tasks.
-    fn decode_all(&self, messages: &[Message], reports: &mut [MessageReport]) -> DecodedBatch {
+    fn decode_all(
+        &self,
+        messages: &[Message],
+        reports: &mut [MessageReport],
+        at: Option<(Version, VersionScale)>,
+    ) -> DecodedBatch {
         let mut pending = Vec::new();
         let mut generic = Vec::new();
         let mut tasks = Vec::new();
@@ -350,7 +379,7 @@ impl Pipeline {
                 }
                 None => {}
             }
-            let event = match self.decoder.decode(&message.body) {
+            let mut event = match self.decoder.decode(&message.body) {
                 Ok(Decoded::Change(event)) => event,
                 Ok(Decoded::Skipped(kind)) => {
                     report.outcome = MessageOutcome::Skipped(kind.as_str());
@@ -381,6 +410,9 @@ impl Pipeline {
                 report.outcome =
                     MessageOutcome::Failed { class: ErrorClass::Poison, code: "mapping.platform_not_enabled", table };
                 continue;
+            }
+            if let Some((version, scale)) = at {
+                (event.version, event.scale) = (version, scale);
             }
             scaled.push(ScaledChange { message: index, mirror: event.mirror.name().to_owned(), scale: event.scale });
             match &event.mirror {
@@ -750,7 +782,7 @@ fn split_children(parents: &[i64], pairs: &[(i64, i64)], per_parent: usize, tota
 
 impl Process for Pipeline {
     async fn process(&self, messages: &[Message], deadline: Instant) -> Result<Vec<MessageReport>, SystemicError> {
-        self.run(messages, deadline).await
+        self.run(messages, deadline, None).await
     }
 }
 

@@ -124,6 +124,11 @@ pub struct MessageReport {
 }
 
 impl MessageReport {
+    /// Rows this message put into ClickHouse (mirror rows).
+    pub fn rows_inserted(&self) -> u64 {
+        self.rows_inserted
+    }
+
     pub fn new(outcome: MessageOutcome) -> Self {
         Self {
             outcome,

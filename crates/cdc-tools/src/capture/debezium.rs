@@ -399,6 +399,33 @@ impl Converter {
         snapshot: &str,
         now_us: i64,
     ) -> Result<Event, ConvertError> {
+        self.row_event(schema, table, values, RowOp::Read { snapshot }, lsn, now_us)
+    }
+
+    /// An update (`op` = `u`, no before image) of one row given as PostgreSQL text values,
+    /// at `lsn`: what `repair` sends. Not a snapshot read: a read ranks below every streamed
+    /// change of its row, and a repaired row must out-rank every change before `lsn`.
+    pub(crate) fn update_event(
+        &self,
+        schema: &str,
+        table: &str,
+        values: &[Option<String>],
+        lsn: u64,
+        now_us: i64,
+    ) -> Result<Event, ConvertError> {
+        self.row_event(schema, table, values, RowOp::Update, lsn, now_us)
+    }
+
+    /// One row image of a known table as a read or an update event.
+    fn row_event(
+        &self,
+        schema: &str,
+        table: &str,
+        values: &[Option<String>],
+        op: RowOp<'_>,
+        lsn: u64,
+        now_us: i64,
+    ) -> Result<Event, ConvertError> {
         let def = self
             .tables
             .get(&(schema.to_string(), table.to_string()))
@@ -412,9 +439,10 @@ impl Converter {
             after.push((col.name.clone(), value));
         }
         let ctx = SourceCtx { lsn, commit_us: now_us, xid: None, now_us };
-        let mut event = self.event_with_snapshot(def, &ctx, "r", None, Some(after), snapshot);
-        event.op = "r";
-        Ok(event)
+        Ok(match op {
+            RowOp::Read { snapshot } => self.event_with_snapshot(def, &ctx, "r", None, Some(after), snapshot),
+            RowOp::Update => self.event(def, &ctx, "u", None, Some(after)),
+        })
     }
 
     fn learn(&mut self, schema: &str, table: &str, columns: &[Column<'_>], pk: Option<&[super::wal2json::PkColumn]>) {
@@ -495,6 +523,15 @@ impl Converter {
         let body = format!(r#"{{"schema":{},"payload":{}}}"#, def.schema_json, payload);
         Event { lsn: ctx.lsn, op, body }
     }
+}
+
+/// The op of a row image built from text values ([`Converter::row_event`]).
+enum RowOp<'a> {
+    /// A snapshot read, with `source.snapshot`.
+    Read {
+        snapshot: &'a str,
+    },
+    Update,
 }
 
 struct SourceCtx {
@@ -1165,6 +1202,18 @@ mod tests {
         assert_eq!(p["source"]["lsn"], 99);
         assert_eq!(p["after"]["price"], "Cg==");
         assert_eq!(p["after"]["category"], J::Null);
+    }
+
+    #[test]
+    fn update_from_text_values_is_a_streamed_update_at_the_position() {
+        let mut conv = Converter::new("cdc", "sales");
+        convert(&mut conv, INSERT);
+        let values = vec![Some("7".to_string()), Some("n".to_string()), None, Some("0.10".to_string()), None];
+        let event = conv.update_event("public", "products", &values, 99, 5_000).unwrap();
+        let p = &body(&event)["payload"];
+        assert_eq!((p["op"].as_str(), p["source"]["snapshot"].as_str()), (Some("u"), Some("false")));
+        assert_eq!((p["source"]["lsn"].as_u64(), event.lsn), (Some(99), 99));
+        assert_eq!((p["before"].clone(), p["after"]["price"].clone()), (J::Null, J::from("Cg==")));
     }
 
     #[test]

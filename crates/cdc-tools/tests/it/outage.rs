@@ -466,7 +466,7 @@ fn invoke_against_a_silent_clickhouse_answers_before_its_timeout() {
 // TLS: a private CA, a proxy in front of the shared ClickHouse
 
 /// A CA and a server certificate for 127.0.0.1 / localhost, made with the openssl CLI.
-fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
