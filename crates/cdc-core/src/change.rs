@@ -292,6 +292,14 @@ impl Row {
         self.columns.iter().map(|(n, v)| (n.as_str(), v))
     }
 
+    /// Replaces each value by what `f` makes of it, or leaves the column out on `None`
+    /// (`crate::redact`).
+    pub(crate) fn redact(&mut self, mut f: impl FnMut(&str, Value) -> Option<Value>) {
+        let columns = std::mem::take(&mut self.columns);
+        self.columns =
+            columns.into_iter().filter_map(|(name, value)| f(&name, value).map(|value| (name, value))).collect();
+    }
+
     pub fn len(&self) -> usize {
         self.columns.len()
     }

@@ -4,13 +4,14 @@
 //! mirrors' newest rows ([`fact`]).
 //!
 //! ```text
-//! message body ──► decode ──► change::ChangeEvent ──► mirror / generic (one row per change)
+//! message body ──► decode ──► change::ChangeEvent ──► redact ──► mirror / generic (one row per change)
 //!                                                         │  (written and read back by cdc-clickhouse)
 //!                                    fact::derive(newest rows) ──► fact::FactRow
 //! ```
 //!
 //! [`error`] holds the one classification (transient / poison / systemic) every stage's error
-//! maps to; [`identifier`] checks event-supplied names before they can reach DDL; [`rederive`]
+//! maps to; [`identifier`] checks event-supplied names before they can reach DDL; [`redact`]
+//! drops, nulls or hashes the configured PII columns before any row is built; [`rederive`]
 //! is the signed re-derivation task the function sends itself; [`wire`] holds the helpers the
 //! decoder and the capture in `cdc-tools` share.
 
@@ -22,6 +23,7 @@ pub mod fact;
 pub mod generic;
 pub mod identifier;
 pub mod mirror;
+pub mod redact;
 pub mod rederive;
 pub mod tables;
 pub mod wire;

@@ -204,6 +204,17 @@ pub(crate) async fn task_key(
         .ok_or(SecretError::Parse { problem: "the task key is shorter than 32 bytes" })
 }
 
+/// The key that hashes redacted columns (`REDACTION_KEY_SECRET_ARN`): the secret's whole
+/// string, at least 32 bytes (the template generates 64). docs/privacy.md.
+pub(crate) async fn redaction_key(
+    store: &impl SecretStore,
+    secret_id: &str,
+) -> Result<cdc_core::redact::RedactionKey, SecretError> {
+    let material = store.secret_string(secret_id).await?;
+    cdc_core::redact::RedactionKey::new(material.trim().as_bytes())
+        .ok_or(SecretError::Parse { problem: "the redaction key is shorter than 32 bytes" })
+}
+
 /// Where the handler gets ClickHouse settings from.
 pub trait CredentialSource: Send + Sync {
     /// The settings to use now: cached while fresh.

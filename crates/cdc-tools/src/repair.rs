@@ -72,7 +72,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // options, so that repair writes where the function writes.
     let config = cdc_lambda::config::Config::from_env()?;
     let settings = config.clickhouse_settings().await.map_err(|e| anyhow::anyhow!(e.detail))?;
-    let pipeline = Pipeline::new(config.decode.clone(), config.warehouse(&settings));
+    // Redacted as the function redacts: a repair never writes a PII column in plain.
+    let redactor = config.redactor().await.map_err(|e| anyhow::anyhow!(e.detail))?;
+    let pipeline = Pipeline::new(config.decode.clone(), config.warehouse(&settings)).with_redactor(redactor);
     let repaired = repair(&pipeline, &args).await?;
     println!(
         "repair {}.{}{}: {} rows rewritten from the source, {} deleted, {} facts re-derived",

@@ -25,7 +25,8 @@ use anyhow::{Context, bail};
 use crate::postgres::{self, DEFAULT_PG_URL};
 use cdc_clickhouse::Warehouse;
 use cdc_clickhouse::inspect::{TextColumn, TextForm};
-use cdc_core::change::Decimal;
+use cdc_core::change::{Decimal, Value};
+use cdc_core::redact::{Action, Redactor};
 use cdc_core::tables::{CapturedSource, ColumnKind, MirrorTarget, SourceTable, TableMapping};
 
 /// `cdc-tools verify`: compare PostgreSQL with ClickHouse; exit non-zero on any difference.
@@ -234,6 +235,45 @@ fn pg_timestamp(column: &str) -> String {
 
 type Rows = BTreeMap<Key, Vec<Option<String>>>;
 
+/// Which mirror column a checked column holds: its own, or for `sales_fact` the dimension
+/// column it is derived from (a hashed `customers.name` reaches `customer_name` hashed).
+fn redaction_source(check: &Check, column: &'static str) -> (&'static str, &'static str) {
+    if check.table != "sales_fact" {
+        return (check.table, column);
+    }
+    match column {
+        "order_status" => ("orders", "status"),
+        "customer_name" => ("customers", "name"),
+        "customer_country" => ("customers", "country"),
+        "customer_city" => ("customers", "city"),
+        "product_name" => ("products", "name"),
+        "product_category" => ("products", "category"),
+        other => ("sales_fact", other),
+    }
+}
+
+/// The source's text of a redacted column as the function stores it.
+fn redact_text(redactor: &Redactor, mirror: &str, column: &str, value: Option<String>) -> Option<String> {
+    let value = value.map_or(Value::Null, Value::Text);
+    match redactor.redact_value(mirror, column, value) {
+        Some(Value::Text(text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// Applies the redaction rules to PostgreSQL's side of a check.
+fn redact_source(rows: &mut Rows, check: &Check, redactor: &Redactor) {
+    for (i, col) in check.cols.iter().enumerate() {
+        let (mirror, column) = redaction_source(check, col.name);
+        if redactor.rules().action(mirror, column).is_none() {
+            continue;
+        }
+        for values in rows.values_mut() {
+            values[i] = redact_text(redactor, mirror, column, values[i].take());
+        }
+    }
+}
+
 async fn pg_rows(pg: &tokio_postgres::Client, check: &Check) -> anyhow::Result<Rows> {
     let select: Vec<&str> = check.cols.iter().map(|c| c.pg.as_str()).collect();
     let sql = format!("SELECT {} FROM {}", select.join(", "), check.pg_from);
@@ -286,6 +326,7 @@ fn same(kind: Kind, pg: Option<&str>, ch: Option<&str>) -> bool {
         // A NULL in the source may be stored as the column default in a non-Nullable column.
         (None, Some(c)) => match kind {
             Text => c.is_empty(),
+            Int | Decimal => Decimal::parse(c.trim()).is_some_and(|d| d.unscaled == 0),
             _ => false,
         },
         (Some(_), None) => false,
@@ -336,13 +377,19 @@ fn diff_rows(
 }
 
 /// Compares once.
-async fn compare(pg: &tokio_postgres::Client, ch: &Warehouse, tables: &[VerifyTable]) -> anyhow::Result<VerifyReport> {
+async fn compare(
+    pg: &tokio_postgres::Client,
+    ch: &Warehouse,
+    tables: &[VerifyTable],
+    redactor: &Redactor,
+) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for check in &checks() {
         // ClickHouse first: rows applied there after the PostgreSQL read would otherwise look
         // "extra" during a live run. (Verify is meant for a quiesced pipeline; `--wait` retries.)
         let c = ch_rows(ch, check).await?;
-        let p = pg_rows(pg, check).await?;
+        let mut p = pg_rows(pg, check).await?;
+        redact_source(&mut p, check, redactor);
         report.tables.push(diff(check, &p, &c));
     }
     let current_db: String = pg.query_one("SELECT current_database()", &[]).await?.get(0);
@@ -351,7 +398,7 @@ async fn compare(pg: &tokio_postgres::Client, ch: &Warehouse, tables: &[VerifyTa
         if table.pg_database.as_deref().is_some_and(|db| db != current_db) {
             continue;
         }
-        report.tables.push(compare_generic(pg, ch, table).await?);
+        report.tables.push(compare_generic(pg, ch, table, redactor).await?);
     }
     Ok(report)
 }
@@ -359,7 +406,11 @@ async fn compare(pg: &tokio_postgres::Client, ch: &Warehouse, tables: &[VerifyTa
 /// Compares, retrying for up to `args.wait` seconds until there is no difference.
 pub(crate) async fn verify(args: &Args) -> anyhow::Result<VerifyReport> {
     let pg = postgres::connect(&args.pg_url).await?;
-    let settings = cdc_lambda::config::clickhouse_settings().await.map_err(|e| anyhow::anyhow!(e.detail))?;
+    let config = cdc_lambda::config::Config::from_env()?;
+    let settings = config.clickhouse_settings().await.map_err(|e| anyhow::anyhow!(e.detail))?;
+    // The source's values of redacted columns go through the function's own redaction
+    // (the same rules, the same key), so a hashed column compares equal.
+    let redactor = config.redactor().await.map_err(|e| anyhow::anyhow!(e.detail))?;
     let ch = Warehouse::new(&settings);
     let tables = match args.captured_tables.as_deref() {
         Some(spec) => verify_tables(spec).context("CAPTURED_TABLES")?,
@@ -367,7 +418,7 @@ pub(crate) async fn verify(args: &Args) -> anyhow::Result<VerifyReport> {
     };
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
     loop {
-        let report = compare(&pg, &ch, &tables).await?;
+        let report = compare(&pg, &ch, &tables, &redactor).await?;
         if report.is_clean() || Instant::now() >= deadline {
             return Ok(report);
         }
@@ -685,9 +736,16 @@ async fn compare_generic(
     pg: &tokio_postgres::Client,
     ch: &Warehouse,
     table: &VerifyTable,
+    redactor: &Redactor,
 ) -> anyhow::Result<TableDiff> {
     let label = table.clickhouse_table.clone();
-    let cols = pg_columns(pg, table).await?;
+    let mut cols = pg_columns(pg, table).await?;
+    // A hashed column holds text whatever the source's type.
+    for col in &mut cols {
+        if redactor.rules().action(&label, &col.name) == Some(Action::Hash) {
+            col.kind = GenericKind::Text;
+        }
+    }
     let key_idx: Vec<usize> = table
         .key_columns
         .iter()
@@ -718,7 +776,12 @@ async fn compare_generic(
     let sql = format!("SELECT {} FROM {}.{}", select.join(", "), quote_pg(&table.pg_schema), quote_pg(&table.pg_table));
     let mut pg_side = Rows::new();
     for row in pg.query(sql.as_str(), &[]).await.with_context(|| format!("reading {label} from PostgreSQL"))? {
-        let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
+        let mut values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
+        for (i, col) in cols.iter().enumerate() {
+            if redactor.rules().action(&label, &col.name).is_some() {
+                values[i] = redact_text(redactor, &label, &col.name, values[i].take());
+            }
+        }
         pg_side.insert(row_key(&cols, &key_idx, &values), values);
     }
     Ok(diff_generic(label, &cols, &pg_side, &ch_side))
@@ -760,6 +823,40 @@ mod tests {
         assert!(!same(Timestamp, Some(pg), Some("2026-11-22 02:14:33")));
         assert!(!same(Timestamp, Some(pg), Some("2026-11-22 02:14:32.019848")));
         assert!(same(Timestamp, Some("2026-11-22 02:14:32.010000"), Some("2026-11-22 02:14:32.01")));
+    }
+
+    #[test]
+    fn the_sources_redacted_values_are_hashed_as_the_function_hashes_them() {
+        let key = cdc_core::redact::RedactionKey::new(&[5u8; 32]).unwrap();
+        let rules =
+            cdc_core::redact::Rules::parse("customers.email:hash,customers.name:hash,customers.city:null").unwrap();
+        let redactor = Redactor::new(rules, Some(key.clone())).unwrap();
+        let all = checks();
+        let customers = all.iter().find(|c| c.table == "customers").unwrap();
+        let row = |email: &str, name: &str| {
+            let values = customers.cols.iter().map(|c| match c.name {
+                "email" => Some(email.to_owned()),
+                "name" => Some(name.to_owned()),
+                "city" => Some("Paris".to_owned()),
+                _ => Some("1".to_owned()),
+            });
+            values.collect::<Vec<_>>()
+        };
+        let mut rows = Rows::from([(Key::id(1), row("ada@x.io", "Ada"))]);
+        redact_source(&mut rows, customers, &redactor);
+        let at = |name: &str| customers.cols.iter().position(|c| c.name == name).unwrap();
+        let redacted = &rows[&Key::id(1)];
+        assert_eq!(redacted[at("email")], Some(key.hash(b"ada@x.io")));
+        assert_eq!(redacted[at("city")], None, "nulled");
+        // The fact's dimension columns follow their mirror's rules.
+        let facts = all.iter().find(|c| c.table == "sales_fact").unwrap();
+        let name_at = facts.cols.iter().position(|c| c.name == "customer_name").unwrap();
+        let mut fact_row = vec![Some("x".to_owned()); facts.cols.len()];
+        fact_row[0] = Some("7".to_owned());
+        let mut rows = Rows::from([(Key::id(7), fact_row)]);
+        redact_source(&mut rows, facts, &redactor);
+        assert_eq!(rows[&Key::id(7)][name_at], Some(key.hash(b"x")));
+        assert_eq!(rows[&Key::id(7)][1], Some("x".to_owned()), "unredacted columns untouched");
     }
 
     #[test]

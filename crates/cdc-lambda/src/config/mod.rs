@@ -18,8 +18,9 @@ use cdc_clickhouse::config::ClickHouseSettings;
 use cdc_clickhouse::{SchemaEvolution, Warehouse, WarehouseOptions};
 use cdc_core::decode::DecodeOptions;
 use cdc_core::error::Classify;
+use cdc_core::redact::{RedactionKey, Redactor, Rules};
 use cdc_core::rederive::TaskKey;
-use cdc_core::tables::TableMapping;
+use cdc_core::tables::{MirrorTarget, TableMapping};
 
 use crate::handler::{HandlerConfig, PipelineFactory};
 use crate::pipeline::{Pipeline, SystemicError};
@@ -47,6 +48,15 @@ pub struct Config {
     pub handler: HandlerConfig,
     /// `TASK_KEY_SECRET_ARN`: the secret whose value signs follow-up tasks.
     task_key_secret_arn: Option<String>,
+    /// `REDACT_COLUMNS` and `REDACTION_KEY_SECRET_ARN`: what is redacted, and the hash key.
+    pub(crate) redaction: RedactionConfig,
+}
+
+/// What the configuration redacts, and where the hash key is (docs/privacy.md).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RedactionConfig {
+    rules: Rules,
+    key_secret_arn: Option<String>,
 }
 
 /// A value cut for an error message: bounded, control characters replaced.
@@ -172,7 +182,38 @@ impl Config {
             function_name: vars.text("AWS_LAMBDA_FUNCTION_NAME").unwrap_or(defaults.function_name),
         };
 
-        Ok(Config { clickhouse, warehouse, decode, handler, task_key_secret_arn: vars.text("TASK_KEY_SECRET_ARN") })
+        let rules = Rules::parse(&vars.text("REDACT_COLUMNS").unwrap_or_default())
+            .map_err(|e| ConfigError::Redaction { detail: e.to_string() })?;
+        for (_, target) in decode.tables.entries() {
+            if let MirrorTarget::Generic(table) = target {
+                rules
+                    .check_key(&table.name, &table.key)
+                    .map_err(|e| ConfigError::Redaction { detail: e.to_string() })?;
+            }
+        }
+        let key_secret_arn = vars.text("REDACTION_KEY_SECRET_ARN");
+        if rules.hashes() && key_secret_arn.is_none() {
+            // Never a plain value where a hash was asked for, and never a key of one process
+            // (hashes must agree across instances and with `verify`).
+            return Err(ConfigError::Missing {
+                name: "REDACTION_KEY_SECRET_ARN",
+                why: "REDACT_COLUMNS hashes a column, and the hash key comes from Secrets Manager",
+            });
+        }
+        Ok(Config {
+            clickhouse,
+            warehouse,
+            decode,
+            handler,
+            task_key_secret_arn: vars.text("TASK_KEY_SECRET_ARN"),
+            redaction: RedactionConfig { rules, key_secret_arn },
+        })
+    }
+
+    /// The redactor this configuration describes, its key fetched from Secrets Manager once
+    /// per process (`verify` and `repair` use it too, so their hashes agree with the function's).
+    pub async fn redactor(&self) -> Result<Redactor, SystemicError> {
+        self.redaction.redactor().await
     }
 
     /// The pipeline factory this configuration describes (decoder options, warehouse options,
@@ -182,6 +223,7 @@ impl Config {
             decode: self.decode.clone(),
             warehouse: self.warehouse.clone(),
             task_key_secret_arn: self.task_key_secret_arn.clone(),
+            redaction: self.redaction.clone(),
         }
     }
 
@@ -290,14 +332,47 @@ pub struct PipelineBuilder {
     decode: DecodeOptions,
     warehouse: WarehouseOptions,
     task_key_secret_arn: Option<String>,
+    redaction: RedactionConfig,
 }
 
 impl PipelineBuilder {
     async fn build_pipeline(&self, settings: ClickHouseSettings) -> Result<Pipeline, SystemicError> {
         let warehouse = Warehouse::with_options(&settings, &self.warehouse);
         Ok(Pipeline::new(self.decode.clone(), warehouse)
-            .with_task_key(task_key(self.task_key_secret_arn.as_deref()).await?))
+            .with_task_key(task_key(self.task_key_secret_arn.as_deref()).await?)
+            .with_redactor(self.redaction.redactor().await?))
     }
+}
+
+impl RedactionConfig {
+    async fn redactor(&self) -> Result<Redactor, SystemicError> {
+        let key = match &self.key_secret_arn {
+            Some(arn) if self.rules.hashes() => Some(redaction_key(arn).await?),
+            _ => None,
+        };
+        // `from_env` refused hash rules without a key secret, so this always holds.
+        Redactor::new(self.rules.clone(), key).ok_or_else(|| SystemicError {
+            code: "config.missing",
+            detail: "REDACT_COLUMNS hashes a column and no key was fetched".into(),
+            is_auth: false,
+        })
+    }
+}
+
+/// The key that hashes redacted columns, once per process, from the secret
+/// `REDACTION_KEY_SECRET_ARN` names. Not fetched yet is systemic: messages wait.
+async fn redaction_key(secret_arn: &str) -> Result<RedactionKey, SystemicError> {
+    static KEY: tokio::sync::OnceCell<RedactionKey> = tokio::sync::OnceCell::const_new();
+    let key = KEY.get_or_try_init(|| async {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&config));
+        secrets::redaction_key(&store, secret_arn).await.map_err(|e| SystemicError {
+            code: e.code(),
+            detail: e.to_string(),
+            is_auth: false,
+        })
+    });
+    key.await.cloned()
 }
 
 impl PipelineFactory for PipelineBuilder {
@@ -450,6 +525,28 @@ mod tests {
         let c = config(&[("CLICKHOUSE_SECRET_ARN", "arn:ch")]).unwrap();
         let ClickHouseSource::Secret { base, ttl, .. } = c.clickhouse else { panic!("a secret is configured") };
         assert_eq!((base.url.as_str(), ttl), ("", secrets::DEFAULT_TTL));
+    }
+
+    #[test]
+    fn redaction_rules_are_checked_and_a_hash_needs_its_key_secret() {
+        let c = config(&[URL]).unwrap();
+        assert!(
+            c.redaction.rules.is_empty(),
+            "nothing redacted unless configured (the template hashes customers.email)"
+        );
+        let c = config(&[URL, ("REDACT_COLUMNS", "customers.city:null")]).unwrap();
+        assert!(!c.redaction.rules.is_empty());
+        let e = config(&[URL, ("REDACT_COLUMNS", "customers.email:hash")]).unwrap_err();
+        assert_eq!((e.code(), e.variable()), ("config.missing", "REDACTION_KEY_SECRET_ARN"));
+        let c = config(&[URL, ("REDACT_COLUMNS", "customers.email:hash"), ("REDACTION_KEY_SECRET_ARN", "arn:k")]);
+        assert_eq!(c.unwrap().redaction.key_secret_arn.as_deref(), Some("arn:k"));
+        for bad in ["customers.email", "customers.id:hash", "customers.email:drop"] {
+            let e = config(&[URL, ("REDACT_COLUMNS", bad)]).unwrap_err();
+            assert_eq!((e.code(), e.variable()), ("config.redaction", "REDACT_COLUMNS"), "{bad}");
+        }
+        // A generic mirror's key columns identify its rows.
+        let e = config(&[URL, ("CAPTURED_TABLES", "public.people"), ("REDACT_COLUMNS", "people.id:null")]).unwrap_err();
+        assert_eq!(e.code(), "config.redaction");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ConfigError {
     BadValue { name: &'static str, expected: &'static str, value: Option<String> },
     #[error("CAPTURED_TABLES cannot be used: {detail}")]
     CapturedTables { detail: String },
+    #[error("REDACT_COLUMNS cannot be used: {detail}")]
+    Redaction { detail: String },
 }
 
 impl Classify for ConfigError {
@@ -30,6 +32,7 @@ impl Classify for ConfigError {
             ConfigError::Missing { .. } => "config.missing",
             ConfigError::BadValue { .. } => "config.bad_value",
             ConfigError::CapturedTables { .. } => "config.captured_tables",
+            ConfigError::Redaction { .. } => "config.redaction",
         }
     }
 }
@@ -40,6 +43,7 @@ impl ConfigError {
         match self {
             ConfigError::Missing { name, .. } | ConfigError::BadValue { name, .. } => name,
             ConfigError::CapturedTables { .. } => "CAPTURED_TABLES",
+            ConfigError::Redaction { .. } => "REDACT_COLUMNS",
         }
     }
 }

@@ -35,6 +35,7 @@ use cdc_core::fact::FactRow;
 use cdc_core::generic::ColumnType;
 use cdc_core::identifier;
 use cdc_core::mirror::{self, MirrorChange, MirrorRow};
+use cdc_core::redact::Redactor;
 use cdc_core::rederive::{Scope, Task, TaskKey};
 use cdc_core::tables::{MirrorTarget, SourceTable};
 use generic::PendingGeneric;
@@ -98,6 +99,8 @@ pub struct Pipeline {
     /// The version scale each mirror is pinned to, as read or pinned so far (a pin never
     /// changes, so it is cached for the process).
     scales: std::sync::Mutex<HashMap<String, VersionScale>>,
+    /// PII columns dropped, nulled or hashed before any row is built (`REDACT_COLUMNS`).
+    redactor: Redactor,
 }
 
 /// What decoding a batch leaves to write: sales-mirror changes, generic-mirror changes,
@@ -182,7 +185,15 @@ impl Pipeline {
             page_budget: None,
             task_key: TaskKey::random(),
             scales: std::sync::Mutex::default(),
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Redacts the configured columns of every change before it becomes rows (mirrors,
+    /// generic mirrors, facts and repairs alike): docs/privacy.md.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// The key shared by every instance of the function (`TASK_KEY_SECRET_ARN`); without it the
@@ -396,6 +407,9 @@ impl Pipeline {
             report.op = Some(event.op);
             report.commit_time_us = event.commit_time_us;
             report.correlation_id = event.correlation_id.clone().or_else(|| event.transaction_id.clone());
+            // Before anything is built from the images: no row, fact or diagnostic sees a
+            // redacted value in plain.
+            self.redactor.apply(&mut event);
             // Event-supplied column names may become columns: checked before any DDL, so a
             // malformed body fails alone (docs/error-policy.md, "Content failures").
             if let Err(e) = [&event.before, &event.after].into_iter().flatten().try_for_each(identifier::check_row) {

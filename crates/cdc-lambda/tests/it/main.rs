@@ -8,5 +8,6 @@ mod events;
 mod generic;
 mod hostile;
 mod lambda_runtime;
+mod privacy;
 mod realworld;
 mod support;
