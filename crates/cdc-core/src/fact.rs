@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use crate::mirror::NULL_FOREIGN_KEY;
 use crate::tables::SourceTable;
 
 /// Newest state of an `order_items` row.
@@ -203,10 +204,12 @@ impl Snapshot {
     /// Derives the fact of one order item. A fact whose join is incomplete (a component missing,
     /// deleted or truncated) is a deletion marker carrying the same version rule.
     pub fn derive(&self, order_item_id: i64) -> FactRow {
+        // A NULL foreign key joins nothing (not even a parent whose key is the marker).
+        let parent = |key: i64| (key != NULL_FOREIGN_KEY).then_some(key);
         let item = self.items.get(&order_item_id);
-        let order = item.and_then(|i| self.orders.get(&i.order_id));
-        let customer = order.and_then(|o| self.customers.get(&o.customer_id));
-        let product = item.and_then(|i| self.products.get(&i.product_id));
+        let order = item.and_then(|i| parent(i.order_id)).and_then(|k| self.orders.get(&k));
+        let customer = order.and_then(|o| parent(o.customer_id)).and_then(|k| self.customers.get(&k));
+        let product = item.and_then(|i| parent(i.product_id)).and_then(|k| self.products.get(&k));
 
         let parts = [
             component(
@@ -336,6 +339,16 @@ mod tests {
         assert_eq!(fact.revenue, 14_460_000); // 3 × 4.82 = 14.46
         assert_eq!(fact.version, FactVersion { item: 5, order: 4, dimensions: 2 + 3 });
         assert_eq!((fact.customer_name.as_str(), fact.product_category.as_str()), ("Ada", "Home"));
+    }
+
+    #[test]
+    fn a_null_foreign_key_joins_nothing_not_even_a_parent_keyed_by_the_marker() {
+        let mut s = snapshot();
+        let mut customer = s.customers[&7].clone();
+        customer.id = NULL_FOREIGN_KEY;
+        s.customers.insert(NULL_FOREIGN_KEY, customer);
+        s.orders.get_mut(&10).unwrap().customer_id = NULL_FOREIGN_KEY;
+        assert!(s.derive(1).is_deleted, "the source's inner join drops an order without a customer");
     }
 
     #[test]

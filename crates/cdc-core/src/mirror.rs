@@ -13,6 +13,11 @@ use crate::tables::{ColumnKind, SourceTable, TableSpec};
 /// NUMERIC(p, s ≤ 6) is stored exactly and `quantity × unit_price` never needs rounding.
 const CLICKHOUSE_DECIMAL_SCALE: u32 = 6;
 
+/// What a NULL foreign key is stored as. Not 0: a real key 0 would then join a row the
+/// source's inner join drops. A real foreign key of this value is refused
+/// (`value.reserved_key`), so the marker means NULL and nothing else (docs/sales-fact.md).
+pub const NULL_FOREIGN_KEY: i64 = i64::MIN;
+
 /// One stored column value, already in its ClickHouse representation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cell {
@@ -94,6 +99,8 @@ pub enum MirrorError {
     DecimalNaN { table: &'static str, column: &'static str },
     #[error("column {table}.{column}: integer out of range")]
     IntegerOutOfRange { table: &'static str, column: &'static str },
+    #[error("column {table}.{column}: foreign key {NULL_FOREIGN_KEY} is reserved for NULL")]
+    ReservedKey { table: &'static str, column: &'static str },
 }
 
 impl Classify for MirrorError {
@@ -109,6 +116,7 @@ impl Classify for MirrorError {
             MirrorError::DecimalNotExact { .. } => "value.decimal_not_exact",
             MirrorError::DecimalNaN { .. } => "value.decimal_nan",
             MirrorError::IntegerOutOfRange { .. } => "value.integer_out_of_range",
+            MirrorError::ReservedKey { .. } => "value.reserved_key",
         }
     }
 }
@@ -162,13 +170,23 @@ fn key_of(spec: &TableSpec, image: &Row) -> Result<i64, MirrorError> {
 fn row_from_image(spec: &TableSpec, image: &Row, version: Version, complete: bool) -> Result<MirrorRow, MirrorError> {
     let key = key_of(spec, image)?;
     let mut cells = Vec::with_capacity(spec.columns.len());
+    let foreign_keys = spec.table.foreign_keys();
     for column in spec.columns {
+        let foreign_key = foreign_keys.contains(&column.name);
         let cell = match image.get(column.name) {
             None if complete => return Err(MirrorError::MissingColumn { table: spec.name, column: column.name }),
+            // A NULL foreign key joins nothing, as in the source's inner join.
+            None | Some(Value::Null) if foreign_key => Cell::Int(NULL_FOREIGN_KEY),
             // DMS omits null columns; a null is stored as the column's default.
             None | Some(Value::Null) => default_cell(column.kind),
             Some(value) => cell_from_value(spec.name, column.name, column.kind, value)?,
         };
+        if foreign_key
+            && cell == Cell::Int(NULL_FOREIGN_KEY)
+            && image.get(column.name).is_some_and(|v| *v != Value::Null)
+        {
+            return Err(MirrorError::ReservedKey { table: spec.name, column: column.name });
+        }
         cells.push(cell);
     }
     let extras = image
@@ -302,6 +320,28 @@ mod tests {
         let err = mirror_change(SourceTable::Products, &debezium).unwrap_err();
         assert_eq!((err.code(), err.class()), ("row.missing_column", ErrorClass::Poison));
         assert!(err.to_string().contains("created_at"));
+    }
+
+    #[test]
+    fn a_null_foreign_key_is_the_marker_and_a_real_marker_value_is_refused() {
+        let order = |customer: Value| {
+            let mut row = Row::new();
+            row.push("id", Value::Int(3));
+            row.push("customer_id", customer);
+            row.push("status", Value::Text("paid".into()));
+            row
+        };
+        let change = |customer| {
+            let mut e = event(Op::Create, None, Some(order(customer)));
+            e.table = TableRef::new("public", "orders");
+            mirror_change(SourceTable::Orders, &e)
+        };
+        let Ok(MirrorChange::Rows(rows)) = change(Value::Null) else { panic!("rows expected") };
+        assert_eq!(rows[0].int("customer_id"), Some(NULL_FOREIGN_KEY));
+        let Ok(MirrorChange::Rows(rows)) = change(Value::Int(0)) else { panic!("rows expected") };
+        assert_eq!(rows[0].int("customer_id"), Some(0), "a real key 0 stays 0");
+        let err = change(Value::Int(i64::MIN)).unwrap_err();
+        assert_eq!((err.code(), err.class()), ("value.reserved_key", ErrorClass::Poison));
     }
 
     #[test]

@@ -141,6 +141,15 @@ impl SourceTable {
         }
     }
 
+    /// Every foreign-key column (the parent key and an item's product).
+    pub fn foreign_keys(self) -> &'static [&'static str] {
+        match self {
+            SourceTable::OrderItems => &["order_id", "product_id"],
+            SourceTable::Orders => &["customer_id"],
+            SourceTable::Customers | SourceTable::Products => &[],
+        }
+    }
+
     pub(crate) fn has_foreign_keys(self) -> bool {
         self.parent_key().is_some()
     }

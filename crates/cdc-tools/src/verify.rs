@@ -326,6 +326,8 @@ fn same(kind: Kind, pg: Option<&str>, ch: Option<&str>) -> bool {
         // A NULL in the source may be stored as the column default in a non-Nullable column.
         (None, Some(c)) => match kind {
             Text => c.is_empty(),
+            // A NULL foreign key is stored as `cdc_core::mirror::NULL_FOREIGN_KEY`.
+            Int if c.trim() == cdc_core::mirror::NULL_FOREIGN_KEY.to_string() => true,
             Int | Decimal => Decimal::parse(c.trim()).is_some_and(|d| d.unscaled == 0),
             _ => false,
         },

@@ -153,6 +153,28 @@ async fn a_transaction_open_at_the_snapshot_wins_over_the_snapshot_rows() {
 }
 
 #[tokio::test]
+async fn a_null_foreign_key_joins_no_parent_not_even_key_0() {
+    let (pipeline, database) = fresh_pipeline("nullfk").await;
+    let mut db = SourceDb::default();
+    db.upsert_customer(customer(0, "Zero"));
+    db.upsert_product(product(2, "Lamp", 100));
+    db.upsert_item(item(4, 3, 2, 1, 100));
+    let mut guest = order(3, 0, "paid").json();
+    guest["customer_id"] = json!(null);
+    let mut bodies = db.events.clone();
+    bodies.push(debezium_body("orders", "c", None, Some(guest), db.peek_lsn() + 10));
+    assert_all_ok(&run(&pipeline, &bodies).await);
+    // The source's inner join drops an order without a customer; key 0 is a customer like any.
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    // The same order with customer 0: the fact appears.
+    let later =
+        debezium_body("orders", "u", Some(json!({"id": 3})), Some(order(3, 0, "paid").json()), db.peek_lsn() + 20);
+    assert_all_ok(&run(&pipeline, &[later]).await);
+    assert_eq!(tsv(&pipeline, "SELECT order_item_id, customer_name FROM DB.sales_fact_current").await, "4\tZero\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
 async fn an_item_with_the_smallest_id_is_re_derived_by_every_scope() {
     let (pipeline, database) = fresh_pipeline("minid").await;
     let mut db = SourceDb::default();
