@@ -2,10 +2,15 @@
 //!
 //! Enters: the server's version. Leaves: a [`Dialect`], which [`crate::schema`] and
 //! [`crate::queries`] write their text for. Two dialects:
-//! - [`Dialect::Modern`] (ClickHouse >= 23.2): `ReplacingMergeTree(_version, _is_deleted)`,
-//!   `DateTime64(6, 'UTC')`, `LowCardinality(String)` for low-cardinality attributes;
-//! - [`Dialect::Legacy`] (older, e.g. Debian's 18.16): `ReplacingMergeTree(_version)` with an
-//!   explicit `_is_deleted` filter, `DateTime('UTC')`, plain `String`.
+//! - [`Dialect::Modern`] (ClickHouse >= 23.2): `UInt256` fact versions, `DateTime64(6, 'UTC')`,
+//!   `LowCardinality(String)` for low-cardinality attributes;
+//! - [`Dialect::Legacy`] (older, e.g. Debian's 18.16): the `UInt64` sum, `DateTime('UTC')`,
+//!   plain `String`.
+//!
+//! Both create `ReplacingMergeTree(_version)` and read with an explicit `_is_deleted = 0`: the
+//! engine's `is_deleted` parameter (23.2+) lets `OPTIMIZE ... FINAL` (23.2-23.12) or `FINAL
+//! CLEANUP` (24.1+) drop deletion rows, and a late duplicate of an older row would then bring a
+//! deleted row and its fact back. Tombstones must stay (README, "ClickHouse versions").
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -42,14 +47,6 @@ impl Dialect {
         match self {
             Dialect::Modern => "UInt256",
             Dialect::Legacy => "UInt64",
-        }
-    }
-
-    /// The `ReplacingMergeTree` parameters of versioned tables.
-    pub(crate) fn version_parameters(self) -> &'static str {
-        match self {
-            Dialect::Modern => "_version, _is_deleted",
-            Dialect::Legacy => "_version",
         }
     }
 

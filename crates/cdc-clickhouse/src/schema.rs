@@ -141,6 +141,11 @@ pub(crate) fn lookup_block_sizes_statement(database: &str, cluster: Option<&str>
 /// Every statement `migrate` runs, in order; each is idempotent. With a `cluster`, every
 /// statement runs `ON CLUSTER` and tables use `ReplicatedReplacingMergeTree` (README, "ClickHouse
 /// clusters and ClickHouse Cloud").
+/// The `ReplacingMergeTree` parameters of versioned tables on every server: never the
+/// `is_deleted` parameter, which lets merges drop the tombstones convergence needs (module
+/// `dialect`).
+const VERSION_PARAMETERS: &str = "_version";
+
 pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>) -> Vec<String> {
     let db = quote_ident(database);
     let on = on_cluster(cluster);
@@ -153,7 +158,7 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
             name = spec.name,
             settings = dialect.lookup_table_settings(),
             columns = mirror_column_defs(dialect, table).join(", "),
-            engine = engine(dialect.version_parameters()),
+            engine = engine(VERSION_PARAMETERS),
             key = spec.key,
         ));
     }
@@ -182,7 +187,7 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
     statements.push(format!(
         "CREATE TABLE IF NOT EXISTS {db}.{FACT_TABLE}{on} ({columns}) ENGINE = {engine} ORDER BY order_item_id",
         columns = fact_column_defs(dialect).join(", "),
-        engine = engine(dialect.version_parameters()),
+        engine = engine(VERSION_PARAMETERS),
     ));
     // Current-state views: what analysts query. A mirror row older than its table's last
     // truncation is gone even if it arrived after the truncation was processed.
@@ -259,7 +264,7 @@ pub(crate) fn create_generic_table(
         name = quote_ident(table),
         on = on_cluster(cluster),
         defs = defs.join(", "),
-        engine = engine(cluster, dialect.version_parameters()),
+        engine = engine(cluster, VERSION_PARAMETERS),
         order = order.join(", "),
     )
 }
@@ -315,9 +320,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modern_ddl_uses_is_deleted_and_datetime64() {
+    fn modern_ddl_uses_datetime64_and_no_engine_parameter_that_drops_tombstones() {
         let ddl = schema_statements(Dialect::Modern, "analytics", None).join("\n");
-        assert!(ddl.contains("ReplacingMergeTree(_version, _is_deleted)"));
+        assert!(ddl.contains("ReplacingMergeTree(_version)") && !ddl.contains("_version, _is_deleted)"));
         assert!(ddl.contains("order_date DateTime64(6, 'UTC')"));
         let legacy = schema_statements(Dialect::Legacy, "analytics", None).join("\n");
         assert!(!legacy.contains("DateTime64") && !legacy.contains("LowCardinality"));
@@ -357,7 +362,7 @@ mod tests {
         }
         let facts = ddl.iter().find(|s| s.contains("`analytics`.sales_fact ON")).unwrap();
         assert!(facts.contains(
-            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)"
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version)"
         ));
         let index = ddl.iter().find(|s| s.contains("_items_by_order")).unwrap();
         assert!(index.contains("'{replica}') ORDER BY (order_id, order_item_id)"), "{index}");

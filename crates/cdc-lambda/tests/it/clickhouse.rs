@@ -153,6 +153,32 @@ async fn a_transaction_open_at_the_snapshot_wins_over_the_snapshot_rows() {
 }
 
 #[tokio::test]
+async fn no_optimize_can_drop_the_tombstones_a_late_duplicate_needs() {
+    let (pipeline, database) = fresh_pipeline("tomb").await;
+    let mut db = one_fact();
+    let created = db.events.clone();
+    db.delete("customers", 1);
+    assert_all_ok(&run(&pipeline, &db.events).await);
+    // What an operator may run: OPTIMIZE ... FINAL, and on current servers the CLEANUP merge
+    // (on 23.2-23.12 plain FINAL did the same) that drops rows of an `is_deleted` engine.
+    let modern = pipeline.warehouse().dialect().await.unwrap() == Dialect::Modern;
+    for table in ["customers", "sales_fact"] {
+        if modern {
+            let setting = "MODIFY SETTING allow_experimental_replacing_merge_with_cleanup = 1";
+            pipeline.warehouse().execute(&format!("ALTER TABLE {database}.{table} {setting}")).await.unwrap();
+            pipeline.warehouse().execute(&format!("OPTIMIZE TABLE {database}.{table} FINAL CLEANUP")).await.unwrap();
+        } else {
+            pipeline.warehouse().execute(&format!("OPTIMIZE TABLE {database}.{table} FINAL")).await.unwrap();
+        }
+    }
+    // A late duplicate of the customer's create (SQS delivers at least once).
+    assert_all_ok(&run(&pipeline, &created[..1]).await);
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.customers_current").await, "0\n");
+    assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "0\n");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
 async fn a_null_foreign_key_joins_no_parent_not_even_key_0() {
     let (pipeline, database) = fresh_pipeline("nullfk").await;
     let mut db = SourceDb::default();
