@@ -193,26 +193,16 @@ impl SecretStore for AwsSecretStore {
     }
 }
 
-/// The key that signs re-derivation tasks (`TASK_KEY_SECRET_ARN`): the secret's whole string,
-/// at least [`cdc_core::rederive::MIN_KEY_BYTES`] bytes (the template generates 64).
-pub(crate) async fn task_key(
+/// A key whose material is a secret's whole string (`TASK_KEY_SECRET_ARN` signs re-derivation
+/// tasks, `REDACTION_KEY_SECRET_ARN` hashes redacted columns; the template generates 64
+/// characters for each). `make` refuses material shorter than the key needs (32 bytes).
+pub(crate) async fn key<K>(
     store: &impl SecretStore,
     secret_id: &str,
-) -> Result<cdc_core::rederive::TaskKey, SecretError> {
+    make: impl FnOnce(&[u8]) -> Option<K>,
+) -> Result<K, SecretError> {
     let material = store.secret_string(secret_id).await?;
-    cdc_core::rederive::TaskKey::new(material.trim().as_bytes())
-        .ok_or(SecretError::Parse { problem: "the task key is shorter than 32 bytes" })
-}
-
-/// The key that hashes redacted columns (`REDACTION_KEY_SECRET_ARN`): the secret's whole
-/// string, at least 32 bytes (the template generates 64). docs/privacy.md.
-pub(crate) async fn redaction_key(
-    store: &impl SecretStore,
-    secret_id: &str,
-) -> Result<cdc_core::redact::RedactionKey, SecretError> {
-    let material = store.secret_string(secret_id).await?;
-    cdc_core::redact::RedactionKey::new(material.trim().as_bytes())
-        .ok_or(SecretError::Parse { problem: "the redaction key is shorter than 32 bytes" })
+    make(material.trim().as_bytes()).ok_or(SecretError::Parse { problem: "the key is shorter than 32 bytes" })
 }
 
 /// Where the handler gets ClickHouse settings from.

@@ -363,16 +363,7 @@ impl RedactionConfig {
 /// `REDACTION_KEY_SECRET_ARN` names. Not fetched yet is systemic: messages wait.
 async fn redaction_key(secret_arn: &str) -> Result<RedactionKey, SystemicError> {
     static KEY: tokio::sync::OnceCell<RedactionKey> = tokio::sync::OnceCell::const_new();
-    let key = KEY.get_or_try_init(|| async {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let store = AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&config));
-        secrets::redaction_key(&store, secret_arn).await.map_err(|e| SystemicError {
-            code: e.code(),
-            detail: e.to_string(),
-            is_auth: false,
-        })
-    });
-    key.await.cloned()
+    KEY.get_or_try_init(|| key_from_secret(secret_arn, RedactionKey::new)).await.cloned()
 }
 
 impl PipelineFactory for PipelineBuilder {
@@ -395,15 +386,20 @@ pub(crate) async fn task_key(secret_arn: Option<&str>) -> Result<TaskKey, System
             );
             return Ok(TaskKey::random());
         };
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let store = AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&config));
-        secrets::task_key(&store, arn).await.map_err(|e| SystemicError {
-            code: e.code(),
-            detail: e.to_string(),
-            is_auth: false,
-        })
+        key_from_secret(arn, TaskKey::new).await
     });
     key.await.cloned()
+}
+
+/// A key from the secret `arn` names, through the function's AWS configuration.
+async fn key_from_secret<K>(arn: &str, make: impl FnOnce(&[u8]) -> Option<K>) -> Result<K, SystemicError> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&config));
+    secrets::key(&store, arn, make).await.map_err(|e| SystemicError {
+        code: e.code(),
+        detail: e.to_string(),
+        is_auth: false,
+    })
 }
 
 /// The ClickHouse settings the function uses, for the tools (`migrate`, `repair`, `verify`):
