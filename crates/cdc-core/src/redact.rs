@@ -112,8 +112,7 @@ fn check_sales_rule(mirror: &str, column: &str, action: Action) -> Result<(), Ru
     let spec = table.spec();
     let Some(declared) = spec.column(column) else { return Ok(()) };
     let owned = || (mirror.to_owned(), column.to_owned());
-    let foreign_key = SourceTable::ALL.into_iter().any(|t| t.parent_key() == Some(column)) || column == "product_id";
-    if column == spec.key || foreign_key {
+    if column == spec.key || table.foreign_keys().contains(&column) {
         let (mirror, column) = owned();
         return Err(RuleError::KeyColumn { mirror, column });
     }
@@ -178,15 +177,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The text a value is hashed over: what PostgreSQL's `::text` gives for text, numbers and
-/// booleans (so `verify` can hash the source's values the same way), the raw bytes of `bytea`.
-/// Other types have no such agreed text: `None`, and the value is nulled instead of hashed.
+/// booleans (so `verify` can hash the source's values the same way). Other types (bytes, dates,
+/// times, floats, arrays) have no such agreed text: `None`, and the value is nulled instead.
 fn hash_input(value: &Value) -> Option<Vec<u8>> {
     Some(match value {
         Value::Text(s) | Value::Uuid(s) | Value::Json(s) => s.as_bytes().to_vec(),
         Value::Int(i) => i.to_string().into_bytes(),
         Value::Decimal(d) => d.to_string().into_bytes(),
         Value::Bool(b) => if *b { "true" } else { "false" }.as_bytes().to_vec(),
-        Value::Bytes(b) => b.clone(),
         _ => return None,
     })
 }
