@@ -34,6 +34,7 @@ use crate::config::ClickHouseSettings;
 use cdc_core::change::VersionScale;
 use cdc_core::error::Classify;
 use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
+use cdc_core::mirror::NULL_FOREIGN_KEY;
 use cdc_core::rederive::Scope;
 use cdc_core::tables::SourceTable;
 use dialect::Dialect;
@@ -504,14 +505,19 @@ impl Warehouse {
         }
     }
 
-    /// Keys of a mirror table live but last written below `version`; see
+    /// Keys of a mirror table (or only `key`) live but last written below `version`; see
     /// [`queries::live_keys_below_query`].
-    pub async fn live_keys_below(&self, table: SourceTable, version: u64) -> Result<Vec<i64>, SinkError> {
+    pub async fn live_keys_below(
+        &self,
+        table: SourceTable,
+        key: Option<i64>,
+        version: u64,
+    ) -> Result<Vec<i64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Key {
             key: i64,
         }
-        let sql = queries::live_keys_below_query(&self.database, table, version);
+        let sql = queries::live_keys_below_query(&self.database, table, key, version);
         Ok(self.sql_fetch::<Key>(&sql).await?.into_iter().map(|k| k.key).collect())
     }
 
@@ -551,6 +557,7 @@ fn unique_token() -> String {
     format!("cdc-repair-{started}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The distinct keys a lookup reads: a NULL foreign key (`NULL_FOREIGN_KEY`) names no row.
 fn distinct(ids: impl Iterator<Item = i64>) -> Vec<i64> {
-    ids.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+    ids.filter(|id| *id != NULL_FOREIGN_KEY).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
 }

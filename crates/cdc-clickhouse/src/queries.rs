@@ -211,13 +211,15 @@ pub(crate) fn delete_facts_statement(database: &str, scope: Scope) -> String {
     }
 }
 
-/// Keys of a mirror table that are live but were last written below `version`: after a repair
-/// re-wrote every source row at `version`, these no longer exist in the source.
-pub(crate) fn live_keys_below_query(database: &str, table: SourceTable, version: u64) -> String {
+/// Keys of a mirror table (or only `of_key`, a key lookup) that are live but were last written
+/// below `version`: after a repair re-wrote every source row at `version`, these no longer exist
+/// in the source.
+pub(crate) fn live_keys_below_query(database: &str, table: SourceTable, of_key: Option<i64>, version: u64) -> String {
     let key = table.spec().key;
+    let filter = of_key.map_or(String::new(), |k| format!("WHERE {key} = {k} "));
     format!(
-        "SELECT {key} FROM {}.{} GROUP BY {key} HAVING max(_version) < {version} AND argMax(_is_deleted, _version) = 0 \
-         ORDER BY {key}",
+        "SELECT {key} FROM {}.{} {filter}GROUP BY {key} HAVING max(_version) < {version} \
+         AND argMax(_is_deleted, _version) = 0 ORDER BY {key}",
         quote_ident(database),
         table.name()
     )

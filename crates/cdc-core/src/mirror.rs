@@ -179,14 +179,13 @@ fn row_from_image(spec: &TableSpec, image: &Row, version: Version, complete: boo
             None | Some(Value::Null) if foreign_key => Cell::Int(NULL_FOREIGN_KEY),
             // DMS omits null columns; a null is stored as the column's default.
             None | Some(Value::Null) => default_cell(column.kind),
-            Some(value) => cell_from_value(spec.name, column.name, column.kind, value)?,
+            Some(value) => match cell_from_value(spec.name, column.name, column.kind, value)? {
+                Cell::Int(NULL_FOREIGN_KEY) if foreign_key => {
+                    return Err(MirrorError::ReservedKey { table: spec.name, column: column.name });
+                }
+                cell => cell,
+            },
         };
-        if foreign_key
-            && cell == Cell::Int(NULL_FOREIGN_KEY)
-            && image.get(column.name).is_some_and(|v| *v != Value::Null)
-        {
-            return Err(MirrorError::ReservedKey { table: spec.name, column: column.name });
-        }
         cells.push(cell);
     }
     let extras = image

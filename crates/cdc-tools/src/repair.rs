@@ -275,10 +275,8 @@ async fn rewrite_from_source(
     // is a row whose rewrite did not land (or lost to a greater version): fail rather than
     // delete it or report success.
     let warehouse = pipeline.warehouse();
-    let mut gone = warehouse.live_keys_below(table, at.version).await?;
-    if let Some(key) = args.key {
-        gone.retain(|k| *k == key);
-    }
+    // One key: a key lookup, not a scan of the table.
+    let gone = warehouse.live_keys_below(table, args.key, at.version).await?;
     let lost = gone.iter().filter(|k| source_keys.contains(k)).count();
     anyhow::ensure!(
         lost == 0,

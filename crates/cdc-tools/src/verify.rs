@@ -164,15 +164,19 @@ impl Kind {
 }
 
 /// One compared column: its name (the same in ClickHouse), how PostgreSQL prints it, how to
-/// compare it.
+/// compare it, and the mirror column it holds (`mirror`, `column`): its own, or for `sales_fact`
+/// the dimension column it is derived from, whose redaction rule it follows (a hashed
+/// `customers.name` reaches `customer_name` hashed).
 struct Col {
     name: &'static str,
     pg: String,
     kind: Kind,
+    holds: (&'static str, &'static str),
 }
 
-fn col(name: &'static str, pg: &str, kind: Kind) -> Col {
-    Col { name, pg: pg.to_owned(), kind }
+/// A `sales_fact` column holding `holds`.
+fn col(name: &'static str, pg: &str, kind: Kind, holds: (&'static str, &'static str)) -> Col {
+    Col { name, pg: pg.to_owned(), kind, holds }
 }
 
 struct Check {
@@ -199,7 +203,7 @@ fn checks() -> Vec<Check> {
                     ColumnKind::Text => (c.name.to_owned(), Text),
                     ColumnKind::Timestamp => (pg_timestamp(c.name), Timestamp),
                 };
-                Col { name: c.name, pg, kind }
+                Col { name: c.name, pg, kind, holds: (spec.name, c.name) }
             })
             .collect();
         Check { table: spec.name, pg_from: spec.name, cols }
@@ -209,20 +213,20 @@ fn checks() -> Vec<Check> {
         pg_from: "order_items oi JOIN orders o ON o.id = oi.order_id \
                   JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = oi.product_id",
         cols: vec![
-            col("order_item_id", "oi.id::text", Int),
-            col("order_id", "oi.order_id::text", Int),
-            col("customer_id", "o.customer_id::text", Int),
-            col("product_id", "oi.product_id::text", Int),
-            col("quantity", "oi.quantity::text", Int),
-            col("unit_price", "oi.price::text", Decimal),
-            col("revenue", "(oi.quantity * oi.price)::text", Decimal),
-            col("order_status", "o.status", Text),
-            col("order_date", &pg_timestamp("o.order_date"), Timestamp),
-            col("customer_name", "c.name", Text),
-            col("customer_country", "c.country", Text),
-            col("customer_city", "c.city", Text),
-            col("product_name", "p.name", Text),
-            col("product_category", "p.category", Text),
+            col("order_item_id", "oi.id::text", Int, ("sales_fact", "order_item_id")),
+            col("order_id", "oi.order_id::text", Int, ("sales_fact", "order_id")),
+            col("customer_id", "o.customer_id::text", Int, ("sales_fact", "customer_id")),
+            col("product_id", "oi.product_id::text", Int, ("sales_fact", "product_id")),
+            col("quantity", "oi.quantity::text", Int, ("order_items", "quantity")),
+            col("unit_price", "oi.price::text", Decimal, ("order_items", "price")),
+            col("revenue", "(oi.quantity * oi.price)::text", Decimal, ("sales_fact", "revenue")),
+            col("order_status", "o.status", Text, ("orders", "status")),
+            col("order_date", &pg_timestamp("o.order_date"), Timestamp, ("orders", "order_date")),
+            col("customer_name", "c.name", Text, ("customers", "name")),
+            col("customer_country", "c.country", Text, ("customers", "country")),
+            col("customer_city", "c.city", Text, ("customers", "city")),
+            col("product_name", "p.name", Text, ("products", "name")),
+            col("product_category", "p.category", Text, ("products", "category")),
         ],
     };
     mirrors.chain([facts]).collect()
@@ -234,23 +238,6 @@ fn pg_timestamp(column: &str) -> String {
 }
 
 type Rows = BTreeMap<Key, Vec<Option<String>>>;
-
-/// Which mirror column a checked column holds: its own, or for `sales_fact` the dimension
-/// column it is derived from (a hashed `customers.name` reaches `customer_name` hashed).
-fn redaction_source(check: &Check, column: &'static str) -> (&'static str, &'static str) {
-    if check.table != "sales_fact" {
-        return (check.table, column);
-    }
-    match column {
-        "order_status" => ("orders", "status"),
-        "customer_name" => ("customers", "name"),
-        "customer_country" => ("customers", "country"),
-        "customer_city" => ("customers", "city"),
-        "product_name" => ("products", "name"),
-        "product_category" => ("products", "category"),
-        other => ("sales_fact", other),
-    }
-}
 
 /// The source's text of a redacted column as the function stores it.
 fn redact_text(redactor: &Redactor, mirror: &str, column: &str, value: Option<String>) -> Option<String> {
@@ -264,7 +251,7 @@ fn redact_text(redactor: &Redactor, mirror: &str, column: &str, value: Option<St
 /// Applies the redaction rules to PostgreSQL's side of a check.
 fn redact_source(rows: &mut Rows, check: &Check, redactor: &Redactor) {
     for (i, col) in check.cols.iter().enumerate() {
-        let (mirror, column) = redaction_source(check, col.name);
+        let (mirror, column) = col.holds;
         if redactor.rules().action(mirror, column).is_none() {
             continue;
         }

@@ -387,9 +387,9 @@ impl Converter {
         Ok(events)
     }
 
-    /// A snapshot read (`op` = `r`) of one row given as PostgreSQL text values (None = NULL).
-    /// `lsn` is the slot's consistent point, below every streamed change's position, so a streamed
-    /// change always out-ranks the snapshot image of the same row downstream.
+    /// A snapshot read (`op` = `r`) of one row given as PostgreSQL text values (None = NULL), at
+    /// the slot's consistent point `lsn`. Downstream a read ranks below every streamed change of
+    /// its row whatever its position (docs/versions.md, "Snapshots").
     pub(crate) fn snapshot_event(
         &self,
         schema: &str,
