@@ -59,6 +59,16 @@ impl Dialect {
     }
 }
 
+impl Dialect {
+    /// An expression turning Int64 microseconds since the epoch into this server's timestamp.
+    pub(crate) fn timestamp_of_micros(self, micros: &str) -> String {
+        match self {
+            Dialect::Modern => format!("fromUnixTimestamp64Micro({micros}, 'UTC')"),
+            Dialect::Legacy => format!("toDateTime(intDiv({micros}, 1000000), 'UTC')"),
+        }
+    }
+}
+
 /// How names and values are written into this server's SQL text.
 /// A string literal for SQL text.
 pub(crate) fn quote_literal(value: &str) -> String {

@@ -10,6 +10,7 @@ pub mod dialect;
 mod error;
 mod generic;
 pub mod generic_values;
+mod history;
 mod http;
 pub mod inspect;
 pub mod queries;
@@ -44,7 +45,7 @@ pub use raw::RawSql;
 use retry::RetryPolicy;
 use schema::FkIndex;
 use state_rows::StateRow;
-pub use writes::{BASE_MISSING, Failure, Failures};
+pub use writes::{BASE_MISSING, Failure, Failures, MirrorWrite};
 
 /// Lookups carry at most one page of keys (`pipeline::PAGE`) in `IN (...)`, up to ~200 KiB of
 /// text; the limit leaves room above the server's 256 KiB default.
@@ -73,6 +74,8 @@ pub struct Warehouse {
     schema_evolution: SchemaEvolution,
     /// How the methods that take a deadline retry a transient failure.
     retry: RetryPolicy,
+    /// `HISTORY_TABLES`: the sales mirrors whose every change is also kept in a history table.
+    history: std::collections::BTreeSet<SourceTable>,
 }
 
 /// `SCHEMA_EVOLUTION`: what a mirror does with a source column it has no column for.
@@ -113,6 +116,8 @@ pub struct WarehouseOptions {
     /// retry policy's attempt timeout. A statement the client gave up on (its attempt timed out,
     /// the invocation ended) would otherwise keep running on the server, holding its resources.
     pub statement_timeout: Option<Duration>,
+    /// The sales mirrors that keep every change in `<table>_history` (docs/history.md).
+    pub history: std::collections::BTreeSet<SourceTable>,
 }
 
 impl Warehouse {
@@ -152,6 +157,7 @@ impl Warehouse {
             generic_columns: std::sync::Mutex::default(),
             statements: AtomicU64::new(0),
             retry,
+            history: options.history.clone(),
         }
     }
 
@@ -168,6 +174,11 @@ impl Warehouse {
     /// land twice: harmless for the `ReplacingMergeTree` tables (same key, same version).
     pub fn set_insert_deduplication(&self, on: bool) {
         self.deduplicate_inserts.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether changes of `table` are also written to its history table.
+    pub fn keeps_history(&self, table: SourceTable) -> bool {
+        self.history.contains(&table)
     }
 
     pub fn database(&self) -> &str {
@@ -218,7 +229,11 @@ impl Warehouse {
         self.schema_ready
             .get_or_try_init(|| async {
                 let dialect = self.dialect().await?;
-                for statement in schema::schema_statements(dialect, &self.database, self.cluster.as_deref()) {
+                let cluster = self.cluster.as_deref();
+                let statements = schema::schema_statements(dialect, &self.database, cluster)
+                    .into_iter()
+                    .chain(schema::history_statements(dialect, &self.database, cluster, &self.history));
+                for statement in statements {
                     self.sql_execute(&statement).await?;
                 }
                 if dialect == Dialect::Modern {
@@ -325,12 +340,16 @@ impl Warehouse {
 
     /// The latest truncation position per source table (absent: never truncated).
     pub(crate) async fn truncations(&self) -> Result<HashMap<SourceTable, u64>, SinkError> {
+        self.truncations_from(&queries::truncations_query(&self.database)).await
+    }
+
+    async fn truncations_from(&self, sql: &str) -> Result<HashMap<SourceTable, u64>, SinkError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Truncation {
             table_name: String,
             version: u64,
         }
-        let rows: Vec<Truncation> = self.sql_fetch(&queries::truncations_query(&self.database)).await?;
+        let rows: Vec<Truncation> = self.sql_fetch(sql).await?;
         Ok(rows
             .into_iter()
             .filter_map(|t| SourceTable::from_name(&t.table_name).map(|table| (table, t.version)))
@@ -379,11 +398,26 @@ impl Warehouse {
     }
 
     async fn latest_once<T: StateRow>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError> {
+        self.rows_once(table, keys, None).await
+    }
+
+    /// The newest rows of `keys` (see [`Warehouse::latest`]), or with `at_us` the newest of
+    /// those committed by then, read from the table's history.
+    async fn rows_once<T: StateRow>(
+        &self,
+        table: SourceTable,
+        keys: &[i64],
+        at_us: Option<i64>,
+    ) -> Result<Vec<T>, SinkError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let dialect = self.dialect().await?;
-        let rows = self.sql_fetch::<T::Wire>(&queries::latest_rows_query(dialect, &self.database, table, keys)).await?;
+        let sql = match at_us {
+            None => queries::latest_rows_query(dialect, &self.database, table, keys),
+            Some(at) => queries::rows_as_of_query(dialect, &self.database, table, keys, at),
+        };
+        let rows = self.sql_fetch::<T::Wire>(&sql).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -396,24 +430,38 @@ impl Warehouse {
     }
 
     async fn snapshot_once(&self, item_ids: &[i64]) -> Result<Snapshot, SinkError> {
+        self.snapshot_at(item_ids, None).await
+    }
+
+    /// [`Warehouse::snapshot`], or with `at_us` what it would have read at that time, from the
+    /// four tables' histories (docs/history.md, "sales_fact as of a time").
+    pub(crate) async fn snapshot_at(&self, item_ids: &[i64], at_us: Option<i64>) -> Result<Snapshot, SinkError> {
         if item_ids.is_empty() {
             return Ok(Snapshot::default());
         }
+        let truncations = async {
+            match at_us {
+                None => self.truncations().await,
+                Some(at) => self.truncations_as_of(at).await,
+            }
+        };
         let (truncations, items) =
-            tokio::join!(self.truncations(), self.latest_once::<ItemState>(SourceTable::OrderItems, item_ids));
+            tokio::join!(truncations, self.rows_once::<ItemState>(SourceTable::OrderItems, item_ids, at_us));
         let mut snapshot = Snapshot { truncations: truncations?, ..Snapshot::default() };
         snapshot.items = items?.into_iter().map(|r| (r.id, r)).collect();
 
         let order_ids = distinct(snapshot.items.values().map(|i| i.order_id));
         let product_ids = distinct(snapshot.items.values().map(|i| i.product_id));
         let orders_then_customers = async {
-            let orders = self.latest_once::<OrderState>(SourceTable::Orders, &order_ids).await?;
+            let orders = self.rows_once::<OrderState>(SourceTable::Orders, &order_ids, at_us).await?;
             let customer_ids = distinct(orders.iter().map(|o| o.customer_id));
-            let customers = self.latest_once::<CustomerState>(SourceTable::Customers, &customer_ids).await?;
+            let customers = self.rows_once::<CustomerState>(SourceTable::Customers, &customer_ids, at_us).await?;
             Ok::<_, SinkError>((orders, customers))
         };
-        let (orders_and_customers, products) =
-            tokio::join!(orders_then_customers, self.latest_once::<ProductState>(SourceTable::Products, &product_ids));
+        let (orders_and_customers, products) = tokio::join!(
+            orders_then_customers,
+            self.rows_once::<ProductState>(SourceTable::Products, &product_ids, at_us)
+        );
         let (orders, customers) = orders_and_customers?;
         snapshot.orders = orders.into_iter().map(|r| (r.id, r)).collect();
         snapshot.customers = customers.into_iter().map(|r| (r.id, r)).collect();

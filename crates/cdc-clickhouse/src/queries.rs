@@ -11,7 +11,8 @@ use cdc_core::tables::{ColumnKind, SourceTable};
 
 use crate::dialect::{Dialect, id_list, quote_ident, quote_literal};
 use crate::schema::{
-    FACT_TABLE, FkIndex, ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER, TRUNCATIONS_TABLE, VERSION_SCALES_TABLE,
+    FACT_TABLE, FkIndex, ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER, TRUNCATION_HISTORY_TABLE,
+    TRUNCATIONS_TABLE, VERSION_SCALES_TABLE, history_table,
 };
 
 /// The server's version, which picks the [`Dialect`].
@@ -75,6 +76,17 @@ pub(crate) fn generic_latest_query(
 /// the derivations that needed them have run, and a later one through a merged tombstone only
 /// yields a lower-versioned deletion, which cannot displace the stored one.
 pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64]) -> String {
+    rows_query(dialect, database, table, ids, None)
+}
+
+/// [`latest_rows_query`] of the rows committed by a time (µs since the epoch): read from the
+/// table's history instead of its mirror (`FINAL`: of two stored rows of one key and version,
+/// the one written last, as in the SCD2 view), so the derivation sees the table as of then.
+pub fn rows_as_of_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64], at_us: i64) -> String {
+    rows_query(dialect, database, table, ids, Some(at_us))
+}
+
+fn rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64], at_us: Option<i64>) -> String {
     let spec = table.spec();
     let mut select = vec![spec.key.to_string()];
     let has_values = match table.parent_key() {
@@ -90,11 +102,14 @@ pub fn latest_rows_query(dialect: Dialect, database: &str, table: SourceTable, i
     }
     select.push("max(_version)".to_string());
     select.push("argMax(_is_deleted, _version)".to_string());
+    let (from, committed) = match at_us {
+        None => (spec.name.to_string(), String::new()),
+        Some(at) => (format!("{} FINAL", quote_ident(&history_table(table))), format!(" AND _commit_us <= {at}")),
+    };
     format!(
-        "SELECT {} FROM {}.{} WHERE {} IN ({}) GROUP BY {}",
+        "SELECT {} FROM {}.{from} WHERE {} IN ({}){committed} GROUP BY {}",
         select.join(", "),
         quote_ident(database),
-        spec.name,
         spec.key,
         id_list(ids),
         spec.key
@@ -248,6 +263,63 @@ pub(crate) fn pending_mutations_query(database: &str, table: &str) -> String {
 /// The latest truncation position of each table.
 pub fn truncations_query(database: &str) -> String {
     format!("SELECT table_name, max(_version) FROM {}.{TRUNCATIONS_TABLE} GROUP BY table_name", quote_ident(database))
+}
+
+/// The latest truncation position of each table that keeps history, among those committed by
+/// a time (µs since the epoch).
+pub(crate) fn truncations_as_of_query(database: &str, at_us: i64) -> String {
+    format!(
+        "SELECT table_name, max(_version) FROM {}.{TRUNCATION_HISTORY_TABLE} WHERE _commit_us <= {at_us} \
+         GROUP BY table_name",
+        quote_ident(database)
+    )
+}
+
+/// The next `limit` keys above `after` that a history has rows for by a time, in order: the
+/// pages in which `sales_fact` and a table are read as of that time.
+pub(crate) fn history_keys_query(
+    database: &str,
+    table: SourceTable,
+    at_us: i64,
+    after: Option<i64>,
+    limit: usize,
+) -> String {
+    let key = table.spec().key;
+    format!(
+        "SELECT DISTINCT {key} FROM {}.{} WHERE _commit_us <= {at_us} AND {} ORDER BY {key} LIMIT {limit}",
+        quote_ident(database),
+        quote_ident(&history_table(table)),
+        above(key, after),
+    )
+}
+
+/// A table as it was at a time (µs since the epoch), for keys `keys`: each key's newest row
+/// committed by then, if live and above the table's latest truncation by then (docs/history.md).
+/// The columns of the mirror, then `_version` and the `_commit_us` of
+/// that row.
+pub(crate) fn table_as_of_query(database: &str, table: SourceTable, at_us: i64, keys: &[i64]) -> String {
+    let spec = table.spec();
+    let db = quote_ident(database);
+    let columns: Vec<&str> = spec.columns.iter().map(|c| c.name).chain(["_version", "_commit_us"]).collect();
+    format!(
+        "SELECT {columns} FROM (SELECT {columns}, _is_deleted FROM {db}.{history} FINAL WHERE {key} IN ({keys}) \
+         AND _commit_us <= {at_us} ORDER BY {key}, _version DESC LIMIT 1 BY {key}) WHERE _is_deleted = 0 \
+         AND _version > (SELECT max(_version) FROM {db}.{TRUNCATION_HISTORY_TABLE} WHERE table_name = {name} \
+         AND _commit_us <= {at_us}) ORDER BY {key}",
+        columns = columns.join(", "),
+        history = quote_ident(&history_table(table)),
+        key = spec.key,
+        keys = id_list(keys),
+        name = quote_literal(table.name()),
+    )
+}
+
+/// Every stored change of one key of a table that keeps history, in source order, with its
+/// validity: the rows of the table's SCD2 view for that key (deletions end a version), read
+/// with the key filter inside (a filter on the view would be applied after it grouped every
+/// key on 18.16).
+pub(crate) fn key_history_query(dialect: Dialect, database: &str, table: SourceTable, key: i64) -> String {
+    format!("{} ORDER BY _version, valid_from_us", crate::schema::scd2_select(dialect, database, table, Some(key)))
 }
 
 /// Each mirror's pinned version scale: the scale of its earliest row.

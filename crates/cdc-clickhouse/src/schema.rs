@@ -16,6 +16,11 @@ pub const TRUNCATIONS_TABLE: &str = "_truncations";
 /// The version scale each mirror is fed on, pinned by its first change (docs/versions.md).
 pub(crate) const VERSION_SCALES_TABLE: &str = "_version_scales";
 pub const FACT_TABLE: &str = "sales_fact";
+/// Every truncation of a table that keeps history, with its commit time (`_truncations` keeps
+/// only the newest per table).
+pub const TRUNCATION_HISTORY_TABLE: &str = "_truncation_history";
+/// `valid_to_us` of a version that is still current in a `<table>_scd2` view.
+pub const VALID_FOREVER_US: i64 = i64::MAX;
 
 /// A foreign-key index: which children (order items, orders) ever referenced a parent key.
 ///
@@ -60,6 +65,23 @@ pub fn fact_column_names() -> Vec<&'static str> {
 /// Columns of a mirror table in insert order: the source columns, then version and flag.
 pub fn mirror_columns(spec: &TableSpec) -> Vec<&'static str> {
     spec.columns.iter().map(|c| c.name).chain(["_version", "_is_deleted"]).collect()
+}
+
+/// The history table of a sales mirror: every change, one row per (key, version).
+pub fn history_table(table: SourceTable) -> String {
+    format!("{}_history", table.name())
+}
+
+/// The SCD Type 2 view over a history table.
+pub fn scd2_view(table: SourceTable) -> String {
+    format!("{}_scd2", table.name())
+}
+
+/// Columns of a history table in insert order: the mirror's, then the operation and the
+/// source's commit time (µs since the epoch: exact on every server, where 18.16's `DateTime`
+/// holds seconds).
+pub fn history_columns(spec: &TableSpec) -> Vec<&'static str> {
+    mirror_columns(spec).into_iter().chain(["_op", "_commit_us"]).collect()
 }
 
 fn column_type(dialect: Dialect, table: SourceTable, name: &str, kind: ColumnKind) -> &'static str {
@@ -199,6 +221,110 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
         statements.push(current_view(database, table.name(), cluster, false));
     }
     statements
+}
+
+/// The history tables and SCD2 views of the mirrors that keep history (`HISTORY_TABLES`), and
+/// the table of every truncation; each idempotent. The argument: docs/history.md.
+///
+/// A history table is ordered by (key, version) with no version column: a change delivered
+/// twice is one row once merged, and every read collapses duplicates itself (`FINAL`), so the
+/// arrival order never matters. Validity is computed when read, from the versions' order.
+pub fn history_statements(
+    dialect: Dialect,
+    database: &str,
+    cluster: Option<&str>,
+    tables: &std::collections::BTreeSet<SourceTable>,
+) -> Vec<String> {
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    let db = quote_ident(database);
+    let on = on_cluster(cluster);
+    let mut statements = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{TRUNCATION_HISTORY_TABLE}{on} (table_name String, _version UInt64, \
+         _commit_us Int64) ENGINE = {engine} ORDER BY (table_name, _version)",
+        engine = engine(cluster, ""),
+    )];
+    for &table in tables {
+        let spec = table.spec();
+        let columns = mirror_column_defs(dialect, table)
+            .into_iter()
+            .chain([format!("_op {}", dialect.low_cardinality_string()), "_commit_us Int64".to_string()]);
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY ({key}, _version) \
+             {settings}",
+            name = quote_ident(&history_table(table)),
+            columns = columns.collect::<Vec<_>>().join(", "),
+            engine = engine(cluster, ""),
+            key = spec.key,
+            settings = dialect.lookup_table_settings(),
+        ));
+        statements.push(scd2_view_statement(dialect, database, cluster, table));
+    }
+    statements
+}
+
+/// `<table>_scd2`: one row per live version of each key, with `valid_from`/`valid_to` (the
+/// source's commit times: of this version, and of the next version of the key or the first
+/// truncation above it, whichever comes first; `valid_to_us` = [`VALID_FOREVER_US`] and
+/// `valid_to` NULL while current) and `is_current`. Deletions end a version and are not rows.
+///
+/// Written for every server: 18.16 has no window functions, so each key's versions are sorted
+/// in an array (`arraySort(groupArray(tuple))`) and zipped with their successors' times; a
+/// decimal travels through the tuple as text (18.16 crashes on a `Decimal` in `groupArray` of a
+/// tuple).
+fn scd2_view_statement(dialect: Dialect, database: &str, cluster: Option<&str>, table: SourceTable) -> String {
+    format!(
+        "CREATE VIEW IF NOT EXISTS {}.{}{} AS {}",
+        quote_ident(database),
+        quote_ident(&scd2_view(table)),
+        on_cluster(cluster),
+        scd2_select(dialect, database, table, None)
+    )
+}
+
+/// The SELECT of a `<table>_scd2` view ([`scd2_view_statement`]), of one key or of all.
+pub(crate) fn scd2_select(dialect: Dialect, database: &str, table: SourceTable, key: Option<i64>) -> String {
+    let spec = table.spec();
+    let db = quote_ident(database);
+    // Tuple: (_version, _commit_us, _is_deleted, _op, the non-key columns...).
+    let mut packed = vec!["_version".to_string(), "_commit_us".into(), "_is_deleted".into(), "_op".into()];
+    let mut unpacked = vec![spec.key.to_string()];
+    for (i, column) in spec.columns.iter().enumerate().skip(1) {
+        let element = format!("tupleElement(r, {})", i + 4);
+        match column.kind {
+            ColumnKind::Decimal { .. } => {
+                packed.push(format!("toString({})", column.name));
+                unpacked.push(format!("toDecimal128({element}, 6) AS {}", column.name));
+            }
+            _ => {
+                packed.push(column.name.to_string());
+                unpacked.push(format!("{element} AS {}", column.name));
+            }
+        }
+    }
+    let forever = format!("toInt64({VALID_FOREVER_US})");
+    let of_key = key.map_or(String::new(), |k| format!(" WHERE {} = {k}", spec.key));
+    format!(
+        "WITH (SELECT groupArray((_version, _commit_us)) FROM {db}.{TRUNCATION_HISTORY_TABLE} \
+         WHERE table_name = {literal}) AS truncations \
+         SELECT {unpacked}, tupleElement(r, 1) AS _version, tupleElement(r, 4) AS _op, \
+         tupleElement(r, 2) AS valid_from_us, \
+         least(next_us, arrayReduce('min', arrayConcat([{forever}], arrayMap(t -> tupleElement(t, 2), \
+         arrayFilter(t -> tupleElement(t, 1) > tupleElement(r, 1), truncations))))) AS valid_to_us, \
+         toUInt8(valid_to_us = {forever}) AS is_current, {from} AS valid_from, \
+         if(is_current = 1, NULL, {to}) AS valid_to \
+         FROM (SELECT {key}, arraySort(groupArray(({packed}))) AS s FROM {db}.{history} FINAL{of_key} GROUP BY {key}) \
+         ARRAY JOIN s AS r, arrayPushBack(arrayPopFront(arrayMap(x -> tupleElement(x, 2), s)), {forever}) AS next_us \
+         WHERE tupleElement(r, 3) = 0",
+        literal = quote_literal(table.name()),
+        unpacked = unpacked.join(", "),
+        from = dialect.timestamp_of_micros("valid_from_us"),
+        to = dialect.timestamp_of_micros("valid_to_us"),
+        key = spec.key,
+        packed = packed.join(", "),
+        history = quote_ident(&history_table(table)),
+    )
 }
 
 /// ` ON CLUSTER name` when the schema is deployed on a cluster.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cdc_core::change::Version;
 use cdc_core::error::{Classify, ErrorClass};
 use cdc_core::generic::{Column, GenericRow, ValueFault};
-use cdc_core::mirror::{MirrorChange, MirrorRow};
+use cdc_core::mirror::{MirrorChange, MirrorRow, Origin};
 use cdc_core::tables::{GenericTable, SourceTable};
 
 use crate::generic_values::{encode_column, encode_row};
@@ -38,16 +38,26 @@ pub const BASE_MISSING: &str = "toast.base_missing";
 /// Encoded rows of one table, each with the message it belongs to.
 type Groups = Vec<(usize, Vec<u8>)>;
 
+/// One message's change to the sales mirrors, with where it came from in the source (what its
+/// history rows record).
+#[derive(Debug, Clone, Copy)]
+pub struct MirrorWrite<'a> {
+    pub message: usize,
+    pub change: &'a MirrorChange,
+    pub origin: Origin,
+}
+
 impl Warehouse {
     /// Writes the changes of the sales mirrors: the mirror rows (one INSERT per table, with the
     /// table's `extras` columns), the foreign-key index entries of every live item and order row,
-    /// and truncation marks, all concurrently. The fact derivation needs only that every write
+    /// truncation marks, and the history rows of the tables that keep history (in the same
+    /// round: one more INSERT per such table, docs/history.md), all concurrently. The fact derivation needs only that every write
     /// of this invocation has completed before its first lookup (docs/sales-fact.md §4), so the
     /// writes need no order among themselves. A message fails if any of its writes fails (it is
     /// retried, and its retry writes all of them again).
     pub async fn write_mirrors(
         &self,
-        changes: &[(usize, &MirrorChange)],
+        changes: &[MirrorWrite<'_>],
         extras: &BTreeMap<SourceTable, Vec<Column>>,
         deadline: Instant,
     ) -> Result<Failures, SinkError> {
@@ -55,7 +65,11 @@ impl Warehouse {
         let mut failed = Failures::new();
         let mut index_groups: BTreeMap<FkIndex, Groups> = BTreeMap::new();
         let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
-        for &(message, change) in changes {
+        let mut history_groups: BTreeMap<String, (Vec<&'static str>, Groups)> = BTreeMap::new();
+        for &MirrorWrite { message, change, origin } in changes {
+            if let Some((table, columns, bytes)) = self.history_row(dialect, change, origin) {
+                history_groups.entry(table).or_insert_with(|| (columns, Vec::new())).1.push((message, bytes));
+            }
             let mut bytes = Vec::new();
             let table = match change {
                 MirrorChange::Rows(rows) => {
@@ -99,14 +113,57 @@ impl Warehouse {
         });
         let index_inserts =
             index_groups.into_iter().map(|(index, groups)| (index.table, index.columns().to_vec(), groups));
-        let inserts = mirror_inserts.chain(index_inserts).map(|(table, columns, groups)| async move {
-            self.insert_isolating(table, &columns, groups, deadline).await
-        });
+        let history_inserts = history_groups.into_iter().map(|(table, (columns, groups))| (table, columns, groups));
+        let inserts =
+            mirror_inserts
+                .chain(index_inserts)
+                .map(|(table, columns, groups)| (table.to_string(), columns, groups))
+                .chain(history_inserts)
+                .map(|(table, columns, groups)| async move {
+                    self.insert_isolating(&table, &columns, groups, deadline).await
+                });
         let results = futures::future::join_all(inserts).await;
         for result in results {
             failed.extend(result?);
         }
         Ok(failed)
+    }
+
+    /// The history rows of one change, if its table keeps history: the table, its columns and
+    /// the encoded rows (a truncation is a row of [`schema::TRUNCATION_HISTORY_TABLE`]). A
+    /// change without a commit time (a DMS full-load row) is valid from the epoch: the row
+    /// existed before the capture began (docs/history.md).
+    fn history_row(
+        &self,
+        dialect: crate::dialect::Dialect,
+        change: &MirrorChange,
+        origin: Origin,
+    ) -> Option<(String, Vec<&'static str>, Vec<u8>)> {
+        let commit_us = origin.commit_time_us.unwrap_or(0);
+        let mut bytes = Vec::new();
+        match change {
+            MirrorChange::Rows(rows) => {
+                let table = rows.first()?.table;
+                if !self.keeps_history(table) {
+                    return None;
+                }
+                for row in rows {
+                    rowbinary::encode_mirror_row(&mut bytes, dialect, row);
+                    rowbinary::put_string(&mut bytes, origin.op_of(row).as_str());
+                    rowbinary::put_i64(&mut bytes, commit_us);
+                }
+                Some((schema::history_table(table), schema::history_columns(table.spec()), bytes))
+            }
+            MirrorChange::Truncate { table, version } => {
+                if !self.keeps_history(*table) {
+                    return None;
+                }
+                truncation_row(&mut bytes, table.name(), *version);
+                rowbinary::put_i64(&mut bytes, commit_us);
+                let columns = vec!["table_name", "_version", "_commit_us"];
+                Some((schema::TRUNCATION_HISTORY_TABLE.to_string(), columns, bytes))
+            }
+        }
     }
 
     /// Writes the rows of one generic mirror, `columns` as [`Warehouse::generic_table`] returned

@@ -72,6 +72,28 @@ impl MirrorRow {
     }
 }
 
+/// Where a change came from in the source: its operation and commit time. A mirror keeps only
+/// the newest row; a history (docs/history.md) keeps every change with these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub op: Op,
+    /// The source's commit time in µs since the epoch; `None` when the event carries none (a
+    /// DMS full-load row).
+    pub commit_time_us: Option<i64>,
+}
+
+impl Origin {
+    pub fn of(event: &ChangeEvent) -> Self {
+        Origin { op: event.op, commit_time_us: event.commit_time_us }
+    }
+
+    /// The operation a history row records for `row`: a deletion for every tombstone (also the
+    /// old key's of a key-changing update), else the change's own.
+    pub fn op_of(&self, row: &MirrorRow) -> Op {
+        if row.is_deleted { Op::Delete } else { self.op }
+    }
+}
+
 /// What one change event does to the mirrors.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MirrorChange {

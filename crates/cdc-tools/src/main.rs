@@ -14,7 +14,7 @@ use cdc_lambda::config::Config;
 use cdc_lambda::handler::Invocation;
 use cdc_lambda::pipeline::Pipeline;
 use cdc_lambda::{lambda, telemetry};
-use cdc_tools::{capture, freshness, generator, poll, redrive, repair, verify};
+use cdc_tools::{capture, freshness, generator, history, poll, redrive, repair, verify};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,10 @@ enum Command {
     Repair(repair::Args),
     /// Measure commit-to-queryable latency under load.
     Freshness(freshness::Args),
+    /// Print one key's versions with their validity (a table in HISTORY_TABLES).
+    History(history::HistoryArgs),
+    /// Print a table, or sales_fact, as it was at a time (from the HISTORY_TABLES histories).
+    AsOf(history::AsOfArgs),
 }
 
 #[tokio::main]
@@ -79,6 +83,8 @@ async fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args).await,
         Command::Repair(args) => repair::run(args).await,
         Command::Freshness(args) => freshness::run(args).await,
+        Command::History(args) => history::history(args).await,
+        Command::AsOf(args) => history::as_of(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! no message can be processed under a configuration that cannot work, so in Lambda messages wait
 //! for the fix instead of being dead-lettered (docs/error-policy.md, "Configuration").
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use cdc_core::decode::DecodeOptions;
 use cdc_core::error::Classify;
 use cdc_core::redact::{RedactionKey, Redactor, Rules};
 use cdc_core::rederive::TaskKey;
-use cdc_core::tables::{MirrorTarget, TableMapping};
+use cdc_core::tables::{MirrorTarget, SourceTable, TableMapping};
 
 use crate::handler::{HandlerConfig, PipelineFactory};
 use crate::pipeline::{Pipeline, SystemicError};
@@ -113,6 +114,15 @@ impl<L: Fn(&str) -> Option<String>> Vars<L> {
     }
 }
 
+/// `HISTORY_TABLES`: sales mirrors by name, or `all` for the four; `None` for anything else
+/// (a generic mirror keeps no history yet: docs/history.md).
+fn history_tables(text: &str) -> Option<BTreeSet<SourceTable>> {
+    if text.trim().eq_ignore_ascii_case("all") {
+        return Some(SourceTable::ALL.into_iter().collect());
+    }
+    text.split(',').map(str::trim).filter(|name| !name.is_empty()).map(SourceTable::from_name).collect()
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -141,10 +151,19 @@ impl Config {
                 value: Some(echo(&v)),
             })?),
         };
+        let history = match vars.text("HISTORY_TABLES") {
+            None => BTreeSet::new(),
+            Some(v) => history_tables(&v).ok_or(ConfigError::BadValue {
+                name: "HISTORY_TABLES",
+                expected: "a comma-separated list of customers, products, orders, order_items (or all)",
+                value: Some(echo(&v)),
+            })?,
+        };
         let warehouse = WarehouseOptions {
             insert_quorum,
             cluster: vars.text("CLICKHOUSE_CLUSTER"),
             schema_evolution,
+            history,
             ..WarehouseOptions::default()
         };
 
@@ -492,6 +511,7 @@ mod tests {
                 cluster: Some("main".into()),
                 schema_evolution: SchemaEvolution::Off,
                 statement_timeout: None,
+                history: BTreeSet::new(),
             }
         );
         assert!(c.decode.reject_unknown_tables && c.decode.platform_feeds_sales);
@@ -521,6 +541,19 @@ mod tests {
         let c = config(&[("CLICKHOUSE_SECRET_ARN", "arn:ch")]).unwrap();
         let ClickHouseSource::Secret { base, ttl, .. } = c.clickhouse else { panic!("a secret is configured") };
         assert_eq!((base.url.as_str(), ttl), ("", secrets::DEFAULT_TTL));
+    }
+
+    #[test]
+    fn history_tables_are_sales_mirrors_or_all_and_anything_else_is_refused() {
+        assert!(config(&[URL]).unwrap().warehouse.history.is_empty(), "no history unless configured");
+        let c = config(&[URL, ("HISTORY_TABLES", " customers, order_items ")]).unwrap();
+        assert_eq!(c.warehouse.history, BTreeSet::from([SourceTable::Customers, SourceTable::OrderItems]));
+        let c = config(&[URL, ("HISTORY_TABLES", "ALL")]).unwrap();
+        assert_eq!(c.warehouse.history.len(), 4);
+        for bad in ["customer", "customers,notes", "public.customers"] {
+            let e = config(&[URL, ("HISTORY_TABLES", bad)]).unwrap_err();
+            assert_eq!((e.code(), e.variable()), ("config.bad_value", "HISTORY_TABLES"), "{bad}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::sqs::message::{Message, MessageOutcome, MessageReport};
 use cdc_clickhouse::schema::{self, FkIndex};
-use cdc_clickhouse::{Failures, SinkError, Warehouse};
+use cdc_clickhouse::{Failures, MirrorWrite, SinkError, Warehouse};
 use cdc_core::change::{Decoded, InputFormat, Value, Version, VersionScale};
 use cdc_core::completion;
 use cdc_core::decode::{DecodeOptions, Decoder};
@@ -34,7 +34,7 @@ use cdc_core::error::{Classify, ErrorClass};
 use cdc_core::fact::FactRow;
 use cdc_core::generic::ColumnType;
 use cdc_core::identifier;
-use cdc_core::mirror::{self, MirrorChange, MirrorRow};
+use cdc_core::mirror::{self, MirrorChange, MirrorRow, Origin};
 use cdc_core::redact::Redactor;
 use cdc_core::rederive::{Scope, Task, TaskKey};
 use cdc_core::tables::{MirrorTarget, SourceTable};
@@ -119,10 +119,11 @@ struct ScaledChange {
     scale: VersionScale,
 }
 
-/// A mirror write of one message.
+/// A mirror write of one message, with where it came from (what a history row records).
 struct PendingChange {
     message: usize,
     change: MirrorChange,
+    origin: Origin,
 }
 
 impl PendingChange {
@@ -431,7 +432,7 @@ impl Pipeline {
             scaled.push(ScaledChange { message: index, mirror: event.mirror.name().to_owned(), scale: event.scale });
             match &event.mirror {
                 MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
-                    Ok(change) => pending.push(PendingChange { message: index, change }),
+                    Ok(change) => pending.push(PendingChange { message: index, change, origin: Origin::of(&event) }),
                     Err(e) => report.outcome = failed(&e, Some(table.name())),
                 },
                 MirrorTarget::Generic(table) => match cdc_core::generic::generic_change(table, &event) {
@@ -540,8 +541,11 @@ impl Pipeline {
     ) -> Result<Vec<&'p PendingChange>, SystemicError> {
         // Columns beyond the declared ones, per table (added on their first value).
         let (extras, mut failed) = self.extra_columns(pending, deadline).await?;
-        let changes: Vec<(usize, &MirrorChange)> =
-            pending.iter().filter(|p| !failed.contains_key(&p.message)).map(|p| (p.message, &p.change)).collect();
+        let changes: Vec<MirrorWrite<'_>> = pending
+            .iter()
+            .filter(|p| !failed.contains_key(&p.message))
+            .map(|p| MirrorWrite { message: p.message, change: &p.change, origin: p.origin })
+            .collect();
         failed.extend(self.warehouse.write_mirrors(&changes, &extras, deadline).await?);
 
         let mut written = Vec::with_capacity(pending.len());

@@ -74,7 +74,7 @@ pub(crate) fn generate_history(seed: u64, moves: bool) -> SourceDb {
         db.upsert_order(order);
         db.upsert_item(Item { id: first_item, order_id, product_id: 3, quantity: 1, price_cents: 250 });
         db.upsert_item(Item { id: second_item, order_id, product_id: 5, quantity: 2, price_cents: 125 });
-        db.events.clear();
+        db.forget_events();
         let before_open_transaction = db.clone();
         let mut c = db.customers[&2].clone();
         c.name = "Renamed in an open transaction".into();
@@ -264,16 +264,9 @@ pub(crate) fn schedule(seed: u64, events: &[String]) -> [Vec<Vec<Message>>; 2] {
     workers
 }
 
-async fn run_schedule(seed: u64) -> Result<(), String> {
-    let database = fresh_database("conv");
-    let make = || Arc::new(Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database))));
-    let (a, b) = (make(), make());
-    a.migrate(deadline()).await.map_err(|e| format!("migrate: {e}"))?;
-    // Foreign keys that move need the UInt256 version: servers before 23.2 keep the weaker
-    // guarantee the README states (pinned by `legacy_servers_keep_the_weaker_version`).
-    let moves = a.warehouse().dialect().await.map_err(|e| format!("dialect: {e}"))? == Dialect::Modern;
-    let history = generate_history(seed % HISTORIES, moves);
-    let workers = schedule(seed, &history.events);
+/// Delivers a [`schedule`]'s two workers' batches concurrently, one pipeline each; any failed
+/// message is an error.
+pub(crate) async fn deliver(pipelines: [Arc<Pipeline>; 2], workers: [Vec<Vec<Message>>; 2]) -> Result<(), String> {
     let run = |pipeline: Arc<Pipeline>, batches: Vec<Vec<Message>>| async move {
         for batch in batches {
             let reports = pipeline.process(&batch, deadline()).await.map_err(|e| format!("systemic: {e}"))?;
@@ -285,10 +278,22 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
         }
         Ok::<(), String>(())
     };
+    let [a, b] = pipelines;
     let [w0, w1] = workers;
-    let (r0, r1) = tokio::join!(run(a.clone(), w0), run(b, w1));
-    r0?;
-    r1?;
+    let (r0, r1) = tokio::join!(run(a, w0), run(b, w1));
+    r0.and(r1)
+}
+
+async fn run_schedule(seed: u64) -> Result<(), String> {
+    let database = fresh_database("conv");
+    let make = || Arc::new(Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database))));
+    let (a, b) = (make(), make());
+    a.migrate(deadline()).await.map_err(|e| format!("migrate: {e}"))?;
+    // Foreign keys that move need the UInt256 version: servers before 23.2 keep the weaker
+    // guarantee the README states (pinned by `legacy_servers_keep_the_weaker_version`).
+    let moves = a.warehouse().dialect().await.map_err(|e| format!("dialect: {e}"))? == Dialect::Modern;
+    let history = generate_history(seed % HISTORIES, moves);
+    deliver([a.clone(), b], schedule(seed, &history.events)).await?;
     let expected = history.expected_facts();
     let actual = current_facts(a.warehouse()).await;
     let (missing, extra, wrong) = diff(&expected, &actual);

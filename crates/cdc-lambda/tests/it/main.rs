@@ -6,6 +6,7 @@ mod clickhouse;
 mod convergence;
 mod events;
 mod generic;
+mod history;
 mod hostile;
 mod lambda_runtime;
 mod privacy;

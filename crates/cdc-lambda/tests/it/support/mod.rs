@@ -160,9 +160,20 @@ impl Item {
     }
 }
 
+/// The commit time (`source.ts_ms`) of the modelled change at `lsn`, in ms: one ms per position,
+/// so commit times follow positions and no two changes share one.
+fn commit_ms(lsn: u64) -> u64 {
+    1_704_067_200_000u64 + lsn
+}
+
+/// [`commit_ms`] in µs, as the decoder reads it.
+pub(crate) fn commit_us(lsn: u64) -> i64 {
+    commit_ms(lsn) as i64 * 1000
+}
+
 /// A Debezium PostgreSQL event without the schema envelope (`schemas.enable=false`).
 pub(crate) fn debezium_body(table: &str, op: &str, before: Option<Json>, after: Option<Json>, lsn: u64) -> String {
-    let ts_ms = 1_704_067_200_000u64 + lsn;
+    let ts_ms = commit_ms(lsn);
     json!({
         "before": before,
         "after": after,
@@ -186,6 +197,23 @@ pub(crate) struct SourceDb {
     pub lsn: u64,
     /// While set, new rows are emitted as snapshot reads (`op` = `r`).
     pub snapshot: bool,
+    /// Every change emitted, in source order (the history tests' oracle).
+    pub log: Vec<Logged>,
+    /// The four tables after each change, with that change's commit time in µs.
+    pub timeline: Vec<(i64, SourceDb)>,
+}
+
+/// One change as the source committed it.
+#[derive(Debug, Clone)]
+pub(crate) struct Logged {
+    pub table: String,
+    /// `None` for a truncation.
+    pub key: Option<i64>,
+    /// The version the processor gives it: the position, 1 for a snapshot read.
+    pub version: u64,
+    pub commit_us: i64,
+    pub deleted: bool,
+    pub after: Option<Json>,
 }
 
 impl SourceDb {
@@ -211,7 +239,48 @@ impl SourceDb {
 
     fn emit(&mut self, table: &str, op: &str, before: Option<Json>, after: Option<Json>) {
         let lsn = self.next_lsn();
+        let key = after.as_ref().or(before.as_ref()).and_then(|row| row["id"].as_i64());
+        let version = if op == "r" { 1 } else { lsn };
+        let logged = Logged {
+            table: table.into(),
+            key,
+            version,
+            commit_us: commit_us(lsn),
+            deleted: op == "d",
+            after: after.clone(),
+        };
+        self.log.push(logged);
         self.events.push(debezium_body(table, op, before, after, lsn));
+    }
+
+    /// The four tables as they are now (no events, log or timeline).
+    pub(crate) fn tables(&self) -> SourceDb {
+        SourceDb {
+            customers: self.customers.clone(),
+            products: self.products.clone(),
+            orders: self.orders.clone(),
+            items: self.items.clone(),
+            ..SourceDb::default()
+        }
+    }
+
+    /// Records the tables after the change just emitted.
+    fn record(&mut self) {
+        let at = commit_us(33_000_000 + self.lsn);
+        let tables = self.tables();
+        self.timeline.push((at, tables));
+    }
+
+    /// The tables as of `at_us`: after every change committed by then.
+    pub(crate) fn as_of(&self, at_us: i64) -> SourceDb {
+        self.timeline.iter().rev().find(|(t, _)| *t <= at_us).map(|(_, db)| db.clone()).unwrap_or_default()
+    }
+
+    /// Forgets the changes so far (rows that existed before the capture began).
+    pub(crate) fn forget_events(&mut self) {
+        self.events.clear();
+        self.log.clear();
+        self.timeline.clear();
     }
 
     /// A create (an update if the row exists; a read while `snapshot`) of `row` in `table`.
@@ -221,6 +290,7 @@ impl SourceDb {
         let before = (op == "u").then(|| json!({"id": id}));
         self.emit(table, op, before, Some(after));
         rows(self).insert(id, row);
+        self.record();
     }
 
     pub(crate) fn upsert_customer(&mut self, c: Customer) {
@@ -245,6 +315,7 @@ impl SourceDb {
         };
         if existed {
             self.emit(table, "d", Some(json!({"id": id})), None);
+            self.record();
             // The tombstone that follows a delete: an empty body.
             self.events.push(String::new());
         }
@@ -258,10 +329,21 @@ impl SourceDb {
         let rows = rows.chain(state.orders.values().map(|r| ("orders", r.json())));
         let rows = rows.chain(state.items.values().map(|r| ("order_items", r.json())));
         for (table, after) in rows {
+            let key = after["id"].as_i64();
+            let logged = Logged {
+                table: table.into(),
+                key,
+                version: 1,
+                commit_us: commit_us(lsn),
+                deleted: false,
+                after: Some(after.clone()),
+            };
+            self.log.push(logged);
             let body = debezium_body(table, "r", None, Some(after), lsn)
                 .replace(r#""snapshot":"false""#, r#""snapshot":"true""#);
             self.events.push(body);
         }
+        self.record();
     }
     pub(crate) fn truncate(&mut self, table: &str) {
         match table {
@@ -272,6 +354,7 @@ impl SourceDb {
             _ => {}
         }
         self.emit(table, "t", None, None);
+        self.record();
     }
 
     /// The oracle: the inner join over the current rows, as comparable facts.
