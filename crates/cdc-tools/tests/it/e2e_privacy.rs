@@ -1,8 +1,10 @@
-//! Redaction end to end, through the function's own configuration: a source with marker values
-//! in redacted columns → capture (snapshot and stream) → the local SQS → `poll` with
-//! `REDACT_COLUMNS` and the hash key in Secrets Manager (moto) → ClickHouse. The markers must
-//! appear in no table or view of the database and in no log line of `poll`; `verify`, hashing
-//! the source with the same rules and key, must find 0 differences; the DLQ stays empty.
+//! Redaction and history end to end, through the function's own configuration: a source with
+//! marker values in redacted columns → capture (snapshot and stream) → the local SQS → `poll`
+//! with `REDACT_COLUMNS`, the hash key in Secrets Manager (moto) and `HISTORY_TABLES=all` →
+//! ClickHouse. The markers must appear in no table or view of the database (histories and SCD2
+//! views included) and in no log line of `poll`; `verify`, hashing the source with the same
+//! rules and key, must find 0 differences; the DLQ stays empty; `history` prints a customer's
+//! two versions and `as-of` the fact as it is now and as it was before the update.
 
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ async fn redacted_columns_stay_out_of_clickhouse_and_logs_and_verify_is_clean() 
     env.push(("AWS_ENDPOINT_URL", moto.endpoint()));
     env.push(("REDACT_COLUMNS", "customers.email:hash, customers.city:null".to_string()));
     env.push(("REDACTION_KEY_SECRET_ARN", key_arn));
+    env.push(("HISTORY_TABLES", "all".to_string()));
 
     pg("postgres").await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
     let source = pg(&name).await;
@@ -69,6 +72,17 @@ async fn redacted_columns_stay_out_of_clickhouse_and_logs_and_verify_is_clean() 
         .expect("streamed changes");
 
     let verified = verify(90, &env);
+    let run = |args: &[&str]| {
+        let out = processor(args, &env).stdout(std::process::Stdio::piped()).output().expect("cdc-tools");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let versions = run(&["history", "--table", "customers", "--key", "1"]);
+    let now = chrono::Utc::now().to_rfc3339();
+    let facts_now = run(&["as-of", "--table", "sales_fact", "--at", &now]);
+    // Just after the snapshot's row of customer 1: before the update.
+    let snapshot_us = column(&versions, "valid_from_us").first().map_or(0, |t| t.parse::<i64>().unwrap_or(0));
+    let facts_then = run(&["as-of", "--table", "sales_fact", "--at", &snapshot_us.to_string()]);
     let report = String::from_utf8_lossy(&verified.stdout).to_string() + &String::from_utf8_lossy(&verified.stderr);
     let dead = queues.dead_letters().await;
     drop(running);
@@ -104,4 +118,18 @@ async fn redacted_columns_stay_out_of_clickhouse_and_logs_and_verify_is_clean() 
     assert!(!logs.contains(MARKER), "a redacted value reached the poll log");
     assert_eq!(dead, 0, "the dead-letter queue is not empty:\n{tails}");
     assert_eq!(distinct, "2\t2\n", "two customers, two hashed addresses after the update");
+    assert_eq!(column(&versions, "name"), ["Ada", "Ada L."], "{versions}");
+    assert_eq!(column(&versions, "is_current"), ["0", "1"], "{versions}");
+    assert_eq!(column(&versions, "_op"), ["read", "update"], "{versions}");
+    assert!(!versions.contains(MARKER) && !facts_now.contains(MARKER));
+    assert_eq!(column(&facts_now, "customer_name"), ["Ada L."], "{facts_now}");
+    assert_eq!(column(&facts_then, "customer_name"), ["Ada"], "{facts_then}");
+}
+
+/// One column of TabSeparated text with a header line.
+fn column(text: &str, name: &str) -> Vec<String> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
+    let Some(index) = header.iter().position(|h| *h == name) else { return Vec::new() };
+    lines.map(|line| line.split('\t').nth(index).unwrap_or_default().to_string()).collect()
 }
