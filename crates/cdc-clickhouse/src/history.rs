@@ -50,7 +50,7 @@ impl Warehouse {
         keys: &[i64],
         deadline: Instant,
     ) -> Result<String, SinkError> {
-        let sql = queries::table_as_of_query(&self.database, table, at_us, keys);
+        let sql = queries::table_as_of_query(self.dialect().await?, &self.database, table, at_us, keys);
         self.retry.run(deadline, || self.fetch_text(&sql)).await
     }
 

@@ -88,24 +88,11 @@ pub fn rows_as_of_query(dialect: Dialect, database: &str, table: SourceTable, id
 
 fn rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64], at_us: Option<i64>) -> String {
     let spec = table.spec();
-    let mut select = vec![spec.key.to_string()];
-    let has_values = match table.parent_key() {
-        Some(parent) => format!("_is_deleted = 0 OR {parent} != 0"),
-        None => "_is_deleted = 0".to_string(),
-    };
-    for column in &spec.columns[1..] {
-        let latest = format!("argMaxIf({}, _version, {has_values})", column.name);
-        select.push(match column.kind {
-            ColumnKind::Timestamp => dialect.micros_of(&latest),
-            _ => latest,
-        });
-    }
-    select.push("max(_version)".to_string());
-    select.push("argMax(_is_deleted, _version)".to_string());
     let (from, committed) = match at_us {
         None => (spec.name.to_string(), String::new()),
         Some(at) => (format!("{} FINAL", quote_ident(&history_table(table))), format!(" AND _commit_us <= {at}")),
     };
+    let select = newest_values(dialect, table, at_us.is_some(), true);
     format!(
         "SELECT {} FROM {}.{from} WHERE {} IN ({}){committed} GROUP BY {}",
         select.join(", "),
@@ -114,6 +101,31 @@ fn rows_query(dialect: Dialect, database: &str, table: SourceTable, ids: &[i64],
         id_list(ids),
         spec.key
     )
+}
+
+/// Per key: the key, each column's newest value, `max(_version)` and the newest row's
+/// `_is_deleted`, for a `GROUP BY` of the key. A mirror's deletion carries values (see
+/// [`latest_rows_query`]); a history's never does, and a history's column takes its value from
+/// the newest change that carried it (not as a TOAST placeholder: docs/history.md).
+/// `micros`: timestamps as Int64 microseconds.
+fn newest_values(dialect: Dialect, table: SourceTable, history: bool, micros: bool) -> Vec<String> {
+    let spec = table.spec();
+    let mut select = vec![spec.key.to_string()];
+    let has_values = match table.parent_key() {
+        Some(parent) if !history => format!("_is_deleted = 0 OR {parent} != 0"),
+        _ => "_is_deleted = 0".to_string(),
+    };
+    for (i, column) in spec.columns.iter().enumerate().skip(1) {
+        let carried = if history { format!(" AND bitTest(_toast_mask, {i}) = 0") } else { String::new() };
+        let latest = format!("argMaxIf({name}, _version, ({has_values}){carried})", name = column.name);
+        select.push(match column.kind {
+            ColumnKind::Timestamp if micros => dialect.micros_of(&latest),
+            _ => latest,
+        });
+    }
+    select.push("max(_version)".to_string());
+    select.push("argMax(_is_deleted, _version)".to_string());
+    select
 }
 
 /// The children of the given parents, at most `per_parent` of each (the first by child key) and
@@ -293,20 +305,32 @@ pub(crate) fn history_keys_query(
     )
 }
 
-/// A table as it was at a time (µs since the epoch), for keys `keys`: each key's newest row
-/// committed by then, if live and above the table's latest truncation by then (docs/history.md).
-/// The columns of the mirror, then `_version` and the `_commit_us` of
-/// that row.
-pub(crate) fn table_as_of_query(database: &str, table: SourceTable, at_us: i64, keys: &[i64]) -> String {
+/// A table as it was at a time (µs since the epoch), for keys `keys`: each key's newest change
+/// committed by then, if not a deletion and above the table's latest truncation by then, its
+/// TOAST placeholders filled (docs/history.md). The columns of the mirror, then `_version`.
+pub(crate) fn table_as_of_query(
+    dialect: Dialect,
+    database: &str,
+    table: SourceTable,
+    at_us: i64,
+    keys: &[i64],
+) -> String {
     let spec = table.spec();
     let db = quote_ident(database);
-    let columns: Vec<&str> = spec.columns.iter().map(|c| c.name).chain(["_version", "_commit_us"]).collect();
+    // Aliases unlike any column: ClickHouse resolves a name to an alias first, and
+    // `argMax(x, _version) AS x` would nest an aggregate in another.
+    let values = newest_values(dialect, table, true, false);
+    let inner: Vec<String> = values.iter().enumerate().map(|(i, value)| format!("{value} AS c{i}")).collect();
+    let names = spec.columns.iter().map(|c| c.name).chain(["_version"]);
+    let outer: Vec<String> = names.enumerate().map(|(i, name)| format!("c{i} AS {name}")).collect();
+    let deleted = values.len() - 1;
+    let version = values.len() - 2;
     format!(
-        "SELECT {columns} FROM (SELECT {columns}, _is_deleted FROM {db}.{history} FINAL WHERE {key} IN ({keys}) \
-         AND _commit_us <= {at_us} ORDER BY {key}, _version DESC LIMIT 1 BY {key}) WHERE _is_deleted = 0 \
-         AND _version > (SELECT max(_version) FROM {db}.{TRUNCATION_HISTORY_TABLE} WHERE table_name = {name} \
-         AND _commit_us <= {at_us}) ORDER BY {key}",
-        columns = columns.join(", "),
+        "SELECT {outer} FROM (SELECT {inner} FROM {db}.{history} FINAL WHERE {key} IN ({keys}) \
+         AND _commit_us <= {at_us} GROUP BY {key}) WHERE c{deleted} = 0 AND c{version} > (SELECT max(_version) \
+         FROM {db}.{TRUNCATION_HISTORY_TABLE} WHERE table_name = {name} AND _commit_us <= {at_us}) ORDER BY c0",
+        outer = outer.join(", "),
+        inner = inner.join(", "),
         history = quote_ident(&history_table(table)),
         key = spec.key,
         keys = id_list(keys),

@@ -79,9 +79,9 @@ pub fn scd2_view(table: SourceTable) -> String {
 
 /// Columns of a history table in insert order: the mirror's, then the operation and the
 /// source's commit time (µs since the epoch: exact on every server, where 18.16's `DateTime`
-/// holds seconds).
+/// holds seconds), and which columns came as TOAST placeholders (bit `i`: column `i`).
 pub fn history_columns(spec: &TableSpec) -> Vec<&'static str> {
-    mirror_columns(spec).into_iter().chain(["_op", "_commit_us"]).collect()
+    mirror_columns(spec).into_iter().chain(["_op", "_commit_us", "_toast_mask"]).collect()
 }
 
 fn column_type(dialect: Dialect, table: SourceTable, name: &str, kind: ColumnKind) -> &'static str {
@@ -247,9 +247,11 @@ pub fn history_statements(
     )];
     for &table in tables {
         let spec = table.spec();
-        let columns = mirror_column_defs(dialect, table)
-            .into_iter()
-            .chain([format!("_op {}", dialect.low_cardinality_string()), "_commit_us Int64".to_string()]);
+        let columns = mirror_column_defs(dialect, table).into_iter().chain([
+            format!("_op {}", dialect.low_cardinality_string()),
+            "_commit_us Int64".to_string(),
+            "_toast_mask UInt64".to_string(),
+        ]);
         statements.push(format!(
             "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY ({key}, _version) \
              {settings}",
@@ -287,21 +289,22 @@ fn scd2_view_statement(dialect: Dialect, database: &str, cluster: Option<&str>, 
 pub(crate) fn scd2_select(dialect: Dialect, database: &str, table: SourceTable, key: Option<i64>) -> String {
     let spec = table.spec();
     let db = quote_ident(database);
-    // Tuple: (_version, _commit_us, _is_deleted, _op, the non-key columns...).
-    let mut packed = vec!["_version".to_string(), "_commit_us".into(), "_is_deleted".into(), "_op".into()];
-    let mut unpacked = vec![spec.key.to_string()];
+    // Each key's changes sorted by version, as tuples: (_version, _commit_us, _is_deleted, _op,
+    // _toast_mask, then the non-key columns: column `i` at position `i + 5`).
+    let mut packed = ["_version", "_commit_us", "_is_deleted", "_op", "_toast_mask"].map(String::from).to_vec();
+    // Per column, its values with placeholders filled from the newest earlier change that
+    // carried the column, array-joined beside the tuples as `v{i}`.
+    let (mut filled, mut joined, mut unpacked) = (Vec::new(), Vec::new(), vec![spec.key.to_string()]);
     for (i, column) in spec.columns.iter().enumerate().skip(1) {
-        let element = format!("tupleElement(r, {})", i + 4);
-        match column.kind {
-            ColumnKind::Decimal { .. } => {
-                packed.push(format!("toString({})", column.name));
-                unpacked.push(format!("toDecimal128({element}, 6) AS {}", column.name));
-            }
-            _ => {
-                packed.push(column.name.to_string());
-                unpacked.push(format!("{element} AS {}", column.name));
-            }
-        }
+        let is_decimal = matches!(column.kind, ColumnKind::Decimal { .. });
+        packed.push(if is_decimal { format!("toString({})", column.name) } else { column.name.to_string() });
+        filled.push(format!("{} AS f{i}", dialect.fill_placeholders(i)));
+        joined.push(format!("f{i} AS v{i}"));
+        unpacked.push(if is_decimal {
+            format!("toDecimal128(v{i}, 6) AS {}", column.name)
+        } else {
+            format!("v{i} AS {}", column.name)
+        });
     }
     let forever = format!("toInt64({VALID_FOREVER_US})");
     let of_key = key.map_or(String::new(), |k| format!(" WHERE {} = {k}", spec.key));
@@ -314,17 +317,43 @@ pub(crate) fn scd2_select(dialect: Dialect, database: &str, table: SourceTable, 
          arrayFilter(t -> tupleElement(t, 1) > tupleElement(r, 1), truncations))))) AS valid_to_us, \
          toUInt8(valid_to_us = {forever}) AS is_current, {from} AS valid_from, \
          if(is_current = 1, NULL, {to}) AS valid_to \
-         FROM (SELECT {key}, arraySort(groupArray(({packed}))) AS s FROM {db}.{history} FINAL{of_key} GROUP BY {key}) \
-         ARRAY JOIN s AS r, arrayPushBack(arrayPopFront(arrayMap(x -> tupleElement(x, 2), s)), {forever}) AS next_us \
+         FROM (SELECT {key}, s, {filled} FROM \
+         (SELECT {key}, arraySort(groupArray(({packed}))) AS s FROM {db}.{history} FINAL{of_key} GROUP BY {key})) \
+         ARRAY JOIN s AS r, {joined}, \
+         arrayPushBack(arrayPopFront(arrayMap(x -> tupleElement(x, 2), s)), {forever}) AS next_us \
          WHERE tupleElement(r, 3) = 0",
         literal = quote_literal(table.name()),
         unpacked = unpacked.join(", "),
+        filled = filled.join(", "),
+        joined = joined.join(", "),
         from = dialect.timestamp_of_micros("valid_from_us"),
         to = dialect.timestamp_of_micros("valid_to_us"),
         key = spec.key,
         packed = packed.join(", "),
         history = quote_ident(&history_table(table)),
     )
+}
+
+impl Dialect {
+    /// The values of column `i` over a key's sorted changes `s` (see [`scd2_select`]), each
+    /// TOAST placeholder replaced by the value of the newest earlier change that carried the
+    /// column. Current servers fill forward in one pass (`arrayFill`, 20.1+); 18.16 has no
+    /// `arrayFill` and picks, for each change, the k-th change that carried the column, k
+    /// counted so far: quadratic in a key's number of changes (README, "History").
+    fn fill_placeholders(self, i: usize) -> String {
+        let values = format!("arrayMap(x -> tupleElement(x, {}), s)", i + 5);
+        let carried = format!("bitTest(tupleElement(x, 5), {i}) = 0");
+        match self {
+            Dialect::Modern => {
+                format!("arrayFill((v, m) -> bitTest(m, {i}) = 0, {values}, arrayMap(x -> tupleElement(x, 5), s))")
+            }
+            Dialect::Legacy => format!(
+                "arrayMap(k -> tupleElement(arrayElement(arrayFilter(x -> {carried}, s), k), {}), \
+                 arrayCumSum(arrayMap(x -> toUInt64({carried}), s)))",
+                i + 5
+            ),
+        }
+    }
 }
 
 /// ` ON CLUSTER name` when the schema is deployed on a cluster.

@@ -43,8 +43,12 @@ type Groups = Vec<(usize, Vec<u8>)>;
 #[derive(Debug, Clone, Copy)]
 pub struct MirrorWrite<'a> {
     pub message: usize,
+    /// The change, TOAST placeholders completed.
     pub change: &'a MirrorChange,
     pub origin: Origin,
+    /// Per row of `change`, the placeholders it came with ([`MirrorRow::placeholder_mask`],
+    /// taken before completion; empty: none).
+    pub placeholders: &'a [u64],
 }
 
 impl Warehouse {
@@ -66,8 +70,9 @@ impl Warehouse {
         let mut index_groups: BTreeMap<FkIndex, Groups> = BTreeMap::new();
         let mut per_table: BTreeMap<&'static str, Groups> = BTreeMap::new();
         let mut history_groups: BTreeMap<String, (Vec<&'static str>, Groups)> = BTreeMap::new();
-        for &MirrorWrite { message, change, origin } in changes {
-            if let Some((table, columns, bytes)) = self.history_row(dialect, change, origin) {
+        for write in changes {
+            let MirrorWrite { message, change, .. } = *write;
+            if let Some((table, columns, bytes)) = self.history_rows(dialect, write) {
                 history_groups.entry(table).or_insert_with(|| (columns, Vec::new())).1.push((message, bytes));
             }
             let mut bytes = Vec::new();
@@ -130,15 +135,20 @@ impl Warehouse {
     }
 
     /// The history rows of one change, if its table keeps history: the table, its columns and
-    /// the encoded rows (a truncation is a row of [`schema::TRUNCATION_HISTORY_TABLE`]). A
-    /// change without a commit time (a DMS full-load row) is valid from the epoch: the row
-    /// existed before the capture began (docs/history.md).
-    fn history_row(
+    /// the encoded rows (a truncation is a row of [`schema::TRUNCATION_HISTORY_TABLE`]).
+    ///
+    /// A history row is the change as it came, whatever was stored when it arrived: TOAST
+    /// placeholders stay placeholders (flagged in `_toast_mask`, filled when read), a deletion
+    /// carries only its key. So every delivery of a change writes the same row, and a row never
+    /// depends on the order the changes arrived in. A change without a commit time (a DMS
+    /// full-load row) is valid from the epoch: the row existed before the capture began
+    /// (docs/history.md).
+    fn history_rows(
         &self,
         dialect: crate::dialect::Dialect,
-        change: &MirrorChange,
-        origin: Origin,
+        write: &MirrorWrite<'_>,
     ) -> Option<(String, Vec<&'static str>, Vec<u8>)> {
+        let MirrorWrite { change, origin, placeholders, .. } = *write;
         let commit_us = origin.commit_time_us.unwrap_or(0);
         let mut bytes = Vec::new();
         match change {
@@ -147,10 +157,17 @@ impl Warehouse {
                 if !self.keeps_history(table) {
                     return None;
                 }
-                for row in rows {
-                    rowbinary::encode_mirror_row(&mut bytes, dialect, row);
+                for (i, row) in rows.iter().enumerate() {
+                    let mask = placeholders.get(i).copied().unwrap_or(0);
+                    let as_it_came = if row.is_deleted {
+                        MirrorRow::tombstone(row.table, row.key, row.version)
+                    } else {
+                        row.with_placeholders(mask)
+                    };
+                    rowbinary::encode_mirror_row(&mut bytes, dialect, &as_it_came);
                     rowbinary::put_string(&mut bytes, origin.op_of(row).as_str());
                     rowbinary::put_i64(&mut bytes, commit_us);
+                    rowbinary::put_u64(&mut bytes, mask);
                 }
                 Some((schema::history_table(table), schema::history_columns(table.spec()), bytes))
             }

@@ -62,6 +62,24 @@ impl MirrorRow {
         self.cells.contains(&Cell::Unavailable) || self.extras.iter().any(|(_, v)| *v == Value::Unavailable)
     }
 
+    /// Which declared columns hold a TOAST placeholder: bit `i` for `cells[i]`. A history keeps
+    /// the change as it came, placeholders flagged by this mask, and fills them when it is read
+    /// (docs/history.md, "TOAST placeholders").
+    pub fn placeholder_mask(&self) -> u64 {
+        self.cells.iter().enumerate().filter(|(_, c)| **c == Cell::Unavailable).fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// This row as its change came: the cells of `mask` back to placeholders.
+    pub fn with_placeholders(&self, mask: u64) -> MirrorRow {
+        let mut row = self.clone();
+        for (i, cell) in row.cells.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 {
+                *cell = Cell::Unavailable;
+            }
+        }
+        row
+    }
+
     /// The value of an integer column (key and foreign keys), by name.
     pub fn int(&self, column: &str) -> Option<i64> {
         let index = self.table.spec().columns.iter().position(|c| c.name == column)?;
@@ -328,6 +346,8 @@ mod tests {
         let row = &rows[0];
         assert_eq!((row.key, row.version, row.is_deleted), (7, Version(42), false));
         assert_eq!(row.cells[2], Cell::Unavailable);
+        assert_eq!(row.placeholder_mask(), 0b100);
+        assert_eq!(row.with_placeholders(0b1000).cells[3], Cell::Unavailable);
         assert_eq!(row.cells[3], Cell::Decimal(4_820_000));
         // created_at absent (as DMS omits nulls): default.
         assert_eq!(row.cells[4], Cell::Timestamp(0));

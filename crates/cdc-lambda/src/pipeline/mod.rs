@@ -119,14 +119,26 @@ struct ScaledChange {
     scale: VersionScale,
 }
 
-/// A mirror write of one message, with where it came from (what a history row records).
+/// A mirror write of one message, with where it came from and its rows' TOAST placeholders as
+/// they came (what a history row records).
 struct PendingChange {
     message: usize,
     change: MirrorChange,
     origin: Origin,
+    placeholders: Vec<u64>,
 }
 
 impl PendingChange {
+    fn new(message: usize, change: MirrorChange, origin: Origin) -> Self {
+        let placeholders = match &change {
+            MirrorChange::Rows(rows) if rows.iter().any(|r| r.placeholder_mask() != 0) => {
+                rows.iter().map(MirrorRow::placeholder_mask).collect()
+            }
+            _ => Vec::new(),
+        };
+        PendingChange { message, change, origin, placeholders }
+    }
+
     /// The sales table the change writes (a truncation's too).
     fn table(&self) -> Option<SourceTable> {
         match &self.change {
@@ -432,7 +444,7 @@ impl Pipeline {
             scaled.push(ScaledChange { message: index, mirror: event.mirror.name().to_owned(), scale: event.scale });
             match &event.mirror {
                 MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
-                    Ok(change) => pending.push(PendingChange { message: index, change, origin: Origin::of(&event) }),
+                    Ok(change) => pending.push(PendingChange::new(index, change, Origin::of(&event))),
                     Err(e) => report.outcome = failed(&e, Some(table.name())),
                 },
                 MirrorTarget::Generic(table) => match cdc_core::generic::generic_change(table, &event) {
@@ -544,7 +556,12 @@ impl Pipeline {
         let changes: Vec<MirrorWrite<'_>> = pending
             .iter()
             .filter(|p| !failed.contains_key(&p.message))
-            .map(|p| MirrorWrite { message: p.message, change: &p.change, origin: p.origin })
+            .map(|p| MirrorWrite {
+                message: p.message,
+                change: &p.change,
+                origin: p.origin,
+                placeholders: &p.placeholders,
+            })
             .collect();
         failed.extend(self.warehouse.write_mirrors(&changes, &extras, deadline).await?);
 

@@ -1,5 +1,6 @@
 //! History (`HISTORY_TABLES` on all four sales tables): generated histories (updates, deletes,
-//! key changes, foreign keys that move, truncations, a snapshot racing an open transaction)
+//! key changes, foreign keys that move, truncations, a snapshot racing an open transaction,
+//! TOAST placeholders for unchanged names)
 //! delivered shuffled, duplicated and redelivered by two concurrent invocations. Each table's
 //! SCD2 view must equal the versions computed from the source's ordered changes, and the table
 //! and `sales_fact` as of ten times must equal the source's state at those times. A failure
@@ -19,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value as Json;
 
-use crate::convergence::{deliver, generate_history, schedule};
+use crate::convergence::{deliver, generate, schedule};
 use crate::support::*;
 
 const SCHEDULES: u64 = 16;
@@ -193,7 +194,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     a.migrate(deadline()).await.map_err(|e| format!("migrate: {e}"))?;
     // Foreign keys move on every server: a fact as of a time is derived from the histories
     // directly, without the stored facts' version rule.
-    let db = generate_history(seed, true);
+    let db = generate(seed, true, true);
     deliver([a.clone(), b], schedule(seed, &db.events)).await?;
 
     let mut problems = Vec::new();
@@ -285,4 +286,14 @@ fn the_oracle_ends_a_version_at_the_next_change_or_a_truncation() {
         Some("B|UK|London")
     );
     assert!(db.as_of(commits[2]).customers.is_empty(), "truncated");
+}
+
+#[test]
+fn the_histories_send_unchanged_names_as_toast_placeholders() {
+    let placeholders: usize = (0..SCHEDULES)
+        .map(|seed| {
+            generate(seed, true, true).events.iter().filter(|e| e.contains("__debezium_unavailable_value")).count()
+        })
+        .sum();
+    assert!(placeholders >= SCHEDULES as usize, "only {placeholders} placeholders in {SCHEDULES} histories");
 }

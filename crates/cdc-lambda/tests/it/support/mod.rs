@@ -197,6 +197,9 @@ pub(crate) struct SourceDb {
     pub lsn: u64,
     /// While set, new rows are emitted as snapshot reads (`op` = `r`).
     pub snapshot: bool,
+    /// While set, an update that leaves a customer's or product's `name` as it was sends it as
+    /// PostgreSQL sends an unchanged TOASTed value: Debezium's placeholder.
+    pub toast: bool,
     /// Every change emitted, in source order (the history tests' oracle).
     pub log: Vec<Logged>,
     /// The four tables after each change, with that change's commit time in µs.
@@ -238,19 +241,17 @@ impl SourceDb {
     }
 
     fn emit(&mut self, table: &str, op: &str, before: Option<Json>, after: Option<Json>) {
+        self.emit_as(table, op, before, after.clone(), after);
+    }
+
+    /// Emits `wire` as the event's after image; the log keeps the row as it is (`after`).
+    fn emit_as(&mut self, table: &str, op: &str, before: Option<Json>, wire: Option<Json>, after: Option<Json>) {
         let lsn = self.next_lsn();
         let key = after.as_ref().or(before.as_ref()).and_then(|row| row["id"].as_i64());
         let version = if op == "r" { 1 } else { lsn };
-        let logged = Logged {
-            table: table.into(),
-            key,
-            version,
-            commit_us: commit_us(lsn),
-            deleted: op == "d",
-            after: after.clone(),
-        };
+        let logged = Logged { table: table.into(), key, version, commit_us: commit_us(lsn), deleted: op == "d", after };
         self.log.push(logged);
-        self.events.push(debezium_body(table, op, before, after, lsn));
+        self.events.push(debezium_body(table, op, before, wire, lsn));
     }
 
     /// The four tables as they are now (no events, log or timeline).
@@ -283,27 +284,42 @@ impl SourceDb {
         self.timeline.clear();
     }
 
-    /// A create (an update if the row exists; a read while `snapshot`) of `row` in `table`.
-    fn upsert<R>(&mut self, table: &str, rows: fn(&mut Self) -> &mut BTreeMap<i64, R>, id: i64, after: Json, row: R) {
+    /// A create (an update if the row exists; a read while `snapshot`) of `row` in `table`;
+    /// `unchanged_name`: an update sends `name` as a TOAST placeholder (with `toast`).
+    fn upsert<R>(
+        &mut self,
+        table: &str,
+        rows: fn(&mut Self) -> &mut BTreeMap<i64, R>,
+        id: i64,
+        after: Json,
+        row: R,
+        unchanged_name: bool,
+    ) {
         let exists = rows(self).contains_key(&id);
         let op = self.op_for(exists);
         let before = (op == "u").then(|| json!({"id": id}));
-        self.emit(table, op, before, Some(after));
+        let mut wire = after.clone();
+        if op == "u" && self.toast && unchanged_name {
+            wire["name"] = json!("__debezium_unavailable_value");
+        }
+        self.emit_as(table, op, before, Some(wire), Some(after));
         rows(self).insert(id, row);
         self.record();
     }
 
     pub(crate) fn upsert_customer(&mut self, c: Customer) {
-        self.upsert("customers", |db| &mut db.customers, c.id, c.json(), c);
+        let unchanged = self.customers.get(&c.id).is_some_and(|old| old.name == c.name);
+        self.upsert("customers", |db| &mut db.customers, c.id, c.json(), c, unchanged);
     }
     pub(crate) fn upsert_product(&mut self, p: Product) {
-        self.upsert("products", |db| &mut db.products, p.id, p.json(), p);
+        let unchanged = self.products.get(&p.id).is_some_and(|old| old.name == p.name);
+        self.upsert("products", |db| &mut db.products, p.id, p.json(), p, unchanged);
     }
     pub(crate) fn upsert_order(&mut self, o: Order) {
-        self.upsert("orders", |db| &mut db.orders, o.id, o.json(), o);
+        self.upsert("orders", |db| &mut db.orders, o.id, o.json(), o, false);
     }
     pub(crate) fn upsert_item(&mut self, i: Item) {
-        self.upsert("order_items", |db| &mut db.items, i.id, i.json(), i);
+        self.upsert("order_items", |db| &mut db.items, i.id, i.json(), i, false);
     }
     pub(crate) fn delete(&mut self, table: &str, id: i64) {
         let existed = match table {
