@@ -269,15 +269,17 @@ class Bench:
     def drop(self, db):
         ch(f"DROP DATABASE IF EXISTS `{db}`")
 
-    def processor_env(self, db):
+    def processor_env(self, db, history=False):
         env = dict(os.environ, CLICKHOUSE_DATABASE=db, CLICKHOUSE_URL=CH_URL)
         # One debug line per invocation ("pipeline phases": facts written, phase timings).
         env["RUST_LOG"] = "warn,cdc_processor::pipeline=debug"
+        # The "history" runner: every change of the four sales tables also kept (docs/history.md).
+        env["HISTORY_TABLES"] = "all" if history else ""
         return env
 
-    def migrate(self, db):
-        out = subprocess.run([self.args.processor, "migrate"], env=self.processor_env(db), capture_output=True,
-                             text=True, timeout=300)
+    def migrate(self, db, history=False):
+        out = subprocess.run([self.args.processor, "migrate"], env=self.processor_env(db, history),
+                             capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"migrate {db}: {out.stderr.strip()[-500:]}")
 
@@ -310,11 +312,12 @@ class Bench:
             raise RuntimeError(f"{side} run {tag} exited {code}: {open(err).read()[-800:]}")
         return dict(wall=wall, cpu=cpu, server=server, load=load), out, err
 
-    def run_processor(self, files, template, tag):
-        db = self.seeded_db(f"proc_{tag}", self.migrate, template)
+    def run_processor(self, files, template, tag, history=False):
+        short = "hist" if history else "proc"
+        db = self.seeded_db(f"{short}_{tag}", lambda db: self.migrate(db, history), template)
         facts_before = count(db, "sales_fact")
         cmd = [self.args.processor, "invoke", *files]
-        timings, out, err = self.timed_side("processor", "proc", tag, cmd, self.processor_env(db), None)
+        timings, out, err = self.timed_side("processor", short, tag, cmd, self.processor_env(db, history), None)
         failures = sum(len(json.loads(line).get("batchItemFailures", [])) for line in open(out) if line.strip())
         phases = {"decode_ms": 0, "complete_ms": 0, "mirrors_ms": 0, "facts_ms": 0}
         facts, phase_lines = 0, 0
@@ -336,7 +339,7 @@ class Bench:
         if not facts_exact:
             facts = count(db, "sales_fact") - facts_before  # after merges: a lower bound
         self.drop(db)
-        ceiling = self.ceiling(tag, facts)
+        ceiling = None if history else self.ceiling(tag, facts)
         return dict(timings, failures=failures, facts=facts, facts_exact=facts_exact,
                     phases=phases if facts_exact else None, ceiling=ceiling)
 
@@ -374,6 +377,8 @@ def main():
     # BENCH_PEER=0: the processor alone, e.g. against a current engine the peer cannot reach (it
     # speaks the native protocol; the test-only chDB front speaks HTTP).
     with_peer = os.environ.get("BENCH_PEER", "1") != "0"
+    # BENCH_HISTORY=0: no run with HISTORY_TABLES=all beside the plain processor.
+    with_history = os.environ.get("BENCH_HISTORY", "1") != "0"
     args.peer_python = os.path.abspath(args.peer_python)
 
     items = env_int("BENCH_ITEMS", 10_000_000)
@@ -441,15 +446,15 @@ def main():
               f"{disk_bytes(proc_tpl) / 1e9:.2f} GB, peer {disk_bytes(peer_tpl) / 1e9 if with_peer else 0:.2f} GB",
               flush=True)
 
-        runners = ("processor", "peer") if with_peer else ("processor",)
+        runners = ("processor",) + (("history",) if with_history else ()) + (("peer",) if with_peer else ())
         results = {(who, wh): [] for who in runners for wh in ("empty", "full")}
         for r in range(rounds):
             for wh, template in (("empty", None), ("full", (proc_tpl, peer_tpl))):
                 order = list(runners) if r % 2 == 0 else list(reversed(runners))
                 for who in order:
                     tag = f"r{r}_{wh}"
-                    if who == "processor":
-                        res = bench.run_processor(files, template and template[0], tag)
+                    if who in ("processor", "history"):
+                        res = bench.run_processor(files, template and template[0], tag, history=who == "history")
                     else:
                         res = bench.run_peer(files, template and template[1], tag)
                     results[(who, wh)].append(res)
@@ -476,6 +481,9 @@ def main():
         if with_peer:
             print(f"{'processor / peer':32}{rate('processor', 'empty') / rate('peer', 'empty'):14.2f}"
                   f"{rate('processor', 'full') / rate('peer', 'full'):14.2f}")
+        if with_history:
+            print(f"{'history on / off':32}{rate('history', 'empty') / rate('processor', 'empty'):14.2f}"
+                  f"{rate('history', 'full') / rate('processor', 'full'):14.2f}")
         for who in runners:
             per_m = lambda wh: med(who, wh, "cpu") / events * 1e6  # noqa: E731
             print(f"{who + ' CPU s / M events':32}{per_m('empty'):14.1f}{per_m('full'):14.1f}")
@@ -504,7 +512,8 @@ def main():
         loads = [x["load"] for v in results.values() for x in v]
         print(f"load average (1 min) at the runs' starts: {min(loads):.1f} - {max(loads):.1f}; "
               f"failures reported: {failures}")
-        print("goals: processor seeded/empty >= 0.80; processor/peer >= 5 into both warehouses")
+        print("goals: processor seeded/empty >= 0.80; processor/peer >= 5 into both warehouses; "
+              "history on / off >= 0.85 (at most 15% slower)")
         for note in notes:
             print(f"note: {note}")
     finally:

@@ -23,6 +23,8 @@
 #   BENCH_ROUNDS     rounds of the four runs (3); the summary gives medians
 #   BENCH_PEER=0     the processor alone (e.g. CLICKHOUSE_URL pointing at a current engine the
 #                    peer, which speaks the native protocol, cannot reach)
+#   BENCH_HISTORY=0  no "history" runs (the processor with HISTORY_TABLES=all, compared with the
+#                    plain processor as "history on / off")
 #   BENCH_RUN_TIMEOUT  seconds before one run is killed (1800)
 #   BENCH_KEEP_LOGS  keep the runs' stdout/stderr and print where
 #   PEER_DIR         the peer (../shared/peer)

@@ -13,7 +13,9 @@
 #   DEMO_MAX_CONCURRENCY (8): most concurrent invocations (MaximumConcurrency),
 #   DEMO_BATCH_SIZE (1000), DEMO_BATCHING_WINDOW_MS (200): the event source mapping's batching,
 #   DEMO_PARTS_EVERY (0 = off): seconds between samples of ClickHouse's active parts per table,
-#   DEMO_ANALYTICS (1): print the revenue tables.
+#   DEMO_ANALYTICS (1): print the revenue tables (now, and as the order book stood mid-run),
+#   DEMO_HISTORY (all): HISTORY_TABLES, DEMO_REDACT (customers.email:hash): REDACT_COLUMNS, its
+#   key generated into the local Secrets Manager.
 # scripts/bench_freshness.sh runs this at benchmark rates with the parts sampling on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +56,17 @@ print(q, dlq)
 PY
 )
 read -r queue_url dlq_url <<<"$queues"
+# History of every sales table, and e-mail addresses hashed under a key kept in Secrets Manager:
+# the processor, verify and the history commands all read these.
+export HISTORY_TABLES=${DEMO_HISTORY-all}
+export REDACT_COLUMNS=${DEMO_REDACT-customers.email:hash}
+REDACTION_KEY_SECRET_ARN=$(python3 - <<'PY'
+import os, secrets, boto3
+sm = boto3.client("secretsmanager", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+print(sm.create_secret(Name=f"{os.environ['CDC_PG_DATABASE']}/redaction-key", SecretString=secrets.token_hex(32))["ARN"])
+PY
+)
+export REDACTION_KEY_SECRET_ARN
 $bin migrate
 
 echo "demo: $rate tx/s for ${seconds}s: generator → capture → SQS → poll (up to $max_concurrency concurrent invocations, batches of up to $batch_size within ${window_ms} ms) → ClickHouse" >&2
@@ -79,6 +92,7 @@ fi
 
 # Let the capture create its slot before any traffic.
 sleep 2
+traffic_start_s=$(date +%s)
 $bin generate --rate "$rate" --duration "$seconds" --seed 7 --customers 200 --products 100 --orders 300 >"$logs/generate.log" 2>&1 &
 generator=$!
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -123,6 +137,25 @@ if [ "$analytics" = 1 ]; then
   q "SELECT customer_country AS country, count() AS items, sum(revenue) AS revenue FROM sales_fact_current WHERE order_item_id < 9000000000 GROUP BY country ORDER BY revenue DESC"
   echo "revenue by product category:"
   q "SELECT product_category AS category, count() AS items, sum(revenue) AS revenue FROM sales_fact_current WHERE order_item_id < 9000000000 GROUP BY category ORDER BY revenue DESC"
+  if [ -n "$HISTORY_TABLES" ]; then
+    # sales_fact as the order book stood half-way through the traffic, from the histories.
+    mid_us=$(((traffic_start_s + seconds / 2) * 1000000))
+    echo "revenue by customer country as of $(date -u -d "@$((mid_us / 1000000))" +%FT%TZ) (cdc-tools as-of --table sales_fact):"
+    $bin as-of --table sales_fact --at "$mid_us" | python3 -c '
+import sys, collections
+rows = [line.rstrip("\n").split("\t") for line in sys.stdin]
+head, rows = rows[0], [r for r in rows[1:] if int(r[0]) < 9000000000]
+country, revenue = head.index("customer_country"), head.index("revenue")
+total = collections.Counter()
+for r in rows:
+    total[r[country]] += float(r[revenue])
+for name, value in total.most_common():
+    print(f"  {name:<8} {value:>14.2f}")
+print(f"  ({len(rows)} facts then)")'
+    customer=$(ch "SELECT id FROM $CLICKHOUSE_DATABASE.customers_history WHERE id < 9000000000 GROUP BY id ORDER BY count() DESC, id LIMIT 1")
+    echo "the versions of customer $customer, the most changed (cdc-tools history; id, name, country, city, operation, current, valid from, valid to):"
+    $bin history --table customers --key "$customer" | cut -f1,3,4,5,8,11,12,13
+  fi
 fi
 rm -rf "$logs"
 if [ "$verified" != 0 ]; then echo "demo: verify found differences (above)" >&2; exit "$verified"; fi

@@ -508,6 +508,25 @@ mod tests {
     }
 
     #[test]
+    fn history_is_created_only_for_the_tables_that_keep_it_and_on_the_cluster() {
+        let none = std::collections::BTreeSet::new();
+        assert!(history_statements(Dialect::Modern, "analytics", None, &none).is_empty());
+        let customers = std::collections::BTreeSet::from([SourceTable::Customers]);
+        let ddl = history_statements(Dialect::Modern, "analytics", Some("prod"), &customers);
+        assert_eq!(ddl.len(), 3, "truncations, the history table, its view: {ddl:?}");
+        assert!(ddl.iter().all(|s| s.contains(" ON CLUSTER `prod` ")), "{ddl:?}");
+        assert!(ddl[1].starts_with("CREATE TABLE IF NOT EXISTS `analytics`.`customers_history`"));
+        // Duplicates of one change collapse; no version column decides between them.
+        assert!(ddl[1].contains("'{replica}') ORDER BY (id, _version)"), "{}", ddl[1]);
+        assert!(ddl[1].contains("_commit_us Int64, _toast_mask UInt64"));
+        assert!(ddl[2].starts_with("CREATE VIEW IF NOT EXISTS `analytics`.`customers_scd2`"));
+        assert!(ddl[2].contains("arrayFill"), "current servers fill placeholders in one pass");
+        let legacy = history_statements(Dialect::Legacy, "analytics", None, &customers);
+        assert!(!legacy[2].contains("arrayFill") && legacy[2].contains("arrayCumSum"), "18.16 has no arrayFill");
+        assert_eq!(history_columns(SourceTable::Customers.spec()).last(), Some(&"_toast_mask"));
+    }
+
+    #[test]
     fn a_cluster_gets_on_cluster_ddl_and_replicated_engines() {
         let ddl = schema_statements(Dialect::Modern, "analytics", Some("prod"));
         assert_eq!(ddl[0], "CREATE DATABASE IF NOT EXISTS `analytics` ON CLUSTER `prod`");
