@@ -434,7 +434,7 @@ impl Warehouse {
     }
 
     /// [`Warehouse::snapshot`], or with `at_us` what it would have read at that time, from the
-    /// four tables' histories (docs/history.md, "sales_fact as of a time").
+    /// four tables' histories (docs/history.md, "As of a time").
     pub(crate) async fn snapshot_at(&self, item_ids: &[i64], at_us: Option<i64>) -> Result<Snapshot, SinkError> {
         if item_ids.is_empty() {
             return Ok(Snapshot::default());

@@ -55,9 +55,9 @@ impl Warehouse {
     /// Writes the changes of the sales mirrors: the mirror rows (one INSERT per table, with the
     /// table's `extras` columns), the foreign-key index entries of every live item and order row,
     /// truncation marks, and the history rows of the tables that keep history (in the same
-    /// round: one more INSERT per such table, docs/history.md), all concurrently. The fact derivation needs only that every write
-    /// of this invocation has completed before its first lookup (docs/sales-fact.md §4), so the
-    /// writes need no order among themselves. A message fails if any of its writes fails (it is
+    /// round: one more INSERT per such table, docs/history.md), all concurrently. The fact
+    /// derivation needs only that every write of this invocation has completed before its first
+    /// lookup (docs/sales-fact.md §4), so the writes need no order among themselves. A message fails if any of its writes fails (it is
     /// retried, and its retry writes all of them again).
     pub async fn write_mirrors(
         &self,

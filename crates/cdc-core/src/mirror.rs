@@ -64,7 +64,7 @@ impl MirrorRow {
 
     /// Which declared columns hold a TOAST placeholder: bit `i` for `cells[i]`. A history keeps
     /// the change as it came, placeholders flagged by this mask, and fills them when it is read
-    /// (docs/history.md, "TOAST placeholders").
+    /// (docs/history.md, "Why the history is right whatever the delivery order").
     pub fn placeholder_mask(&self) -> u64 {
         self.cells.iter().enumerate().filter(|(_, c)| **c == Cell::Unavailable).fold(0, |mask, (i, _)| mask | 1 << i)
     }
