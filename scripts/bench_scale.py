@@ -272,7 +272,7 @@ class Bench:
     def processor_env(self, db, history=False):
         env = dict(os.environ, CLICKHOUSE_DATABASE=db, CLICKHOUSE_URL=CH_URL)
         # One debug line per invocation ("pipeline phases": facts written, phase timings).
-        env["RUST_LOG"] = "warn,cdc_processor::pipeline=debug"
+        env["RUST_LOG"] = "warn,cdc_lambda::pipeline=debug"
         # The "history" runner: every change of the four sales tables also kept (docs/history.md).
         env["HISTORY_TABLES"] = "all" if history else ""
         return env

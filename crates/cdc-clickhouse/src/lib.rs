@@ -32,12 +32,13 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::config::ClickHouseSettings;
-use cdc_core::change::VersionScale;
+use cdc_core::change::{Version, VersionScale};
 use cdc_core::error::Classify;
 use cdc_core::fact::{CustomerState, FactRow, ItemState, OrderState, ProductState, Snapshot};
 use cdc_core::mirror::NULL_FOREIGN_KEY;
 use cdc_core::rederive::Scope;
 use cdc_core::tables::SourceTable;
+use cdc_core::watermark::Watermark;
 use dialect::Dialect;
 pub use error::SinkError;
 #[cfg(feature = "raw-sql")]
@@ -384,6 +385,38 @@ impl Warehouse {
         let rows = Bytes::from(rows);
         let columns = ["table_name", "scale", "fixed_at"];
         self.retry.run(deadline, || self.sql_insert(schema::VERSION_SCALES_TABLE, &columns, rows.clone())).await
+    }
+
+    /// Each mirror's watermark, by mirror name (docs/versions.md, "Positions that restart").
+    pub async fn watermarks(&self, deadline: Instant) -> Result<HashMap<String, Watermark>, SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Mark {
+            table_name: String,
+            version: u64,
+            commit_us: i64,
+        }
+        let sql = queries::watermarks_query(&self.database);
+        let rows: Vec<Mark> = self.retry.run(deadline, || self.sql_fetch(&sql)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| (m.table_name, Watermark { version: Version(m.version), commit_time_us: m.commit_us }))
+            .collect())
+    }
+
+    /// Records mirrors' watermarks (the table keeps each mirror's highest).
+    pub async fn write_watermarks(&self, marks: &[(&str, Watermark)], deadline: Instant) -> Result<(), SinkError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        for (table, mark) in marks {
+            rowbinary::put_string(&mut rows, table);
+            rowbinary::put_u64(&mut rows, mark.version.0);
+            rowbinary::put_i64(&mut rows, mark.commit_time_us);
+        }
+        let rows = Bytes::from(rows);
+        let columns = ["table_name", "_version", "commit_us"];
+        self.retry.run(deadline, || self.sql_insert(schema::WATERMARKS_TABLE, &columns, rows.clone())).await
     }
 
     /// The newest row (deletions included) of each listed key of a mirror table; see

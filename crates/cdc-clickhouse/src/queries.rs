@@ -12,22 +12,24 @@ use cdc_core::tables::{ColumnKind, SourceTable};
 use crate::dialect::{Dialect, id_list, quote_ident, quote_literal};
 use crate::schema::{
     FACT_TABLE, FkIndex, ITEMS_BY_ORDER, ITEMS_BY_PRODUCT, ORDERS_BY_CUSTOMER, TRUNCATION_HISTORY_TABLE,
-    TRUNCATIONS_TABLE, VERSION_SCALES_TABLE, history_table,
+    TRUNCATIONS_TABLE, VERSION_SCALES_TABLE, WATERMARKS_TABLE, history_table,
 };
 
 /// The server's version, which picks the [`Dialect`].
 pub(crate) const SERVER_VERSION: &str = "SELECT version()";
 
-/// Tables of the database read by key (every `ReplacingMergeTree` but `sales_fact` and
-/// `_truncations`) that an earlier release created without the block sizes: on current servers
-/// `migrate` moves them over ([`lookup_block_sizes_statement`]).
+/// Tables of the database read by key (every `ReplacingMergeTree` but `sales_fact`, the
+/// histories and the small bookkeeping tables) that an earlier release created without the
+/// block sizes: on current servers `migrate` moves them over ([`lookup_block_sizes_statement`]).
 pub(crate) fn tables_without_block_sizes_query(database: &str) -> String {
+    let histories = SourceTable::ALL.into_iter().map(history_table);
+    let scanned = [FACT_TABLE, TRUNCATIONS_TABLE, TRUNCATION_HISTORY_TABLE, WATERMARKS_TABLE].map(String::from);
+    let excluded: Vec<String> = scanned.into_iter().chain(histories).map(|t| quote_literal(&t)).collect();
     format!(
         "SELECT name FROM system.tables WHERE database = {} AND engine LIKE '%ReplacingMergeTree' \
-         AND name NOT IN ({}, {}) AND engine_full NOT LIKE '%max_compress_block_size%' ORDER BY name",
+         AND name NOT IN ({}) AND engine_full NOT LIKE '%max_compress_block_size%' ORDER BY name",
         quote_literal(database),
-        quote_literal(FACT_TABLE),
-        quote_literal(TRUNCATIONS_TABLE),
+        excluded.join(", "),
     )
 }
 
@@ -350,6 +352,14 @@ pub(crate) fn key_history_query(dialect: Dialect, database: &str, table: SourceT
 pub(crate) fn version_scales_query(database: &str) -> String {
     format!(
         "SELECT table_name, argMin(scale, fixed_at) FROM {}.{VERSION_SCALES_TABLE} GROUP BY table_name",
+        quote_ident(database)
+    )
+}
+
+/// Each mirror's watermark: its highest position and that change's commit time.
+pub(crate) fn watermarks_query(database: &str) -> String {
+    format!(
+        "SELECT table_name, max(_version), argMax(commit_us, _version) FROM {}.{WATERMARKS_TABLE} GROUP BY table_name",
         quote_ident(database)
     )
 }

@@ -15,6 +15,9 @@ const DECIMAL_TYPE: &str = "Decimal(38, 6)";
 pub const TRUNCATIONS_TABLE: &str = "_truncations";
 /// The version scale each mirror is fed on, pinned by its first change (docs/versions.md).
 pub(crate) const VERSION_SCALES_TABLE: &str = "_version_scales";
+/// Each mirror's highest log position with its commit time (docs/versions.md, "Positions that
+/// restart").
+pub(crate) const WATERMARKS_TABLE: &str = "_watermarks";
 pub const FACT_TABLE: &str = "sales_fact";
 /// Every truncation of a table that keeps history, with its commit time (`_truncations` keeps
 /// only the newest per table).
@@ -195,6 +198,12 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
          fixed_at UInt64) ENGINE = {engine} ORDER BY (table_name, fixed_at)",
         engine = engine(""),
     ));
+    // Collapsed to each mirror's highest position: the version column keeps the greatest.
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{WATERMARKS_TABLE}{on} (table_name String, _version UInt64, \
+         commit_us Int64) ENGINE = {engine} ORDER BY table_name",
+        engine = engine("_version"),
+    ));
     for index in FK_INDEXES {
         statements.push(format!(
             "CREATE TABLE IF NOT EXISTS {db}.{table}{on} ({parent} Int64, {child} Int64) \
@@ -252,14 +261,15 @@ pub fn history_statements(
             "_commit_us Int64".to_string(),
             "_toast_mask UInt64".to_string(),
         ]);
+        // The server's default granules and blocks: every change is written here on the hot
+        // path, while reads are an analyst's (the small blocks of the tables read by key cost
+        // inserts CPU: BENCHMARKS.md, "History").
         statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY ({key}, _version) \
-             {settings}",
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY ({key}, _version)",
             name = quote_ident(&history_table(table)),
             columns = columns.collect::<Vec<_>>().join(", "),
             engine = engine(cluster, ""),
             key = spec.key,
-            settings = dialect.lookup_table_settings(),
         ));
         statements.push(scd2_view_statement(dialect, database, cluster, table));
     }

@@ -12,8 +12,9 @@
 //! [`error`] holds the one classification (transient / poison / systemic) every stage's error
 //! maps to; [`identifier`] checks event-supplied names before they can reach DDL; [`redact`]
 //! drops, nulls or hashes the configured PII columns before any row is built; [`rederive`]
-//! is the signed re-derivation task the function sends itself; [`wire`] holds the helpers the
-//! decoder and the capture in `cdc-tools` share.
+//! is the signed re-derivation task the function sends itself; [`watermark`] detects log
+//! positions that restart; [`wire`] holds the helpers the decoder and the capture in `cdc-tools`
+//! share.
 
 pub mod change;
 pub mod completion;
@@ -26,4 +27,5 @@ pub mod mirror;
 pub mod redact;
 pub mod rederive;
 pub mod tables;
+pub mod watermark;
 pub mod wire;

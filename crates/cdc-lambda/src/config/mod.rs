@@ -24,7 +24,7 @@ use cdc_core::rederive::TaskKey;
 use cdc_core::tables::{MirrorTarget, SourceTable, TableMapping};
 
 use crate::handler::{HandlerConfig, PipelineFactory};
-use crate::pipeline::{Pipeline, SystemicError};
+use crate::pipeline::{DEFAULT_REGRESSION_SLACK, Pipeline, SystemicError};
 use crate::secrets::{self, AwsSecretStore, CredentialSource, Credentials};
 use crate::sqs::backoff::Backoff;
 
@@ -51,6 +51,9 @@ pub struct Config {
     task_key_secret_arn: Option<String>,
     /// `REDACT_COLUMNS` and `REDACTION_KEY_SECRET_ARN`: what is redacted, and the hash key.
     pub(crate) redaction: RedactionConfig,
+    /// `VERSION_REGRESSION_SLACK_SECONDS`: the longest transaction the source runs
+    /// (docs/versions.md, "Positions that restart").
+    pub regression_slack: Duration,
 }
 
 /// What the configuration redacts, and where the hash key is (docs/privacy.md).
@@ -226,6 +229,7 @@ impl Config {
             handler,
             task_key_secret_arn: vars.text("TASK_KEY_SECRET_ARN"),
             redaction: RedactionConfig { rules, key_secret_arn },
+            regression_slack: vars.seconds("VERSION_REGRESSION_SLACK_SECONDS", DEFAULT_REGRESSION_SLACK)?,
         })
     }
 
@@ -243,6 +247,7 @@ impl Config {
             warehouse: self.warehouse.clone(),
             task_key_secret_arn: self.task_key_secret_arn.clone(),
             redaction: self.redaction.clone(),
+            regression_slack: self.regression_slack,
         }
     }
 
@@ -346,12 +351,25 @@ pub(crate) fn function_name_or_local() -> String {
 
 /// Builds the pipeline for given ClickHouse settings: at cold start and after a credential
 /// rotation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PipelineBuilder {
     decode: DecodeOptions,
     warehouse: WarehouseOptions,
     task_key_secret_arn: Option<String>,
     redaction: RedactionConfig,
+    regression_slack: Duration,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        PipelineBuilder {
+            decode: DecodeOptions::default(),
+            warehouse: WarehouseOptions::default(),
+            task_key_secret_arn: None,
+            redaction: RedactionConfig::default(),
+            regression_slack: DEFAULT_REGRESSION_SLACK,
+        }
+    }
 }
 
 impl PipelineBuilder {
@@ -359,7 +377,8 @@ impl PipelineBuilder {
         let warehouse = Warehouse::with_options(&settings, &self.warehouse);
         Ok(Pipeline::new(self.decode.clone(), warehouse)
             .with_task_key(task_key(self.task_key_secret_arn.as_deref()).await?)
-            .with_redactor(self.redaction.redactor().await?))
+            .with_redactor(self.redaction.redactor().await?)
+            .with_regression_slack(self.regression_slack))
     }
 }
 
@@ -463,6 +482,7 @@ mod tests {
         assert_eq!(c.decode, DecodeOptions::default());
         assert_eq!(c.handler, HandlerConfig::default());
         assert_eq!(c.task_key_secret_arn, None);
+        assert_eq!(c.regression_slack, DEFAULT_REGRESSION_SLACK);
     }
 
     #[test]
@@ -496,6 +516,8 @@ mod tests {
             ("TASK_KEY_SECRET_ARN", "arn:task"),
             ("CLICKHOUSE_SECRET_ARN", "arn:ch"),
             ("CLICKHOUSE_SECRET_TTL_SECONDS", "7"),
+            ("HISTORY_TABLES", "orders"),
+            ("VERSION_REGRESSION_SLACK_SECONDS", "86400"),
         ])
         .unwrap();
         let ClickHouseSource::Secret { arn, ttl, base } = c.clickhouse else { panic!("a secret is configured") };
@@ -511,9 +533,10 @@ mod tests {
                 cluster: Some("main".into()),
                 schema_evolution: SchemaEvolution::Off,
                 statement_timeout: None,
-                history: BTreeSet::new(),
+                history: BTreeSet::from([SourceTable::Orders]),
             }
         );
+        assert_eq!(c.regression_slack, Duration::from_secs(86_400));
         assert!(c.decode.reject_unknown_tables && c.decode.platform_feeds_sales);
         assert_eq!(c.decode.tables, TableMapping::parse("public.notes").unwrap());
         assert_eq!(

@@ -38,6 +38,7 @@ use cdc_core::mirror::{self, MirrorChange, MirrorRow, Origin};
 use cdc_core::redact::Redactor;
 use cdc_core::rederive::{Scope, Task, TaskKey};
 use cdc_core::tables::{MirrorTarget, SourceTable};
+use cdc_core::watermark::{self, Watermark};
 use generic::PendingGeneric;
 
 /// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
@@ -99,6 +100,12 @@ pub struct Pipeline {
     /// The version scale each mirror is pinned to, as read or pinned so far (a pin never
     /// changes, so it is cached for the process).
     scales: std::sync::Mutex<HashMap<String, VersionScale>>,
+    /// Each mirror's watermark as this process knows it: read from ClickHouse at its first
+    /// batch, then moved by its own batches (`None`: not read yet).
+    watermarks: tokio::sync::Mutex<Option<HashMap<String, Watermark>>>,
+    /// How much later than its mirror's watermark a lower position may commit before the log
+    /// is taken to have restarted (`VERSION_REGRESSION_SLACK_SECONDS`).
+    regression_slack: Duration,
     /// PII columns dropped, nulled or hashed before any row is built (`REDACT_COLUMNS`).
     redactor: Redactor,
 }
@@ -117,7 +124,14 @@ struct ScaledChange {
     message: usize,
     mirror: String,
     scale: VersionScale,
+    version: Version,
+    commit_time_us: Option<i64>,
 }
+
+/// The default of `VERSION_REGRESSION_SLACK_SECONDS`: the longest transaction a source runs.
+pub const DEFAULT_REGRESSION_SLACK: Duration = Duration::from_secs(3600);
+/// The code of a change whose log position contradicts its mirror's watermark.
+const REGRESSED: &str = "version.regressed";
 
 /// A mirror write of one message, with where it came from and its rows' TOAST placeholders as
 /// they came (what a history row records).
@@ -146,6 +160,14 @@ impl PendingChange {
             MirrorChange::Truncate { table, .. } => Some(*table),
         }
     }
+}
+
+/// What [`Pipeline::check_positions`] found: messages whose log position went backwards, and
+/// the mirrors' watermarks that the batch moves up.
+#[derive(Default)]
+struct PositionCheck {
+    regressed: BTreeSet<usize>,
+    advanced: Vec<(String, Watermark)>,
 }
 
 /// Columns a batch needs, each with the type its first value asks for.
@@ -198,6 +220,8 @@ impl Pipeline {
             page_budget: None,
             task_key: TaskKey::random(),
             scales: std::sync::Mutex::default(),
+            watermarks: tokio::sync::Mutex::default(),
+            regression_slack: DEFAULT_REGRESSION_SLACK,
             redactor: Redactor::default(),
         }
     }
@@ -206,6 +230,12 @@ impl Pipeline {
     /// generic mirrors, facts and repairs alike): docs/privacy.md.
     pub fn with_redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
+        self
+    }
+
+    /// `VERSION_REGRESSION_SLACK_SECONDS` (docs/versions.md, "Positions that restart").
+    pub fn with_regression_slack(mut self, slack: Duration) -> Self {
+        self.regression_slack = slack;
         self
     }
 
@@ -298,12 +328,36 @@ impl Pipeline {
                 return Ok(reports);
             }
         }
+        // Log positions that went backwards: such a change would be stored below rows it
+        // follows and lost silently, so it waits (as a failure of the environment) for the
+        // operator instead.
+        let positions = match self.check_positions(&scaled, deadline).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                fail_messages(&mut reports, &everyone(&pending, &generic), e)?;
+                return Ok(reports);
+            }
+        };
+        if !positions.regressed.is_empty() {
+            for &message in &positions.regressed {
+                let table = reports[message].table.clone();
+                reports[message].outcome =
+                    MessageOutcome::Failed { class: ErrorClass::Systemic, code: REGRESSED, table };
+            }
+            pending.retain(|p| !positions.regressed.contains(&p.message));
+            generic.retain(|g| !positions.regressed.contains(&g.message));
+        }
         // Generic mirrors feed no fact: they are written concurrently with the sales path and
-        // fail only their own messages (docs/generic-mirrors.md).
-        let (generic, sales) = tokio::join!(
+        // fail only their own messages (docs/generic-mirrors.md). The watermarks go in the same
+        // round; a failure to write them only delays the detection (logged).
+        let (generic, sales, marks) = tokio::join!(
             self.write_generic(generic, deadline),
-            self.run_sales(pending, tasks, &mut reports, &mut timings, deadline)
+            self.run_sales(pending, tasks, &mut reports, &mut timings, deadline),
+            self.advance_watermarks(positions.advanced, deadline)
         );
+        if let Err(e) = marks {
+            tracing::warn!(code = e.code(), "could not record the mirrors' watermarks; retried with the next batch");
+        }
         sales?;
         for (message, outcome) in generic? {
             match outcome {
@@ -441,7 +495,13 @@ impl Pipeline {
             if let Some((version, scale)) = at {
                 (event.version, event.scale) = (version, scale);
             }
-            scaled.push(ScaledChange { message: index, mirror: event.mirror.name().to_owned(), scale: event.scale });
+            scaled.push(ScaledChange {
+                message: index,
+                mirror: event.mirror.name().to_owned(),
+                scale: event.scale,
+                version: event.version,
+                commit_time_us: event.commit_time_us,
+            });
             match &event.mirror {
                 MirrorTarget::Sales(table) => match mirror::mirror_change(*table, &event) {
                     Ok(change) => pending.push(PendingChange::new(index, change, Origin::of(&event))),
@@ -489,6 +549,69 @@ impl Pipeline {
             .filter(|c| c.scale != VersionScale::Load && cached(&c.mirror).is_some_and(|pinned| pinned != c.scale))
             .map(|c| c.message)
             .collect())
+    }
+
+    /// Checks every change on a log-position scale against its mirror's watermark
+    /// (`cdc_core::watermark`): the messages whose position went backwards, and the watermarks
+    /// the others move their mirrors to. ClickHouse is asked once per process.
+    async fn check_positions(&self, scaled: &[ScaledChange], deadline: Instant) -> Result<PositionCheck, SinkError> {
+        let mut check = PositionCheck::default();
+        let positioned: Vec<(&ScaledChange, i64)> = scaled
+            .iter()
+            .filter(|c| watermark::scale_can_restart(c.scale))
+            .filter_map(|c| Some((c, c.commit_time_us?)))
+            .collect();
+        if positioned.is_empty() {
+            return Ok(check);
+        }
+        let mut known = self.watermarks.lock().await;
+        if known.is_none() {
+            *known = Some(self.warehouse.watermarks(deadline).await?);
+        }
+        let known = known.as_ref().map_or_else(HashMap::new, Clone::clone);
+        let slack_us = i64::try_from(self.regression_slack.as_micros()).unwrap_or(i64::MAX);
+        let mut advanced: BTreeMap<&str, Watermark> = BTreeMap::new();
+        for (change, commit_time_us) in positioned {
+            let mark = Watermark { version: change.version, commit_time_us };
+            if let Some(current) = known.get(&change.mirror)
+                && current.contradicted_by(mark.version, commit_time_us, slack_us)
+            {
+                tracing::error!(
+                    mirror = %change.mirror,
+                    version = change.version.0,
+                    watermark = current.version.0,
+                    code = REGRESSED,
+                    "a change's log position is below its mirror's highest, yet it committed later: the source's \
+                     positions restarted (docs/versions.md, \"Positions that restart\")"
+                );
+                check.regressed.insert(change.message);
+                continue;
+            }
+            let entry = advanced.entry(change.mirror.as_str()).or_insert(mark);
+            *entry = entry.max(mark);
+        }
+        check.advanced = advanced
+            .into_iter()
+            .filter(|(mirror, mark)| known.get(*mirror).is_none_or(|current| mark.version > current.version))
+            .map(|(mirror, mark)| (mirror.to_owned(), mark))
+            .collect();
+        Ok(check)
+    }
+
+    /// Records watermarks that moved up, then lets this process know them.
+    async fn advance_watermarks(&self, marks: Vec<(String, Watermark)>, deadline: Instant) -> Result<(), SinkError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&str, Watermark)> = marks.iter().map(|(m, w)| (m.as_str(), *w)).collect();
+        self.warehouse.write_watermarks(&rows, deadline).await?;
+        if let Some(known) = self.watermarks.lock().await.as_mut() {
+            for (mirror, mark) in marks {
+                let entry = known.entry(mirror).or_insert(mark);
+                *entry = entry.max(mark);
+            }
+        }
+        Ok(())
     }
 
     /// Completes rows from what is already known about their key, before they are written

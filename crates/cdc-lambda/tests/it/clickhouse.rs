@@ -347,19 +347,22 @@ async fn one_poison_message_in_a_thousand_fails_alone() {
     assert_eq!(tsv(&pipeline, "SELECT count() FROM DB.sales_fact_current").await, "996\n");
 
     // Round trips do not grow with the batch: a batch of 3 costs as many statements, give or
-    // take the index and mirror tables it has no rows for (3 of them here) and the first batch's
-    // pinning of its mirrors' version scales (read, pin, read again: once per process).
+    // take the index and mirror tables it has no rows for (3 of them here), the first batch's
+    // pinning of its mirrors' version scales (read, pin, read again: once per process) and its
+    // watermarks (read once per process, and written: the small batch's redelivered changes
+    // move no watermark).
     let small: Vec<String> = bodies[..3].to_vec();
     let started = pipeline.warehouse().statements_sent();
     assert_all_ok(&run(&pipeline, &small).await);
     let small_statements = pipeline.warehouse().statements_sent() - started;
     assert!(
-        statements <= small_statements + 3 + 3,
+        statements <= small_statements + 3 + 3 + 2,
         "1000 messages took {statements} statements, 3 took {small_statements}"
     );
     // 3 index inserts, 4 mirror inserts, 3 index lookups, 5 snapshot lookups, 1 fact insert, and
-    // on a fresh warehouse the 3 statements that pin the version scales.
-    assert!(statements <= 16 + 3, "{statements} statements for one invocation");
+    // on a fresh warehouse the 3 statements that pin the version scales; 1 watermark insert
+    // (concurrent with the mirrors'), and once per process the watermarks' read.
+    assert!(statements <= 16 + 3 + 2, "{statements} statements for one invocation");
     drop_database(&database).await;
 }
 
@@ -509,7 +512,11 @@ async fn dms_changes_of_one_transaction_delivered_in_reverse_end_with_the_later_
 #[tokio::test]
 async fn tables_an_earlier_release_created_get_the_lookup_block_sizes_on_current_servers() {
     let database = fresh_database("blocks");
-    let warehouse = Warehouse::new(&settings(&database));
+    let options = cdc_clickhouse::WarehouseOptions {
+        history: cdc_core::tables::SourceTable::ALL.into_iter().collect(),
+        ..Default::default()
+    };
+    let warehouse = Warehouse::with_options(&settings(&database), &options);
     let dialect = warehouse.dialect().await.expect("server answers");
     // `orders` as an earlier release created it: small granules, the server's block sizes.
     warehouse.execute(&format!("CREATE DATABASE {database}")).await.expect("database");
@@ -525,15 +532,21 @@ async fn tables_an_earlier_release_created_get_the_lookup_block_sizes_on_current
     let engines = warehouse
         .fetch_tsv(&format!(
             "SELECT name, engine_full LIKE '%max_compress_block_size = 16384%' FROM system.tables \
-             WHERE database = '{database}' AND name IN ('orders', 'order_items', 'sales_fact') ORDER BY name"
+             WHERE database = '{database}' AND name IN ('orders', 'order_items', 'sales_fact', 'orders_history', \
+             '_watermarks') ORDER BY name"
         ))
         .await
         .expect("tables");
     match dialect {
-        // The old table was moved over, the new one created with them; facts keep the defaults.
-        Dialect::Modern => assert_eq!(engines, "order_items\t1\norders\t1\nsales_fact\t0\n"),
+        // The old table was moved over, the new one created with them; facts, histories
+        // (written on every change, read by analysts) and bookkeeping keep the defaults.
+        Dialect::Modern => {
+            assert_eq!(engines, "_watermarks\t0\norder_items\t1\norders\t1\norders_history\t0\nsales_fact\t0\n")
+        }
         // 18.16 has no such table settings: the server's profile decides (README).
-        Dialect::Legacy => assert_eq!(engines, "order_items\t0\norders\t0\nsales_fact\t0\n"),
+        Dialect::Legacy => {
+            assert_eq!(engines, "_watermarks\t0\norder_items\t0\norders\t0\norders_history\t0\nsales_fact\t0\n")
+        }
     }
     drop_database(&database).await;
 }
@@ -555,4 +568,43 @@ async fn the_server_stops_a_statement_that_runs_past_its_bound() {
     assert_eq!(error.server_code(), Some(159), "TIMEOUT_EXCEEDED, got {error}");
     assert_eq!(error.class(), ErrorClass::Transient, "{error}");
     assert!(started.elapsed() < Duration::from_secs(30), "stopped after {:?}", started.elapsed());
+}
+
+/// A change of customer `id` at log position `lsn`, committed `commit_ms` after 2024-01-01.
+fn customer_at(id: i64, lsn: u64, commit_ms: u64) -> String {
+    let body = debezium_body("customers", "c", None, Some(customer(id, "Ada").json()), lsn);
+    let mut event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    event["source"]["ts_ms"] = json!(1_704_067_200_000u64 + commit_ms);
+    event.to_string()
+}
+
+#[tokio::test]
+async fn a_source_whose_log_positions_restart_is_held_back_not_lost() {
+    const HOUR_MS: u64 = 3_600_000;
+    let (pipeline, database) = fresh_pipeline("restart").await;
+    // The watermark: position 9,000,000, committed at 10 h.
+    assert_all_ok(&run(&pipeline, &[customer_at(1, 9_000_000, 10 * HOUR_MS)]).await);
+    // A delayed old change committed before it, and a transaction open across it (30 min):
+    // lower positions of the same log.
+    assert_all_ok(&run(&pipeline, &[customer_at(2, 1_000, 9 * HOUR_MS)]).await);
+    assert_all_ok(&run(&pipeline, &[customer_at(3, 8_000_000, 10 * HOUR_MS + HOUR_MS / 2)]).await);
+    // A new log (a switchover): lower positions, committed 2 h later. Stored, it would rank
+    // below every row the old log wrote; it fails as the environment's fault instead.
+    let restarted = customer_at(4, 2_000, 12 * HOUR_MS);
+    let reports = run(&pipeline, std::slice::from_ref(&restarted)).await;
+    assert!(
+        matches!(
+            reports[0].outcome,
+            MessageOutcome::Failed { class: ErrorClass::Systemic, code: "version.regressed", .. }
+        ),
+        "{:?}",
+        reports[0].outcome
+    );
+    assert_eq!(tsv(&pipeline, "SELECT id FROM DB.customers_current ORDER BY id").await, "1\n2\n3\n");
+    // Another process (a cold start) reads the watermark from ClickHouse.
+    let cold = Pipeline::new(DecodeOptions::default(), Warehouse::new(&settings(&database)));
+    let reports = run(&cold, &[restarted, customer_at(5, 9_500_000, 12 * HOUR_MS)]).await;
+    assert!(matches!(reports[0].outcome, MessageOutcome::Failed { code: "version.regressed", .. }));
+    assert!(!reports[1].outcome.is_failure(), "above the watermark: the log moves on");
+    drop_database(&database).await;
 }
