@@ -317,6 +317,23 @@ pub(crate) fn table_as_of_query(
     at_us: i64,
     keys: &[i64],
 ) -> String {
+    let of_keys = format!("{} IN ({}) AND ", table.spec().key, id_list(keys));
+    format!(
+        "{} ORDER BY {}",
+        table_as_of_select(dialect, database, table, &at_us.to_string(), &of_keys),
+        table.spec().key
+    )
+}
+
+/// The SELECT of [`table_as_of_query`] for the time `at` (SQL: a number, or a view's
+/// parameter) and the rows `filter` selects (SQL ending in `AND `, or empty).
+pub(crate) fn table_as_of_select(
+    dialect: Dialect,
+    database: &str,
+    table: SourceTable,
+    at: &str,
+    filter: &str,
+) -> String {
     let spec = table.spec();
     let db = quote_ident(database);
     // Aliases unlike any column: ClickHouse resolves a name to an alias first, and
@@ -328,14 +345,13 @@ pub(crate) fn table_as_of_query(
     let deleted = values.len() - 1;
     let version = values.len() - 2;
     format!(
-        "SELECT {outer} FROM (SELECT {inner} FROM {db}.{history} FINAL WHERE {key} IN ({keys}) \
-         AND _commit_us <= {at_us} GROUP BY {key}) WHERE c{deleted} = 0 AND c{version} > (SELECT max(_version) \
-         FROM {db}.{TRUNCATION_HISTORY_TABLE} WHERE table_name = {name} AND _commit_us <= {at_us}) ORDER BY c0",
+        "SELECT {outer} FROM (SELECT {inner} FROM {db}.{history} FINAL WHERE {filter}_commit_us <= {at} \
+         GROUP BY {key}) WHERE c{deleted} = 0 AND c{version} > (SELECT max(_version) \
+         FROM {db}.{TRUNCATION_HISTORY_TABLE} WHERE table_name = {name} AND _commit_us <= {at})",
         outer = outer.join(", "),
         inner = inner.join(", "),
         history = quote_ident(&history_table(table)),
         key = spec.key,
-        keys = id_list(keys),
         name = quote_literal(table.name()),
     )
 }

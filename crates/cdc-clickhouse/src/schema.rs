@@ -272,8 +272,55 @@ pub fn history_statements(
             key = spec.key,
         ));
         statements.push(scd2_view_statement(dialect, database, cluster, table));
+        if dialect == Dialect::Modern {
+            statements.push(format!(
+                "CREATE VIEW IF NOT EXISTS {db}.{view}{on} AS {select}",
+                view = quote_ident(&as_of_view(table)),
+                select = crate::queries::table_as_of_select(dialect, database, table, AT_PARAMETER, ""),
+            ));
+        }
+    }
+    if dialect == Dialect::Modern && tables.len() == SourceTable::ALL.len() {
+        statements.push(format!(
+            "CREATE VIEW IF NOT EXISTS {db}.{view}{on} AS {select}",
+            view = quote_ident(&format!("{FACT_TABLE}_as_of")),
+            select = facts_as_of_select(database),
+        ));
     }
     statements
+}
+
+/// The parameter of the as-of views: µs since the epoch (`SELECT * FROM customers_as_of(at_us =
+/// 1730419200000000)`).
+const AT_PARAMETER: &str = "{at_us:Int64}";
+
+/// A table's parameterized as-of view (current servers: parameterized views exist since 23.1).
+pub fn as_of_view(table: SourceTable) -> String {
+    format!("{}_as_of", table.name())
+}
+
+/// `sales_fact_as_of(at_us = T)`: the inner join of the four tables as of `T`, with the columns
+/// analysts read from `sales_fact`, computed as `cdc_core::fact::Snapshot::derive` computes
+/// them (a NULL foreign key, stored as the marker, joins nothing). `cdc-tools as-of --table
+/// sales_fact` gives the same rows through that derivation itself (docs/history.md).
+fn facts_as_of_select(database: &str) -> String {
+    let db = quote_ident(database);
+    let of = |table: SourceTable| format!("{db}.{}(at_us = {AT_PARAMETER})", quote_ident(&as_of_view(table)));
+    format!(
+        "SELECT i.id AS order_item_id, i.order_id AS order_id, o.customer_id AS customer_id, \
+         i.product_id AS product_id, i.quantity AS quantity, i.price AS unit_price, \
+         i.price * i.quantity AS revenue, o.status AS order_status, o.order_date AS order_date, \
+         c.name AS customer_name, c.country AS customer_country, c.city AS customer_city, \
+         p.name AS product_name, p.category AS product_category \
+         FROM {items} AS i INNER JOIN {orders} AS o ON o.id = i.order_id \
+         INNER JOIN {customers} AS c ON c.id = o.customer_id INNER JOIN {products} AS p ON p.id = i.product_id \
+         WHERE i.order_id != {marker} AND o.customer_id != {marker} AND i.product_id != {marker}",
+        items = of(SourceTable::OrderItems),
+        orders = of(SourceTable::Orders),
+        customers = of(SourceTable::Customers),
+        products = of(SourceTable::Products),
+        marker = cdc_core::mirror::NULL_FOREIGN_KEY,
+    )
 }
 
 /// `<table>_scd2`: one row per live version of each key, with `valid_from`/`valid_to` (the
@@ -523,7 +570,7 @@ mod tests {
         assert!(history_statements(Dialect::Modern, "analytics", None, &none).is_empty());
         let customers = std::collections::BTreeSet::from([SourceTable::Customers]);
         let ddl = history_statements(Dialect::Modern, "analytics", Some("prod"), &customers);
-        assert_eq!(ddl.len(), 3, "truncations, the history table, its view: {ddl:?}");
+        assert_eq!(ddl.len(), 4, "truncations, the history table, its views: {ddl:?}");
         assert!(ddl.iter().all(|s| s.contains(" ON CLUSTER `prod` ")), "{ddl:?}");
         assert!(ddl[1].starts_with("CREATE TABLE IF NOT EXISTS `analytics`.`customers_history`"));
         // Duplicates of one change collapse; no version column decides between them.
@@ -531,8 +578,13 @@ mod tests {
         assert!(ddl[1].contains("_commit_us Int64, _toast_mask UInt64"));
         assert!(ddl[2].starts_with("CREATE VIEW IF NOT EXISTS `analytics`.`customers_scd2`"));
         assert!(ddl[2].contains("arrayFill"), "current servers fill placeholders in one pass");
+        assert!(ddl[3].contains("`customers_as_of` ON CLUSTER `prod` AS SELECT") && ddl[3].contains("{at_us:Int64}"));
         let legacy = history_statements(Dialect::Legacy, "analytics", None, &customers);
         assert!(!legacy[2].contains("arrayFill") && legacy[2].contains("arrayCumSum"), "18.16 has no arrayFill");
+        assert_eq!(legacy.len(), 3, "18.16 has no parameterized views");
+        let all = SourceTable::ALL.into_iter().collect();
+        let with_facts = history_statements(Dialect::Modern, "analytics", None, &all);
+        assert!(with_facts.last().unwrap().contains("`sales_fact_as_of` AS SELECT"), "all four tables: facts as of");
         assert_eq!(history_columns(SourceTable::Customers.spec()).last(), Some(&"_toast_mask"));
     }
 

@@ -426,6 +426,12 @@ pub(crate) struct Fact {
 
 /// `SELECT … FROM sales_fact FINAL WHERE _is_deleted = 0`, the contract's current state.
 pub(crate) async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> {
+    let from = format!("{}.sales_fact FINAL WHERE _is_deleted = 0", warehouse.database());
+    facts_from(warehouse, &from).await
+}
+
+/// The facts `FROM {from}` selects (a table or view with `sales_fact`'s columns, and a filter).
+pub(crate) async fn facts_from(warehouse: &Warehouse, from: &str) -> BTreeMap<i64, Fact> {
     let dialect = warehouse.dialect().await.expect("dialect");
     let seconds = match dialect {
         Dialect::Modern => "toInt64(toUnixTimestamp(order_date))",
@@ -434,8 +440,7 @@ pub(crate) async fn current_facts(warehouse: &Warehouse) -> BTreeMap<i64, Fact> 
     let sql = format!(
         "SELECT order_item_id, order_id, customer_id, product_id, quantity, toString(unit_price), toString(revenue), \
          toString(order_status), {seconds}, customer_name, toString(customer_country), toString(customer_city), \
-         product_name, toString(product_category) FROM {}.sales_fact FINAL WHERE _is_deleted = 0 ORDER BY order_item_id",
-        warehouse.database()
+         product_name, toString(product_category) FROM {from} ORDER BY order_item_id"
     );
     let text = warehouse.fetch_tsv(&sql).await.expect("read sales_fact");
     text.lines()
