@@ -31,6 +31,10 @@ pub enum SinkError {
     Protocol(String),
     #[error("ClickHouse server version {0} is not supported")]
     UnsupportedServer(String),
+    /// A setting the server does not take as configured (`CLICKHOUSE_INSERT_QUORUM=auto` on a
+    /// server that reads it as 0): an operator's decision is needed.
+    #[error("{0}")]
+    UnsupportedSetting(String),
     /// A generic mirror in ClickHouse that this processor cannot write (a column type it does
     /// not write, a key that differs from the mapping's): an operator's decision is needed.
     /// `detail` names table and column only.
@@ -57,8 +61,14 @@ const AUTH: &[u32] = &[192, 193, 194, 195, 196, 516];
 const TOO_LARGE: &[u32] = &[62, 158, 168, 241, 307, 396];
 /// Overload and infrastructure hiccups: retry with backoff. 159 timeout, 202 too many
 /// simultaneous queries, 209/210 socket, 242 table read-only, 252 too many parts, 319 unknown
-/// status of insert, 425 system error, 999 keeper.
-const TRANSIENT: &[u32] = &[3, 159, 160, 202, 203, 209, 210, 236, 242, 252, 285, 319, 394, 425, 999];
+/// status of insert, 425 system error, 999 keeper. Replication: 225 no ZooKeeper session, 285 too
+/// few live replicas for the insert quorum (a replica is down), 286 a quorum insert into the same
+/// table still running (servers before 20.x allow one at a time; concurrent invocations meet it
+/// all the time), 289 a replica that lacks a quorum-written part (a lookup with
+/// `select_sequential_consistency`): each passes once the replicas catch up, and none says
+/// anything about the rows, so an insert that meets one is never bisected (README, "ClickHouse
+/// clusters and ClickHouse Cloud").
+const TRANSIENT: &[u32] = &[3, 159, 160, 202, 203, 209, 210, 225, 236, 242, 252, 285, 286, 289, 319, 394, 425, 999];
 
 impl SinkError {
     /// Converts the client's error. The server's message is cut to its first line and to 300
@@ -106,7 +116,10 @@ impl Classify for SinkError {
     fn class(&self) -> ErrorClass {
         match self {
             SinkError::Network(_) | SinkError::TimedOut => ErrorClass::Transient,
-            SinkError::Protocol(_) | SinkError::UnsupportedServer(_) | SinkError::Schema { .. } => ErrorClass::Systemic,
+            SinkError::Protocol(_)
+            | SinkError::UnsupportedServer(_)
+            | SinkError::UnsupportedSetting(_)
+            | SinkError::Schema { .. } => ErrorClass::Systemic,
             SinkError::Tls(_) | SinkError::Unauthorized(_) => ErrorClass::Systemic,
             SinkError::ColumnsRefused { .. } => ErrorClass::Poison,
             SinkError::Server { code, .. } if BAD_DATA.contains(code) => ErrorClass::Poison,
@@ -128,6 +141,7 @@ impl Classify for SinkError {
             SinkError::Unauthorized(_) => "clickhouse.auth",
             SinkError::Protocol(_) => "clickhouse.protocol",
             SinkError::UnsupportedServer(_) => "clickhouse.unsupported_server",
+            SinkError::UnsupportedSetting(_) => "clickhouse.unsupported_setting",
             SinkError::Schema { code, .. } | SinkError::ColumnsRefused { code, .. } => code,
             e if e.is_auth() => "clickhouse.auth",
             SinkError::Server { code: 60, .. } => "clickhouse.unknown_table",
@@ -209,6 +223,21 @@ mod tests {
         assert_eq!(server("Code: 27. DB::Exception: Cannot parse input").class(), ErrorClass::Poison);
         assert_eq!(server("Code: 252. DB::Exception: Too many parts").class(), ErrorClass::Transient);
         assert_eq!(server("502 Bad Gateway").class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn replication_waits_are_transient_and_never_isolate_a_message() {
+        for text in [
+            "Code: 286, e.displayText() = DB::Exception: Quorum for previous write has not been satisfied yet.",
+            "Code: 286, e.displayText() = DB::Exception: Another quorum insert has been already started",
+            "Code: 285, e.displayText() = DB::Exception: Number of alive replicas (1) is less than requested quorum (2).",
+            "Code: 289. DB::Exception: Replica doesn't have part all_1_1_0 which was successfully written to quorum",
+            "Code: 225. DB::Exception: Cannot use ZooKeeper",
+        ] {
+            let e = server(text);
+            assert_eq!(e.class(), ErrorClass::Transient, "{text}");
+            assert!(!e.is_unexplained(), "{text}");
+        }
     }
 
     #[test]

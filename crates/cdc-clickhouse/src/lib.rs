@@ -63,6 +63,9 @@ pub struct Warehouse {
     database: String,
     /// `CLICKHOUSE_CLUSTER`: create the schema `ON CLUSTER` with replicated engines.
     cluster: Option<String>,
+    /// `CLICKHOUSE_INSERT_QUORUM`, as sent with every statement (checked against what the server
+    /// makes of it before the first statement of the schema, [`Warehouse::check_insert_quorum`]).
+    insert_quorum: Option<String>,
     dialect: OnceCell<Dialect>,
     schema_ready: OnceCell<()>,
     /// Columns of the generic mirrors as last read from ClickHouse, by table (`None`: to be
@@ -106,9 +109,9 @@ impl SchemaEvolution {
 /// `CLICKHOUSE_CLUSTER`, `SCHEMA_EVOLUTION`), parsed by the caller's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarehouseOptions {
-    /// `insert_quorum` for every insert (`auto` or a replica count): replicated tables then
-    /// acknowledge inserts by a quorum, so that lookups with `select_sequential_consistency` see
-    /// them on any replica (docs/sales-fact.md, "Replicas").
+    /// `insert_quorum` for every insert: with the number of replicas of the shard, replicated
+    /// tables acknowledge an insert only once every replica has it, so that lookups see it on
+    /// any replica (docs/sales-fact.md, "Replicas").
     pub insert_quorum: Option<String>,
     /// Create the schema `ON CLUSTER` this cluster, with replicated engines.
     pub cluster: Option<String>,
@@ -152,6 +155,7 @@ impl Warehouse {
             deduplicate_inserts: std::sync::atomic::AtomicBool::new(true),
             schema_evolution: options.schema_evolution,
             cluster: options.cluster.clone(),
+            insert_quorum: options.insert_quorum.clone(),
             database: settings.database.clone(),
             dialect: OnceCell::new(),
             schema_ready: OnceCell::new(),
@@ -230,6 +234,7 @@ impl Warehouse {
         self.schema_ready
             .get_or_try_init(|| async {
                 let dialect = self.dialect().await?;
+                self.check_insert_quorum().await?;
                 let cluster = self.cluster.as_deref();
                 let statements = schema::schema_statements(dialect, &self.database, cluster)
                     .into_iter()
@@ -244,6 +249,21 @@ impl Warehouse {
             })
             .await
             .copied()
+    }
+
+    /// Refuses an insert quorum the server does not take as given: a server before 22.8 reads
+    /// `insert_quorum = 'auto'` as 0 (18.16 does, without an error), which would turn the quorum
+    /// off while the operator believes it on, and lookups on another replica would then miss
+    /// acknowledged rows (docs/sales-fact.md, "Replicas").
+    async fn check_insert_quorum(&self) -> Result<(), SinkError> {
+        let Some(configured) = &self.insert_quorum else { return Ok(()) };
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Value {
+            value: String,
+        }
+        let rows = self.sql_fetch::<Value>(queries::INSERT_QUORUM_SETTING).await?;
+        let effective = rows.into_iter().next().map(|v| v.value).unwrap_or_default();
+        quorum_taken_as_given(configured, &effective)
     }
 
     /// Gives the tables read by key that an earlier release created the current compressed
@@ -638,7 +658,34 @@ fn unique_token() -> String {
     format!("cdc-repair-{started}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Whether the server's `insert_quorum` (`effective`) is the configured one.
+fn quorum_taken_as_given(configured: &str, effective: &str) -> Result<(), SinkError> {
+    if configured.eq_ignore_ascii_case(effective.trim()) {
+        return Ok(());
+    }
+    Err(SinkError::UnsupportedSetting(format!(
+        "ClickHouse reads CLICKHOUSE_INSERT_QUORUM={configured} as {effective}: set the number of replicas of the \
+         shard instead (README, \"ClickHouse clusters and ClickHouse Cloud\")"
+    )))
+}
+
 /// The distinct keys a lookup reads: a NULL foreign key (`NULL_FOREIGN_KEY`) names no row.
 fn distinct(ids: impl Iterator<Item = i64>) -> Vec<i64> {
     ids.filter(|id| *id != NULL_FOREIGN_KEY).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdc_core::error::{Classify, ErrorClass};
+
+    #[test]
+    fn an_insert_quorum_the_server_reads_otherwise_is_refused() {
+        assert!(quorum_taken_as_given("2", "2").is_ok());
+        assert!(quorum_taken_as_given("auto", "auto").is_ok());
+        // 18.16 reads `auto` as 0: no quorum at all.
+        let e = quorum_taken_as_given("auto", "0").unwrap_err();
+        assert_eq!((e.class(), e.code()), (ErrorClass::Systemic, "clickhouse.unsupported_setting"));
+        assert!(e.to_string().contains("CLICKHOUSE_INSERT_QUORUM=auto as 0"), "{e}");
+    }
 }

@@ -17,6 +17,9 @@ use crate::schema::{
 
 /// The server's version, which picks the [`Dialect`].
 pub(crate) const SERVER_VERSION: &str = "SELECT version()";
+/// The `insert_quorum` the server makes of the one every statement carries (`value` is text on
+/// every version).
+pub(crate) const INSERT_QUORUM_SETTING: &str = "SELECT value FROM system.settings WHERE name = 'insert_quorum'";
 
 /// Tables of the database read by key (every `ReplacingMergeTree` but `sales_fact`, the
 /// histories and the small bookkeeping tables) that an earlier release created without the

@@ -3,6 +3,7 @@
 
 mod chdb;
 mod clickhouse;
+mod cluster;
 mod convergence;
 mod events;
 mod generic;
