@@ -316,7 +316,12 @@ fn same(kind: Kind, pg: Option<&str>, ch: Option<&str>) -> bool {
             // A NULL foreign key is stored as `cdc_core::mirror::NULL_FOREIGN_KEY`.
             Int if c.trim() == cdc_core::mirror::NULL_FOREIGN_KEY.to_string() => true,
             Int | Decimal => Decimal::parse(c.trim()).is_some_and(|d| d.unscaled == 0),
-            _ => false,
+            // The epoch, the default of a timestamp column: 18.16 prints `DateTime` 0 as zeros.
+            Timestamp => {
+                let seconds = c.split_once('.').map_or(c, |(seconds, _)| seconds);
+                let fraction = c.split_once('.').map_or("", |(_, fraction)| fraction);
+                ["1970-01-01 00:00:00", "0000-00-00 00:00:00"].contains(&seconds) && fraction.bytes().all(|b| b == b'0')
+            }
         },
         (Some(_), None) => false,
     }
@@ -802,6 +807,14 @@ mod tests {
         assert!(!same(Decimal, Some("4.82"), Some("4.821")));
         assert!(same(Decimal, Some("-0.10"), Some("-0.1")));
         assert!(!same(Decimal, Some("1"), Some("x")));
+    }
+
+    #[test]
+    fn a_null_timestamp_matches_the_stored_default_and_nothing_else() {
+        assert!(same(Timestamp, None, Some("1970-01-01 00:00:00.000000")));
+        assert!(same(Timestamp, None, Some("0000-00-00 00:00:00")), "18.16's DateTime 0");
+        assert!(!same(Timestamp, None, Some("1970-01-01 00:00:01")));
+        assert!(!same(Timestamp, None, Some("1970-01-01 00:00:00.000001")));
     }
 
     #[test]
