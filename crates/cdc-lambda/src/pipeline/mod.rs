@@ -19,6 +19,7 @@
 //! of at most [`PAGE`] items.
 
 mod generic;
+mod versions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -38,8 +39,10 @@ use cdc_core::mirror::{self, MirrorChange, MirrorRow, Origin};
 use cdc_core::redact::Redactor;
 use cdc_core::rederive::{Scope, Task, TaskKey};
 use cdc_core::tables::{MirrorTarget, SourceTable};
-use cdc_core::watermark::{self, Watermark};
+use cdc_core::watermark::Watermark;
 use generic::PendingGeneric;
+pub use versions::DEFAULT_REGRESSION_SLACK;
+use versions::{REGRESSED, SCALE_MISMATCH, ScaledChange};
 
 /// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
 /// the query text and the memory of a round, whatever a change's fan-out.
@@ -119,20 +122,6 @@ struct DecodedBatch {
     scaled: Vec<ScaledChange>,
 }
 
-/// One message's change: its mirror and the scale of its version.
-struct ScaledChange {
-    message: usize,
-    mirror: String,
-    scale: VersionScale,
-    version: Version,
-    commit_time_us: Option<i64>,
-}
-
-/// The default of `VERSION_REGRESSION_SLACK_SECONDS`: the longest transaction a source runs.
-pub const DEFAULT_REGRESSION_SLACK: Duration = Duration::from_secs(3600);
-/// The code of a change whose log position contradicts its mirror's watermark.
-const REGRESSED: &str = "version.regressed";
-
 /// A mirror write of one message, with where it came from and its rows' TOAST placeholders as
 /// they came (what a history row records).
 struct PendingChange {
@@ -162,19 +151,8 @@ impl PendingChange {
     }
 }
 
-/// What [`Pipeline::check_positions`] found: messages whose log position went backwards, and
-/// the mirrors' watermarks that the batch moves up.
-#[derive(Default)]
-struct PositionCheck {
-    regressed: BTreeSet<usize>,
-    advanced: Vec<(String, Watermark)>,
-}
-
 /// Columns a batch needs, each with the type its first value asks for.
 type NeededColumns = Vec<(String, ColumnType)>;
-
-/// The code of a change on another version scale than its mirror's.
-const SCALE_MISMATCH: &str = "version.scale_mismatch";
 
 /// Per sales table: the extra columns its rows carry, and the type each first value asks for.
 fn extra_types(pending: &[PendingChange]) -> BTreeMap<SourceTable, (BTreeSet<String>, NeededColumns)> {
@@ -515,103 +493,6 @@ impl Pipeline {
         }
         log_unmapped();
         DecodedBatch { pending, generic, tasks, scaled }
-    }
-
-    /// Pins every mirror of the batch that has no version scale yet to the scale of its first
-    /// change here, and returns the messages whose scale differs from their mirror's (a DMS
-    /// full-load row, version 1, fits any scale). ClickHouse is asked only while some mirror's
-    /// pin is not known to this process (docs/versions.md, "One scale per mirror").
-    async fn pin_scales(&self, scaled: &[ScaledChange], deadline: Instant) -> Result<BTreeSet<usize>, SinkError> {
-        let cached = |mirror: &str| self.scales.lock().unwrap_or_else(|e| e.into_inner()).get(mirror).copied();
-        let mut first: BTreeMap<&str, VersionScale> = BTreeMap::new();
-        for change in scaled.iter().filter(|c| c.scale != VersionScale::Load) {
-            first.entry(change.mirror.as_str()).or_insert(change.scale);
-        }
-        let unknown = || -> Vec<(&str, VersionScale)> {
-            first.iter().filter(|(mirror, _)| cached(mirror).is_none()).map(|(m, s)| (*m, *s)).collect()
-        };
-        let w = &self.warehouse;
-        let read = async || -> Result<(), SinkError> {
-            let pinned = w.version_scales(deadline).await?;
-            self.scales.lock().unwrap_or_else(|e| e.into_inner()).extend(pinned);
-            Ok(())
-        };
-        if !unknown().is_empty() {
-            read().await?;
-            let unpinned = unknown();
-            if !unpinned.is_empty() {
-                w.pin_version_scales(&unpinned, deadline).await?;
-                read().await?;
-            }
-        }
-        Ok(scaled
-            .iter()
-            .filter(|c| c.scale != VersionScale::Load && cached(&c.mirror).is_some_and(|pinned| pinned != c.scale))
-            .map(|c| c.message)
-            .collect())
-    }
-
-    /// Checks every change on a log-position scale against its mirror's watermark
-    /// (`cdc_core::watermark`): the messages whose position went backwards, and the watermarks
-    /// the others move their mirrors to. ClickHouse is asked once per process.
-    async fn check_positions(&self, scaled: &[ScaledChange], deadline: Instant) -> Result<PositionCheck, SinkError> {
-        let mut check = PositionCheck::default();
-        let positioned: Vec<(&ScaledChange, i64)> = scaled
-            .iter()
-            .filter(|c| watermark::scale_can_restart(c.scale))
-            .filter_map(|c| Some((c, c.commit_time_us?)))
-            .collect();
-        if positioned.is_empty() {
-            return Ok(check);
-        }
-        let mut known = self.watermarks.lock().await;
-        if known.is_none() {
-            *known = Some(self.warehouse.watermarks(deadline).await?);
-        }
-        let known = known.as_ref().map_or_else(HashMap::new, Clone::clone);
-        let slack_us = i64::try_from(self.regression_slack.as_micros()).unwrap_or(i64::MAX);
-        let mut advanced: BTreeMap<&str, Watermark> = BTreeMap::new();
-        for (change, commit_time_us) in positioned {
-            let mark = Watermark { version: change.version, commit_time_us };
-            if let Some(current) = known.get(&change.mirror)
-                && current.contradicted_by(mark.version, commit_time_us, slack_us)
-            {
-                tracing::error!(
-                    mirror = %change.mirror,
-                    version = change.version.0,
-                    watermark = current.version.0,
-                    code = REGRESSED,
-                    "a change's log position is below its mirror's highest, yet it committed later: the source's \
-                     positions restarted (docs/versions.md, \"Positions that restart\")"
-                );
-                check.regressed.insert(change.message);
-                continue;
-            }
-            let entry = advanced.entry(change.mirror.as_str()).or_insert(mark);
-            *entry = entry.max(mark);
-        }
-        check.advanced = advanced
-            .into_iter()
-            .filter(|(mirror, mark)| known.get(*mirror).is_none_or(|current| mark.version > current.version))
-            .map(|(mirror, mark)| (mirror.to_owned(), mark))
-            .collect();
-        Ok(check)
-    }
-
-    /// Records watermarks that moved up, then lets this process know them.
-    async fn advance_watermarks(&self, marks: Vec<(String, Watermark)>, deadline: Instant) -> Result<(), SinkError> {
-        if marks.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<(&str, Watermark)> = marks.iter().map(|(m, w)| (m.as_str(), *w)).collect();
-        self.warehouse.write_watermarks(&rows, deadline).await?;
-        if let Some(known) = self.watermarks.lock().await.as_mut() {
-            for (mirror, mark) in marks {
-                let entry = known.entry(mirror).or_insert(mark);
-                *entry = entry.max(mark);
-            }
-        }
-        Ok(())
     }
 
     /// Completes rows from what is already known about their key, before they are written
