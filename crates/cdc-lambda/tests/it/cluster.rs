@@ -14,9 +14,8 @@ use cdc_clickhouse::dialect::Dialect;
 use cdc_clickhouse::{RawSql, Warehouse, WarehouseOptions};
 use cdc_core::decode::DecodeOptions;
 use cdc_lambda::pipeline::Pipeline;
-use futures::StreamExt;
 
-use crate::convergence::{deliver, generate_history, schedule};
+use crate::convergence::{deliver, generate_history, run_schedules, schedule};
 use crate::support::services::env_or;
 use crate::support::*;
 
@@ -148,37 +147,10 @@ async fn sales_fact_converges_on_every_replica_with_invocations_on_different_rep
     let Some(cluster) = Cluster::from_env("sales_fact_converges_on_every_replica") else {
         return;
     };
-    let seeds: Vec<u64> = match std::env::var("CONVERGENCE_SEED") {
-        Ok(seed) => vec![seed.parse().expect("CONVERGENCE_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("CLUSTER_SCHEDULES").ok().and_then(|n| n.parse().ok()).unwrap_or(SCHEDULES);
-            (0..n).collect()
-        }
-    };
     let cluster = &cluster;
-    let results: Vec<(u64, Result<(), String>)> = futures::stream::iter(seeds)
-        .map(|seed| async move {
-            let started = std::time::Instant::now();
-            let result = tokio::time::timeout(std::time::Duration::from_secs(180), run_schedule(cluster, seed))
-                .await
-                .unwrap_or_else(|_| Err("did not finish within 180 s".into()));
-            eprintln!("cluster schedule {seed}: {:?} in {:?}", result.as_ref().map(|_| "ok"), started.elapsed());
-            (seed, result)
-        })
-        .buffer_unordered(PARALLEL_SCHEDULES)
-        .collect()
-        .await;
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(seed, r)| r.as_ref().err().map(|e| format!("seed {seed}: {e} (replay: CONVERGENCE_SEED={seed})")))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} schedules diverged on the cluster:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    let seeds = ("CONVERGENCE_SEED", "CLUSTER_SCHEDULES", SCHEDULES);
+    let limit = std::time::Duration::from_secs(180);
+    run_schedules("cluster schedule", seeds, PARALLEL_SCHEDULES, limit, |seed| run_schedule(cluster, seed)).await;
 }
 
 #[tokio::test]

@@ -337,38 +337,47 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sales_fact_converges_under_any_delivery_schedule() {
-    let seeds: Vec<u64> = match std::env::var("CONVERGENCE_SEED") {
-        Ok(seed) => vec![seed.parse().expect("CONVERGENCE_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("CONVERGENCE_SCHEDULES").ok().and_then(|n| n.parse().ok()).unwrap_or(SCHEDULES);
-            (0..n).collect()
-        }
+/// Runs `schedule` for each seed, `parallel` at a time, each within `limit`, and
+/// fails with every diverging seed: the seeds are `0..n` (`n` from the variable `count`, else
+/// `default_count`), or the one in the variable `replay` (printed with each failure).
+pub(crate) async fn run_schedules<F, Fut>(
+    what: &str,
+    (replay, count, default_count): (&str, &str, u64),
+    parallel: usize,
+    limit: std::time::Duration,
+    schedule: F,
+) where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let seeds: Vec<u64> = match std::env::var(replay) {
+        Ok(seed) => vec![seed.parse().unwrap_or_else(|_| panic!("{replay} is a number"))],
+        Err(_) => (0..std::env::var(count).ok().and_then(|n| n.parse().ok()).unwrap_or(default_count)).collect(),
     };
+    let schedule = &schedule;
     let results: Vec<(u64, Result<(), String>)> = futures::stream::iter(seeds)
         .map(|seed| async move {
             let started = std::time::Instant::now();
-            let result = tokio::time::timeout(std::time::Duration::from_secs(120), run_schedule(seed))
+            let result = tokio::time::timeout(limit, schedule(seed))
                 .await
-                .unwrap_or_else(|_| Err("did not finish within 120 s".into()));
-            eprintln!("schedule {seed}: {:?} in {:?}", result.as_ref().map(|_| "ok"), started.elapsed());
+                .unwrap_or_else(|_| Err(format!("did not finish within {limit:?}")));
+            eprintln!("{what} {seed}: {:?} in {:?}", result.as_ref().map(|_| "ok"), started.elapsed());
             (seed, result)
         })
-        .buffer_unordered(PARALLEL_SCHEDULES)
+        .buffer_unordered(parallel)
         .collect()
         .await;
     let failures: Vec<String> = results
         .iter()
-        .filter_map(|(seed, r)| r.as_ref().err().map(|e| format!("seed {seed}: {e} (replay: CONVERGENCE_SEED={seed})")))
+        .filter_map(|(seed, r)| r.as_ref().err().map(|e| format!("seed {seed}: {e} (replay: {replay}={seed})")))
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} schedules diverged:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} {what}s diverged:\n{}", failures.len(), results.len(), failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sales_fact_converges_under_any_delivery_schedule() {
+    let seeds = ("CONVERGENCE_SEED", "CONVERGENCE_SCHEDULES", SCHEDULES);
+    run_schedules("schedule", seeds, PARALLEL_SCHEDULES, std::time::Duration::from_secs(120), run_schedule).await;
 }
 
 #[test]

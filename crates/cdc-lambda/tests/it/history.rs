@@ -16,17 +16,15 @@ use cdc_core::decode::DecodeOptions;
 use cdc_core::fact::FactRow;
 use cdc_core::tables::SourceTable;
 use cdc_lambda::pipeline::Pipeline;
-use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value as Json;
 
-use crate::convergence::{deliver, generate, schedule};
+use crate::convergence::{deliver, generate, run_schedules, schedule};
 use crate::support::*;
 
 const SCHEDULES: u64 = 16;
 const TIMES: usize = 10;
-const PARALLEL_SCHEDULES: usize = 4;
 /// More keys than any generated history has: one page.
 const ALL: usize = 100_000;
 
@@ -258,31 +256,8 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_and_as_of_reads_equal_the_source_under_any_delivery_schedule() {
-    let seeds: Vec<u64> = match std::env::var("HISTORY_SEED") {
-        Ok(seed) => vec![seed.parse().expect("HISTORY_SEED is a number")],
-        Err(_) => (0..SCHEDULES).collect(),
-    };
-    let results: Vec<(u64, Result<(), String>)> = futures::stream::iter(seeds)
-        .map(|seed| async move {
-            let result = tokio::time::timeout(std::time::Duration::from_secs(180), run_schedule(seed))
-                .await
-                .unwrap_or_else(|_| Err("did not finish within 180 s".into()));
-            (seed, result)
-        })
-        .buffer_unordered(PARALLEL_SCHEDULES)
-        .collect()
-        .await;
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(seed, r)| r.as_ref().err().map(|e| format!("seed {seed}: {e} (replay: HISTORY_SEED={seed})")))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} schedules diverged:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    let seeds = ("HISTORY_SEED", "HISTORY_SCHEDULES", SCHEDULES);
+    run_schedules("history schedule", seeds, 4, std::time::Duration::from_secs(180), run_schedule).await;
 }
 
 #[test]
