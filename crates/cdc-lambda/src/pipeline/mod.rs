@@ -1,17 +1,18 @@
 //! The core of one invocation: messages in, one report per message out.
 //!
-//! decode → two paths, run concurrently:
+//! decode (and redact) → versions checked ([`versions`]: each mirror's scale, and its watermark,
+//! which holds back a change from a log that restarted) → two paths, run concurrently:
 //! - generic mirrors (every captured table but the sales tables; [`generic`]): rows → columns
 //!   added on first value → one INSERT per table;
 //! - sales: mirror rows → foreign-key index rows (one INSERT per index) → mirror rows (one INSERT
-//!   per table, extra columns included) → find the facts the changes touch (key lookups in the
-//!   indexes) → re-derive them page by page → INSERT into `sales_fact` → re-derivations that did
-//!   not fit become follow-up messages.
+//!   per table, extra columns included; with `HISTORY_TABLES`, history rows in the same round)
+//!   → find the facts the changes touch (key lookups in the indexes) → re-derive them page by
+//!   page → INSERT into `sales_fact` → re-derivations that did not fit become follow-up messages.
 //!
 //! Everything SQS-specific (batch response, FIFO rules, backoff, DLQ, sending the
 //! follow-ups) lives in `handler` and `sqs`, which see this stage only through [`Process`]. The
-//! SQL lives in `sink`; this module only orchestrates. Design: docs/sales-fact.md,
-//! docs/generic-mirrors.md.
+//! SQL lives in `cdc-clickhouse`; this module only orchestrates. Design: docs/sales-fact.md,
+//! docs/generic-mirrors.md, docs/versions.md, docs/history.md.
 //!
 //! Per invocation the number of ClickHouse round trips does not grow with the batch (at most one
 //! INSERT per table, more only while isolating a poison row by bisection, and a fixed set of
