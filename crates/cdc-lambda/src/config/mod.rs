@@ -117,11 +117,13 @@ impl<L: Fn(&str) -> Option<String>> Vars<L> {
     }
 }
 
-/// `HISTORY_TABLES`: sales mirrors by name, or `all` for the four; `None` for anything else
-/// (a generic mirror keeps no history yet: docs/history.md).
+/// `HISTORY_TABLES`: sales mirrors by name, `all` for the four, `none` for none; `None` for
+/// anything else (a generic mirror keeps no history yet: docs/history.md).
 fn history_tables(text: &str) -> Option<BTreeSet<SourceTable>> {
-    if text.trim().eq_ignore_ascii_case("all") {
-        return Some(SourceTable::ALL.into_iter().collect());
+    match text.trim().to_ascii_lowercase().as_str() {
+        "all" => return Some(SourceTable::ALL.into_iter().collect()),
+        "none" => return Some(BTreeSet::new()),
+        _ => {}
     }
     text.split(',').map(str::trim).filter(|name| !name.is_empty()).map(SourceTable::from_name).collect()
 }
@@ -158,7 +160,7 @@ impl Config {
             None => BTreeSet::new(),
             Some(v) => history_tables(&v).ok_or(ConfigError::BadValue {
                 name: "HISTORY_TABLES",
-                expected: "a comma-separated list of customers, products, orders, order_items (or all)",
+                expected: "a comma-separated list of customers, products, orders, order_items (or all, or none)",
                 value: Some(echo(&v)),
             })?,
         };
@@ -573,6 +575,7 @@ mod tests {
         assert_eq!(c.warehouse.history, BTreeSet::from([SourceTable::Customers, SourceTable::OrderItems]));
         let c = config(&[URL, ("HISTORY_TABLES", "ALL")]).unwrap();
         assert_eq!(c.warehouse.history.len(), 4);
+        assert!(config(&[URL, ("HISTORY_TABLES", "none")]).unwrap().warehouse.history.is_empty());
         for bad in ["customer", "customers,notes", "public.customers"] {
             let e = config(&[URL, ("HISTORY_TABLES", bad)]).unwrap_err();
             assert_eq!((e.code(), e.variable()), ("config.bad_value", "HISTORY_TABLES"), "{bad}");
