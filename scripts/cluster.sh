@@ -20,6 +20,8 @@ interserver_base=${CDC_CLUSTER_INTERSERVER_PORT_BASE:-9230}
 replicas=(1 2)
 zk_jar=/usr/share/java/zookeeper.jar
 source "$here/scripts/debian-server.sh"
+# For stop_pid (this script defines its own start, stop and status).
+source "$here/scripts/pid-server.sh"
 
 # ZooKeeper is ready when its `srvr` four-letter command (the only one it is allowed) reports a
 # mode: `ruok` answers `imok` while the server still replays its log and refuses sessions, and a
@@ -145,23 +147,10 @@ start() {
   for n in "${replicas[@]}"; do start_replica "$n"; done
 }
 
-# Ends the process of a pid file: TERM, up to 30 s, then KILL.
-stop_pid() { # pid file
-  [ -f "$1" ] || return 0
-  local pid
-  pid=$(cat "$1")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$1"
-}
-
+# The replicas first (they hold sessions on ZooKeeper), each given up to 30 s.
 stop() {
-  # The replicas first: they hold sessions on ZooKeeper.
-  for n in "${replicas[@]}"; do stop_pid "$dir/replica$n/server.pid"; done
-  stop_pid "$dir/zookeeper/zookeeper.pid"
+  for n in "${replicas[@]}"; do stop_pid "$dir/replica$n/server.pid" 30; done
+  stop_pid "$dir/zookeeper/zookeeper.pid" 30
 }
 
 case "${1:-start}" in

@@ -42,18 +42,21 @@ launch() {
   stop; return 1
 }
 
-# Stops the server this script started: TERM, up to 10 s, then KILL.
-stop() {
-  [ -f "$pidfile" ] || return 0
+# Ends the process of a pid file: TERM, up to the given seconds, then KILL; removes the file.
+stop_pid() { # pid file, seconds
+  [ -f "$1" ] || return 0
   local pid
-  pid=$(cat "$pidfile")
+  pid=$(cat "$1")
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for _ in $(seq 1 $((${2:-10} * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$pidfile"
+  rm -f "$1"
 }
+
+# Stops the server this script started: TERM, up to 10 s, then KILL.
+stop() { stop_pid "$pidfile" 10; }
 
 # The command line of a server script: start (with the server's command), stop or status.
 server_main() { # verb, server command...
