@@ -142,8 +142,14 @@ impl Warehouse {
         let retry = RetryPolicy::default();
         let statement_timeout = options.statement_timeout.unwrap_or(retry.attempt_timeout);
         let client = client.with_setting("max_execution_time", statement_timeout.as_secs().max(1).to_string());
+        // A quorum the server cannot reach within the statement's bound fails there and then
+        // (code 319, transient: retried, and the replicated table drops the retry's block if the
+        // first one landed after all), instead of holding the insert for the server's default
+        // of 600 s after the client has given up.
         let client = match &options.insert_quorum {
-            Some(quorum) => client.with_setting("insert_quorum", quorum.clone()),
+            Some(quorum) => client
+                .with_setting("insert_quorum", quorum.clone())
+                .with_setting("insert_quorum_timeout", statement_timeout.as_millis().max(1).to_string()),
             None => client,
         };
         // `insert_deduplicate` is known to every supported server (18.16 too); current servers
