@@ -43,7 +43,7 @@ use cdc_core::tables::{MirrorTarget, SourceTable};
 use cdc_core::watermark::Watermark;
 use generic::PendingGeneric;
 pub use versions::DEFAULT_REGRESSION_SLACK;
-use versions::{REGRESSED, SCALE_MISMATCH, ScaledChange};
+use versions::{SCALE_MISMATCH, ScaledChange};
 
 /// Order items derived per round (one snapshot read, one INSERT): bounds the lookups' key lists,
 /// the query text and the memory of a round, whatever a change's fan-out.
@@ -110,6 +110,8 @@ pub struct Pipeline {
     /// How much later than its mirror's watermark a lower position may commit before the log
     /// is taken to have restarted (`VERSION_REGRESSION_SLACK_SECONDS`).
     regression_slack: Duration,
+    /// Changes seen whose log position went backwards (each also logged at error level).
+    regressions: std::sync::atomic::AtomicU64,
     /// PII columns dropped, nulled or hashed before any row is built (`REDACT_COLUMNS`).
     redactor: Redactor,
 }
@@ -201,6 +203,7 @@ impl Pipeline {
             scales: std::sync::Mutex::default(),
             watermarks: tokio::sync::Mutex::default(),
             regression_slack: DEFAULT_REGRESSION_SLACK,
+            regressions: std::sync::atomic::AtomicU64::new(0),
             redactor: Redactor::default(),
         }
     }
@@ -216,6 +219,12 @@ impl Pipeline {
     pub fn with_regression_slack(mut self, slack: Duration) -> Self {
         self.regression_slack = slack;
         self
+    }
+
+    /// How many changes this pipeline has seen whose log position went backwards (docs/versions.md,
+    /// "Positions that restart").
+    pub fn regressions_detected(&self) -> u64 {
+        self.regressions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The key shared by every instance of the function (`TASK_KEY_SECRET_ARN`); without it the
@@ -307,32 +316,22 @@ impl Pipeline {
                 return Ok(reports);
             }
         }
-        // Log positions that went backwards: such a change would be stored below rows it
-        // follows and lost silently, so it waits (as a failure of the environment) for the
-        // operator instead.
-        let positions = match self.check_positions(&scaled, deadline).await {
-            Ok(checked) => checked,
+        // Log positions that went backwards are reported (the operator's remedy is a fresh
+        // warehouse from a new snapshot: docs/versions.md, "Positions that restart").
+        let advanced = match self.check_positions(&scaled, deadline).await {
+            Ok(advanced) => advanced,
             Err(e) => {
                 fail_messages(&mut reports, &everyone(&pending, &generic), e)?;
                 return Ok(reports);
             }
         };
-        if !positions.regressed.is_empty() {
-            for &message in &positions.regressed {
-                let table = reports[message].table.clone();
-                reports[message].outcome =
-                    MessageOutcome::Failed { class: ErrorClass::Systemic, code: REGRESSED, table };
-            }
-            pending.retain(|p| !positions.regressed.contains(&p.message));
-            generic.retain(|g| !positions.regressed.contains(&g.message));
-        }
         // Generic mirrors feed no fact: they are written concurrently with the sales path and
         // fail only their own messages (docs/generic-mirrors.md). The watermarks go in the same
         // round; a failure to write them only delays the detection (logged).
         let (generic, sales, marks) = tokio::join!(
             self.write_generic(generic, deadline),
             self.run_sales(pending, tasks, &mut reports, &mut timings, deadline),
-            self.advance_watermarks(positions.advanced, deadline)
+            self.advance_watermarks(advanced, deadline)
         );
         if let Err(e) = marks {
             tracing::warn!(code = e.code(), "could not record the mirrors' watermarks; retried with the next batch");

@@ -2,7 +2,7 @@
 //! its first change, and its watermark, which detects a source whose log positions restarted
 //! (docs/versions.md, "One scale per mirror" and "Positions that restart").
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cdc_clickhouse::SinkError;
@@ -22,19 +22,11 @@ pub(super) struct ScaledChange {
 
 /// The default of `VERSION_REGRESSION_SLACK_SECONDS`: the longest transaction a source runs.
 pub const DEFAULT_REGRESSION_SLACK: Duration = Duration::from_secs(3600);
-/// The code of a change whose log position contradicts its mirror's watermark.
-pub(super) const REGRESSED: &str = "version.regressed";
+/// The code logged for a change whose log position contradicts its mirror's watermark.
+const REGRESSED: &str = "version.regressed";
 
 /// The code of a change on another version scale than its mirror's.
 pub(super) const SCALE_MISMATCH: &str = "version.scale_mismatch";
-
-/// What [`Pipeline::check_positions`] found: messages whose log position went backwards, and
-/// the mirrors' watermarks that the batch moves up.
-#[derive(Default)]
-pub(super) struct PositionCheck {
-    pub(super) regressed: BTreeSet<usize>,
-    pub(super) advanced: Vec<(String, Watermark)>,
-}
 
 impl Pipeline {
     /// Pins every mirror of the batch that has no version scale yet to the scale of its first
@@ -76,27 +68,28 @@ impl Pipeline {
     }
 
     /// Checks every change on a log-position scale against its mirror's watermark
-    /// (`cdc_core::watermark`): the messages whose position went backwards, and the watermarks
-    /// the others move their mirrors to. ClickHouse is asked once per process.
+    /// (`cdc_core::watermark`): a change whose position went backwards is logged at error level
+    /// and counted (it is still written: holding it back would let one forged high position
+    /// stall its whole mirror); returns the watermarks the others move their mirrors to.
+    /// ClickHouse is asked once per process.
     pub(super) async fn check_positions(
         &self,
         scaled: &[ScaledChange],
         deadline: Instant,
-    ) -> Result<PositionCheck, SinkError> {
-        let mut check = PositionCheck::default();
+    ) -> Result<Vec<(String, Watermark)>, SinkError> {
         let positioned: Vec<(&ScaledChange, i64)> = scaled
             .iter()
             .filter(|c| watermark::scale_can_restart(c.scale))
             .filter_map(|c| Some((c, c.commit_time_us?)))
             .collect();
         if positioned.is_empty() {
-            return Ok(check);
+            return Ok(Vec::new());
         }
-        let mut known = self.watermarks.lock().await;
-        if known.is_none() {
-            *known = Some(self.warehouse.watermarks(deadline).await?);
+        let mut cached = self.watermarks.lock().await;
+        if cached.is_none() {
+            *cached = Some(self.warehouse.watermarks(deadline).await?);
         }
-        let known = known.as_ref().map_or_else(HashMap::new, Clone::clone);
+        let known = cached.get_or_insert_default();
         let slack_us = i64::try_from(self.regression_slack.as_micros()).unwrap_or(i64::MAX);
         let mut advanced: BTreeMap<&str, Watermark> = BTreeMap::new();
         for (change, commit_time_us) in positioned {
@@ -112,18 +105,17 @@ impl Pipeline {
                     "a change's log position is below its mirror's highest, yet it committed later: the source's \
                      positions restarted (docs/versions.md, \"Positions that restart\")"
                 );
-                check.regressed.insert(change.message);
+                self.regressions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             let entry = advanced.entry(change.mirror.as_str()).or_insert(mark);
             *entry = entry.max(mark);
         }
-        check.advanced = advanced
+        Ok(advanced
             .into_iter()
             .filter(|(mirror, mark)| known.get(*mirror).is_none_or(|current| mark.version > current.version))
             .map(|(mirror, mark)| (mirror.to_owned(), mark))
-            .collect();
-        Ok(check)
+            .collect())
     }
 
     /// Records watermarks that moved up, then lets this process know them.
