@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cdc_clickhouse::Warehouse;
 use cdc_core::change::Decimal;
-use cdc_core::fact::{FACT_COLUMNS, FactRow, FactValue};
+use cdc_core::fact::{FACT_COLUMNS, FactKind, FactRow, FactValue};
 use cdc_core::tables::SourceTable;
 
 /// Keys (or order items) read and printed per page.
@@ -124,9 +124,9 @@ async fn facts_as_of(warehouse: &Warehouse, at_us: i64, out: &mut impl Write) ->
     Ok(())
 }
 
-/// The columns an analyst reads (not the version or the deletion flag).
+/// The columns an analyst reads: all but the version and the deletion flag.
 fn fact_columns() -> impl Iterator<Item = &'static cdc_core::fact::FactColumn> {
-    FACT_COLUMNS.iter().filter(|c| !matches!(c.name, "_version" | "_is_deleted"))
+    FACT_COLUMNS.iter().filter(|c| !matches!(c.kind, FactKind::Version | FactKind::Flag))
 }
 
 /// One fact as a TabSeparated line, values as ClickHouse prints them.
