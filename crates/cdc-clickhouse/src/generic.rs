@@ -164,7 +164,9 @@ impl Warehouse {
         }
         let rows: Vec<Described> = self.sql_fetch(&queries::columns_query(&self.database, table)).await?;
         let mut columns = Vec::with_capacity(rows.len());
-        let ours = |name: &str| name == "_version" || name == "_is_deleted" || declared.contains(&name);
+        let ours = |name: &str| {
+            ["_version", "_is_deleted", crate::schema::REFILL_COLUMN].contains(&name) || declared.contains(&name)
+        };
         for row in rows.into_iter().filter(|r| !ours(&r.name)) {
             let (ty, nullable) = parse_column_type(&row.r#type).ok_or_else(|| SinkError::Schema {
                 code: "schema.unsupported_type",

@@ -248,6 +248,7 @@ impl Warehouse {
                 for statement in statements {
                     self.sql_execute(&statement).await?;
                 }
+                self.add_refill_columns().await?;
                 if dialect == Dialect::Modern {
                     self.upgrade_block_sizes().await;
                 }
@@ -255,6 +256,24 @@ impl Warehouse {
             })
             .await
             .copied()
+    }
+
+    /// Gives the sales mirrors an earlier release created the tie-break of re-completed rows
+    /// ([`schema::REFILL_COLUMN`]), which every lookup reads.
+    async fn add_refill_columns(&self) -> Result<(), SinkError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Described {
+            name: String,
+            #[allow(dead_code)]
+            r#type: String,
+        }
+        for table in SourceTable::ALL {
+            let columns: Vec<Described> = self.sql_fetch(&queries::columns_query(&self.database, table.name())).await?;
+            if !columns.iter().any(|c| c.name == schema::REFILL_COLUMN) {
+                self.sql_execute(&schema::add_refill_column(&self.database, self.cluster.as_deref(), table)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses an insert quorum the server does not take as given: a server before 22.8 reads
@@ -445,22 +464,20 @@ impl Warehouse {
         self.retry.run(deadline, || self.sql_insert(schema::WATERMARKS_TABLE, &columns, rows.clone())).await
     }
 
-    /// The newest row (deletions included) of each listed key of a mirror table; see
-    /// [`queries::latest_rows_query`]. `T` is the table's state row (`fact::ItemState`...).
-    pub(crate) async fn latest<T: StateRow>(
+    /// The newest row (deletions included) of each listed key of a mirror table (see
+    /// [`queries::latest_rows_query`]), or with `at_us` of its history as of then; `T` is the
+    /// table's state row (`fact::ItemState`...). Retried while transient until `deadline`.
+    pub(crate) async fn rows<T: StateRow>(
         &self,
         table: SourceTable,
         keys: &[i64],
+        at_us: Option<i64>,
         deadline: Instant,
     ) -> Result<Vec<T>, SinkError> {
-        self.retry.run(deadline, || self.latest_once(table, keys)).await
+        self.retry.run(deadline, || self.rows_once(table, keys, at_us)).await
     }
 
-    async fn latest_once<T: StateRow>(&self, table: SourceTable, keys: &[i64]) -> Result<Vec<T>, SinkError> {
-        self.rows_once(table, keys, None).await
-    }
-
-    /// The newest rows of `keys` (see [`Warehouse::latest`]), or with `at_us` the newest of
+    /// The newest rows of `keys` (see [`Warehouse::rows`]), or with `at_us` the newest of
     /// those committed by then, read from the table's history.
     async fn rows_once<T: StateRow>(
         &self,

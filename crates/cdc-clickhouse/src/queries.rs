@@ -120,17 +120,41 @@ fn newest_values(dialect: Dialect, table: SourceTable, history: bool, micros: bo
         Some(parent) if !history => format!("_is_deleted = 0 OR {parent} != 0"),
         _ => "_is_deleted = 0".to_string(),
     };
+    // Two mirror rows of one key and version are a change and its re-completion from the
+    // history (`_refill` > 0, docs/history.md, "Mirrors"): the re-completion wins.
+    let order = if history { "_version" } else { "(_version, _refill)" };
     for (i, column) in spec.columns.iter().enumerate().skip(1) {
         let carried = if history { format!(" AND bitTest(_toast_mask, {i}) = 0") } else { String::new() };
-        let latest = format!("argMaxIf({name}, _version, ({has_values}){carried})", name = column.name);
+        let latest = format!("argMaxIf({name}, {order}, ({has_values}){carried})", name = column.name);
         select.push(match column.kind {
             ColumnKind::Timestamp if micros => dialect.micros_of(&latest),
             _ => latest,
         });
     }
     select.push("max(_version)".to_string());
-    select.push("argMax(_is_deleted, _version)".to_string());
+    select.push(format!("argMax(_is_deleted, {order})"));
     select
+}
+
+/// The keys of `ids` whose newest change in the table's history came with TOAST placeholders
+/// that earlier changes of the history carry: the key, that change's version and how many
+/// changes of the key the history holds. Their mirror rows may have been completed from a
+/// change that is not their predecessor (docs/history.md, "Mirrors").
+pub(crate) fn refill_candidates_query(database: &str, table: SourceTable, ids: &[i64]) -> String {
+    let spec = table.spec();
+    let uncarried: Vec<String> = (1..spec.columns.len())
+        .map(|i| format!("bitTest(top_mask, {i}) AND countIf(_is_deleted = 0 AND bitTest(_toast_mask, {i}) = 0) = 0"))
+        .collect();
+    format!(
+        "SELECT {key} AS k, max(_version) AS top, count() AS changes, argMax(_toast_mask, _version) AS top_mask \
+         FROM {}.{} FINAL WHERE {key} IN ({}) GROUP BY {key} \
+         HAVING top_mask != 0 AND argMax(_is_deleted, _version) = 0 AND NOT ({})",
+        quote_ident(database),
+        quote_ident(&history_table(table)),
+        id_list(ids),
+        uncarried.join(" OR "),
+        key = spec.key,
+    )
 }
 
 /// The children of the given parents, at most `per_parent` of each (the first by child key) and

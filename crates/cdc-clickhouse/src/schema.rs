@@ -70,6 +70,22 @@ pub fn mirror_columns(spec: &TableSpec) -> Vec<&'static str> {
     spec.columns.iter().map(|c| c.name).chain(["_version", "_is_deleted"]).collect()
 }
 
+/// A sales mirror's tie-break among rows of one key and version: 0 for a row its change wrote,
+/// else how many changes of the key the history held when the row's TOAST placeholders were
+/// filled again from it (docs/history.md, "Mirrors"). Not a column of the history.
+pub const REFILL_COLUMN: &str = "_refill";
+
+/// Gives a sales mirror an earlier release created the [`REFILL_COLUMN`] (run only when
+/// `system.columns` lacks it: 18.16 has no `ADD COLUMN IF NOT EXISTS`).
+pub(crate) fn add_refill_column(database: &str, cluster: Option<&str>, table: SourceTable) -> String {
+    format!(
+        "ALTER TABLE {}.{}{} ADD COLUMN {REFILL_COLUMN} UInt64 DEFAULT 0",
+        quote_ident(database),
+        quote_ident(table.name()),
+        on_cluster(cluster)
+    )
+}
+
 /// The history table of a sales mirror: every change, one row per (key, version).
 pub fn history_table(table: SourceTable) -> String {
     format!("{}_history", table.name())
@@ -179,7 +195,8 @@ pub fn schema_statements(dialect: Dialect, database: &str, cluster: Option<&str>
     for table in SourceTable::ALL {
         let spec = table.spec();
         statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) ENGINE = {engine} ORDER BY {key} {settings}",
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}, {REFILL_COLUMN} UInt64 DEFAULT 0) \
+             ENGINE = {engine} ORDER BY {key} {settings}",
             name = spec.name,
             settings = dialect.lookup_table_settings(),
             columns = mirror_column_defs(dialect, table).join(", "),

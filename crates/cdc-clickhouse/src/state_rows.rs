@@ -66,20 +66,7 @@ impl Warehouse {
         deadline: Instant,
     ) -> Result<Vec<(i64, Base<SalesValues>)>, SinkError> {
         let mut stored_extras = if extras { self.latest_extras(table, keys, deadline).await? } else { HashMap::new() };
-        let rows: Vec<(i64, Version, bool, Vec<Cell>)> = match table {
-            SourceTable::Customers => {
-                self.latest::<CustomerState>(table, keys, deadline).await?.into_iter().map(customer_cells).collect()
-            }
-            SourceTable::Products => {
-                self.latest::<ProductState>(table, keys, deadline).await?.into_iter().map(product_cells).collect()
-            }
-            SourceTable::Orders => {
-                self.latest::<OrderState>(table, keys, deadline).await?.into_iter().map(order_cells).collect()
-            }
-            SourceTable::OrderItems => {
-                self.latest::<ItemState>(table, keys, deadline).await?.into_iter().map(item_cells).collect()
-            }
-        };
+        let rows = self.cells(table, keys, None, deadline).await?;
         Ok(rows
             .into_iter()
             .map(|(key, version, deleted, cells)| {
@@ -90,6 +77,75 @@ impl Warehouse {
                 (key, Base { version, live: !deleted, stored: true, values: SalesValues { cells, extras } })
             })
             .collect())
+    }
+
+    /// Each listed key's newest change in the table's history, its TOAST placeholders filled from
+    /// the newest earlier change that carried the column (docs/history.md): the values its
+    /// mirror row must hold. Declared columns only (the history keeps no extra columns).
+    pub async fn history_bases(
+        &self,
+        table: SourceTable,
+        keys: &[i64],
+        deadline: Instant,
+    ) -> Result<Vec<(i64, Base<SalesValues>)>, SinkError> {
+        let rows = self.cells(table, keys, Some(i64::MAX), deadline).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, version, deleted, cells)| {
+                let values = SalesValues { cells, extras: Row::new() };
+                (key, Base { version, live: !deleted, stored: true, values })
+            })
+            .collect())
+    }
+
+    /// The keys of `keys` whose mirror rows may need their TOAST placeholders filled again from
+    /// the history, with the newest change's version and the number of the key's changes the
+    /// history holds ([`queries::refill_candidates_query`]).
+    pub async fn refill_candidates(
+        &self,
+        table: SourceTable,
+        keys: &[i64],
+        deadline: Instant,
+    ) -> Result<Vec<(i64, Version, u64)>, SinkError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Candidate {
+            k: i64,
+            top: u64,
+            changes: u64,
+            #[allow(dead_code)]
+            top_mask: u64,
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = crate::queries::refill_candidates_query(&self.database, table, keys);
+        let rows: Vec<Candidate> = self.retry.run(deadline, || self.sql_fetch(&sql)).await?;
+        Ok(rows.into_iter().map(|c| (c.k, Version(c.top), c.changes)).collect())
+    }
+
+    /// The key, version, deletion flag and declared cells of each listed key's newest row: in the
+    /// mirror, or with `at_us` in the history as of then.
+    async fn cells(
+        &self,
+        table: SourceTable,
+        keys: &[i64],
+        at_us: Option<i64>,
+        deadline: Instant,
+    ) -> Result<Vec<(i64, Version, bool, Vec<Cell>)>, SinkError> {
+        Ok(match table {
+            SourceTable::Customers => {
+                self.rows::<CustomerState>(table, keys, at_us, deadline).await?.into_iter().map(customer_cells).collect()
+            }
+            SourceTable::Products => {
+                self.rows::<ProductState>(table, keys, at_us, deadline).await?.into_iter().map(product_cells).collect()
+            }
+            SourceTable::Orders => {
+                self.rows::<OrderState>(table, keys, at_us, deadline).await?.into_iter().map(order_cells).collect()
+            }
+            SourceTable::OrderItems => {
+                self.rows::<ItemState>(table, keys, at_us, deadline).await?.into_iter().map(item_cells).collect()
+            }
+        })
     }
 
     /// The stored extra columns of the newest row of each key, with its version.

@@ -183,6 +183,44 @@ impl Warehouse {
         }
     }
 
+    /// Writes sales mirror rows whose TOAST placeholders were filled again from the history,
+    /// each with its message and its [`schema::REFILL_COLUMN`] (docs/history.md, "Mirrors"), and
+    /// the table's `extras` columns. No history row: the history holds the change as it came.
+    pub async fn write_refills(
+        &self,
+        table: SourceTable,
+        rows: &[(usize, MirrorRow, u64)],
+        extras: &[Column],
+        deadline: Instant,
+    ) -> Result<Failures, SinkError> {
+        let dialect = self.dialect().await?;
+        let mut failed = Failures::new();
+        let mut groups: Groups = Vec::with_capacity(rows.len());
+        for (message, row, refill) in rows {
+            let mut bytes = Vec::new();
+            rowbinary::encode_mirror_row(&mut bytes, dialect, row);
+            rowbinary::put_u64(&mut bytes, *refill);
+            let encoded = extras.iter().try_for_each(|column| {
+                let value = row.extras.get(&column.name).unwrap_or(&cdc_core::change::Value::Null);
+                encode_column(&mut bytes, dialect, column, value)
+                    .map_err(|fault| self.value_fault(table.name(), &column.name, fault))
+            });
+            match encoded {
+                Ok(()) => groups.push((*message, bytes)),
+                Err(failure) => {
+                    failed.insert(*message, failure);
+                }
+            }
+        }
+        let columns: Vec<&str> = schema::mirror_columns(table.spec())
+            .into_iter()
+            .chain([schema::REFILL_COLUMN])
+            .chain(extras.iter().map(|c| c.name.as_str()))
+            .collect();
+        failed.extend(self.insert_isolating(table.name(), &columns, groups, deadline).await?);
+        Ok(failed)
+    }
+
     /// Writes the rows of one generic mirror, `columns` as [`Warehouse::generic_table`] returned
     /// them. A row whose value its column cannot hold fails its message alone.
     pub async fn write_generic_rows(

@@ -133,6 +133,25 @@ pub fn complete_sales<'a>(
     unresolved
 }
 
+/// The mirror row to write again when a sales mirror holds a change whose TOAST placeholders
+/// were filled from a change that is not its predecessor (one between them arrived later):
+/// `filled` is the key's newest change read from the table's history with its placeholders
+/// filled there (the newest earlier change that carried each column), `stored` the mirror's
+/// newest row. `None` when the mirror holds another version (a newer change, or this one not yet
+/// written: its writer checks again) or already holds these values. The row keeps the stored
+/// extra columns, which the history does not keep (docs/history.md, "Mirrors").
+pub fn refill(table: SourceTable, key: i64, filled: &Base<SalesValues>, stored: &Base<SalesValues>) -> Option<MirrorRow> {
+    let same_change = filled.live && stored.live && filled.version == stored.version;
+    (same_change && filled.values.cells != stored.values.cells).then(|| MirrorRow {
+        table,
+        key,
+        cells: filled.values.cells.clone(),
+        extras: stored.values.extras.clone(),
+        version: filled.version,
+        is_deleted: false,
+    })
+}
+
 fn is_default(cell: &Cell) -> bool {
     matches!(cell, Cell::Int(0) | Cell::Decimal(0) | Cell::Timestamp(0))
         || matches!(cell, Cell::Text(t) if t.is_empty())
@@ -254,6 +273,32 @@ mod tests {
         // A newer complete row only in this batch does not supersede: it may still fail.
         let mut messages = vec![(0, vec![row(1, 20, Value::Unavailable)]), (1, vec![row(1, 30, Value::Null)])];
         assert_eq!(complete_generic(&mut messages, Vec::new()), vec![0]);
+    }
+
+    fn customer_base(version: u64, name: &str, live: bool) -> Base<SalesValues> {
+        let mut cells = customer(version, Cell::Text(name.into()), false).cells;
+        cells[4] = Cell::Text("C3".into());
+        let extras: Row = [("note".to_owned(), Value::Text("kept".into()))].into_iter().collect();
+        Base { version: Version(version), live, stored: true, values: SalesValues { cells, extras } }
+    }
+
+    #[test]
+    fn a_mirror_row_filled_from_a_change_that_is_not_its_predecessor_is_written_again() {
+        // The schedule: N1 @100, @300 with the name as a placeholder, N2 @200 last. The
+        // mirror filled @300 from @100; the history, holding @200 now, fills it with N2.
+        let stored = customer_base(300, "N1", true);
+        let filled = Base { values: SalesValues { extras: Row::new(), ..customer_base(300, "N2", true).values }, ..stored.clone() };
+        let row = refill(SourceTable::Customers, 1, &filled, &stored).expect("written again");
+        assert_eq!((row.cells[2].clone(), row.version, row.is_deleted), (Cell::Text("N2".into()), Version(300), false));
+        assert_eq!(row.extras, stored.values.extras, "the extra columns the history does not keep stay");
+
+        assert_eq!(refill(SourceTable::Customers, 1, &stored, &stored), None, "already right");
+        let newer = customer_base(400, "N4", true);
+        assert_eq!(refill(SourceTable::Customers, 1, &filled, &newer), None, "the mirror moved on");
+        let older = customer_base(200, "N2", true);
+        assert_eq!(refill(SourceTable::Customers, 1, &filled, &older), None, "not written yet: its writer checks");
+        let deleted = customer_base(300, "N1", false);
+        assert_eq!(refill(SourceTable::Customers, 1, &filled, &deleted), None);
     }
 
     fn customer(version: u64, name: Cell, deleted: bool) -> MirrorRow {

@@ -20,6 +20,7 @@
 //! of at most [`PAGE`] items.
 
 mod generic;
+mod refill;
 mod versions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -377,10 +378,17 @@ impl Pipeline {
             return fail_messages(reports, &all, e);
         }
         timings.lap("complete");
-        let written = self.write_rows(&pending, reports, deadline).await?;
+        let mut written = self.write_rows(&pending, reports, deadline).await?;
         timings.lap("mirrors");
 
         let affected: Vec<usize> = written.iter().map(|p| p.message).chain(task_messages).collect();
+        // Rows whose placeholders the history fills otherwise than their writer did: their facts
+        // are derived again with the rest.
+        let refilled = match self.refill_from_history(&written, reports, deadline).await {
+            Ok(refilled) => refilled,
+            Err(e) => return fail_messages(reports, &affected, e),
+        };
+        written.extend(refilled.iter());
         let derived = async {
             let mut touched = self.touched(&written, deadline).await?;
             for (message, task) in tasks {
