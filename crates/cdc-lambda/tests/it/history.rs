@@ -18,7 +18,7 @@ use cdc_core::tables::SourceTable;
 use cdc_lambda::pipeline::Pipeline;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 use crate::convergence::{deliver, generate, run_schedules, schedule};
 use crate::support::*;
@@ -324,4 +324,49 @@ fn the_histories_send_unchanged_names_as_toast_placeholders() {
         })
         .sum();
     assert!(placeholders >= SCHEDULES as usize, "only {placeholders} placeholders in {SCHEDULES} histories");
+}
+
+/// The schedule: customer 1 named N1 @1000; @3000 moves them to C3 and carries the
+/// name as a TOAST placeholder; @2000 (N2, C2) arrives last. The mirror first fills @3000 from
+/// @1000; once @2000 is in the history, the row is filled again: N2, C3, and the fact follows.
+#[tokio::test]
+async fn a_placeholder_filled_before_its_predecessor_arrived_is_filled_again_from_the_history() {
+    let database = fresh_database("refill");
+    let options = WarehouseOptions { history: [SourceTable::Customers].into_iter().collect(), ..Default::default() };
+    let warehouse = Warehouse::with_options(&settings(&database), &options);
+    let pipeline = migrated(Pipeline::new(DecodeOptions::default(), warehouse)).await;
+    let customer = |name: &str, city: &str| {
+        let (name, city) = (name.to_owned(), city.to_owned());
+        Customer { id: 1, email: "a@x.io".into(), name, country: "UK".into(), city, created_at_us: 0 }.json()
+    };
+    let product = Product { id: 2, name: "Lamp".into(), category: "Home".into(), price_cents: 100, created_at_us: 0 };
+    let order = Order { id: 3, customer_id: 1, order_date_us: 0, status: "paid".into(), total_cents: 100 };
+    let item = Item { id: 4, order_id: 3, product_id: 2, quantity: 1, price_cents: 100 };
+    let created = [
+        debezium_body("customers", "c", None, Some(customer("N1", "C1")), 1_000),
+        debezium_body("products", "c", None, Some(product.json()), 1_010),
+        debezium_body("orders", "c", None, Some(order.json()), 1_020),
+        debezium_body("order_items", "c", None, Some(item.json()), 1_030),
+    ];
+    let mut moved = customer("", "C3");
+    moved["name"] = json!("__debezium_unavailable_value");
+    let moved = debezium_body("customers", "u", None, Some(moved), 3_000);
+    let renamed = debezium_body("customers", "u", None, Some(customer("N2", "C2")), 2_000);
+    let current = "SELECT name, toString(city) FROM DB.customers_current";
+    let fact = "SELECT customer_name, toString(customer_city) FROM DB.sales_fact_current";
+
+    assert_all_ok(&run(&pipeline, &created).await);
+    assert_all_ok(&run(&pipeline, std::slice::from_ref(&moved)).await);
+    assert_eq!(tsv(&pipeline, current).await, "N1\tC3\n", "filled from the newest change known");
+    assert_all_ok(&run(&pipeline, std::slice::from_ref(&renamed)).await);
+    assert_eq!(tsv(&pipeline, current).await, "N2\tC3\n", "filled again from its predecessor");
+    assert_eq!(tsv(&pipeline, fact).await, "N2\tC3\n");
+    assert_eq!(tsv(&pipeline, "SELECT _refill FROM DB.customers FINAL").await, "3\n", "three changes in the history");
+
+    // Delivered again, in either order and together: nothing moves.
+    assert_all_ok(&run(&pipeline, &[moved.clone(), renamed.clone()]).await);
+    assert_all_ok(&run(&pipeline, &[renamed, moved]).await);
+    assert_eq!(tsv(&pipeline, current).await, "N2\tC3\n");
+    assert_eq!(tsv(&pipeline, fact).await, "N2\tC3\n");
+    drop_database(&database).await;
 }
