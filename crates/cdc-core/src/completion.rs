@@ -14,6 +14,10 @@
 //! stored rows count for that: a newer row of the same batch may yet fail. Nothing at all: the
 //! older change may still be in flight, and the message is retried (`toast.base_missing`).
 //! docs/generic-mirrors.md, "TOAST".
+//!
+//! The newest change known when a row is written need not be its predecessor: one between them
+//! can arrive later. For the tables that keep history, [`refill`] says which mirror rows to
+//! fill again from it (docs/history.md, "Mirrors").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -15,12 +15,14 @@ const MAX_NAME_BYTES: usize = 63;
 /// PostgreSQL's limit of columns per table (MaxHeapAttributeNumber).
 pub const MAX_COLUMNS: usize = 1_600;
 
-/// Names a mirror column may not take: ours (version, deletion flag) and ClickHouse's virtual
+/// Names a mirror column may not take: ours (version, deletion flag, the tie-break of rows filled
+/// again from a history, which a forged column would otherwise set) and ClickHouse's virtual
 /// and reserved columns of MergeTree tables (a `_row_exists` column is refused by current
 /// servers; the others would be shadowed by, or shadow, the engine's own).
 const RESERVED: &[&str] = &[
     "_version",
     "_is_deleted",
+    "_refill",
     "_row_exists",
     "_part",
     "_part_index",
@@ -124,7 +126,7 @@ mod tests {
         // 63 bytes is the limit, not 63 characters.
         assert_eq!(check_name(&"é".repeat(32)), Err(IdentifierError::TooLong));
         assert_eq!(check_name("a\nb"), Err(IdentifierError::ControlCharacter));
-        for reserved in ["_version", "_is_deleted", "_row_exists", "_part"] {
+        for reserved in ["_version", "_is_deleted", "_refill", "_row_exists", "_part"] {
             assert_eq!(check_name(reserved), Err(IdentifierError::Reserved), "{reserved}");
         }
         assert_eq!(check_row(&row(&["id", ""])).unwrap_err().code(), "row.bad_column_name");

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use cdc_clickhouse::SinkError;
+use cdc_clickhouse::{Failures, SinkError};
 use cdc_core::completion;
 use cdc_core::error::ErrorClass;
 use cdc_core::change::Op;
@@ -45,22 +45,29 @@ impl Pipeline {
                 keys.entry(row.table).or_default().entry(row.key).or_insert(p.message);
             }
         }
+        // The tables concurrently: one round trip in all when nothing needs filling again.
+        let tables = keys.iter().map(|(table, messages)| self.refill_table(*table, messages, deadline));
         let mut refilled = Vec::new();
-        for (table, messages) in keys {
-            refilled.extend(self.refill_table(table, &messages, reports, deadline).await?);
+        for (rows, failed) in futures::future::try_join_all(tables).await? {
+            refilled.extend(rows);
+            for (message, (class, code)) in failed {
+                let table = reports[message].table.clone();
+                reports[message].outcome = MessageOutcome::Failed { class, code, table };
+            }
         }
         Ok(refilled)
     }
 
+    /// One table's rows filled again, and the messages whose rows could not be written.
     async fn refill_table(
         &self,
         table: SourceTable,
         messages: &BTreeMap<i64, usize>,
-        reports: &mut [MessageReport],
         deadline: Instant,
-    ) -> Result<Vec<PendingChange>, SinkError> {
+    ) -> Result<(Vec<PendingChange>, Failures), SinkError> {
         let w = &self.warehouse;
         let mut refilled = Vec::new();
+        let mut failures = Failures::new();
         let mut keys: Vec<i64> = messages.keys().copied().collect();
         for round in 0..=REFILL_ROUNDS {
             // The count is read before the values: a row's tie-break never claims more changes
@@ -85,20 +92,15 @@ impl Pipeline {
                 break;
             }
             if round == REFILL_ROUNDS {
-                for (message, _, _) in &rows {
-                    let table = reports[*message].table.clone();
-                    reports[*message].outcome =
-                        MessageOutcome::Failed { class: ErrorClass::Transient, code: "toast.refill_contended", table };
-                }
+                failures.extend(rows.iter().map(|(m, _, _)| (*m, (ErrorClass::Transient, "toast.refill_contended"))));
                 break;
             }
             let extras = w.sales_extras(table, &[], deadline).await?;
             let failed = w.write_refills(table, &rows, &extras, deadline).await?;
             keys = Vec::with_capacity(rows.len());
             for (message, row, _) in rows {
-                if let Some((class, code)) = failed.get(&message) {
-                    let table = reports[message].table.clone();
-                    reports[message].outcome = MessageOutcome::Failed { class: *class, code, table };
+                if let Some(failure) = failed.get(&message) {
+                    failures.insert(message, *failure);
                     continue;
                 }
                 keys.push(row.key);
@@ -107,6 +109,6 @@ impl Pipeline {
             }
             tracing::debug!(table = table.name(), rows = keys.len(), round, "mirror rows filled again from the history");
         }
-        Ok(refilled)
+        Ok((refilled, failures))
     }
 }
